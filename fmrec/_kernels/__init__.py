@@ -1,0 +1,1 @@
+"""Compiled FM kernels (Cython, nogil). Private: the estimators are the public API."""

@@ -1,0 +1,177 @@
+# Shared inline code for the FM kernels: fused types, losses and prefetching.
+# Everything here is `noexcept nogil`: safe inside prange bodies.
+
+from libc.math cimport exp, log, log1p, fabs
+from cython cimport floating
+from libc.stdint cimport int32_t, int64_t
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef enum Loss:
+    SQUARE = 0
+    LOGISTIC = 1
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FMREC_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define FMREC_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void prefetch "FMREC_PREFETCH"(const void *p) noexcept nogil
+
+
+# k = 8 (the common default) fast paths. With k a compile-time 8 GCC unrolls the f-loops
+# completely *before* vectorising, and its SLP pass cannot pack the resulting 8 scalar
+# accumulators carried around the loop over non-zeros, so the loops end up scalar. Writing
+# them with vector extensions keeps one row of V in one (AVX) or two (SSE2) registers whatever
+# -march is. Unaligned loads/stores go through memcpy. Other compilers get plain loops.
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <math.h>
+    #if defined(__GNUC__) || defined(__clang__)
+    typedef float fmrec_vf8 __attribute__((vector_size(32)));
+    typedef double fmrec_vd8 __attribute__((vector_size(64)));
+    #define FMREC_K8_DEFS(T, VT, SQRT)                                                      \
+    static inline VT fmrec_ld_##T(const T *p) { VT v; memcpy(&v, p, sizeof v); return v; } \
+    static inline void fmrec_st_##T(T *p, VT v) { memcpy(p, &v, sizeof v); }              \
+    static inline void fmrec_k8_accum_##T(T *q, T *sq, const T *v, T x) {                 \
+        VT vx = fmrec_ld_##T(v) * x;                                                       \
+        fmrec_st_##T(q, fmrec_ld_##T(q) + vx);                                             \
+        fmrec_st_##T(sq, fmrec_ld_##T(sq) + vx * vx);                                      \
+    }                                                                                      \
+    static inline void fmrec_k8_step_##T(T *v, const T *q, T gx, T x, T sreg, T lr) {     \
+        VT vv = fmrec_ld_##T(v);                                                           \
+        fmrec_st_##T(v, vv - lr * (gx * (fmrec_ld_##T(q) - vv * x) + sreg * vv));          \
+    }                                                                                      \
+    static inline void fmrec_k8_adagrad_##T(T *v, T *acc, const T *q, T gx, T x, T sreg,  \
+                                            T lr, T eps) {                                 \
+        VT vv = fmrec_ld_##T(v), g, a, r;                                                  \
+        int f;                                                                             \
+        g = gx * (fmrec_ld_##T(q) - vv * x) + sreg * vv;                                   \
+        a = fmrec_ld_##T(acc) + g * g;                                                     \
+        r = a + eps;                                                                       \
+        for (f = 0; f < 8; f++) r[f] = SQRT(r[f]);  /* one sqrtps/sqrtpd per register */   \
+        fmrec_st_##T(acc, a);                                                              \
+        fmrec_st_##T(v, vv - lr * g / r);                                                  \
+    }
+    #else
+    #define FMREC_K8_DEFS(T, VT, SQRT)                                                      \
+    static void fmrec_k8_accum_##T(T *q, T *sq, const T *v, T x) {                        \
+        int f; for (f = 0; f < 8; f++) { q[f] += v[f] * x; sq[f] += v[f] * x * v[f] * x; } \
+    }                                                                                      \
+    static void fmrec_k8_step_##T(T *v, const T *q, T gx, T x, T sreg, T lr) {            \
+        int f; for (f = 0; f < 8; f++) v[f] -= lr * (gx * (q[f] - v[f] * x) + sreg * v[f]); \
+    }                                                                                      \
+    static void fmrec_k8_adagrad_##T(T *v, T *acc, const T *q, T gx, T x, T sreg, T lr,   \
+                                     T eps) {                                              \
+        int f; T g;                                                                        \
+        for (f = 0; f < 8; f++) {                                                          \
+            g = gx * (q[f] - v[f] * x) + sreg * v[f];                                      \
+            acc[f] += g * g;                                                               \
+            v[f] -= lr * g / SQRT(acc[f] + eps);                                           \
+        }                                                                                  \
+    }
+    #endif
+    FMREC_K8_DEFS(float, fmrec_vf8, sqrtf)
+    FMREC_K8_DEFS(double, fmrec_vd8, sqrt)
+    """
+    void k8_accum_f "fmrec_k8_accum_float"(float* q, float* sq, const float* v, float x) noexcept nogil
+    void k8_accum_d "fmrec_k8_accum_double"(double* q, double* sq, const double* v, double x) noexcept nogil
+    void k8_step_f "fmrec_k8_step_float"(float* v, const float* q, float gx, float x, float sreg, float lr) noexcept nogil
+    void k8_step_d "fmrec_k8_step_double"(double* v, const double* q, double gx, double x, double sreg, double lr) noexcept nogil
+    void k8_adagrad_f "fmrec_k8_adagrad_float"(float* v, float* acc, const float* q, float gx, float x, float sreg, float lr, float eps) noexcept nogil
+    void k8_adagrad_d "fmrec_k8_adagrad_double"(double* v, double* acc, const double* q, double gx, double x, double sreg, double lr, double eps) noexcept nogil
+
+
+cdef inline void k8_accum(floating* q, floating* sq, const floating* v, floating x) noexcept nogil:
+    """q[f] += v[f] x and sq[f] += (v[f] x)^2 for f < 8."""
+    if floating is float:
+        k8_accum_f(q, sq, v, x)
+    else:
+        k8_accum_d(q, sq, v, x)
+
+
+cdef inline void k8_step(floating* v, const floating* q, floating gx, floating x, floating sreg,
+                         floating lr) noexcept nogil:
+    """SGD step of one row of V (k = 8): v -= lr * (gx * (q - v x) + sreg * v)."""
+    if floating is float:
+        k8_step_f(v, q, gx, x, sreg, lr)
+    else:
+        k8_step_d(v, q, gx, x, sreg, lr)
+
+
+cdef inline void k8_adagrad(floating* v, floating* acc, const floating* q, floating gx, floating x,
+                            floating sreg, floating lr, floating eps) noexcept nogil:
+    """AdaGrad step of one row of V and of its accumulator (k = 8)."""
+    if floating is float:
+        k8_adagrad_f(v, acc, q, gx, x, sreg, lr, eps)
+    else:
+        k8_adagrad_d(v, acc, q, gx, x, sreg, lr, eps)
+
+
+cdef inline double sigmoid(double z) noexcept nogil:
+    # Branches keep exp() from overflowing for large |z|.
+    cdef double e
+    if z >= 0:
+        return 1.0 / (1.0 + exp(-z))
+    e = exp(z)
+    return e / (1.0 + e)
+
+
+cdef inline double loss_value(int loss, double yhat, double y) noexcept nogil:
+    """Pointwise loss: 0.5*(yhat-y)^2, or the log loss of sigmoid(yhat) for y in {0, 1}."""
+    cdef double margin
+    if loss == SQUARE:
+        return 0.5 * (yhat - y) * (yhat - y)
+    # log(1 + exp(-m)) with m = +-yhat, written so it never overflows
+    margin = yhat if y > 0.5 else -yhat
+    if margin > 0:
+        return log1p(exp(-margin))
+    return -margin + log1p(exp(margin))
+
+
+cdef inline double loss_gradient(int loss, double yhat, double y) noexcept nogil:
+    """d loss / d yhat."""
+    if loss == SQUARE:
+        return yhat - y
+    return sigmoid(yhat) - y
+
+
+cdef inline double loss_curvature(int loss, double yhat) noexcept nogil:
+    """d^2 loss / d yhat^2 (floored for the logistic loss so Newton steps stay bounded)."""
+    cdef double p
+    if loss == SQUARE:
+        return 1.0
+    p = sigmoid(yhat)
+    p = p * (1.0 - p)
+    return p if p > 1e-6 else 1e-6
+
+
+cdef inline floating row_predict(const index_t* idx, const floating* val, Py_ssize_t nnz,
+                                 floating w0, const floating* w, const floating* V,
+                                 Py_ssize_t k, floating* q, floating* sq) noexcept nogil:
+    """FM output of one sparse row in O(k*nnz); leaves the factor sums q[f] = sum_j v_jf x_j.
+
+    ``sq`` is scratch of length k. Uses 0.5 * sum_f (q_f^2 - sum_j v_jf^2 x_j^2).
+    """
+    cdef Py_ssize_t p, f
+    cdef floating x, lin = w0, inter = 0
+    cdef const floating* v
+    for f in range(k):
+        q[f] = 0
+        sq[f] = 0
+    for p in range(nnz):
+        x = val[p]
+        lin = lin + w[idx[p]] * x
+        v = V + idx[p] * k
+        for f in range(k):
+            q[f] += v[f] * x
+            sq[f] += v[f] * v[f] * x * x
+    for f in range(k):
+        inter = inter + q[f] * q[f] - sq[f]
+    return lin + 0.5 * inter

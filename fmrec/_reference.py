@@ -1,0 +1,165 @@
+"""Slow, obviously-correct NumPy Factorization Machine: the yardstick for the Cython kernels.
+
+Written for clarity, not speed: dense per-row arithmetic, the pairwise sum spelled out in
+``predict_pairwise``, Python loops over rows and coordinates. Tests check these functions by
+finite differences and then check the kernels against them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+SQUARE, LOGISTIC = 0, 1
+
+
+def predict_pairwise(X, w0: float, w: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """ŷ(x) = w0 + Σ w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j, with the O(d²) double sum."""
+    X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+    out = np.empty(X.shape[0])
+    G = V.astype(np.float64) @ V.astype(np.float64).T
+    for r, x in enumerate(X):
+        pair = 0.0
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                pair += G[i, j] * x[i] * x[j]
+        out[r] = w0 + x @ w + pair
+    return out
+
+
+def predict(X, w0: float, w: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """The same output through the sum-of-squares identity (vectorized, float64)."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    V = V.astype(np.float64)
+    q = X @ V
+    sq = X.multiply(X) @ (V**2)
+    return w0 + X @ w.astype(np.float64) + 0.5 * (q**2 - sq).sum(axis=1)
+
+
+def loss_value(loss: int, yhat, y):
+    """Pointwise loss: 0.5 (ŷ-y)² or the log loss of σ(ŷ) for y ∈ {0, 1}."""
+    yhat, y = np.asarray(yhat, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if loss == SQUARE:
+        return 0.5 * (yhat - y) ** 2
+    margin = np.where(y > 0.5, yhat, -yhat)
+    return np.logaddexp(0.0, -margin)
+
+
+def loss_gradient(loss: int, yhat, y):
+    """d loss / d ŷ."""
+    yhat, y = np.asarray(yhat, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if loss == SQUARE:
+        return yhat - y
+    return 0.5 * (1.0 + np.tanh(0.5 * yhat)) - y
+
+
+def loss_curvature(loss: int, yhat):
+    """d² loss / d ŷ², floored at 1e-6 for the logistic loss (as the kernels do)."""
+    yhat = np.asarray(yhat, dtype=np.float64)
+    if loss == SQUARE:
+        return np.ones_like(yhat)
+    p = 0.5 * (1.0 + np.tanh(0.5 * yhat))
+    return np.maximum(p * (1.0 - p), 1e-6)
+
+
+def output_gradients(x: np.ndarray, V: np.ndarray):
+    """∂ŷ/∂w0, ∂ŷ/∂w and ∂ŷ/∂V for one dense row x."""
+    x = np.asarray(x, dtype=np.float64)
+    q = x @ V
+    dV = x[:, None] * q[None, :] - V * (x**2)[:, None]
+    return 1.0, x.copy(), dV
+
+
+def objective(X, y, s, loss, w0, w, V, reg_bias, reg_linear, reg_factors):
+    """Σ s_i loss_i + ½ (reg_bias w0² + Σ_j reg_linear_j w_j² + reg_factors_j |v_j|²).
+
+    ``reg_linear`` / ``reg_factors`` are per-feature arrays (or scalars).
+    """
+    yhat = predict(X, w0, w, V)
+    data = float(np.sum(s * loss_value(loss, yhat, y)))
+    pen = reg_bias * w0**2 + np.sum(reg_linear * w**2) + np.sum(
+        np.asarray(reg_factors)[..., None] * V**2 if np.ndim(reg_factors) else reg_factors * V**2
+    )
+    return data + 0.5 * float(pen)
+
+
+def sgd_epoch(X, y, s, order, w0, w, V, *, loss, learning_rate, adagrad, reg_bias, reg_linear,
+              reg_factors, fit_intercept=True, fit_linear=True, acc=None, eps=1e-8):
+    """One SGD epoch, row by row in ``order``; returns new (w0, w, V, acc) and the loss sum.
+
+    Per row with weight s: g = s ∂loss/∂ŷ; every touched parameter θ takes the step
+    θ -= lr (g ∂ŷ/∂θ + s reg θ), or the AdaGrad step with per-parameter accumulators.
+    Factor sums q come from the parameters before the row's update.
+    """
+    X = sp.csr_matrix(X, dtype=np.float64)
+    w0, w, V = float(w0), w.astype(np.float64).copy(), V.astype(np.float64).copy()
+    if acc is None:
+        acc = (0.0, np.zeros_like(w), np.zeros_like(V))
+    a0, aw, aV = acc[0], acc[1].astype(np.float64).copy(), acc[2].astype(np.float64).copy()
+    loss_sum = 0.0
+    for i in order:
+        lo, hi = X.indptr[i], X.indptr[i + 1]
+        idx, val = X.indices[lo:hi], X.data[lo:hi]
+        q = val @ V[idx]
+        yhat = w0 + val @ w[idx] + 0.5 * (q @ q - np.sum((V[idx] * val[:, None]) ** 2))
+        loss_sum += s[i] * loss_value(loss, yhat, y[i])
+        g = s[i] * loss_gradient(loss, yhat, y[i])
+        if fit_intercept:
+            grad = g + s[i] * reg_bias * w0
+            if adagrad:
+                a0 += grad**2
+                w0 -= learning_rate * grad / np.sqrt(a0 + eps)
+            else:
+                w0 -= learning_rate * grad
+        for j, x in zip(idx, val, strict=True):
+            if fit_linear:
+                grad = g * x + s[i] * reg_linear * w[j]
+                if adagrad:
+                    aw[j] += grad**2
+                    w[j] -= learning_rate * grad / np.sqrt(aw[j] + eps)
+                else:
+                    w[j] -= learning_rate * grad
+            grad = g * x * (q - V[j] * x) + s[i] * reg_factors * V[j]
+            if adagrad:
+                aV[j] += grad**2
+                V[j] -= learning_rate * grad / np.sqrt(aV[j] + eps)
+            else:
+                V[j] -= learning_rate * grad
+    return w0, w, V, (a0, aw, aV), loss_sum
+
+
+def als_sweep(X, y, s, w0, w, V, *, loss, reg_bias, reg_linear, reg_factors,
+              fit_intercept=True, fit_linear=True):
+    """One coordinate-descent sweep: w0, then for each feature j: w_j, v_j1 … v_jk.
+
+    Each coordinate θ moves by -(Σ s g h + reg θ) / (Σ s c h² + reg), h = ∂ŷ/∂θ, with ŷ
+    recomputed from scratch before every coordinate (no caches): g and c are the loss's
+    gradient and curvature. For the square loss this is the coordinate's exact minimizer.
+    ``reg_linear`` and ``reg_factors`` are per-feature arrays.
+    """
+    Xd = np.asarray(sp.csr_matrix(X).toarray(), dtype=np.float64)
+    w0, w, V = float(w0), w.astype(np.float64).copy(), V.astype(np.float64).copy()
+
+    def step(h, theta, reg):
+        yhat = predict(Xd, w0, w, V)
+        num = np.sum(s * loss_gradient(loss, yhat, y) * h) + reg * theta
+        den = np.sum(s * loss_curvature(loss, yhat) * h * h) + reg
+        return theta - num / den if den > 0 else theta
+
+    if fit_intercept:
+        w0 = step(np.ones(len(y)), w0, reg_bias)
+    for j in range(Xd.shape[1]):
+        col = Xd[:, j]
+        if not np.any(col):
+            if fit_linear and reg_linear[j] > 0:
+                w[j] = 0.0
+            if reg_factors[j] > 0:
+                V[j] = 0.0
+            continue
+        if fit_linear:
+            w[j] = step(col, w[j], reg_linear[j])
+        for f in range(V.shape[1]):
+            q = Xd @ V[:, f]
+            h = col * (q - V[j, f] * col)
+            V[j, f] = step(h, V[j, f], reg_factors[j])
+    return w0, w, V

@@ -1,0 +1,530 @@
+"""FMRegressor and FMClassifier: scikit-learn estimators over the Cython FM kernels."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from fmrec import _validation as v
+from fmrec._kernels import predict as _predict
+from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver
+from fmrec.metrics import METRICS
+from fmrec.persistence import save_estimator
+
+logger = logging.getLogger("fmrec")
+
+SQUARE, LOGISTIC = 0, 1
+
+Callback = Callable[["BaseEstimator", int, dict], bool | None]
+
+
+class _BaseFM(BaseEstimator):
+    """Shared machinery; see FMRegressor for the parameters."""
+
+    _loss: int
+    _default_metric: str
+
+    def __init__(
+        self,
+        n_factors: int = 8,
+        *,
+        solver: str = "als",
+        n_epochs: int = 30,
+        learning_rate: float = 0.05,
+        lr_schedule: str = "adagrad",
+        reg_bias: float = 0.0,
+        reg_linear: float = 0.05,
+        reg_factors: float = 0.05,
+        init_std: float = 0.1,
+        fit_intercept: bool = True,
+        fit_linear: bool = True,
+        eval_metric: str | None = None,
+        early_stopping_rounds: int | None = None,
+        tol: float = 0.0,
+        dtype: str = "float32",
+        random_state=None,
+        n_jobs: int | None = 1,
+        warm_start: bool = False,
+        verbose: int = 0,
+    ):
+        self.n_factors = n_factors
+        self.solver = solver
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.reg_bias = reg_bias
+        self.reg_linear = reg_linear
+        self.reg_factors = reg_factors
+        self.init_std = init_std
+        self.fit_intercept = fit_intercept
+        self.fit_linear = fit_linear
+        self.eval_metric = eval_metric
+        self.early_stopping_rounds = early_stopping_rounds
+        self.tol = tol
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _check_hyperparameters(self) -> None:
+        v.check_interval("n_factors", self.n_factors, low=1, integer=True)
+        v.check_choice("solver", self.solver, {"als", "sgd"})
+        v.check_interval("n_epochs", self.n_epochs, low=1, integer=True)
+        v.check_interval("learning_rate", self.learning_rate, low=0, low_open=True)
+        v.check_choice("lr_schedule", self.lr_schedule, {"adagrad", "constant"})
+        for name in ("reg_bias", "reg_linear", "reg_factors", "tol"):
+            v.check_interval(name, getattr(self, name), low=0)
+        v.check_interval("init_std", self.init_std, low=0)
+        v.check_interval("early_stopping_rounds", self.early_stopping_rounds, low=1,
+                         integer=True, allow_none=True)
+        v.check_choice("eval_metric", self._metric_name(), set(self._allowed_metrics))
+        v.check_interval("verbose", self.verbose, low=0, integer=True)
+        v.resolve_dtype(self.dtype)
+        v.resolve_n_jobs(self.n_jobs)
+
+    def _metric_name(self) -> str:
+        return self.eval_metric if self.eval_metric is not None else self._default_metric
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y, sample_weight=None, eval_set=None,
+            callbacks: Sequence[Callback] | None = None):
+        """Fit the model, starting afresh unless ``warm_start`` is set.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Design matrix; any scipy.sparse format or a dense array.
+        y : array-like of shape (n_samples,)
+            Targets (regression) or labels with exactly two distinct values.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights, applied in the loss and the per-row regularization.
+        eval_set : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), optional
+            Validation data: its ``eval_metric`` is recorded in ``history_`` after every
+            epoch and drives early stopping (the best epoch's parameters are kept).
+        callbacks : sequence of callables, optional
+            Each is called after every epoch as ``callback(estimator, epoch, logs)`` where
+            ``logs`` holds ``train_loss`` and, with an eval set, ``val_<metric>``; returning
+            True stops training. The estimator's parameters are those of that epoch.
+
+        Returns
+        -------
+        self
+        """
+        warm = self.warm_start and hasattr(self, "V_")
+        return self._fit(X, y, sample_weight, eval_set, callbacks, self.n_epochs, reset=not warm)
+
+    def partial_fit(self, X, y, sample_weight=None, **fit_params):
+        """Run one epoch of the solver on (X, y), continuing from the current parameters.
+
+        The first call initializes the model. With ``solver="sgd"`` this is online
+        learning; with ``"als"`` it is one coordinate-descent sweep over the given batch.
+        """
+        fitted = hasattr(self, "V_")
+        return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
+                         fit_params.get("callbacks"), 1, reset=not fitted,
+                         classes=fit_params.get("classes"))
+
+    def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None):
+        backup = dict(self.__dict__)
+        try:
+            self._fit_unsafe(X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes)
+        except BaseException:
+            # A failed fit leaves a previously fitted model exactly as it was.
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            raise
+        return self
+
+    def _fit_unsafe(self, X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes):
+        self._check_hyperparameters()
+        dtype = v.resolve_dtype(self.dtype)
+        if not reset and np.dtype(dtype) != self.V_.dtype:
+            raise ValueError(f"dtype changed from {self.V_.dtype} to {np.dtype(dtype).name} "
+                             "since the model was fitted; refit with warm_start=False")
+        X, y = v.check_X_y(self, X, y, dtype=dtype, reset=reset, y_numeric=self._loss == SQUARE)
+        y = self._encode_targets(y, reset=reset, classes=classes).astype(dtype)
+        sw = v.check_sample_weight(sample_weight, X, dtype)
+        evaluation = self._prepare_eval_set(eval_set, dtype)
+        n_threads = v.resolve_n_jobs(self.n_jobs)
+        rng = check_random_state(self.random_state)
+        hp = self._solver_hyperparameters()
+
+        if reset:
+            state = self._initial_state(X.shape[1], y, sw, dtype, rng)
+            self.history_ = {"train_loss": []}
+            accumulators = None
+        else:
+            if self.V_.shape[1] != self.n_factors:
+                raise ValueError(f"n_factors changed from {self.V_.shape[1]} to {self.n_factors} "
+                                 "since the model was fitted; refit with warm_start=False")
+            state = FMState(self.w0_, self.w_.copy(), self.V_.copy())
+            accumulators = getattr(self, "_accumulators", None)
+            self.history_ = {key: list(val) for key, val in self.history_.items()}
+        if self._loss == SQUARE:
+            lo, hi = float(np.min(y)), float(np.max(y))
+            if not reset:
+                lo, hi = min(lo, self.y_range_[0]), max(hi, self.y_range_[1])
+            self.y_range_ = (lo, hi)
+
+        if self.solver == "sgd":
+            solver = SGDSolver(X, y, sw, self._loss, state, hp=hp, rng=rng,
+                               n_threads=n_threads, accumulators=accumulators)
+        else:
+            solver = ALSSolver(X, y, sw, self._loss, state, hp=hp, n_threads=n_threads)
+        self._publish(state)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._run_epochs(solver, state, evaluation, callbacks or (), n_epochs, n_threads)
+        if self.solver == "sgd":
+            self._accumulators = solver.accumulators
+        self.n_epochs_ = len(self.history_["train_loss"])
+
+    def _solver_hyperparameters(self) -> dict:
+        return {
+            "learning_rate": float(self.learning_rate),
+            "lr_schedule": self.lr_schedule,
+            "reg_bias": float(self.reg_bias),
+            "reg_linear": float(self.reg_linear),
+            "reg_factors": float(self.reg_factors),
+            "fit_intercept": bool(self.fit_intercept),
+            "fit_linear": bool(self.fit_linear),
+        }
+
+    def _initial_state(self, n_features, y, sw, dtype, rng) -> FMState:
+        w0 = self._initial_intercept(y.astype(np.float64), sw.astype(np.float64))
+        V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
+        return FMState(w0 if self.fit_intercept else 0.0, np.zeros(n_features, dtype), V)
+
+    def _prepare_eval_set(self, eval_set, dtype):
+        eval_set = v.check_eval_set(eval_set)
+        if eval_set is None:
+            return None
+        X_val, y_val, w_val = eval_set
+        X_val = v.check_X(self, X_val, dtype=dtype, reset=False)
+        y_val = v.check_array_1d_finite("y of eval_set", y_val, X_val.shape[0], None)
+        y_val = self._encode_eval_targets(y_val)
+        if w_val is not None:
+            w_val = v.check_sample_weight(w_val, X_val, np.float64)
+        return X_val, y_val, w_val
+
+    def _run_epochs(self, solver, state, evaluation, callbacks, n_epochs, n_threads):
+        name = self._metric_name()
+        metric, greater_is_better = METRICS[name]
+        key = f"val_{name}"
+        rounds = self.early_stopping_rounds
+        best_score, best_state, since_best = None, None, 0
+        last_good = state.copy()
+        start = len(self.history_["train_loss"])
+        for epoch in range(start, start + n_epochs):
+            try:
+                loss_sum, weight_sum = solver.epoch()
+            except Diverged as exc:
+                state.assign(last_good)
+                self._publish(state)
+                hint = (f"training diverged at epoch {epoch} ({exc}); try a smaller "
+                        f"learning_rate (now {self.learning_rate}) or more regularization")
+                if epoch == start:
+                    raise ValueError(hint) from None
+                warnings.warn(hint + "; keeping the last finite parameters",
+                              ConvergenceWarning, stacklevel=4)
+                break
+            self._publish(state)
+            logs = {"train_loss": self._report_loss(loss_sum, weight_sum)}
+            if isinstance(solver, ALSSolver):
+                logs["objective"] = solver.objective(loss_sum)
+            if evaluation is not None:
+                X_val, y_val, w_val = evaluation
+                logs[key] = metric(y_val, self._eval_output(X_val, n_threads), w_val)
+            for name_, value in logs.items():
+                self.history_.setdefault(name_, []).append(value)
+            if self.verbose:
+                logger.info("epoch %d %s", epoch,
+                            " ".join(f"{k}={val:.6g}" for k, val in logs.items()))
+            last_good = state.copy() if rounds is None or evaluation is None else last_good
+
+            stop = False
+            if evaluation is not None:
+                score = logs[key] if greater_is_better else -logs[key]
+                if best_score is None or score > best_score + self.tol:
+                    best_score, best_state, since_best = score, state.copy(), 0
+                    self.best_epoch_ = epoch
+                    last_good = best_state
+                else:
+                    since_best += 1
+                    stop = rounds is not None and since_best >= rounds
+            for callback in callbacks:
+                stop = bool(callback(self, epoch, logs)) or stop
+            if stop:
+                break
+        if evaluation is not None and rounds is not None and best_state is not None:
+            state.assign(best_state)
+            self._publish(state)
+
+    def _publish(self, state: FMState) -> None:
+        """Expose the live parameters as fitted attributes."""
+        self.w0_ = float(state.w0[0])
+        self.w_ = state.w
+        self.V_ = state.V
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (.npz, no pickle); ``fmrec.load_model`` reads it."""
+        check_is_fitted(self, "V_")
+        save_estimator(self, path)
+
+    # ------------------------------------------------------------------ prediction
+    def _raw_output(self, X, n_threads: int) -> np.ndarray:
+        """ŷ before any link or clipping, for a validated CSR X."""
+        out = np.empty(X.shape[0], dtype=self.V_.dtype)
+        if X.shape[0]:
+            _predict.predict(X.indptr, X.indices, X.data, self.w0_, self.w_, self.V_,
+                             out, n_threads)
+        return out.astype(np.float64)
+
+    def _decision(self, X) -> np.ndarray:
+        check_is_fitted(self, "V_")
+        X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
+        return self._raw_output(X, v.resolve_n_jobs(self.n_jobs))
+
+
+class FMRegressor(RegressorMixin, _BaseFM):
+    """Factorization Machine regressor (square loss).
+
+    ŷ(x) = w0 + Σ_i w_i x_i + Σ_{i<j} <v_i, v_j> x_i x_j, fitted by coordinate descent
+    (``solver="als"``, libFM's ALS: no learning rate) or SGD/AdaGrad (``solver="sgd"``).
+
+    Parameters
+    ----------
+    n_factors : int, default=8
+        Rank k of the pairwise interactions (columns of ``V_``).
+    solver : {"als", "sgd"}, default="als"
+        Coordinate descent (exact per-coordinate minimization) or stochastic gradient.
+    n_epochs : int, default=30
+        Sweeps (ALS) or passes over the shuffled rows (SGD).
+    learning_rate : float, default=0.05
+        SGD step size (the AdaGrad base rate with ``lr_schedule="adagrad"``).
+    lr_schedule : {"adagrad", "constant"}, default="adagrad"
+        SGD step rule. AdaGrad scales each parameter's step by its gradient history.
+    reg_bias, reg_linear, reg_factors : float
+        L2 penalties of w0, w and V. Applied per occurrence: each row (times its sample
+        weight) adds ½ reg θ² for every parameter it touches, so the same values mean the same
+        objective for both solvers.
+    init_std : float, default=0.1
+        Standard deviation of the normal initialization of ``V_``.
+    fit_intercept, fit_linear : bool, default=True
+        Learn w0 / w; when False they stay at 0.
+    eval_metric : {"rmse", "mae"}, default="rmse"
+        Validation metric recorded in ``history_`` with an ``eval_set``.
+    early_stopping_rounds : int or None, default=None
+        With an ``eval_set``: stop after this many epochs without improvement by more than
+        ``tol`` and keep the best epoch's parameters.
+    tol : float, default=0.0
+        Minimum improvement of the validation metric that counts for early stopping.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the data copy and of the parameters. float32 halves memory.
+    random_state : int, RandomState or None
+        Seeds the initialization and the SGD row order. With ``n_jobs=1`` results are
+        bit-for-bit reproducible; Hogwild SGD on several threads is not.
+    n_jobs : int or None, default=1
+        Threads of the kernels (-1: every core). SGD runs Hogwild; ALS sweeps are sequential
+        and use threads for their caches; prediction is parallel over rows.
+    warm_start : bool, default=False
+        Continue from the fitted parameters on the next ``fit``.
+    verbose : int, default=0
+        Log each epoch's figures to the ``fmrec`` logger.
+    clip_predictions : bool, default=True
+        Clip ``predict`` to the range of the training targets, as libFM does.
+
+    Attributes
+    ----------
+    w0_ : float
+    w_ : ndarray of shape (n_features,)
+    V_ : ndarray of shape (n_features, n_factors)
+    history_ : dict of lists
+        Per epoch: ``train_loss`` (mean squared error before each SGD update, or after the
+        ALS sweep), ``objective`` (ALS), and ``val_<metric>`` with an eval set.
+    y_range_ : tuple of float
+        Training target range used for clipping.
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from fmrec import FMRegressor
+    >>> X = sp.random(200, 30, density=0.1, format="csr", random_state=0)
+    >>> y = np.asarray(X.sum(axis=1)).ravel()
+    >>> model = FMRegressor(n_factors=4, n_epochs=5, random_state=0).fit(X, y)
+    >>> model.predict(X[:3]).shape
+    (3,)
+    """
+
+    _loss = SQUARE
+    _default_metric = "rmse"
+    _allowed_metrics = ("rmse", "mae")
+
+    def __init__(
+        self,
+        n_factors: int = 8,
+        *,
+        solver: str = "als",
+        n_epochs: int = 30,
+        learning_rate: float = 0.05,
+        lr_schedule: str = "adagrad",
+        reg_bias: float = 0.0,
+        reg_linear: float = 0.05,
+        reg_factors: float = 0.05,
+        init_std: float = 0.1,
+        fit_intercept: bool = True,
+        fit_linear: bool = True,
+        eval_metric: str | None = None,
+        early_stopping_rounds: int | None = None,
+        tol: float = 0.0,
+        dtype: str = "float32",
+        random_state=None,
+        n_jobs: int | None = 1,
+        warm_start: bool = False,
+        verbose: int = 0,
+        clip_predictions: bool = True,
+    ):
+        super().__init__(
+            n_factors,
+            solver=solver,
+            n_epochs=n_epochs,
+            learning_rate=learning_rate,
+            lr_schedule=lr_schedule,
+            reg_bias=reg_bias,
+            reg_linear=reg_linear,
+            reg_factors=reg_factors,
+            init_std=init_std,
+            fit_intercept=fit_intercept,
+            fit_linear=fit_linear,
+            eval_metric=eval_metric,
+            early_stopping_rounds=early_stopping_rounds,
+            tol=tol,
+            dtype=dtype,
+            random_state=random_state,
+            n_jobs=n_jobs,
+            warm_start=warm_start,
+            verbose=verbose,
+        )
+        self.clip_predictions = clip_predictions
+
+    def _encode_targets(self, y, *, reset, classes=None):
+        return y
+
+    def _encode_eval_targets(self, y):
+        return np.asarray(y, dtype=np.float64)
+
+    def _initial_intercept(self, y, sw) -> float:
+        return float(np.average(y, weights=sw))
+
+    def _report_loss(self, loss_sum, weight_sum) -> float:
+        return 2.0 * loss_sum / weight_sum  # the kernels sum ½(ŷ-y)²: report the MSE
+
+    def _eval_output(self, X, n_threads):
+        return self._clip(self._raw_output(X, n_threads))
+
+    def _clip(self, out):
+        return np.clip(out, *self.y_range_) if self.clip_predictions else out
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets, clipped to the training range unless ``clip_predictions=False``."""
+        return self._clip(self._decision(X))
+
+
+class FMClassifier(ClassifierMixin, _BaseFM):
+    """Factorization Machine binary classifier (log loss on σ(ŷ)).
+
+    Same parameters as :class:`FMRegressor` (without ``clip_predictions``); ``eval_metric``
+    is "logloss" (default) or "auc". Labels can be any two values; ``classes_`` holds them
+    sorted and the second is the positive class.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from fmrec import FMClassifier
+    >>> X = sp.random(200, 30, density=0.1, format="csr", random_state=0)
+    >>> y = np.where(np.asarray(X.sum(axis=1)).ravel() > 0.5, "yes", "no")
+    >>> clf = FMClassifier(n_factors=4, n_epochs=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 2)
+    """
+
+    _loss = LOGISTIC
+    _default_metric = "logloss"
+    _allowed_metrics = ("logloss", "auc")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def _encode_targets(self, y, *, reset, classes=None):
+        check_classification_targets(y)
+        if reset:
+            found = np.unique(y)
+            labels = np.unique(classes) if classes is not None else found
+            if len(labels) != 2:
+                raise ValueError(f"Only binary classification is supported: y needs exactly "
+                                 f"2 classes, got {len(labels)} "
+                                 f"class{'es' if len(labels) > 1 else ''}: "
+                                 f"{labels[:10].tolist()}")
+            if classes is not None and not np.isin(found, labels).all():
+                raise ValueError(f"y has labels outside classes={labels.tolist()}")
+            self.classes_ = labels
+        return self._labels_to_01(y)
+
+    def _labels_to_01(self, y):
+        y = np.asarray(y)
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(f"y has labels {np.unique(y[unknown])[:5].tolist()} not among "
+                             f"the fitted classes_ {self.classes_.tolist()}")
+        return (y == self.classes_[1]).astype(np.float64)
+
+    def _encode_eval_targets(self, y):
+        return self._labels_to_01(y)
+
+    def _initial_intercept(self, y, sw) -> float:
+        p = float(np.clip(np.average(y, weights=sw), 1e-6, 1 - 1e-6))
+        return math.log(p / (1 - p))
+
+    def _report_loss(self, loss_sum, weight_sum) -> float:
+        return loss_sum / weight_sum
+
+    def _eval_output(self, X, n_threads):
+        out = self._raw_output(X, n_threads)
+        return out if self._metric_name() == "auc" else _sigmoid(out)
+
+    def decision_function(self, X) -> np.ndarray:
+        """The FM output ŷ (log-odds of the positive class ``classes_[1]``)."""
+        return self._decision(X)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Columns: P(classes_[0]), P(classes_[1])."""
+        p = _sigmoid(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        """The more likely of ``classes_`` for each row."""
+        check_is_fitted(self, "V_")
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))

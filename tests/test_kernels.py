@@ -1,0 +1,198 @@
+"""Each Cython kernel against the NumPy reference (fmrec._reference)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import random_csr
+
+from fmrec import _reference as R
+from fmrec._kernels import als, predict, sgd
+
+CASES = [(np.float64, np.int32), (np.float64, np.int64), (np.float32, np.int32),
+         (np.float32, np.int64)]
+
+
+def tolerance(dtype):
+    return {"rtol": 1e-10, "atol": 1e-10} if dtype == np.float64 else {"rtol": 2e-4, "atol": 2e-4}
+
+
+def params(d, k, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    return 0.3, rng.normal(0, 0.5, d).astype(dtype), rng.normal(0, 0.3, (d, k)).astype(dtype)
+
+
+def targets(X, loss, seed=2):
+    rng = np.random.default_rng(seed)
+    y = R.predict(X, 0.1, rng.normal(size=X.shape[1]), rng.normal(0, 0.3, (X.shape[1], 2)))
+    y = y + rng.normal(0, 0.3, X.shape[0])
+    return y if loss == R.SQUARE else (y > np.median(y)).astype(float)
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shape,k", [((40, 15), 3), ((7, 3), 1), ((60, 30), 8)])
+def test_predict(dtype, index_dtype, n_threads, shape, k):
+    X = random_csr(*shape, 0.3, dtype, index_dtype, seed=shape[0], empty_rows=(0, 4))
+    w0, w, V = params(shape[1], k, dtype)
+    out = np.empty(shape[0], dtype)
+    predict.predict(X.indptr, X.indices, X.data, w0, w, V, out, n_threads)
+    np.testing.assert_allclose(out, R.predict_pairwise(X, w0, w, V), **tolerance(dtype))
+    assert out[0] == pytest.approx(w0)  # an empty row predicts the intercept
+
+
+def run_sgd(X, y, s, order, w0, w, V, *, loss, adagrad, fit_intercept=True, fit_linear=True,
+            n_threads=1, lr=0.05, regs=(0.1, 0.2, 0.3)):
+    dt = w.dtype
+    W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
+    acc = (np.zeros(1, dt), np.zeros_like(w), np.zeros_like(V))
+    out = sgd.sgd_epoch(X.indptr, X.indices, X.data, y.astype(dt), s.astype(dt),
+                        np.asarray(order, np.intp), W0, W, VV, *acc, loss, lr, adagrad, *regs,
+                        fit_intercept, fit_linear, n_threads)
+    return W0[0], W, VV, acc, out
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("adagrad", [False, True])
+@pytest.mark.parametrize("flags", [(True, True), (False, True), (True, False)])
+def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags):
+    X = random_csr(50, 12, 0.3, dtype, index_dtype, seed=5, empty_rows=(3,))
+    y = targets(X, loss)
+    s = np.random.default_rng(0).uniform(0.5, 2.0, 50)
+    w0, w, V = params(12, 4, dtype)
+    order = np.random.default_rng(1).permutation(50)
+    fit_intercept, fit_linear = flags
+    ref = R.sgd_epoch(X, y, s, order, w0, w, V, loss=loss, learning_rate=0.05, adagrad=adagrad,
+                      reg_bias=0.1, reg_linear=0.2, reg_factors=0.3,
+                      fit_intercept=fit_intercept, fit_linear=fit_linear)
+    got = run_sgd(X, y, s, order, w0, w, V, loss=loss, adagrad=adagrad,
+                  fit_intercept=fit_intercept, fit_linear=fit_linear)
+    tol = tolerance(dtype)
+    assert got[0] == pytest.approx(ref[0], rel=tol["rtol"], abs=tol["atol"])
+    np.testing.assert_allclose(got[1], ref[1], **tol)
+    np.testing.assert_allclose(got[2], ref[2], **tol)
+    loss_sum, weight_sum, n_bad = got[4]
+    assert loss_sum == pytest.approx(ref[4], rel=tol["rtol"])
+    assert weight_sum == pytest.approx(s.sum(), rel=1e-6) and n_bad == 0
+    if adagrad:
+        np.testing.assert_allclose(got[3][2], ref[3][2], **tol)
+
+
+def test_sgd_one_thread_is_bit_reproducible():
+    X = random_csr(200, 40, 0.1, np.float32, seed=9)
+    y, s = targets(X, R.SQUARE), np.ones(200)
+    w0, w, V = params(40, 8, np.float32)
+    order = np.random.default_rng(4).permutation(200)
+    a = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=True)
+    b = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=True)
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+@pytest.mark.parametrize("adagrad", [False, True])
+def test_sgd_two_threads_without_conflicts_match_reference(adagrad):
+    """Rows of the two halves of the order touch disjoint features, so Hogwild has no races
+    and two threads must give the sequential result."""
+    rng = np.random.default_rng(7)
+    n, half = 200, 20
+    cols = np.where(np.arange(n)[:, None] < n // 2, 0, half) + np.sort(
+        np.argsort(rng.random((n, half)), axis=1)[:, :4], axis=1)
+    X = sp.csr_matrix((rng.normal(size=4 * n), cols.ravel(), np.arange(0, 4 * n + 1, 4)),
+                      shape=(n, 2 * half))
+    y, s = targets(X, R.SQUARE), np.ones(n)
+    w0, w, V = params(2 * half, 4, np.float64)
+    order = np.concatenate([rng.permutation(n // 2), n // 2 + rng.permutation(n // 2)])
+    ref = R.sgd_epoch(X, y, s, order, w0, w, V, loss=R.SQUARE, learning_rate=0.05,
+                      adagrad=adagrad, reg_bias=0.1, reg_linear=0.2, reg_factors=0.3,
+                      fit_intercept=False)
+    got = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=adagrad,
+                  fit_intercept=False, n_threads=2)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-10, atol=1e-12)
+    assert got[4][0] == pytest.approx(ref[4], rel=1e-10)
+
+
+def test_sgd_reports_non_finite_rows():
+    X = random_csr(20, 5, 0.5, np.float64, seed=1, empty_rows=())
+    w0, w, V = params(5, 2, np.float64)
+    V[:] = 1e200
+    got = run_sgd(X, targets(X, R.SQUARE), np.ones(20), np.arange(20), w0, w, V,
+                  loss=R.SQUARE, adagrad=False)
+    assert got[4][2] > 0
+
+
+def als_caches(X, y, loss, w0, w, V, n_threads=1):
+    n, k = X.shape[0], V.shape[1]
+    r, q = np.empty(n, w.dtype), np.empty((n, k), w.dtype)
+    als.compute_caches(X.indptr, X.indices, X.data, y.astype(w.dtype), loss, w0, w, V, r, q,
+                       n_threads)
+    return r, q
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_als_caches(dtype, index_dtype, loss, n_threads):
+    X = random_csr(45, 10, 0.3, dtype, index_dtype, seed=11)
+    y = targets(X, loss)
+    w0, w, V = params(10, 3, dtype)
+    r, q = als_caches(X, y, loss, w0, w, V, n_threads)
+    yhat = R.predict(X, w0, w, V)
+    np.testing.assert_allclose(r, yhat - y if loss == R.SQUARE else yhat, **tolerance(dtype))
+    np.testing.assert_allclose(q, X.astype(np.float64) @ V.astype(np.float64),
+                               **tolerance(dtype))
+
+
+def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fit_linear=True):
+    dt = w.dtype
+    r, q = als_caches(X, y, loss, w0, w, V)
+    C = X.tocsc()
+    C.sort_indices()
+    W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
+    out = als.als_sweep(C.indptr, C.indices, C.data, y.astype(dt), s.astype(dt), loss, W0, W,
+                        VV, r, q, reg_bias, rl.astype(dt), rf.astype(dt), fit_intercept,
+                        fit_linear)
+    return W0[0], W, VV, r, q, out
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("flags", [(True, True), (False, False)])
+def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags):
+    X = random_csr(40, 10, 0.3, dtype, index_dtype, seed=13)
+    X = sp.hstack([X, sp.csr_matrix((40, 1), dtype=dtype)], format="csr")  # an empty column
+    X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
+    y = targets(X, loss)
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.5, 2.0, 40)
+    rl, rf = rng.uniform(0.1, 1.0, 11), rng.uniform(0.1, 1.0, 11)
+    w0, w, V = params(11, 3, dtype)
+    ref = R.als_sweep(X, y, s, w0, w, V, loss=loss, reg_bias=0.4, reg_linear=rl,
+                      reg_factors=rf, fit_intercept=flags[0], fit_linear=flags[1])
+    got = run_als(X, y, s, w0, w, V, loss=loss, reg_bias=0.4, rl=rl, rf=rf,
+                  fit_intercept=flags[0], fit_linear=flags[1])
+    tol = tolerance(dtype)
+    assert got[0] == pytest.approx(ref[0], rel=tol["rtol"], abs=tol["atol"])
+    np.testing.assert_allclose(got[1], ref[1], **tol)
+    np.testing.assert_allclose(got[2], ref[2], **tol)
+    # The caches left behind describe the new parameters, and the loss sum matches them.
+    yhat = R.predict(X, ref[0], ref[1], ref[2])
+    np.testing.assert_allclose(got[3], yhat - y if loss == R.SQUARE else yhat, **tol)
+    loss_sum, weight_sum, bad = got[5]
+    assert loss_sum == pytest.approx(np.sum(s * R.loss_value(loss, yhat, y)), rel=tol["rtol"])
+    assert bad == 0
+
+
+def test_als_objective_never_increases_on_square_loss():
+    X = random_csr(300, 40, 0.08, np.float64, seed=17)
+    y = targets(X, R.SQUARE)
+    s = np.random.default_rng(5).uniform(0.2, 3.0, 300)
+    rl, rf = np.full(40, 0.05), np.full(40, 0.1)
+    w0, w, V = params(40, 5, np.float64)
+    previous = R.objective(X, y, s, R.SQUARE, w0, w, V, 0.01, rl, rf)
+    for _ in range(15):
+        w0, w, V, *_ = run_als(X, y, s, w0, w, V, loss=R.SQUARE, reg_bias=0.01, rl=rl, rf=rf)
+        current = R.objective(X, y, s, R.SQUARE, w0, w, V, 0.01, rl, rf)
+        assert current <= previous * (1 + 1e-12)
+        previous = current

@@ -1,0 +1,140 @@
+"""Bad input gets a clear error naming the problem, never a crash or a silent wrong answer."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
+
+from fmrec import FMClassifier, FMRegressor
+from fmrec.datasets import make_fm_regression
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _ = make_fm_regression(n_samples=200, n_features=15, random_state=0)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    return FMRegressor(n_epochs=2, random_state=0).fit(*data)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_non_finite_X(data, value, sparse):
+    X, y = data
+    X = X.toarray()
+    X[3, 4] = value
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        FMRegressor(n_epochs=1).fit(sp.csr_matrix(X) if sparse else X, y)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_y(data, value):
+    X, y = data
+    y = y.copy()
+    y[7] = value
+    with pytest.raises(ValueError, match="NaN|infinity"):
+        FMRegressor(n_epochs=1).fit(X, y)
+
+
+def test_lengths_differ(data):
+    X, y = data
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        FMRegressor(n_epochs=1).fit(X, y[:-1])
+
+
+@pytest.mark.parametrize("weights,match", [
+    (-1.0, "[Nn]egative"), (np.nan, "NaN|finite"), (np.inf, "infinity|finite"),
+])
+def test_bad_sample_weight(data, weights, match):
+    X, y = data
+    w = np.ones(len(y))
+    w[5] = weights
+    with pytest.raises(ValueError, match=match):
+        FMRegressor(n_epochs=1).fit(X, y, sample_weight=w)
+
+
+def test_sample_weight_wrong_length_or_all_zero(data):
+    X, y = data
+    with pytest.raises(ValueError, match="sample_weight"):
+        FMRegressor(n_epochs=1).fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="zero"):
+        FMRegressor(n_epochs=1).fit(X, y, sample_weight=np.zeros(len(y)))
+
+
+def test_more_than_two_classes(data):
+    X, y = data
+    with pytest.raises(ValueError, match="Only binary classification"):
+        FMClassifier(n_epochs=1).fit(X, np.arange(len(y)) % 3)
+
+
+def test_continuous_labels_for_classifier(data):
+    X, y = data
+    with pytest.raises(ValueError, match="Unknown label type"):
+        FMClassifier(n_epochs=1).fit(X, y)
+
+
+def test_predict_width_differs(fitted, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="15 features"):
+        fitted.predict(sp.hstack([X, X], format="csr"))
+
+
+def test_empty_input(data):
+    X, y = data
+    with pytest.raises(ValueError, match="0 sample"):
+        FMRegressor(n_epochs=1).fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="0 feature"):
+        FMRegressor(n_epochs=1).fit(np.empty((5, 0)), np.ones(5))
+
+
+def test_predict_before_fit(data):
+    with pytest.raises(NotFittedError):
+        FMRegressor().predict(data[0])
+
+
+@pytest.mark.parametrize("param,value,error", [
+    ("n_factors", 0, ValueError), ("n_factors", 2.5, TypeError), ("solver", "mcmc", ValueError),
+    ("n_epochs", 0, ValueError), ("learning_rate", 0.0, ValueError),
+    ("learning_rate", np.nan, ValueError), ("reg_factors", -1.0, ValueError),
+    ("reg_linear", "a lot", TypeError), ("init_std", -0.1, ValueError),
+    ("lr_schedule", "adam", ValueError), ("eval_metric", "auc", ValueError),
+    ("early_stopping_rounds", 0, ValueError), ("dtype", "float16", ValueError),
+    ("n_jobs", 0, ValueError), ("n_jobs", 1.5, TypeError),
+])
+def test_bad_hyperparameters_name_themselves(data, param, value, error):
+    with pytest.raises(error, match=param):
+        FMRegressor(**{"n_epochs": 1, param: value}).fit(*data)
+
+
+def test_eval_set_checks(data, fitted):
+    X, y = data
+    with pytest.raises(TypeError, match="eval_set"):
+        FMRegressor(n_epochs=1).fit(X, y, eval_set=X)
+    with pytest.raises(ValueError, match="features"):
+        FMRegressor(n_epochs=1).fit(X, y, eval_set=(X[:, :5], y))
+    with pytest.raises(ValueError, match="eval_set"):
+        FMRegressor(n_epochs=1).fit(X, y, eval_set=(X, y[:-2]))
+    bad = y.copy()
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FMRegressor(n_epochs=1).fit(X, y, eval_set=(X, bad))
+
+
+def test_warm_start_with_changed_shape_is_refused(data):
+    X, y = data
+    model = FMRegressor(n_epochs=1, warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.fit(X[:, :10], y)
+    with pytest.raises(ValueError, match="n_factors"):
+        model.set_params(n_factors=3).fit(X, y)
+    model.set_params(n_factors=8)
+    assert model.predict(X).shape == (200,)
+
+
+def test_non_numeric_X(data):
+    _, y = data
+    with pytest.raises(ValueError):
+        FMRegressor(n_epochs=1).fit(np.array([["a", "b"]] * 200), y)
