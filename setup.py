@@ -57,7 +57,8 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             # -fno-math-errno: sqrt() that need not set errno is one instruction, so the
             # AdaGrad f-loops vectorise; no result changes (errno is never read).
-            opt = ["-O3", "-fno-math-errno"] if unix else ["/O2"]
+            # -Wno-psabi: the k = 8 vector helpers are static inline, never part of an ABI.
+            opt = ["-O3", "-fno-math-errno", "-Wno-psabi"] if unix else ["/O2"]
             if unix and os.environ.get("FMREC_NATIVE", "") not in ("", "0"):
                 opt.append("-march=native")  # opt-in: the default build stays portable
             ext.extra_compile_args = [*cflags, *opt, *os.environ.get("FMREC_EXTRA_CFLAGS", "").split()]
