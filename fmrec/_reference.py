@@ -84,11 +84,13 @@ def objective(X, y, s, loss, w0, w, V, reg_bias, reg_linear, reg_factors):
 
 
 def sgd_epoch(X, y, s, order, w0, w, V, *, loss, learning_rate, adagrad, reg_bias, reg_linear,
-              reg_factors, fit_intercept=True, fit_linear=True, acc=None, eps=1e-8):
+              reg_factors, reg_scale=None, fit_intercept=True, fit_linear=True, acc=None,
+              eps=1e-8):
     """One SGD epoch, row by row in ``order``; returns new (w0, w, V, acc) and the loss sum.
 
     Per row with weight s: g = s ∂loss/∂ŷ; every touched parameter θ takes the step
-    θ -= lr (g ∂ŷ/∂θ + s reg θ), or the AdaGrad step with per-parameter accumulators.
+    θ -= lr (g ∂ŷ/∂θ + s reg c_j θ), or the AdaGrad step with per-parameter accumulators;
+    c_j = reg_scale[j] (1 when None) for the parameters of feature j, 1 for the intercept.
     Factor sums q come from the parameters before the row's update.
     """
     X = sp.csr_matrix(X, dtype=np.float64)
@@ -112,14 +114,15 @@ def sgd_epoch(X, y, s, order, w0, w, V, *, loss, learning_rate, adagrad, reg_bia
             else:
                 w0 -= learning_rate * grad
         for j, x in zip(idx, val, strict=True):
+            c = 1.0 if reg_scale is None else float(reg_scale[j])
             if fit_linear:
-                grad = g * x + s[i] * reg_linear * w[j]
+                grad = g * x + s[i] * reg_linear * c * w[j]
                 if adagrad:
                     aw[j] += grad**2
                     w[j] -= learning_rate * grad / np.sqrt(aw[j] + eps)
                 else:
                     w[j] -= learning_rate * grad
-            grad = g * x * (q - V[j] * x) + s[i] * reg_factors * V[j]
+            grad = g * x * (q - V[j] * x) + s[i] * reg_factors * c * V[j]
             if adagrad:
                 aV[j] += grad**2
                 V[j] -= learning_rate * grad / np.sqrt(aV[j] + eps)

@@ -2,12 +2,13 @@
 
 Both solvers minimize the same objective
 
-    J = Σ_i s_i [ loss(ŷ_i, y_i)
-                 + ½ reg_bias w0² + ½ Σ_{j ∈ x_i} (reg_linear w_j² + reg_factors |v_j|²) ]
+    J = Σ_i s_i loss(ŷ_i, y_i) + ½ Σ_θ reg_θ n_θ^p θ²
 
-i.e. each row regularizes the parameters it touches (per-occurrence regularization, what SGD
-does naturally; for ALS it is a per-feature penalty proportional to the feature's weighted
-frequency, as in ALS-WR). The same ``reg_*`` values therefore mean the same thing for both.
+where n_θ = Σ_i s_i [row i touches θ] is the weighted count of rows that involve the parameter
+(all rows for w0; the rows where x_ij ≠ 0 for w_j and v_j) and p is ``reg_power``. p = 0 is
+libFM's constant L2 penalty; p = 1 penalizes every occurrence (what plain SGD does, and
+ALS-WR). SGD spreads each penalty over its parameter's occurrences (n^p / n per row), so the
+same ``reg_*`` and ``reg_power`` mean the same objective for both solvers.
 """
 
 from __future__ import annotations
@@ -44,6 +45,27 @@ class FMState:
                     and np.isfinite(self.V).all())
 
 
+def weighted_column_counts(X: sp.csr_matrix, sample_weight: np.ndarray) -> np.ndarray:
+    """n_j = Σ_i s_i [x_ij ≠ 0] for every column j (float64)."""
+    if np.all(sample_weight == 1):
+        return np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    counts = np.zeros(X.shape[1])
+    rows_per_chunk = max(1, X.shape[0] * (1 << 20) // max(X.nnz, 1))  # ~1M non-zeros a chunk
+    for lo in range(0, X.shape[0], rows_per_chunk):
+        hi = min(lo + rows_per_chunk, X.shape[0])
+        a, b = X.indptr[lo], X.indptr[hi]
+        weights = np.repeat(sample_weight[lo:hi].astype(np.float64), np.diff(X.indptr[lo:hi + 1]))
+        counts += np.bincount(X.indices[a:b], weights=weights, minlength=X.shape[1])
+    return counts
+
+
+def penalty_scale(counts: np.ndarray, power: float) -> np.ndarray:
+    """n^power, with 0 for parameters no row touches (nothing to penalize against)."""
+    out = np.zeros_like(counts)
+    np.power(counts, power, out=out, where=counts > 0)
+    return out
+
+
 class SGDSolver:
     """SGD or AdaGrad epochs over a freshly shuffled row order (Hogwild on several threads)."""
 
@@ -56,6 +78,15 @@ class SGDSolver:
         if accumulators is None:
             accumulators = (np.zeros(1, dt), np.zeros_like(state.w), np.zeros_like(state.V))
         self.accumulators = accumulators
+        # Each row carries n^p / n of a parameter's penalty; p = 1 needs no per-feature scale.
+        power = hp["reg_power"]
+        total = float(sample_weight.sum(dtype=np.float64))
+        self.reg_bias = hp["reg_bias"] * total ** (power - 1.0)
+        if power == 1.0:
+            self.reg_scale = np.empty(0, dt)
+        else:
+            counts = weighted_column_counts(X, sample_weight)
+            self.reg_scale = penalty_scale(counts, power - 1.0).astype(dt)
 
     def epoch(self) -> tuple[float, float]:
         """One pass; returns (Σ s·loss measured before each row's update, Σ s)."""
@@ -65,7 +96,7 @@ class SGDSolver:
         loss_sum, weight_sum, n_bad = _sgd.sgd_epoch(
             self.X.indptr, self.X.indices, self.X.data, self.y, self.sw, order,
             st.w0, st.w, st.V, a0, aw, aV, self.loss, hp["learning_rate"], self.adagrad,
-            hp["reg_bias"], hp["reg_linear"], hp["reg_factors"],
+            self.reg_bias, hp["reg_linear"], hp["reg_factors"], self.reg_scale,
             hp["fit_intercept"], hp["fit_linear"], self.n_threads,
         )
         if n_bad or not np.isfinite(loss_sum):
@@ -83,18 +114,11 @@ class ALSSolver:
         self.csc = X.tocsc()
         self.csc.sort_indices()
         dt = state.w.dtype
-        # Per-occurrence regularization: feature j's penalty scales with Σ_i s_i [x_ij ≠ 0].
-        if np.all(sample_weight == 1):
-            occurrences = np.diff(self.csc.indptr).astype(np.float64)
-        else:
-            occurrences = np.zeros(X.shape[1])
-            nonempty = np.diff(self.csc.indptr) > 0
-            occurrences[nonempty] = np.add.reduceat(
-                sample_weight[self.csc.indices].astype(np.float64),
-                self.csc.indptr[:-1][nonempty])
-        self.reg_linear = (hp["reg_linear"] * occurrences).astype(dt)
-        self.reg_factors = (hp["reg_factors"] * occurrences).astype(dt)
-        self.reg_bias = hp["reg_bias"] * float(sample_weight.sum(dtype=np.float64))
+        scale = penalty_scale(weighted_column_counts(X, sample_weight), hp["reg_power"])
+        self.reg_linear = (hp["reg_linear"] * scale).astype(dt)
+        self.reg_factors = (hp["reg_factors"] * scale).astype(dt)
+        total = float(sample_weight.sum(dtype=np.float64))
+        self.reg_bias = hp["reg_bias"] * total ** hp["reg_power"]
         n, k = X.shape[0], state.V.shape[1]
         self.r = np.empty(n, dt)
         self.q = np.empty((n, k), dt)

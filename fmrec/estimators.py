@@ -45,6 +45,7 @@ class _BaseFM(BaseEstimator):
         reg_bias: float = 0.0,
         reg_linear: float = 0.05,
         reg_factors: float = 0.05,
+        reg_power: float = 0.0,
         init_std: float = 0.1,
         fit_intercept: bool = True,
         fit_linear: bool = True,
@@ -65,6 +66,7 @@ class _BaseFM(BaseEstimator):
         self.reg_bias = reg_bias
         self.reg_linear = reg_linear
         self.reg_factors = reg_factors
+        self.reg_power = reg_power
         self.init_std = init_std
         self.fit_intercept = fit_intercept
         self.fit_linear = fit_linear
@@ -87,6 +89,7 @@ class _BaseFM(BaseEstimator):
         for name in ("reg_bias", "reg_linear", "reg_factors", "tol"):
             v.check_interval(name, getattr(self, name), low=0)
         v.check_interval("init_std", self.init_std, low=0)
+        v.check_interval("reg_power", self.reg_power, low=0, high=1)
         v.check_interval("early_stopping_rounds", self.early_stopping_rounds, low=1,
                          integer=True, allow_none=True)
         v.check_choice("eval_metric", self._metric_name(), set(self._allowed_metrics))
@@ -202,6 +205,7 @@ class _BaseFM(BaseEstimator):
             "reg_bias": float(self.reg_bias),
             "reg_linear": float(self.reg_linear),
             "reg_factors": float(self.reg_factors),
+            "reg_power": float(self.reg_power),
             "fit_intercept": bool(self.fit_intercept),
             "fit_linear": bool(self.fit_linear),
         }
@@ -321,9 +325,13 @@ class FMRegressor(RegressorMixin, _BaseFM):
     lr_schedule : {"adagrad", "constant"}, default="adagrad"
         SGD step rule. AdaGrad scales each parameter's step by its gradient history.
     reg_bias, reg_linear, reg_factors : float
-        L2 penalties of w0, w and V. Applied per occurrence: each row (times its sample
-        weight) adds ½ reg θ² for every parameter it touches, so the same values mean the same
-        objective for both solvers.
+        L2 penalties of w0, w and V. Both solvers minimize
+        Σ_i s_i loss_i + ½ Σ_θ reg_θ n_θ^reg_power θ², where n_θ is the (sample-weighted)
+        number of training rows that involve θ, so the same values mean the same objective
+        whichever solver runs.
+    reg_power : float in [0, 1], default=0.0
+        How penalties grow with a feature's frequency: 0 is libFM's plain L2 penalty, 1
+        penalizes every occurrence (plain SGD's habit, and ALS-WR's).
     init_std : float, default=0.1
         Standard deviation of the normal initialization of ``V_``.
     fit_intercept, fit_linear : bool, default=True
@@ -388,6 +396,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
         reg_bias: float = 0.0,
         reg_linear: float = 0.05,
         reg_factors: float = 0.05,
+        reg_power: float = 0.0,
         init_std: float = 0.1,
         fit_intercept: bool = True,
         fit_linear: bool = True,
@@ -410,6 +419,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
             reg_bias=reg_bias,
             reg_linear=reg_linear,
             reg_factors=reg_factors,
+            reg_power=reg_power,
             init_std=init_std,
             fit_intercept=fit_intercept,
             fit_linear=fit_linear,

@@ -306,3 +306,24 @@ def test_works_in_sklearn_tools(regression):
     assert grid.best_params_["fmregressor__reg_factors"] in (0.01, 0.1)
     cloned = clone(FMRegressor(n_factors=5, solver="sgd"))
     assert cloned.get_params()["n_factors"] == 5 and not hasattr(cloned, "V_")
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_sgd_and_als_minimize_the_same_objective(power):
+    """At the ALS optimum the SGD epoch's summed gradient (tiny constant steps) vanishes."""
+    X, y, _ = make_fm_regression(n_samples=300, n_features=20, n_factors=2, random_state=8)
+    kw = {"n_factors": 2, "reg_bias": 0.01, "reg_linear": 0.3, "reg_factors": 0.5,
+          "reg_power": power, "dtype": "float64", "random_state": 0}
+    als = FMRegressor(n_epochs=300, **kw).fit(X, y)
+
+    def sgd_gradient(w, V):
+        lr = 1e-9
+        sgd = FMRegressor(solver="sgd", lr_schedule="constant", learning_rate=lr, n_epochs=1,
+                          warm_start=True, **kw).fit(X, y)  # initializes the shapes
+        sgd.w0_, sgd.w_, sgd.V_ = als.w0_, w.copy(), V.copy()
+        sgd.fit(X, y)
+        return np.r_[(w - sgd.w_) / lr, ((V - sgd.V_) / lr).ravel()]
+
+    at_optimum = np.linalg.norm(sgd_gradient(als.w_, als.V_))
+    elsewhere = np.linalg.norm(sgd_gradient(als.w_ * 1.2, als.V_ * 1.2))
+    assert at_optimum < 1e-3 * elsewhere, (at_optimum, elsewhere)

@@ -41,13 +41,14 @@ def test_predict(dtype, index_dtype, n_threads, shape, k):
 
 
 def run_sgd(X, y, s, order, w0, w, V, *, loss, adagrad, fit_intercept=True, fit_linear=True,
-            n_threads=1, lr=0.05, regs=(0.1, 0.2, 0.3)):
+            n_threads=1, lr=0.05, regs=(0.1, 0.2, 0.3), reg_scale=None):
     dt = w.dtype
+    scale = np.empty(0, dt) if reg_scale is None else np.asarray(reg_scale, dt)
     W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
     acc = (np.zeros(1, dt), np.zeros_like(w), np.zeros_like(V))
     out = sgd.sgd_epoch(X.indptr, X.indices, X.data, y.astype(dt), s.astype(dt),
                         np.asarray(order, np.intp), W0, W, VV, *acc, loss, lr, adagrad, *regs,
-                        fit_intercept, fit_linear, n_threads)
+                        scale, fit_intercept, fit_linear, n_threads)
     return W0[0], W, VV, acc, out
 
 
@@ -55,18 +56,21 @@ def run_sgd(X, y, s, order, w0, w, V, *, loss, adagrad, fit_intercept=True, fit_
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
 @pytest.mark.parametrize("adagrad", [False, True])
 @pytest.mark.parametrize("flags", [(True, True), (False, True), (True, False)])
-def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags):
+@pytest.mark.parametrize("k", [4, 8])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags, k, scaled):
     X = random_csr(50, 12, 0.3, dtype, index_dtype, seed=5, empty_rows=(3,))
     y = targets(X, loss)
     s = np.random.default_rng(0).uniform(0.5, 2.0, 50)
-    w0, w, V = params(12, 4, dtype)
+    w0, w, V = params(12, k, dtype)
     order = np.random.default_rng(1).permutation(50)
+    reg_scale = np.random.default_rng(2).uniform(0.1, 3.0, 12) if scaled else None
     fit_intercept, fit_linear = flags
     ref = R.sgd_epoch(X, y, s, order, w0, w, V, loss=loss, learning_rate=0.05, adagrad=adagrad,
-                      reg_bias=0.1, reg_linear=0.2, reg_factors=0.3,
+                      reg_bias=0.1, reg_linear=0.2, reg_factors=0.3, reg_scale=reg_scale,
                       fit_intercept=fit_intercept, fit_linear=fit_linear)
     got = run_sgd(X, y, s, order, w0, w, V, loss=loss, adagrad=adagrad,
-                  fit_intercept=fit_intercept, fit_linear=fit_linear)
+                  fit_intercept=fit_intercept, fit_linear=fit_linear, reg_scale=reg_scale)
     tol = tolerance(dtype)
     assert got[0] == pytest.approx(ref[0], rel=tol["rtol"], abs=tol["atol"])
     np.testing.assert_allclose(got[1], ref[1], **tol)

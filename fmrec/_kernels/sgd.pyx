@@ -28,7 +28,8 @@ cdef double ADAGRAD_EPS = 1e-8
 cdef inline void prefetch_ahead(const index_t* indptr, const index_t* indices,
                                 const floating* data, const floating* y, const floating* sw,
                                 const floating* w, const floating* V,
-                                const floating* aw, const floating* aV, Py_ssize_t k,
+                                const floating* aw, const floating* aV, const floating* rs,
+                                Py_ssize_t k,
                                 const Py_ssize_t* order, Py_ssize_t t, Py_ssize_t stop
                                 ) noexcept nogil:
     cdef Py_ssize_t r, p, lo, hi
@@ -57,6 +58,8 @@ cdef inline void prefetch_ahead(const index_t* indptr, const index_t* indices,
             if aV != NULL:
                 prefetch(aV + indices[p] * k)
                 prefetch(aw + indices[p])
+            if rs != NULL:
+                prefetch(rs + indices[p])
 
 
 cdef inline floating root(floating x) noexcept nogil:
@@ -69,6 +72,7 @@ cdef inline floating root(floating x) noexcept nogil:
 cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz,
                          double yi, double s, int loss, floating lr,
                          double reg_bias, double reg_linear, double reg_factors,
+                         const floating* reg_scale,
                          bint adagrad, bint fit_intercept, bint fit_linear,
                          floating* w0, floating* acc_w0,
                          floating* w, floating* V, floating* acc_w, floating* acc_V,
@@ -83,7 +87,7 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
     cdef floating* vl = buf + 2 * k
     cdef floating* al = buf + 3 * k
     cdef Py_ssize_t p, f
-    cdef floating x, gx, grad, lin = w0[0], inter = 0, sreg_w, sreg_v
+    cdef floating x, gx, grad, lin = w0[0], inter = 0, sreg_w, sreg_v, rw, rv
     cdef floating eps = <floating> ADAGRAD_EPS
     cdef floating* v
     cdef floating* av
@@ -124,8 +128,13 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         j = idx[p]
         x = val[p]
         gx = <floating> g * x
+        rw = sreg_w
+        rv = sreg_v
+        if reg_scale != NULL:
+            rw = rw * reg_scale[j]
+            rv = rv * reg_scale[j]
         if fit_linear:
-            grad = gx + sreg_w * w[j]
+            grad = gx + rw * w[j]
             if adagrad:
                 acc_w[j] += grad * grad
                 w[j] -= lr * grad / root(acc_w[j] + eps)
@@ -134,9 +143,9 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         v = V + j * k
         if k8:
             if adagrad:
-                k8_adagrad(v, acc_V + j * k, q, gx, x, sreg_v, lr, eps)
+                k8_adagrad(v, acc_V + j * k, q, gx, x, rv, lr, eps)
             else:
-                k8_step(v, q, gx, x, sreg_v, lr)
+                k8_step(v, q, gx, x, rv, lr)
             continue
         # Load the row(s) into scratch first and store only at the end: the compiler cannot
         # prove V, acc_V and the scratch apart, and interleaved loads and stores through
@@ -148,14 +157,14 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
             for f in range(k):
                 al[f] = av[f]
             for f in range(k):
-                grad = gx * (q[f] - vl[f] * x) + sreg_v * vl[f]
+                grad = gx * (q[f] - vl[f] * x) + rv * vl[f]
                 al[f] = al[f] + grad * grad
                 vl[f] = vl[f] - lr * grad / root(al[f] + eps)
             for f in range(k):
                 av[f] = al[f]
         else:
             for f in range(k):
-                vl[f] = vl[f] - lr * (gx * (q[f] - vl[f] * x) + sreg_v * vl[f])
+                vl[f] = vl[f] - lr * (gx * (q[f] - vl[f] * x) + rv * vl[f])
         for f in range(k):
             v[f] = vl[f]
     return True
@@ -164,6 +173,7 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
 cdef inline bint sgd_row_k8(const index_t* idx, const floating* val, Py_ssize_t nnz,
                             double yi, double s, int loss, floating lr,
                             double reg_bias, double reg_linear, double reg_factors,
+                            const floating* reg_scale,
                             bint adagrad, bint fit_intercept, bint fit_linear,
                             floating* w0, floating* acc_w0,
                             floating* w, floating* V, floating* acc_w, floating* acc_V,
@@ -171,7 +181,7 @@ cdef inline bint sgd_row_k8(const index_t* idx, const floating* val, Py_ssize_t 
     # k = 8 is the common default: a private copy with the trip counts known at compile time.
     cdef floating buf[32]
     return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
-                   adagrad, fit_intercept, fit_linear, w0, acc_w0, w, V, acc_w, acc_V,
+                   reg_scale, adagrad, fit_intercept, fit_linear, w0, acc_w0, w, V, acc_w, acc_V,
                    8, buf, True, loss_out)
 
 
@@ -182,11 +192,13 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
               floating[::1] acc_w0, floating[::1] acc_w, floating[:, ::1] acc_V,
               int loss, double learning_rate, bint adagrad,
               double reg_bias, double reg_linear, double reg_factors,
+              const floating[::1] reg_scale,
               bint fit_intercept, bint fit_linear, int n_threads):
     """Update (w0, w, V) in place from one pass over ``order``.
 
     Regularization is applied per occurrence: a row with weight s adds
-    0.5 * s * reg * theta^2 for every parameter it touches. With ``adagrad`` the
+    0.5 * s * reg * reg_scale[j] * theta^2 for every parameter theta of a feature j it touches
+    (reg_scale empty: all ones; the intercept is never scaled). With ``adagrad`` the
     accumulators ``acc_*`` (same shapes as the parameters) are updated too.
     Returns (sum of s * loss before each row's update, sum of s, number of rows whose
     output was not finite).
@@ -216,6 +228,9 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef floating* Vp = &V[0, 0]
     cdef floating* awp = &acc_w[0] if adagrad else NULL
     cdef floating* aVp = &acc_V[0, 0] if adagrad else NULL
+    cdef const floating* rsp = &reg_scale[0] if reg_scale.shape[0] > 0 else NULL
+    if rsp != NULL and reg_scale.shape[0] != w.shape[0]:
+        raise ValueError("reg_scale must be empty or have one entry per feature")
     # Per-thread final (w0, acc_w0, rows seen), merged after the parallel region.
     cdef double* slots = <double*> malloc(3 * n_slots * sizeof(double))
     if slots == NULL:
@@ -230,19 +245,19 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
         th_w0[1] = acc_w0[0] if adagrad else 0
         th_w0[2] = 0
         for t in prange(n, schedule="static"):
-            prefetch_ahead(ip, ix, xs, ys, sw, wp, Vp, awp, aVp, k, op, t, n)
+            prefetch_ahead(ip, ix, xs, ys, sw, wp, Vp, awp, aVp, rsp, k, op, t, n)
             i = op[t]
             start = ip[i]
             nnz = ip[i + 1] - start
             lrow = 0
             if k == 8:
                 ok = sgd_row_k8(ix + start, xs + start, nnz, ys[i], sw[i], loss, lr,
-                                reg_bias, reg_linear, reg_factors,
+                                reg_bias, reg_linear, reg_factors, rsp,
                                 adagrad, fit_intercept, fit_linear,
                                 th_w0, th_w0 + 1, wp, Vp, awp, aVp, &lrow)
             else:
                 ok = sgd_row(ix + start, xs + start, nnz, ys[i], sw[i], loss, lr,
-                             reg_bias, reg_linear, reg_factors,
+                             reg_bias, reg_linear, reg_factors, rsp,
                              adagrad, fit_intercept, fit_linear,
                              th_w0, th_w0 + 1, wp, Vp, awp, aVp, k, scratch, False, &lrow)
             if ok:
