@@ -258,8 +258,7 @@ class _BaseFM(BaseEstimator):
             for name_, value in logs.items():
                 self.history_.setdefault(name_, []).append(value)
             if self.verbose:
-                logger.info("epoch %d %s", epoch,
-                            " ".join(f"{k}={val:.6g}" for k, val in logs.items()))
+                _log_epoch(epoch, logs)
             last_good = state.copy() if rounds is None or evaluation is None else last_good
 
             stop = False
@@ -534,6 +533,14 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         """The more likely of ``classes_`` for each row."""
         check_is_fitted(self, "V_")
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+
+def _log_epoch(epoch: int, logs: dict) -> None:
+    # verbose=1 should show something even when the application configured no logging.
+    if not logger.hasHandlers():
+        logger.addHandler(logging.StreamHandler())
+        logger.setLevel(logging.INFO)
+    logger.info("epoch %d %s", epoch, " ".join(f"{k}={val:.6g}" for k, val in logs.items()))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -327,3 +327,11 @@ def test_sgd_and_als_minimize_the_same_objective(power):
     at_optimum = np.linalg.norm(sgd_gradient(als.w_, als.V_))
     elsewhere = np.linalg.norm(sgd_gradient(als.w_ * 1.2, als.V_ * 1.2))
     assert at_optimum < 1e-3 * elsewhere, (at_optimum, elsewhere)
+
+
+def test_verbose_logs_each_epoch(caplog):
+    X, y, _ = make_fm_regression(n_samples=100, n_features=10, random_state=0)
+    with caplog.at_level("INFO", logger="fmrec"):
+        FMRegressor(n_epochs=3, verbose=1).fit(X, y)
+    assert [r.getMessage().split()[1] for r in caplog.records] == ["0", "1", "2"]
+    assert "train_loss=" in caplog.records[0].getMessage()
