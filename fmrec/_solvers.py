@@ -120,6 +120,12 @@ class ALSSolver:
         total = float(sample_weight.sum(dtype=np.float64))
         self.reg_bias = hp["reg_bias"] * total ** hp["reg_power"]
         n, k = X.shape[0], state.V.shape[1]
+        # Threads share the columns of blocks that touch disjoint rows (e.g. one one-hot
+        # field): exact, and the same result for any number of threads.
+        if n_threads > 1:
+            self.blocks = _als.conflict_free_blocks(self.csc.indptr, self.csc.indices, n)
+        else:
+            self.blocks = np.array([0, X.shape[1]], dtype=np.int64)
         self.r = np.empty(n, dt)
         self.q = np.empty((n, k), dt)
 
@@ -131,7 +137,8 @@ class ALSSolver:
         loss_sum, weight_sum, bad = _als.als_sweep(
             self.csc.indptr, self.csc.indices, self.csc.data, self.y, self.sw, self.loss,
             st.w0, st.w, st.V, self.r, self.q, self.reg_bias, self.reg_linear,
-            self.reg_factors, hp["fit_intercept"], hp["fit_linear"],
+            self.reg_factors, hp["fit_intercept"], hp["fit_linear"], self.blocks,
+            self.n_threads,
         )
         if bad or not st.is_finite():
             raise Diverged("the coordinate updates produced non-finite values")

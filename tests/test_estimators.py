@@ -335,3 +335,15 @@ def test_verbose_logs_each_epoch(caplog):
         FMRegressor(n_epochs=3, verbose=1).fit(X, y)
     assert [r.getMessage().split()[1] for r in caplog.records] == ["0", "1", "2"]
     assert "train_loss=" in caplog.records[0].getMessage()
+
+
+def test_als_threads_change_nothing_but_speed():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 200, 5000), rng.integers(0, 300, 5000)
+    X = sp.csr_matrix((np.ones(10_000), np.column_stack([users, 200 + items]).ravel(),
+                       np.arange(0, 10_001, 2)), shape=(5000, 500))
+    y = rng.normal(3, 1, 5000)
+    one = FMRegressor(n_epochs=5, n_jobs=1, random_state=0).fit(X, y)
+    two = FMRegressor(n_epochs=5, n_jobs=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(one.V_, two.V_)
+    np.testing.assert_array_equal(one.w_, two.w_)

@@ -148,15 +148,18 @@ def test_als_caches(dtype, index_dtype, loss, n_threads):
                                **tolerance(dtype))
 
 
-def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fit_linear=True):
+def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fit_linear=True,
+            blocks=None, n_threads=1):
     dt = w.dtype
     r, q = als_caches(X, y, loss, w0, w, V)
     C = X.tocsc()
     C.sort_indices()
     W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
+    if blocks is None:
+        blocks = np.array([0, X.shape[1]], dtype=np.int64)
     out = als.als_sweep(C.indptr, C.indices, C.data, y.astype(dt), s.astype(dt), loss, W0, W,
                         VV, r, q, reg_bias, rl.astype(dt), rf.astype(dt), fit_intercept,
-                        fit_linear)
+                        fit_linear, blocks, n_threads)
     return W0[0], W, VV, r, q, out
 
 
@@ -200,3 +203,51 @@ def test_als_objective_never_increases_on_square_loss():
         current = R.objective(X, y, s, R.SQUARE, w0, w, V, 0.01, rl, rf)
         assert current <= previous * (1 + 1e-12)
         previous = current
+
+
+def one_hot_fields(n_rows, sizes, seed):
+    """Rows with exactly one non-zero per field (like user id + item id + …)."""
+    rng = np.random.default_rng(seed)
+    offsets = np.cumsum([0, *sizes[:-1]])
+    cols = np.column_stack([o + rng.integers(0, s, n_rows) for o, s in zip(offsets, sizes,
+                                                                           strict=True)])
+    vals = rng.uniform(0.5, 1.5, cols.shape)
+    return sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, cols.size + 1, len(sizes))),
+                         shape=(n_rows, sum(sizes)))
+
+
+def test_conflict_free_blocks_find_one_hot_fields():
+    X = one_hot_fields(500, [30, 50, 7], seed=1)
+    C = X.tocsc()
+    blocks = als.conflict_free_blocks(C.indptr, C.indices, X.shape[0])
+    np.testing.assert_array_equal(blocks, [0, 30, 80, 87])
+    dense = X.toarray() != 0
+    for lo, hi in zip(blocks[:-1], blocks[1:], strict=True):
+        assert dense[:, lo:hi].sum(axis=1).max() <= 1
+
+
+def test_conflict_free_blocks_on_random_columns():
+    X = random_csr(300, 40, 0.1, seed=4, empty_rows=())
+    C = X.tocsc()
+    blocks = als.conflict_free_blocks(C.indptr, C.indices, X.shape[0])
+    assert blocks[0] == 0 and blocks[-1] == 40 and np.all(np.diff(blocks) > 0)
+    dense = X.toarray() != 0
+    for lo, hi in zip(blocks[:-1], blocks[1:], strict=True):
+        assert dense[:, lo:hi].sum(axis=1).max() <= 1
+
+
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_als_parallel_blocks_give_the_serial_result_bit_for_bit(loss, dtype):
+    X = one_hot_fields(2000, [120, 300, 9], seed=2).astype(dtype)
+    y = targets(X, loss)
+    s = np.random.default_rng(1).uniform(0.5, 2.0, 2000)
+    C = X.tocsc()
+    blocks = als.conflict_free_blocks(C.indptr, C.indices, X.shape[0])
+    rl, rf = np.full(429, 0.5), np.full(429, 2.0)
+    w0, w, V = params(429, 8, dtype)
+    serial = run_als(X, y, s, w0, w, V, loss=loss, reg_bias=0.1, rl=rl, rf=rf)
+    threaded = run_als(X, y, s, w0, w, V, loss=loss, reg_bias=0.1, rl=rl, rf=rf,
+                       blocks=blocks, n_threads=2)
+    for a, b in zip(serial[:5], threaded[:5], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -8,7 +8,10 @@
 # one random access per non-zero instead of 2k+2.
 from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
+from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+
+import numpy as np
 
 from fmrec._kernels._common cimport (
     floating, index_t, loss_value, loss_gradient, loss_curvature, prefetch, SQUARE, k8_accum,
@@ -147,50 +150,183 @@ cdef inline double output_of(int loss, floating r, floating y) noexcept nogil:
     return r + y if loss == SQUARE else r
 
 
+cdef inline void update_column(
+        Py_ssize_t j, const index_t* indptr, const index_t* indices, const floating* data,
+        const floating* y, const floating* sample_weight, int loss, bint unit,
+        floating* w, floating* V, Py_ssize_t k, floating* r, floating* q,
+        const floating* reg_linear, const floating* reg_factors, bint fit_linear,
+        Py_ssize_t prefetch_stop, floating* scratch, Py_ssize_t stride) noexcept nogil:
+    """Update w_j, then v_j1..v_jk, on the gathered rows of column j; write the caches back.
+
+    ``scratch`` holds (4 + k) * stride elements, stride >= the column's length.
+    """
+    cdef Py_ssize_t start = indptr[j], m = indptr[j + 1] - start
+    cdef Py_ssize_t i, p, t, f
+    cdef bint square = loss == SQUARE
+    cdef double num, den, st, delta
+    cdef floating* bx = scratch
+    cdef floating* bs = bx + stride
+    cdef floating* by = bs + stride
+    cdef floating* br = by + stride
+    cdef floating* bq = br + stride      # factor-major: bq[f * m + t]
+    cdef floating* bqf
+    cdef floating* qrow
+    cdef floating vjf, fdelta
+    if m == 0:
+        # No data: the penalty alone is minimized at zero.
+        if reg_linear[j] > 0 and fit_linear:
+            w[j] = 0
+        if reg_factors[j] > 0:
+            for f in range(k):
+                V[j * k + f] = 0
+        return
+    # gather; the prefetch runs on into the next columns, which are mostly short
+    for t in range(m):
+        p = start + t
+        if p + AHEAD < prefetch_stop:
+            prefetch(q + indices[p + AHEAD] * k)
+            prefetch(r + indices[p + AHEAD])
+            if not unit:
+                prefetch(sample_weight + indices[p + AHEAD])
+        i = indices[p]
+        bx[t] = data[p]
+        if not unit:
+            bs[t] = sample_weight[i]
+        if not square:
+            by[t] = y[i]
+        br[t] = r[i]
+        qrow = q + i * k
+        for f in range(k):
+            bq[f * m + t] = qrow[f]
+
+    if fit_linear:
+        num = reg_linear[j] * w[j]
+        den = reg_linear[j]
+        if square:
+            sums_linear(bx, bs, br, m, unit, &num, &den)
+        else:
+            for t in range(m):
+                st = 1 if unit else bs[t]
+                num = num + st * loss_gradient(loss, br[t], by[t]) * bx[t]
+                den = den + st * loss_curvature(loss, br[t]) * bx[t] * bx[t]
+        if den > 0:
+            delta = -num / den
+            w[j] += <floating> delta
+            fdelta = <floating> delta
+            for t in range(m):
+                br[t] += fdelta * bx[t]
+
+    for f in range(k):
+        vjf = V[j * k + f]
+        bqf = bq + f * m
+        num = reg_factors[j] * vjf
+        den = reg_factors[j]
+        if square:
+            sums_factor(bx, bs, br, bqf, vjf, m, unit, &num, &den)
+        else:
+            for t in range(m):
+                st = 1 if unit else bs[t]
+                delta = bx[t] * (bqf[t] - vjf * bx[t])    # h
+                num = num + st * loss_gradient(loss, br[t], by[t]) * delta
+                den = den + st * loss_curvature(loss, br[t]) * delta * delta
+        if den > 0:
+            delta = -num / den
+            V[j * k + f] = vjf + <floating> delta
+            fdelta = <floating> delta
+            for t in range(m):
+                br[t] += fdelta * bx[t] * (bqf[t] - vjf * bx[t])
+                bqf[t] += fdelta * bx[t]
+
+    # scatter
+    for t in range(m):
+        i = indices[start + t]
+        r[i] = br[t]
+        qrow = q + i * k
+        for f in range(k):
+            qrow[f] = bq[f * m + t]
+
+
+def conflict_free_blocks(const index_t[::1] indptr, const index_t[::1] indices,
+                         Py_ssize_t n_rows):
+    """Split the columns into consecutive blocks in which no row has two non-zeros.
+
+    Columns of one block touch disjoint rows, so their coordinate updates commute exactly and
+    can run in parallel with the same result as in order. One-hot fields (user ids, item
+    ids, …) each fall into one block. Returns the block boundaries (int64, starts with 0 and
+    ends with the number of columns). O(nnz).
+    """
+    cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, block = 0
+    cdef bint conflict
+    owner_arr = np.full(n_rows, -1, dtype=np.int64)
+    cdef int64_t[::1] owner = owner_arr
+    starts = [0]
+    with nogil:
+        for j in range(d):
+            conflict = False
+            for p in range(indptr[j], indptr[j + 1]):
+                if owner[indices[p]] == block:
+                    conflict = True
+                    break
+            if conflict:
+                block += 1
+                with gil:
+                    starts.append(j)
+            for p in range(indptr[j], indptr[j + 1]):
+                owner[indices[p]] = block
+    starts.append(d)
+    return np.asarray(starts, dtype=np.int64)
+
+
 def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
               const floating[::1] y, const floating[::1] sample_weight, int loss,
               floating[::1] w0, floating[::1] w, floating[:, ::1] V,
               floating[::1] r, floating[:, ::1] q,
               double reg_bias, const floating[::1] reg_linear, const floating[::1] reg_factors,
-              bint fit_intercept, bint fit_linear):
+              bint fit_intercept, bint fit_linear,
+              const int64_t[::1] blocks, int n_threads):
     """Update w0, then every column's w_j and v_j1..v_jk, each by its exact minimizer (square
     loss) or a Newton step (logistic loss), given the caches from ``compute_caches``.
 
     ``reg_linear[j]`` and ``reg_factors[j]`` are the per-feature penalties: the objective is
     sum_i s_i loss_i + 0.5 * (reg_bias w0^2 + sum_j reg_linear[j] w_j^2 + reg_factors[j] |v_j|^2).
+    ``blocks`` (from ``conflict_free_blocks``, or [0, n_columns]) lets ``n_threads`` threads
+    share the columns of a block; the result is the same for any number of threads.
     Returns (sum_i s_i loss_i after the sweep, sum_i s_i, 0 or 1 if a value became non-finite).
     """
     cdef Py_ssize_t n = r.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
-    cdef Py_ssize_t i, j, p, t, f, m, start, max_m = 0, nnz_all = indptr[d]
-    cdef bint square = loss == SQUARE
+    cdef Py_ssize_t i, j, b, lo, hi, stride = 1, nnz_all = indptr[d]
+    cdef Py_ssize_t n_blocks = blocks.shape[0] - 1
     cdef bint unit = True
     cdef double num, den, st, delta, loss_sum = 0, weight_sum = 0
-    cdef floating* bx
-    cdef floating* bs
-    cdef floating* by
-    cdef floating* br
-    cdef floating* bq
-    cdef floating* bqf
-    cdef floating* qrow
-    cdef floating vjf, fdelta
+    cdef floating* scratch
+    cdef floating* own
     cdef int bad = 0
+    cdef const index_t* ip = &indptr[0]
+    cdef const index_t* ix = &indices[0]
+    cdef const floating* xs = &data[0]
+    cdef const floating* ys = &y[0]
+    cdef const floating* sw = &sample_weight[0]
+    cdef floating* wp = &w[0]
+    cdef floating* Vp = &V[0, 0]
+    cdef floating* rp = &r[0]
+    cdef floating* qp = &q[0, 0]
+    cdef const floating* rl = &reg_linear[0]
+    cdef const floating* rf = &reg_factors[0]
 
+    if blocks.shape[0] < 2 or blocks[0] != 0 or blocks[n_blocks] != d:
+        raise ValueError("blocks must run from 0 to the number of columns")
     for j in range(d):
-        if indptr[j + 1] - indptr[j] > max_m:
-            max_m = indptr[j + 1] - indptr[j]
+        if indptr[j + 1] - indptr[j] + 1 > stride:
+            stride = indptr[j + 1] - indptr[j] + 1
     # All-ones sample weights (the usual case) need neither gathering nor multiplying:
     # one sequential pass over n is cheap next to the nnz random gathers it saves.
     for i in range(n):
         if sample_weight[i] != 1:
             unit = False
             break
-    bx = <floating*> malloc((4 + k) * (max_m + 1) * sizeof(floating))
-    if bx == NULL:
+    scratch = <floating*> malloc((4 + k) * stride * sizeof(floating))
+    if scratch == NULL:
         raise MemoryError("ALS scratch")
-    bs = bx + max_m + 1
-    by = bs + max_m + 1
-    br = by + max_m + 1
-    bq = br + max_m + 1      # factor-major: bq[f * m + t]
     try:
         with nogil:
             if fit_intercept:
@@ -206,81 +342,20 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                     for i in range(n):
                         r[i] += <floating> delta
 
-            for j in range(d):
-                start = indptr[j]
-                m = indptr[j + 1] - start
-                if m == 0:
-                    # No data: the penalty alone is minimized at zero.
-                    if reg_linear[j] > 0 and fit_linear:
-                        w[j] = 0
-                    if reg_factors[j] > 0:
-                        for f in range(k):
-                            V[j, f] = 0
-                    continue
-                # gather; the prefetch runs on into the next columns, which are mostly short
-                for t in range(m):
-                    p = start + t
-                    if p + AHEAD < nnz_all:
-                        prefetch(&q[indices[p + AHEAD], 0])
-                        prefetch(&r[indices[p + AHEAD]])
-                        if not unit:
-                            prefetch(&sample_weight[indices[p + AHEAD]])
-                    i = indices[p]
-                    bx[t] = data[p]
-                    if not unit:
-                        bs[t] = sample_weight[i]
-                    if not square:
-                        by[t] = y[i]
-                    br[t] = r[i]
-                    qrow = &q[i, 0]
-                    for f in range(k):
-                        bq[f * m + t] = qrow[f]
-
-                if fit_linear:
-                    num = reg_linear[j] * w[j]
-                    den = reg_linear[j]
-                    if square:
-                        sums_linear(bx, bs, br, m, unit, &num, &den)
-                    else:
-                        for t in range(m):
-                            st = 1 if unit else bs[t]
-                            num = num + st * loss_gradient(loss, br[t], by[t]) * bx[t]
-                            den = den + st * loss_curvature(loss, br[t]) * bx[t] * bx[t]
-                    if den > 0:
-                        delta = -num / den
-                        w[j] += <floating> delta
-                        fdelta = <floating> delta
-                        for t in range(m):
-                            br[t] += fdelta * bx[t]
-
-                for f in range(k):
-                    vjf = V[j, f]
-                    bqf = bq + f * m
-                    num = reg_factors[j] * vjf
-                    den = reg_factors[j]
-                    if square:
-                        sums_factor(bx, bs, br, bqf, vjf, m, unit, &num, &den)
-                    else:
-                        for t in range(m):
-                            st = 1 if unit else bs[t]
-                            delta = bx[t] * (bqf[t] - vjf * bx[t])    # h
-                            num = num + st * loss_gradient(loss, br[t], by[t]) * delta
-                            den = den + st * loss_curvature(loss, br[t]) * delta * delta
-                    if den > 0:
-                        delta = -num / den
-                        V[j, f] = vjf + <floating> delta
-                        fdelta = <floating> delta
-                        for t in range(m):
-                            br[t] += fdelta * bx[t] * (bqf[t] - vjf * bx[t])
-                            bqf[t] += fdelta * bx[t]
-
-                # scatter
-                for t in range(m):
-                    i = indices[start + t]
-                    r[i] = br[t]
-                    qrow = &q[i, 0]
-                    for f in range(k):
-                        qrow[f] = bq[f * m + t]
+            for b in range(n_blocks):
+                lo = blocks[b]
+                hi = blocks[b + 1]
+                if n_threads > 1 and hi - lo >= 4 * n_threads:
+                    with parallel(num_threads=n_threads):
+                        own = <floating*> malloc((4 + k) * stride * sizeof(floating))
+                        for j in prange(lo, hi, schedule="dynamic", chunksize=8):
+                            update_column(j, ip, ix, xs, ys, sw, loss, unit, wp, Vp, k, rp,
+                                          qp, rl, rf, fit_linear, hi, own, stride)
+                        free(own)
+                else:
+                    for j in range(lo, hi):
+                        update_column(j, ip, ix, xs, ys, sw, loss, unit, wp, Vp, k, rp, qp,
+                                      rl, rf, fit_linear, nnz_all, scratch, stride)
 
             for i in range(n):
                 st = sample_weight[i]
@@ -289,5 +364,5 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
             if not isfinite(loss_sum):
                 bad = 1
     finally:
-        free(bx)
+        free(scratch)
     return loss_sum, weight_sum, bad
