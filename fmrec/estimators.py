@@ -39,13 +39,13 @@ class _BaseFM(BaseEstimator):
         n_factors: int = 8,
         *,
         solver: str = "als",
-        n_epochs: int = 30,
+        n_epochs: int = 50,
         learning_rate: float = 0.05,
         lr_schedule: str = "adagrad",
         reg_bias: float = 0.0,
-        reg_linear: float = 0.05,
-        reg_factors: float = 0.05,
-        reg_power: float = 0.0,
+        reg_linear: float = 0.5,
+        reg_factors: float = 1.0,
+        reg_power: float = 0.5,
         init_std: float = 0.1,
         fit_intercept: bool = True,
         fit_linear: bool = True,
@@ -170,7 +170,7 @@ class _BaseFM(BaseEstimator):
         hp = self._solver_hyperparameters()
 
         if reset:
-            state = self._initial_state(X.shape[1], y, sw, dtype, rng)
+            state = self._initial_state(X, y, sw, dtype, rng)
             self.history_ = {"train_loss": []}
             accumulators = None
         else:
@@ -210,9 +210,13 @@ class _BaseFM(BaseEstimator):
             "fit_linear": bool(self.fit_linear),
         }
 
-    def _initial_state(self, n_features, y, sw, dtype, rng) -> FMState:
+    def _initial_state(self, X, y, sw, dtype, rng) -> FMState:
         w0 = self._initial_intercept(y.astype(np.float64), sw.astype(np.float64))
+        n_features = X.shape[1]
         V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
+        # A feature no training row uses would otherwise keep random factors and add noise to
+        # every prediction that mentions it.
+        V[np.bincount(X.indices, minlength=n_features) == 0] = 0
         return FMState(w0 if self.fit_intercept else 0.0, np.zeros(n_features, dtype), V)
 
     def _prepare_eval_set(self, eval_set, dtype):
@@ -317,18 +321,18 @@ class FMRegressor(RegressorMixin, _BaseFM):
         Rank k of the pairwise interactions (columns of ``V_``).
     solver : {"als", "sgd"}, default="als"
         Coordinate descent (exact per-coordinate minimization) or stochastic gradient.
-    n_epochs : int, default=30
+    n_epochs : int, default=50
         Sweeps (ALS) or passes over the shuffled rows (SGD).
     learning_rate : float, default=0.05
         SGD step size (the AdaGrad base rate with ``lr_schedule="adagrad"``).
     lr_schedule : {"adagrad", "constant"}, default="adagrad"
         SGD step rule. AdaGrad scales each parameter's step by its gradient history.
-    reg_bias, reg_linear, reg_factors : float
+    reg_bias, reg_linear, reg_factors : float, default=0.0, 0.5, 1.0
         L2 penalties of w0, w and V. Both solvers minimize
         Σ_i s_i loss_i + ½ Σ_θ reg_θ n_θ^reg_power θ², where n_θ is the (sample-weighted)
         number of training rows that involve θ, so the same values mean the same objective
         whichever solver runs.
-    reg_power : float in [0, 1], default=0.0
+    reg_power : float in [0, 1], default=0.5
         How penalties grow with a feature's frequency: 0 is libFM's plain L2 penalty, 1
         penalizes every occurrence (plain SGD's habit, and ALS-WR's).
     init_std : float, default=0.1
@@ -389,13 +393,13 @@ class FMRegressor(RegressorMixin, _BaseFM):
         n_factors: int = 8,
         *,
         solver: str = "als",
-        n_epochs: int = 30,
+        n_epochs: int = 50,
         learning_rate: float = 0.05,
         lr_schedule: str = "adagrad",
         reg_bias: float = 0.0,
-        reg_linear: float = 0.05,
-        reg_factors: float = 0.05,
-        reg_power: float = 0.0,
+        reg_linear: float = 0.5,
+        reg_factors: float = 1.0,
+        reg_power: float = 0.5,
         init_std: float = 0.1,
         fit_intercept: bool = True,
         fit_linear: bool = True,

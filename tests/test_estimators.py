@@ -347,3 +347,15 @@ def test_als_threads_change_nothing_but_speed():
     two = FMRegressor(n_epochs=5, n_jobs=2, random_state=0).fit(X, y)
     np.testing.assert_array_equal(one.V_, two.V_)
     np.testing.assert_array_equal(one.w_, two.w_)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_features_unseen_in_training_contribute_nothing(solver, power):
+    X, y, _ = make_fm_regression(n_samples=500, n_features=30, random_state=9)
+    X = sp.hstack([X, sp.csr_matrix((500, 5), dtype=X.dtype)], format="csr")
+    model = FMRegressor(solver=solver, n_epochs=3, reg_power=power, random_state=0).fit(X, y)
+    assert not model.V_[30:].any() and not model.w_[30:].any()
+    X_new = X[:10].toarray()
+    X_new[:, 30:] = 1.0
+    np.testing.assert_allclose(model.predict(X_new), model.predict(X[:10]), rtol=1e-6)
