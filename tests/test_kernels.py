@@ -97,9 +97,10 @@ def test_sgd_one_thread_is_bit_reproducible():
 @pytest.mark.parametrize("adagrad", [False, True])
 def test_sgd_two_threads_without_conflicts_match_reference(adagrad):
     """Rows of the two halves of the order touch disjoint features, so Hogwild has no races
-    and two threads must give the sequential result."""
+    and two threads (each taking one half: 2 x 3 chunks of 1024 rows) must give the sequential
+    result."""
     rng = np.random.default_rng(7)
-    n, half = 200, 20
+    n, half = 6 * 1024, 20
     cols = np.where(np.arange(n)[:, None] < n // 2, 0, half) + np.sort(
         np.argsort(rng.random((n, half)), axis=1)[:, :4], axis=1)
     X = sp.csr_matrix((rng.normal(size=4 * n), cols.ravel(), np.arange(0, 4 * n + 1, 4)),
@@ -251,3 +252,18 @@ def test_als_parallel_blocks_give_the_serial_result_bit_for_bit(loss, dtype):
                        blocks=blocks, n_threads=2)
     for a, b in zip(serial[:5], threaded[:5], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_long_rows_across_chunks_grow_the_row_buffer():
+    """1100 rows of ~40 non-zeros: the first chunk (1024 rows) needs more than the initial
+    buffer of 32 entries per row, and a second, short chunk follows."""
+    X = random_csr(1100, 50, 0.8, np.float64, seed=21, empty_rows=(5,))
+    y = targets(X, R.SQUARE)
+    s = np.ones(1100)
+    w0, w, V = params(50, 3, np.float64)
+    order = np.random.default_rng(3).permutation(1100)
+    ref = R.sgd_epoch(X, y, s, order, w0, w, V, loss=R.SQUARE, learning_rate=0.001,
+                      adagrad=False, reg_bias=0.1, reg_linear=0.2, reg_factors=0.3)
+    got = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=False, lr=0.001)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-10, atol=1e-12)
