@@ -2,7 +2,8 @@
 
 Run by hand (not in CI):
 
-    python benchmarks/bench_core.py [--shared ../shared] [--data /tmp/syn.npz] [--epochs 3]
+    python benchmarks/bench_core.py [--shared ../shared] [--data /tmp/syn.npz] [--epochs 4]
+                                    [--myfm-python PATH]   # e.g. a venv with `pip install myfm`
 
 Generates (once) the synthetic set of ``shared/bench/gen_synthetic.py`` — 1,000,000 rows x 20
 non-zeros over 200,000 features, zipf-0.8 popularity, rank-8 FM plus noise, seed 0 — then, in
@@ -34,10 +35,9 @@ FMREC_RUN = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np, scipy.sparse as sp
     from fmrec import FMRegressor
-    z = np.load(sys.argv[1])
-    X = sp.csr_matrix((z["data"].astype(np.float32), z["indices"], z["indptr"]),
-                      shape=tuple(z["shape"]))
-    y = z["y"].astype(np.float32)
+    with np.load(sys.argv[1]) as z:  # float32 values and int32 indices already: no copies
+        X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        y = z["y"].astype(np.float32)
     epochs = int(sys.argv[2])
     out = {}
     def run(name, **kw):
@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--data", type=Path, default=Path("/tmp/fmrec_bench/syn.npz"))
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--myfm-python", default=sys.executable,
+                        help="interpreter that has myfm installed (default: this one)")
     args = parser.parse_args()
 
     if not args.data.exists():
@@ -101,7 +103,7 @@ def main() -> None:
                                     str(args.epochs)], capture_output=True, text=True,
                                    check=True).stdout)
     try:
-        myfm = json.loads(subprocess.run([sys.executable, "-c", MYFM_RUN, str(args.data),
+        myfm = json.loads(subprocess.run([args.myfm_python, "-c", MYFM_RUN, str(args.data),
                                           str(args.epochs)], capture_output=True, text=True,
                                          check=True).stdout.strip().splitlines()[-1])
     except subprocess.CalledProcessError as exc:

@@ -46,15 +46,19 @@ class FMState:
 
 
 def weighted_column_counts(X: sp.csr_matrix, sample_weight: np.ndarray) -> np.ndarray:
-    """n_j = Σ_i s_i [x_ij ≠ 0] for every column j (float64)."""
-    if np.all(sample_weight == 1):
-        return np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    """n_j = Σ_i s_i [x_ij ≠ 0] for every column j (float64).
+
+    Works through ~1M non-zeros at a time: np.bincount would otherwise make a full int64
+    copy of the indices (twice the size of int32 ones).
+    """
+    unit = bool(np.all(sample_weight == 1))
     counts = np.zeros(X.shape[1])
-    rows_per_chunk = max(1, X.shape[0] * (1 << 20) // max(X.nnz, 1))  # ~1M non-zeros a chunk
+    rows_per_chunk = max(1, X.shape[0] * (1 << 20) // max(X.nnz, 1))
     for lo in range(0, X.shape[0], rows_per_chunk):
         hi = min(lo + rows_per_chunk, X.shape[0])
         a, b = X.indptr[lo], X.indptr[hi]
-        weights = np.repeat(sample_weight[lo:hi].astype(np.float64), np.diff(X.indptr[lo:hi + 1]))
+        weights = None if unit else np.repeat(sample_weight[lo:hi].astype(np.float64),
+                                              np.diff(X.indptr[lo:hi + 1]))
         counts += np.bincount(X.indices[a:b], weights=weights, minlength=X.shape[1])
     return counts
 
@@ -70,7 +74,8 @@ class SGDSolver:
     """SGD or AdaGrad epochs over a freshly shuffled row order (Hogwild on several threads)."""
 
     def __init__(self, X: sp.csr_matrix, y, sample_weight, loss: int, state: FMState, *,
-                 hp: dict, rng: np.random.RandomState, n_threads: int, accumulators=None):
+                 counts: np.ndarray, hp: dict, rng: np.random.RandomState, n_threads: int,
+                 accumulators=None):
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.rng, self.n_threads = hp, rng, n_threads
         self.adagrad = hp["lr_schedule"] == "adagrad"
@@ -85,7 +90,6 @@ class SGDSolver:
         if power == 1.0:
             self.reg_scale = np.empty(0, dt)
         else:
-            counts = weighted_column_counts(X, sample_weight)
             self.reg_scale = penalty_scale(counts, power - 1.0).astype(dt)
 
     def epoch(self) -> tuple[float, float]:
@@ -108,13 +112,22 @@ class ALSSolver:
     """Coordinate-descent sweeps (exact for the square loss, Newton steps for the log loss)."""
 
     def __init__(self, X: sp.csr_matrix, y, sample_weight, loss: int, state: FMState, *,
-                 hp: dict, n_threads: int):
+                 counts: np.ndarray, hp: dict, n_threads: int):
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.n_threads = hp, n_threads
-        self.csc = X.tocsc()
-        self.csc.sort_indices()
+        # One-hot design matrices (every stored value 1, the usual recommender case) keep only
+        # the CSC structure: the kernel reads an empty value array as all ones.
+        if np.all(X.data == 1):
+            pattern = sp.csr_matrix((np.ones(X.nnz, np.int8), X.indices, X.indptr), X.shape)
+            self.csc = pattern.tocsc()
+            self.csc.sort_indices()
+            self.csc_data = np.empty(0, X.dtype)
+        else:
+            self.csc = X.tocsc()
+            self.csc.sort_indices()
+            self.csc_data = self.csc.data
         dt = state.w.dtype
-        scale = penalty_scale(weighted_column_counts(X, sample_weight), hp["reg_power"])
+        scale = penalty_scale(counts, hp["reg_power"])
         self.reg_linear = (hp["reg_linear"] * scale).astype(dt)
         self.reg_factors = (hp["reg_factors"] * scale).astype(dt)
         total = float(sample_weight.sum(dtype=np.float64))
@@ -135,7 +148,7 @@ class ALSSolver:
         _als.compute_caches(self.X.indptr, self.X.indices, self.X.data, self.y, self.loss,
                             float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
         loss_sum, weight_sum, bad = _als.als_sweep(
-            self.csc.indptr, self.csc.indices, self.csc.data, self.y, self.sw, self.loss,
+            self.csc.indptr, self.csc.indices, self.csc_data, self.y, self.sw, self.loss,
             st.w0, st.w, st.V, self.r, self.q, self.reg_bias, self.reg_linear,
             self.reg_factors, hp["fit_intercept"], hp["fit_linear"], self.blocks,
             self.n_threads,

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
-from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver
+from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
 from fmrec.metrics import METRICS
 from fmrec.persistence import save_estimator
 
@@ -168,9 +168,10 @@ class _BaseFM(BaseEstimator):
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
         hp = self._solver_hyperparameters()
+        counts = weighted_column_counts(X, sw)
 
         if reset:
-            state = self._initial_state(X, y, sw, dtype, rng)
+            state = self._initial_state(counts, y, sw, dtype, rng)
             self.history_ = {"train_loss": []}
             accumulators = None
         else:
@@ -187,10 +188,11 @@ class _BaseFM(BaseEstimator):
             self.y_range_ = (lo, hi)
 
         if self.solver == "sgd":
-            solver = SGDSolver(X, y, sw, self._loss, state, hp=hp, rng=rng,
+            solver = SGDSolver(X, y, sw, self._loss, state, counts=counts, hp=hp, rng=rng,
                                n_threads=n_threads, accumulators=accumulators)
         else:
-            solver = ALSSolver(X, y, sw, self._loss, state, hp=hp, n_threads=n_threads)
+            solver = ALSSolver(X, y, sw, self._loss, state, counts=counts, hp=hp,
+                               n_threads=n_threads)
         self._publish(state)
         with threadpool_limits(limits=1, user_api="blas"):
             self._run_epochs(solver, state, evaluation, callbacks or (), n_epochs, n_threads)
@@ -210,13 +212,14 @@ class _BaseFM(BaseEstimator):
             "fit_linear": bool(self.fit_linear),
         }
 
-    def _initial_state(self, X, y, sw, dtype, rng) -> FMState:
+    def _initial_state(self, counts, y, sw, dtype, rng) -> FMState:
+        """Intercept at the (logit of the) mean target, w = 0, V ~ N(0, init_std²)."""
         w0 = self._initial_intercept(y.astype(np.float64), sw.astype(np.float64))
-        n_features = X.shape[1]
+        n_features = len(counts)
         V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
-        # A feature no training row uses would otherwise keep random factors and add noise to
-        # every prediction that mentions it.
-        V[np.bincount(X.indices, minlength=n_features) == 0] = 0
+        # A feature no (weighted) training row uses would otherwise keep random factors and
+        # add noise to every prediction that mentions it.
+        V[counts == 0] = 0
         return FMState(w0 if self.fit_intercept else 0.0, np.zeros(n_features, dtype), V)
 
     def _prepare_eval_set(self, eval_set, dtype):

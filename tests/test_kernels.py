@@ -267,3 +267,20 @@ def test_sgd_long_rows_across_chunks_grow_the_row_buffer():
     got = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=False, lr=0.001)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-10, atol=1e-12)
+
+
+def test_als_sweep_with_implicit_unit_values_matches_explicit_ones():
+    X = one_hot_fields(300, [20, 30], seed=5)
+    X.data[:] = 1.0
+    y = targets(X, R.SQUARE)
+    s = np.ones(300)
+    rl, rf = np.full(50, 0.5), np.full(50, 1.0)
+    w0, w, V = params(50, 4, np.float64)
+    explicit = run_als(X, y, s, w0, w, V, loss=R.SQUARE, reg_bias=0.0, rl=rl, rf=rf)
+    r, q = als_caches(X, y, R.SQUARE, w0, w, V)
+    C = X.tocsc()
+    W0, W, VV = np.array([w0]), w.copy(), V.copy()
+    als.als_sweep(C.indptr, C.indices, np.empty(0), y, s, R.SQUARE, W0, W, VV, r, q, 0.0, rl,
+                  rf, True, True, np.array([0, 50], dtype=np.int64), 1)
+    np.testing.assert_array_equal(W, explicit[1])
+    np.testing.assert_array_equal(VV, explicit[2])

@@ -189,7 +189,7 @@ cdef inline void update_column(
             if not unit:
                 prefetch(sample_weight + indices[p + AHEAD])
         i = indices[p]
-        bx[t] = data[p]
+        bx[t] = data[p] if data != NULL else 1
         if not unit:
             bs[t] = sample_weight[i]
         if not square:
@@ -289,6 +289,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
 
     ``reg_linear[j]`` and ``reg_factors[j]`` are the per-feature penalties: the objective is
     sum_i s_i loss_i + 0.5 * (reg_bias w0^2 + sum_j reg_linear[j] w_j^2 + reg_factors[j] |v_j|^2).
+    ``data`` may be empty: every stored value is then 1 (one-hot columns need no values).
     ``blocks`` (from ``conflict_free_blocks``, or [0, n_columns]) lets ``n_threads`` threads
     share the columns of a block; the result is the same for any number of threads.
     Returns (sum_i s_i loss_i after the sweep, sum_i s_i, 0 or 1 if a value became non-finite).
@@ -303,7 +304,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef int bad = 0
     cdef const index_t* ip = &indptr[0]
     cdef const index_t* ix = &indices[0]
-    cdef const floating* xs = &data[0]
+    cdef const floating* xs = &data[0] if data.shape[0] > 0 else NULL
     cdef const floating* ys = &y[0]
     cdef const floating* sw = &sample_weight[0]
     cdef floating* wp = &w[0]
@@ -313,6 +314,8 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef const floating* rl = &reg_linear[0]
     cdef const floating* rf = &reg_factors[0]
 
+    if data.shape[0] not in (0, nnz_all):
+        raise ValueError("data must be empty (all ones) or hold one value per non-zero")
     if blocks.shape[0] < 2 or blocks[0] != 0 or blocks[n_blocks] != d:
         raise ValueError("blocks must run from 0 to the number of columns")
     for j in range(d):
