@@ -138,6 +138,9 @@ class _BaseFM(BaseEstimator):
 
         The first call initializes the model. With ``solver="sgd"`` this is online
         learning; with ``"als"`` it is one coordinate-descent sweep over the given batch.
+        Penalties scale with the feature counts of the batch (see ``reg_power``), so each
+        batch regularizes the parameters it touches. ``classes`` (classifier) names both
+        labels on the first call when that batch holds only one of them.
         """
         fitted = hasattr(self, "V_")
         return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
@@ -165,6 +168,9 @@ class _BaseFM(BaseEstimator):
         y = self._encode_targets(y, reset=reset, classes=classes).astype(dtype)
         sw = v.check_sample_weight(sample_weight, X, dtype)
         evaluation = self._prepare_eval_set(eval_set, dtype)
+        if evaluation is None and self.early_stopping_rounds is not None:
+            warnings.warn("early_stopping_rounds needs an eval_set; every epoch will run",
+                          UserWarning, stacklevel=3)
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
         hp = self._solver_hyperparameters()

@@ -359,3 +359,10 @@ def test_features_unseen_in_training_contribute_nothing(solver, power):
     X_new = X[:10].toarray()
     X_new[:, 30:] = 1.0
     np.testing.assert_allclose(model.predict(X_new), model.predict(X[:10]), rtol=1e-6)
+
+
+def test_early_stopping_without_eval_set_warns(regression):
+    X, y, *_ = regression
+    with pytest.warns(UserWarning, match="eval_set"):
+        model = FMRegressor(n_epochs=3, early_stopping_rounds=2).fit(X[:500], y[:500])
+    assert model.n_epochs_ == 3
