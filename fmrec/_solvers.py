@@ -63,6 +63,24 @@ def weighted_column_counts(X: sp.csr_matrix, sample_weight: np.ndarray) -> np.nd
     return counts
 
 
+def value_table(values: np.ndarray, max_size: int = 256) -> np.ndarray | None:
+    """The sorted distinct values, or None when there are more than ``max_size``.
+
+    Reads ~1M values at a time, sorting only values not already in the table.
+    """
+    table = np.empty(0, values.dtype)
+    for lo in range(0, len(values), 1 << 20):
+        chunk = values[lo:lo + (1 << 20)]
+        if len(table):
+            at = np.minimum(np.searchsorted(table, chunk), len(table) - 1)
+            chunk = chunk[table[at] != chunk]
+        if len(chunk):
+            table = np.union1d(table, chunk)
+            if len(table) > max_size:
+                return None
+    return table
+
+
 def penalty_scale(counts: np.ndarray, power: float) -> np.ndarray:
     """n^power, with 0 for parameters no row touches (nothing to penalize against)."""
     out = np.zeros_like(counts)
@@ -115,18 +133,25 @@ class ALSSolver:
                  counts: np.ndarray, hp: dict, n_threads: int):
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.n_threads = hp, n_threads
-        # One-hot design matrices (every stored value 1, the usual recommender case) keep only
-        # the CSC structure: the kernel reads an empty value array as all ones.
-        if np.all(X.data == 1):
-            pattern = sp.csr_matrix((np.ones(X.nnz, np.int8), X.indices, X.indptr), X.shape)
-            self.csc = pattern.tocsc()
-            self.csc.sort_indices()
-            self.csc_data = np.empty(0, X.dtype)
-        else:
-            self.csc = X.tocsc()
-            self.csc.sort_indices()
-            self.csc_data = self.csc.data
         dt = state.w.dtype
+        # Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC
+        # copy keeps a byte per value into a small table, or no values at all when every one
+        # is 1. Only other matrices pay for a full copy of the values.
+        table = value_table(X.data)
+        if table is None:
+            self.csc = X.tocsc()
+            self.csc_values, self.csc_codes = self.csc.data, np.empty(0, np.uint8)
+        else:
+            codes = np.empty(X.nnz, np.uint8)
+            for lo in range(0, X.nnz, 1 << 20):
+                codes[lo:lo + (1 << 20)] = np.searchsorted(table, X.data[lo:lo + (1 << 20)])
+            self.csc = sp.csr_matrix((codes, X.indices, X.indptr), X.shape).tocsc()
+            del codes
+            if len(table) == 1 and table[0] == 1:
+                self.csc_values, self.csc_codes = np.empty(0, dt), np.empty(0, np.uint8)
+            else:
+                self.csc_values, self.csc_codes = table.astype(dt), self.csc.data
+        self.csc.sort_indices()
         scale = penalty_scale(counts, hp["reg_power"])
         self.reg_linear = (hp["reg_linear"] * scale).astype(dt)
         self.reg_factors = (hp["reg_factors"] * scale).astype(dt)
@@ -148,7 +173,8 @@ class ALSSolver:
         _als.compute_caches(self.X.indptr, self.X.indices, self.X.data, self.y, self.loss,
                             float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
         loss_sum, weight_sum, bad = _als.als_sweep(
-            self.csc.indptr, self.csc.indices, self.csc_data, self.y, self.sw, self.loss,
+            self.csc.indptr, self.csc.indices, self.csc_values, self.csc_codes, self.y, self.sw,
+            self.loss,
             st.w0, st.w, st.V, self.r, self.q, self.reg_bias, self.reg_linear,
             self.reg_factors, hp["fit_intercept"], hp["fit_linear"], self.blocks,
             self.n_threads,

@@ -366,3 +366,16 @@ def test_early_stopping_without_eval_set_warns(regression):
     with pytest.warns(UserWarning, match="eval_set"):
         model = FMRegressor(n_epochs=3, early_stopping_rounds=2).fit(X[:500], y[:500])
     assert model.n_epochs_ == 3
+
+
+@pytest.mark.parametrize("values", ["ones", "few", "many"])
+def test_als_same_model_whatever_the_value_storage(values, monkeypatch):
+    """One-hot, few-valued and continuous matrices take different CSC storage paths."""
+    X, y, _ = make_fm_regression(n_samples=600, n_features=40, random_state=11)
+    rng = np.random.default_rng(0)
+    X.data = {"ones": np.ones(X.nnz), "few": rng.choice([0.5, 1.0, 2.0], X.nnz),
+              "many": rng.uniform(0.5, 1.5, X.nnz)}[values].astype(X.dtype)
+    model = FMRegressor(n_epochs=3, dtype="float64", random_state=0).fit(X, y)
+    monkeypatch.setattr("fmrec._solvers.value_table", lambda data, max_size=256: None)
+    reference = FMRegressor(n_epochs=3, dtype="float64", random_state=0).fit(X, y)  # plain CSC
+    np.testing.assert_array_equal(model.V_, reference.V_)

@@ -8,6 +8,7 @@ from conftest import random_csr
 from fmrec import _reference as R
 from fmrec._kernels import als, predict, sgd
 
+NO_CODES = np.empty(0, np.uint8)
 CASES = [(np.float64, np.int32), (np.float64, np.int64), (np.float32, np.int32),
          (np.float32, np.int64)]
 
@@ -158,8 +159,8 @@ def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fi
     W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
     if blocks is None:
         blocks = np.array([0, X.shape[1]], dtype=np.int64)
-    out = als.als_sweep(C.indptr, C.indices, C.data, y.astype(dt), s.astype(dt), loss, W0, W,
-                        VV, r, q, reg_bias, rl.astype(dt), rf.astype(dt), fit_intercept,
+    out = als.als_sweep(C.indptr, C.indices, C.data, NO_CODES, y.astype(dt), s.astype(dt), loss,
+                        W0, W, VV, r, q, reg_bias, rl.astype(dt), rf.astype(dt), fit_intercept,
                         fit_linear, blocks, n_threads)
     return W0[0], W, VV, r, q, out
 
@@ -269,9 +270,11 @@ def test_sgd_long_rows_across_chunks_grow_the_row_buffer():
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-10, atol=1e-12)
 
 
-def test_als_sweep_with_implicit_unit_values_matches_explicit_ones():
+@pytest.mark.parametrize("form", ["unit", "codes"])
+def test_als_sweep_with_compact_values_matches_explicit_values(form):
     X = one_hot_fields(300, [20, 30], seed=5)
-    X.data[:] = 1.0
+    table = np.array([1.0]) if form == "unit" else np.array([0.25, 0.5, 1.0, 3.0])
+    X.data = np.random.default_rng(0).choice(table, X.nnz)
     y = targets(X, R.SQUARE)
     s = np.ones(300)
     rl, rf = np.full(50, 0.5), np.full(50, 1.0)
@@ -279,8 +282,23 @@ def test_als_sweep_with_implicit_unit_values_matches_explicit_ones():
     explicit = run_als(X, y, s, w0, w, V, loss=R.SQUARE, reg_bias=0.0, rl=rl, rf=rf)
     r, q = als_caches(X, y, R.SQUARE, w0, w, V)
     C = X.tocsc()
+    if form == "unit":
+        values, codes = np.empty(0), NO_CODES
+    else:
+        values, codes = table, np.searchsorted(table, C.data).astype(np.uint8)
     W0, W, VV = np.array([w0]), w.copy(), V.copy()
-    als.als_sweep(C.indptr, C.indices, np.empty(0), y, s, R.SQUARE, W0, W, VV, r, q, 0.0, rl,
+    als.als_sweep(C.indptr, C.indices, values, codes, y, s, R.SQUARE, W0, W, VV, r, q, 0.0, rl,
                   rf, True, True, np.array([0, 50], dtype=np.int64), 1)
     np.testing.assert_array_equal(W, explicit[1])
     np.testing.assert_array_equal(VV, explicit[2])
+
+
+def test_als_sweep_rejects_codes_past_the_table():
+    X = one_hot_fields(50, [5, 5], seed=1)
+    C = X.tocsc()
+    r, q = np.zeros(50), np.zeros((50, 2))
+    with pytest.raises(ValueError, match="table"):
+        als.als_sweep(C.indptr, C.indices, np.array([1.0, 2.0]),
+                      np.full(C.nnz, 7, np.uint8), np.zeros(50), np.ones(50), R.SQUARE,
+                      np.zeros(1), np.zeros(10), np.zeros((10, 2)), r, q, 0.0, np.ones(10),
+                      np.ones(10), True, True, np.array([0, 10], dtype=np.int64), 1)

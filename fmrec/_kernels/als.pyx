@@ -8,7 +8,7 @@
 # one random access per non-zero instead of 2k+2.
 from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 
 import numpy as np
@@ -152,7 +152,7 @@ cdef inline double output_of(int loss, floating r, floating y) noexcept nogil:
 
 cdef inline void update_column(
         Py_ssize_t j, const index_t* indptr, const index_t* indices, const floating* data,
-        const floating* y, const floating* sample_weight, int loss, bint unit,
+        const uint8_t* codes, const floating* y, const floating* sample_weight, int loss, bint unit,
         floating* w, floating* V, Py_ssize_t k, floating* r, floating* q,
         const floating* reg_linear, const floating* reg_factors, bint fit_linear,
         Py_ssize_t prefetch_stop, floating* scratch, Py_ssize_t stride) noexcept nogil:
@@ -189,7 +189,12 @@ cdef inline void update_column(
             if not unit:
                 prefetch(sample_weight + indices[p + AHEAD])
         i = indices[p]
-        bx[t] = data[p] if data != NULL else 1
+        if codes != NULL:
+            bx[t] = data[codes[p]]
+        elif data != NULL:
+            bx[t] = data[p]
+        else:
+            bx[t] = 1
         if not unit:
             bs[t] = sample_weight[i]
         if not square:
@@ -278,7 +283,7 @@ def conflict_free_blocks(const index_t[::1] indptr, const index_t[::1] indices,
 
 
 def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-              const floating[::1] y, const floating[::1] sample_weight, int loss,
+              const uint8_t[::1] codes, const floating[::1] y, const floating[::1] sample_weight, int loss,
               floating[::1] w0, floating[::1] w, floating[:, ::1] V,
               floating[::1] r, floating[:, ::1] q,
               double reg_bias, const floating[::1] reg_linear, const floating[::1] reg_factors,
@@ -289,7 +294,9 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
 
     ``reg_linear[j]`` and ``reg_factors[j]`` are the per-feature penalties: the objective is
     sum_i s_i loss_i + 0.5 * (reg_bias w0^2 + sum_j reg_linear[j] w_j^2 + reg_factors[j] |v_j|^2).
-    ``data`` may be empty: every stored value is then 1 (one-hot columns need no values).
+    The stored values come in one of three forms: ``data`` with one value per non-zero
+    (``codes`` empty); ``codes`` (one byte per non-zero) indexing the table ``data``, for
+    matrices with few distinct values; or both empty, every value 1 (one-hot columns).
     ``blocks`` (from ``conflict_free_blocks``, or [0, n_columns]) lets ``n_threads`` threads
     share the columns of a block; the result is the same for any number of threads.
     Returns (sum_i s_i loss_i after the sweep, sum_i s_i, 0 or 1 if a value became non-finite).
@@ -305,6 +312,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef const index_t* ip = &indptr[0]
     cdef const index_t* ix = &indices[0]
     cdef const floating* xs = &data[0] if data.shape[0] > 0 else NULL
+    cdef const uint8_t* cs = &codes[0] if codes.shape[0] > 0 else NULL
     cdef const floating* ys = &y[0]
     cdef const floating* sw = &sample_weight[0]
     cdef floating* wp = &w[0]
@@ -314,8 +322,14 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef const floating* rl = &reg_linear[0]
     cdef const floating* rf = &reg_factors[0]
 
-    if data.shape[0] not in (0, nnz_all):
+    if codes.shape[0] not in (0, nnz_all):
+        raise ValueError("codes must be empty or hold one code per non-zero")
+    if cs == NULL and data.shape[0] not in (0, nnz_all):
         raise ValueError("data must be empty (all ones) or hold one value per non-zero")
+    if cs != NULL and data.shape[0] < 256:
+        for i in range(nnz_all):
+            if codes[i] >= data.shape[0]:
+                raise ValueError("a code points past the value table")
     if blocks.shape[0] < 2 or blocks[0] != 0 or blocks[n_blocks] != d:
         raise ValueError("blocks must run from 0 to the number of columns")
     for j in range(d):
@@ -352,12 +366,12 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                     with parallel(num_threads=n_threads):
                         own = <floating*> malloc((4 + k) * stride * sizeof(floating))
                         for j in prange(lo, hi, schedule="dynamic", chunksize=8):
-                            update_column(j, ip, ix, xs, ys, sw, loss, unit, wp, Vp, k, rp,
+                            update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp,
                                           qp, rl, rf, fit_linear, hi, own, stride)
                         free(own)
                 else:
                     for j in range(lo, hi):
-                        update_column(j, ip, ix, xs, ys, sw, loss, unit, wp, Vp, k, rp, qp,
+                        update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp, qp,
                                       rl, rf, fit_linear, nnz_all, scratch, stride)
 
             for i in range(n):
