@@ -10,6 +10,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint8_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -180,7 +181,16 @@ cdef inline void update_column(
             for f in range(k):
                 V[j * k + f] = 0
         return
-    # gather; the prefetch runs on into the next columns, which are mostly short
+    # the column's values: sequential, one of three storage forms (see als_sweep)
+    if codes != NULL:
+        for t in range(m):
+            bx[t] = data[codes[start + t]]
+    elif data != NULL:
+        memcpy(bx, data + start, m * sizeof(floating))
+    else:
+        for t in range(m):
+            bx[t] = 1
+    # gather the rows' caches; the prefetch runs on into the next columns, mostly short
     for t in range(m):
         p = start + t
         if p + AHEAD < prefetch_stop:
@@ -189,12 +199,6 @@ cdef inline void update_column(
             if not unit:
                 prefetch(sample_weight + indices[p + AHEAD])
         i = indices[p]
-        if codes != NULL:
-            bx[t] = data[codes[p]]
-        elif data != NULL:
-            bx[t] = data[p]
-        else:
-            bx[t] = 1
         if not unit:
             bs[t] = sample_weight[i]
         if not square:
