@@ -1,0 +1,330 @@
+"""FeatureEncoder: DataFrame -> canonical CSR, vocabularies, unknowns, persistence."""
+
+import doctest
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fmrec.encoder
+from fmrec import FMRegressor
+from fmrec.encoder import FeatureEncoder
+
+
+def assert_csr_equal(X, expected):
+    expected = sp.csr_matrix(np.asarray(expected, dtype=np.float32))
+    assert sp.isspmatrix_csr(X)
+    assert X.dtype == np.float32
+    assert X.indices.dtype == np.int32 and X.indptr.dtype == np.int32
+    assert X.shape == expected.shape
+    assert X.has_canonical_format
+    # The flags are set by the encoder; check them against the actual indices too.
+    for r in range(X.shape[0]):
+        row = X.indices[X.indptr[r]:X.indptr[r + 1]]
+        assert np.all(np.diff(row) > 0)
+    np.testing.assert_allclose(X.toarray(), expected.toarray(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame({
+        "user_id": [42, 7, 42, 13],
+        "genre": pd.Categorical(["Comedy", "Action", "Drama", "Comedy"]),
+        "age": [20.0, 30.0, 40.0, 50.0],
+        "tags": ["a|b", ["c"], [], "b|c|a"],
+    })
+
+
+def test_round_trip_small_frame(frame):
+    enc = FeatureEncoder(categorical=["user_id", "genre"], numeric=["age"],
+                         multi_valued=["tags"])
+    X = enc.fit_transform(frame)
+    assert enc.feature_names_.tolist() == [
+        "user_id=7", "user_id=13", "user_id=42",
+        "genre=Action", "genre=Comedy", "genre=Drama",
+        "age", "tags=a", "tags=b", "tags=c"]
+    assert enc.fields_ == ["user_id", "genre", "age", "tags"]
+    assert enc.field_of_feature_.tolist() == [0, 0, 0, 1, 1, 1, 2, 3, 3, 3]
+    assert enc.n_features_ == 10
+    third = 1 / 3
+    assert_csr_equal(X, [
+        [0, 0, 1, 0, 1, 0, 20, 0.5, 0.5, 0],
+        [1, 0, 0, 1, 0, 0, 30, 0, 0, 1],
+        [0, 0, 1, 0, 0, 1, 40, 0, 0, 0],
+        [0, 1, 0, 0, 1, 0, 50, third, third, third],
+    ])
+    assert enc.feature_index("user_id", 42) == 2
+    assert enc.feature_index("genre", "Drama") == 5
+    assert enc.feature_index("age") == 6
+    assert enc.feature_name(8) == "tags=b"
+    assert enc.field_slice("genre") == slice(3, 6)
+    assert enc.field_slice("tags") == slice(7, 10)
+    with pytest.raises(KeyError, match="'Horror'.*'genre'"):
+        enc.feature_index("genre", "Horror")
+    with pytest.raises(KeyError, match="'nope' is not a field"):
+        enc.field_slice("nope")
+
+
+def test_transform_matches_fit_transform_and_index_labels_do_not_matter(frame):
+    enc = FeatureEncoder(categorical=["user_id"], multi_valued=["tags"]).fit(frame)
+    shuffled = frame.set_axis([10, 3, 99, -1]).iloc[[2, 0, 3, 1]]
+    X = enc.transform(shuffled)
+    expected = enc.transform(frame)[[2, 0, 3, 1]]
+    assert_csr_equal(X, expected.toarray())
+
+
+def test_column_order_does_not_matter(frame):
+    enc = FeatureEncoder(categorical=["genre", "user_id"], numeric=["age"]).fit(frame)
+    X = enc.transform(frame)
+    X_reordered = enc.transform(frame[["age", "tags", "user_id", "genre"]])
+    assert (X != X_reordered).nnz == 0
+    # Fitting on a reordered frame gives the same features, in constructor order.
+    enc2 = FeatureEncoder(categorical=["genre", "user_id"], numeric=["age"])
+    enc2.fit(frame[list(reversed(frame.columns))])
+    assert enc2.feature_names_.tolist() == enc.feature_names_.tolist()
+
+
+def test_missing_column_is_named(frame):
+    enc = FeatureEncoder(categorical=["user_id", "item_id"])
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['item_id'\]"):
+        enc.fit(frame)
+    enc = FeatureEncoder(categorical=["user_id"], numeric=["age"]).fit(frame)
+    with pytest.raises(ValueError, match=r"\['age'\]"):
+        enc.transform(frame.drop(columns="age"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"handle_unknown": "skip"}, "handle_unknown must be"),
+    ({"min_frequency": 0}, "min_frequency must be"),
+    ({"delimiter": ""}, "delimiter must be"),
+    ({"numeric": ["user_id"]}, "listed twice"),
+])
+def test_bad_parameters(frame, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureEncoder(**{"categorical": ["user_id"], **kwargs}).fit(frame)
+
+
+def test_unseen_values_ignored_by_default():
+    train = pd.DataFrame({"c": ["x", "y"], "m": ["p|q", "q"]})
+    test = pd.DataFrame({"c": ["z", "y"], "m": ["p|new", "new"]})
+    enc = FeatureEncoder(categorical=["c"], multi_valued=["m"]).fit(train)
+    # Weights renormalize over the known tokens; a row with none has no feature.
+    assert_csr_equal(enc.transform(test), [
+        [0, 0, 1, 0],
+        [0, 1, 0, 0],
+    ])
+
+
+def test_unseen_values_error_names_column_and_values():
+    train = pd.DataFrame({"c": ["x", "y"], "m": ["p", "q"]})
+    enc = FeatureEncoder(categorical=["c"], multi_valued=["m"], handle_unknown="error")
+    enc.fit(train)
+    test = pd.DataFrame({"c": [f"u{i}" for i in range(8)] + ["x"], "m": ["p"] * 9})
+    with pytest.raises(ValueError, match=r"column 'c' has 8 value.*'u0', 'u1', 'u2', 'u3', "
+                                         r"'u4' and 3 more") as info:
+        enc.transform(test)
+    assert "u5" not in str(info.value)
+    with pytest.raises(ValueError, match=r"column 'm' has 1 value.*'r'"):
+        enc.transform(pd.DataFrame({"c": ["x"], "m": ["p|r"]}))
+
+
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_nan_in_categorical_raises(missing):
+    df = pd.DataFrame({"c": ["a", missing, "b", missing]})
+    enc = FeatureEncoder(categorical=["c"])
+    with pytest.raises(ValueError, match=r"'c' has 2 missing value.*row 1"):
+        enc.fit(df)
+    enc.fit(df.dropna())
+    with pytest.raises(ValueError, match=r"'c' has 2 missing"):
+        enc.transform(df)
+
+
+def test_nan_in_categorical_dtype_raises():
+    df = pd.DataFrame({"c": pd.Categorical(["a", None, "b"])})
+    with pytest.raises(ValueError, match=r"'c' has 1 missing"):
+        FeatureEncoder(categorical=["c"]).fit(df)
+
+
+def test_nan_in_numeric_names_column_and_row():
+    df = pd.DataFrame({"x": [1.0, 2.0, np.nan]}, index=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"'x' is NaN or infinite at row 2 \(index label 'c'\)"):
+        FeatureEncoder(numeric=["x"]).fit(df)
+
+
+def test_numeric_standardization_uses_fit_statistics():
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 6.0], "const": [5.0] * 4})
+    enc = FeatureEncoder(numeric=["x", "const"], standardize=True).fit(train)
+    mean, std = 3.0, np.std([1.0, 2.0, 3.0, 6.0])
+    X = enc.transform(pd.DataFrame({"const": [5.0, 7.0], "x": [3.0, 9.0]}))
+    assert_csr_equal(X, [[0, 0], [(9 - mean) / std, 2]])
+    raw = FeatureEncoder(numeric=["x"]).fit_transform(train)
+    assert_csr_equal(raw, [[1], [2], [3], [6]])
+
+
+def test_min_frequency_folds_rare_categories():
+    df = pd.DataFrame({"c": ["a", "a", "b", "c", "a", "d", "d"]})
+    enc = FeatureEncoder(categorical=["c"], min_frequency=2).fit(df)
+    assert enc.feature_names_.tolist() == ["c=a", "c=d", "c=__infrequent__"]
+    assert enc.feature_index("c", "b") == 2 == enc.feature_index("c", "__infrequent__")
+    X = enc.transform(pd.DataFrame({"c": ["b", "c", "a", "d", "unseen"]}))
+    assert_csr_equal(X, [
+        [0, 0, 1],
+        [0, 0, 1],
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 0],  # unseen at fit: no feature, not the infrequent one
+    ])
+
+
+def test_min_frequency_in_multi_valued_keeps_weights_normalized():
+    df = pd.DataFrame({"m": ["a|b", "a|c", "a"]})
+    enc = FeatureEncoder(multi_valued=["m"], min_frequency=2).fit(df)
+    assert enc.feature_names_.tolist() == ["m=a", "m=__infrequent__"]
+    # "b|c" are both infrequent: their weights merge into one entry that sums to 1.
+    X = enc.transform(pd.DataFrame({"m": ["a|b", "b|c"]}))
+    assert_csr_equal(X, [[0.5, 0.5], [0, 1]])
+
+
+@pytest.mark.parametrize("cells", [
+    ["Action|Comedy", "Drama", "", "Comedy|Drama|Action"],
+    [["Action", "Comedy"], ("Drama",), [], {"Comedy", "Drama", "Action"}],
+    [np.array(["Action", "Comedy"]), "Drama", None, ["Comedy", "Drama|Action"]],
+])
+def test_multi_valued_forms_give_normalized_weights(cells):
+    df = pd.DataFrame({"genres": pd.Series(cells, dtype=object)})
+    enc = FeatureEncoder(multi_valued=["genres"])
+    X = enc.fit_transform(df)
+    assert enc.feature_names_.tolist() == ["genres=Action", "genres=Comedy", "genres=Drama"]
+    t = 1 / 3
+    assert_csr_equal(X, [[0.5, 0.5, 0], [0, 0, 1], [0, 0, 0], [t, t, t]])
+    np.testing.assert_allclose(np.asarray(X.sum(axis=1)).ravel(), [1, 1, 0, 1], rtol=1e-6)
+
+
+def test_multi_valued_custom_delimiter_and_repeated_tokens():
+    df = pd.DataFrame({"m": ["x,y,x", "y"]})
+    X = FeatureEncoder(multi_valued=["m"], delimiter=",").fit_transform(df)
+    assert_csr_equal(X, [[2 / 3, 1 / 3], [0, 1]])
+
+
+def test_multi_valued_integer_tokens():
+    df = pd.DataFrame({"m": [[3, 1], [1], []]})
+    enc = FeatureEncoder(multi_valued=["m"]).fit(df)
+    assert enc.feature_names_.tolist() == ["m=1", "m=3"]
+    assert enc.feature_index("m", 3) == 1
+    assert_csr_equal(enc.transform(df), [[0.5, 0.5], [1, 0], [0, 0]])
+
+
+def test_unsortable_categories_keep_first_seen_order():
+    df = pd.DataFrame({"c": pd.Series(["b", 2, "a", 1, "b"], dtype=object)})
+    enc = FeatureEncoder(categorical=["c"]).fit(df)
+    assert enc.feature_names_.tolist() == ["c=b", "c=2", "c=a", "c=1"]
+    assert enc.feature_index("c", 2) == 1
+    assert_csr_equal(enc.transform(df), np.eye(4)[[0, 1, 2, 3, 0]])
+
+
+def _roundtrip(enc, tmp_path):
+    path = tmp_path / "encoder.npz"
+    np.savez(path, **enc.to_arrays())
+    with np.load(path, allow_pickle=False) as data:
+        return FeatureEncoder.from_arrays(data)
+
+
+def test_to_arrays_from_arrays_equivalence(frame, tmp_path):
+    frame = frame.assign(city=["Paris", "Oslo", "Paris", "Rome"], score=[0.5, 1.5, 2.5, 0.5])
+    enc = FeatureEncoder(categorical=["user_id", "genre", "city", "score"], numeric=["age"],
+                         multi_valued=["tags"], min_frequency=2, standardize=True)
+    enc.fit(frame)
+    arrays = enc.to_arrays()
+    assert all(a.dtype.kind in "iufbU" for a in arrays.values())
+    restored = _roundtrip(enc, tmp_path)
+    new = frame.assign(user_id=[42, 13, 99, 7], city=["Rome", "Paris", "Oslo", "Nice"])
+    assert (restored.transform(new) != enc.transform(new)).nnz == 0
+    assert restored.transform(new).dtype == np.float32
+    assert restored.feature_names_.tolist() == enc.feature_names_.tolist()
+    assert restored.field_of_feature_.tolist() == enc.field_of_feature_.tolist()
+    assert restored.fields_ == enc.fields_
+    assert restored.get_params() == {**enc.get_params(), "categorical": list(enc.categorical)}
+    # Original value types survive: ints look up as ints, strings as strings.
+    assert restored.feature_index("user_id", 42) == enc.feature_index("user_id", 42)
+    assert restored.feature_index("city", "Paris") == enc.feature_index("city", "Paris")
+    assert restored.feature_index("score", 0.5) == enc.feature_index("score", 0.5)
+    with pytest.raises(KeyError):
+        restored.feature_index("user_id", "42")
+
+
+def test_to_arrays_refuses_unstorable_vocabulary():
+    df = pd.DataFrame({"c": pd.Series([(1, 2), (3, 4)], dtype=object)})
+    enc = FeatureEncoder(categorical=["c"]).fit(df)
+    with pytest.raises(ValueError, match="cannot store the vocabulary of column 'c'"):
+        enc.to_arrays()
+
+
+def test_category_dtype_unobserved_and_unseen_categories():
+    train = pd.DataFrame({"c": pd.Categorical(["y", "x", "y"], categories=["x", "y", "z"])})
+    enc = FeatureEncoder(categorical=["c"]).fit(train)
+    assert enc.feature_names_.tolist() == ["c=x", "c=y"]  # "z" was never observed
+    test = pd.DataFrame({"c": pd.Categorical(["z", "x", "w"], categories=["w", "x", "z"])})
+    assert_csr_equal(enc.transform(test), [[0, 0], [1, 0], [0, 0]])
+    # A plain string column encodes the same as the categorical one.
+    assert_csr_equal(enc.transform(pd.DataFrame({"c": ["y", "x"]})), [[0, 1], [1, 0]])
+
+
+def test_empty_frame_transforms_to_empty_matrix(frame):
+    enc = FeatureEncoder(categorical=["user_id"], numeric=["age"], multi_valued=["tags"])
+    X = enc.fit(frame).transform(frame.iloc[:0])
+    assert X.shape == (0, enc.n_features_) and X.nnz == 0
+
+
+def test_docstring_example():
+    result = doctest.testmod(fmrec.encoder, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_unfitted_encoder_raises():
+    with pytest.raises(ValueError, match="not fitted"):
+        FeatureEncoder(categorical=["a"]).transform(pd.DataFrame({"a": [1]}))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_property_one_hot_per_categorical_field(data):
+    n_cols = data.draw(st.integers(1, 3))
+    n_rows = data.draw(st.integers(1, 20))
+    columns = {}
+    for j in range(n_cols):
+        # One type per column keeps the vocabulary sortable and its types storable.
+        elements = data.draw(st.sampled_from([st.integers(-5, 5), st.text("abc", max_size=2)]))
+        columns[f"c{j}"] = data.draw(st.lists(elements, min_size=n_rows, max_size=n_rows))
+    df = pd.DataFrame(columns)
+    enc = FeatureEncoder(categorical=list(columns))
+    X = enc.fit_transform(df)
+    assert X.shape == (n_rows, enc.n_features_)
+    assert np.all(X.data == 1)
+    dense = X.toarray()
+    for j, col in enumerate(columns):
+        block = dense[:, enc.field_slice(col)]
+        assert np.all(block.sum(axis=1) == 1)
+        assert np.all(enc.field_of_feature_[enc.field_slice(col)] == j)
+        for r, value in enumerate(df[col]):
+            assert dense[r, enc.feature_index(col, value)] == 1
+    names = enc.feature_names_
+    assert len(set(names.tolist())) == len(names)
+
+
+def test_integration_with_fm_regressor():
+    rng = np.random.default_rng(0)
+    n = 500
+    df = pd.DataFrame({"user_id": rng.integers(0, 30, n),
+                       "item_id": rng.choice([f"item{i}" for i in range(20)], n)})
+    user_bias = rng.normal(size=30)
+    y = user_bias[df["user_id"]] + rng.normal(scale=0.1, size=n)
+    enc = FeatureEncoder(categorical=["user_id", "item_id"])
+    X = enc.fit_transform(df)
+    model = FMRegressor(n_epochs=3, random_state=0).fit(X, y)
+    pred = model.predict(enc.transform(df))
+    assert pred.shape == (n,)
+    assert np.all(np.isfinite(pred))
+    assert model.n_features_in_ == enc.n_features_
