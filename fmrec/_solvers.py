@@ -19,6 +19,10 @@ import scipy.sparse as sp
 from fmrec._kernels import als as _als
 from fmrec._kernels import sgd as _sgd
 
+# Whole-array passes over the non-zeros run in pieces of this many entries, so that their
+# temporaries (int64 casts, searchsorted results) stay small next to X.
+_CHUNK = 1 << 20
+
 
 class Diverged(ArithmeticError):
     """An epoch produced a non-finite output or loss."""
@@ -53,7 +57,7 @@ def weighted_column_counts(X: sp.csr_matrix, sample_weight: np.ndarray) -> np.nd
     """
     unit = bool(np.all(sample_weight == 1))
     counts = np.zeros(X.shape[1])
-    rows_per_chunk = max(1, X.shape[0] * (1 << 20) // max(X.nnz, 1))
+    rows_per_chunk = max(1, X.shape[0] * _CHUNK // max(X.nnz, 1))
     for lo in range(0, X.shape[0], rows_per_chunk):
         hi = min(lo + rows_per_chunk, X.shape[0])
         a, b = X.indptr[lo], X.indptr[hi]
@@ -69,8 +73,8 @@ def value_table(values: np.ndarray, max_size: int = 256) -> np.ndarray | None:
     Reads ~1M values at a time, sorting only values not already in the table.
     """
     table = np.empty(0, values.dtype)
-    for lo in range(0, len(values), 1 << 20):
-        chunk = values[lo:lo + (1 << 20)]
+    for lo in range(0, len(values), _CHUNK):
+        chunk = values[lo:lo + _CHUNK]
         if len(table):
             at = np.minimum(np.searchsorted(table, chunk), len(table) - 1)
             chunk = chunk[table[at] != chunk]
@@ -143,8 +147,8 @@ class ALSSolver:
             self.csc_values, self.csc_codes = self.csc.data, np.empty(0, np.uint8)
         else:
             codes = np.empty(X.nnz, np.uint8)
-            for lo in range(0, X.nnz, 1 << 20):
-                codes[lo:lo + (1 << 20)] = np.searchsorted(table, X.data[lo:lo + (1 << 20)])
+            for lo in range(0, X.nnz, _CHUNK):
+                codes[lo:lo + _CHUNK] = np.searchsorted(table, X.data[lo:lo + _CHUNK])
             self.csc = sp.csr_matrix((codes, X.indices, X.indptr), X.shape).tocsc()
             del codes
             if len(table) == 1 and table[0] == 1:

@@ -25,8 +25,9 @@ def resolve_dtype(dtype) -> type:
     return DTYPES[key]
 
 
-def as_kernel_csr(X: sp.csr_matrix | sp.csr_array) -> sp.csr_matrix:
-    """Canonical CSR for the kernels: no duplicates, sorted indices, int32/int64 indices."""
+def as_kernel_csr(X) -> sp.csr_matrix:
+    """Canonical CSR (from sparse or dense) for the kernels: no duplicates, sorted indices,
+    int32/int64 indices."""
     X = sp.csr_matrix(X)
     if not X.has_canonical_format:
         X = X.copy()
@@ -46,8 +47,6 @@ def check_X(estimator, X, *, dtype, reset: bool) -> sp.csr_matrix:
     X = validate_data(
         estimator, X, reset=reset, accept_sparse="csr", dtype=dtype, accept_large_sparse=True
     )
-    if not sp.issparse(X):
-        X = sp.csr_matrix(X)
     return as_kernel_csr(X)
 
 
@@ -57,8 +56,6 @@ def check_X_y(estimator, X, y, *, dtype, reset: bool, y_numeric: bool):
         estimator, X, y, reset=reset, accept_sparse="csr", dtype=dtype,
         accept_large_sparse=True, y_numeric=y_numeric, multi_output=False,
     )
-    if not sp.issparse(X):
-        X = sp.csr_matrix(X)
     return as_kernel_csr(X), y
 
 

@@ -1,7 +1,7 @@
 # Shared inline code for the FM kernels: fused types, losses and prefetching.
 # Everything here is `noexcept nogil`: safe inside prange bodies.
 
-from libc.math cimport exp, log, log1p, fabs
+from libc.math cimport exp, log1p
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t
 
