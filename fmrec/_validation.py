@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.utils.validation import _check_sample_weight, check_array, validate_data
 
 from fmrec._kernels._openmp import openmp_enabled
+from fmrec.design import DesignMatrix, RelationBlock
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -39,11 +40,14 @@ def as_kernel_csr(X) -> sp.csr_matrix:
     return X
 
 
-def check_X(estimator, X, *, dtype, reset: bool) -> sp.csr_matrix:
+def check_X(estimator, X, *, dtype, reset: bool) -> sp.csr_matrix | DesignMatrix:
     """Validate a design matrix (sparse in any format, or dense) into canonical CSR.
 
-    Raises ``ValueError`` for NaN/inf, empty input and a width that differs from training.
+    A :class:`~fmrec.design.DesignMatrix` stays one, with canonical parts. Raises
+    ``ValueError`` for NaN/inf, empty input and a width that differs from training.
     """
+    if isinstance(X, DesignMatrix):
+        return _check_design(estimator, X, dtype=dtype, reset=reset)
     X = validate_data(
         estimator, X, reset=reset, accept_sparse="csr", dtype=dtype, accept_large_sparse=True
     )
@@ -52,11 +56,44 @@ def check_X(estimator, X, *, dtype, reset: bool) -> sp.csr_matrix:
 
 def check_X_y(estimator, X, y, *, dtype, reset: bool, y_numeric: bool):
     """Validate X as in ``check_X`` and y as a finite 1-D array of the same length."""
+    if isinstance(X, DesignMatrix):
+        X = _check_design(estimator, X, dtype=dtype, reset=reset)
+        y = check_array(y, ensure_2d=False, dtype=np.float64 if y_numeric else None,
+                        input_name="y")
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
+        return X, y
     X, y = validate_data(
         estimator, X, y, reset=reset, accept_sparse="csr", dtype=dtype,
         accept_large_sparse=True, y_numeric=y_numeric, multi_output=False,
     )
     return as_kernel_csr(X), y
+
+
+def _check_design(estimator, X: DesignMatrix, *, dtype, reset: bool) -> DesignMatrix:
+    """Each part of a DesignMatrix checked like a sparse X; the total width like n_features_in_."""
+    if X.shape[0] == 0:
+        raise ValueError("Found array with 0 sample(s) (shape=(0, ...)) while a minimum of 1 "
+                         "is required.")
+    flat = _finite_csr(X.flat, dtype, "the flat part of X")
+    blocks = [RelationBlock(_finite_csr(b.matrix, dtype, f"block {i} of X"), b.index)
+              for i, b in enumerate(X.blocks)]
+    width = X.shape[1]
+    if reset:
+        estimator.n_features_in_ = width
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif width != estimator.n_features_in_:
+        raise ValueError(f"X has {width} features, but {type(estimator).__name__} is "
+                         f"expecting {estimator.n_features_in_} features as input.")
+    return DesignMatrix(flat, blocks)
+
+
+def _finite_csr(matrix, dtype, what: str) -> sp.csr_matrix:
+    matrix = as_kernel_csr(sp.csr_matrix(matrix, dtype=dtype))
+    if not np.all(np.isfinite(matrix.data)):
+        raise ValueError(f"{what} contains NaN or infinity")
+    return matrix
 
 
 def check_sample_weight(sample_weight, X, dtype) -> np.ndarray:

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
 from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
+from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
 from fmrec.persistence import save_estimator
 
@@ -147,6 +148,50 @@ class _BaseFM(BaseEstimator):
                          fit_params.get("callbacks"), 1, reset=not fitted,
                          classes=fit_params.get("classes"))
 
+    def grow(self, n_features: int, at=None, random_state=None):
+        """Widen a fitted model to ``n_features`` columns, keeping what it learned.
+
+        New columns start as a fresh fit would start them: w = 0 and factors drawn from
+        N(0, init_std²). Use it when the data gains new users, items or categories, then
+        continue with ``partial_fit`` or ``fit`` under ``warm_start=True``.
+
+        Parameters
+        ----------
+        n_features : int
+            The new width; at least the current ``n_features_in_``.
+        at : array-like of int, optional
+            Where the new columns go, as positions in the current columns (``numpy.insert``
+            semantics, one per new column); by default they are appended.
+        random_state : int, RandomState or None
+            Seeds the new factors (defaults to the estimator's ``random_state``).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "V_")
+        v.check_interval("n_features", n_features, low=self.n_features_in_, integer=True)
+        extra = int(n_features) - self.n_features_in_
+        if extra == 0:
+            return self
+        at = np.full(extra, self.n_features_in_) if at is None else np.asarray(at)
+        if at.shape != (extra,) or at.dtype.kind not in "iu":
+            raise ValueError(f"at must hold {extra} integer positions, got {at!r}")
+        if at.min() < 0 or at.max() > self.n_features_in_:
+            raise ValueError(f"at must lie in [0, {self.n_features_in_}]")
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        dt = self.V_.dtype
+        new_V = rng.normal(0.0, self.init_std, size=(extra, self.V_.shape[1])).astype(dt)
+        self.w_ = np.insert(self.w_, at, 0).astype(dt)
+        self.V_ = np.insert(self.V_, at, new_V, axis=0).astype(dt)
+        accumulators = getattr(self, "_accumulators", None)
+        if accumulators is not None:
+            a0, aw, aV = accumulators
+            self._accumulators = (a0, np.insert(aw, at, 0).astype(dt),
+                                  np.insert(aV, at, 0, axis=0).astype(dt))
+        self.n_features_in_ = int(n_features)
+        return self
+
     def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None):
         backup = dict(self.__dict__)
         try:
@@ -174,7 +219,11 @@ class _BaseFM(BaseEstimator):
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
         hp = self._solver_hyperparameters()
-        counts = weighted_column_counts(X, sw)
+        if isinstance(X, DesignMatrix):
+            counts = column_counts(X, sw)
+            X = v.as_kernel_csr(X.to_csr(dtype))  # the solvers read materialized rows
+        else:
+            counts = weighted_column_counts(X, sw)
 
         if reset:
             state = self._initial_state(counts, y, sw, dtype, rng)
@@ -305,7 +354,9 @@ class _BaseFM(BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _raw_output(self, X, n_threads: int) -> np.ndarray:
-        """ŷ before any link or clipping, for a validated CSR X."""
+        """ŷ before any link or clipping, for a validated CSR X or DesignMatrix."""
+        if isinstance(X, DesignMatrix):
+            return fm_output(X, self.w0_, self.w_, self.V_)
         out = np.empty(X.shape[0], dtype=self.V_.dtype)
         if X.shape[0]:
             _predict.predict(X.indptr, X.indices, X.data, self.w0_, self.w_, self.V_,
