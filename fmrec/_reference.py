@@ -132,26 +132,43 @@ def sgd_epoch(X, y, s, order, w0, w, V, *, loss, learning_rate, adagrad, reg_bia
 
 
 def als_sweep(X, y, s, w0, w, V, *, loss, reg_bias, reg_linear, reg_factors,
-              fit_intercept=True, fit_linear=True):
+              fit_intercept=True, fit_linear=True, block_starts=None):
     """One coordinate-descent sweep: w0, then for each feature j: w_j, v_j1 … v_jk.
 
     Each coordinate θ moves by -(Σ s g h + reg θ) / (Σ s c h² + reg), h = ∂ŷ/∂θ, with ŷ
     recomputed from scratch before every coordinate (no caches): g and c are the loss's
     gradient and curvature. For the square loss this is the coordinate's exact minimizer.
     ``reg_linear`` and ``reg_factors`` are per-feature arrays.
+
+    ``block_starts`` (the order of a DesignMatrix sweep): columns from ``block_starts[0]`` on
+    belong to relation blocks, block b spanning [block_starts[b], block_starts[b + 1]) (the
+    last one runs to the end). Each block is swept in passes, its w_j first, then its v_j1
+    for every j, then v_j2, …; within a pass the loss is its quadratic model at the pass's
+    start: g = g₀ + c₀ (ŷ − ŷ₀) and c = c₀.
     """
     Xd = np.asarray(sp.csr_matrix(X).toarray(), dtype=np.float64)
     w0, w, V = float(w0), w.astype(np.float64).copy(), V.astype(np.float64).copy()
+    d = Xd.shape[1]
+    starts = list(block_starts) if block_starts is not None else []
+    frozen = None  # (ŷ₀, g₀, c₀) inside a block pass
 
     def step(h, theta, reg):
         yhat = predict(Xd, w0, w, V)
-        num = np.sum(s * loss_gradient(loss, yhat, y) * h) + reg * theta
-        den = np.sum(s * loss_curvature(loss, yhat) * h * h) + reg
+        if frozen is None:
+            g, c = loss_gradient(loss, yhat, y), loss_curvature(loss, yhat)
+        else:
+            g, c = frozen[1] + frozen[2] * (yhat - frozen[0]), frozen[2]
+        num = np.sum(s * g * h) + reg * theta
+        den = np.sum(s * c * h * h) + reg
         return theta - num / den if den > 0 else theta
+
+    def freeze():
+        yhat = predict(Xd, w0, w, V)
+        return yhat, loss_gradient(loss, yhat, y), loss_curvature(loss, yhat)
 
     if fit_intercept:
         w0 = step(np.ones(len(y)), w0, reg_bias)
-    for j in range(Xd.shape[1]):
+    for j in range(starts[0] if starts else d):
         col = Xd[:, j]
         if not np.any(col):
             if fit_linear and reg_linear[j] > 0:
@@ -165,4 +182,23 @@ def als_sweep(X, y, s, w0, w, V, *, loss, reg_bias, reg_linear, reg_factors,
             q = Xd @ V[:, f]
             h = col * (q - V[j, f] * col)
             V[j, f] = step(h, V[j, f], reg_factors[j])
+    for lo, hi in zip(starts, starts[1:] + [d], strict=True):
+        unused = [j for j in range(lo, hi) if not np.any(Xd[:, j])]
+        for j in unused:  # as for flat columns: the penalty alone puts them at zero
+            if fit_linear and reg_linear[j] > 0:
+                w[j] = 0.0
+            if reg_factors[j] > 0:
+                V[j] = 0.0
+        used = [j for j in range(lo, hi) if j not in unused]
+        if fit_linear:
+            frozen = freeze()
+            for j in used:
+                w[j] = step(Xd[:, j], w[j], reg_linear[j])
+        for f in range(V.shape[1]):
+            frozen = freeze()
+            for j in used:
+                q = Xd @ V[:, f]
+                h = Xd[:, j] * (q - V[j, f] * Xd[:, j])
+                V[j, f] = step(h, V[j, f], reg_factors[j])
+        frozen = None
     return w0, w, V

@@ -16,8 +16,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from fmrec._block_als import BlockPart
 from fmrec._kernels import als as _als
 from fmrec._kernels import sgd as _sgd
+from fmrec._reference import loss_value
+from fmrec.design import DesignMatrix
 
 # Whole-array passes over the non-zeros run in pieces of this many entries, so that their
 # temporaries (int64 casts, searchsorted results) stay small next to X.
@@ -131,13 +134,23 @@ class SGDSolver:
 
 
 class ALSSolver:
-    """Coordinate-descent sweeps (exact for the square loss, Newton steps for the log loss)."""
+    """Coordinate-descent sweeps (exact for the square loss, Newton steps for the log loss).
 
-    def __init__(self, X: sp.csr_matrix, y, sample_weight, loss: int, state: FMState, *,
-                 counts: np.ndarray, hp: dict, n_threads: int):
+    X is a CSR matrix or a DesignMatrix; a DesignMatrix's blocks are swept per entity
+    (fmrec._block_als) after its flat columns.
+    """
+
+    def __init__(self, X: sp.csr_matrix | DesignMatrix, y, sample_weight, loss: int,
+                 state: FMState, *, counts: np.ndarray, hp: dict, n_threads: int):
+        dt = state.w.dtype
+        self.block_parts = []
+        if isinstance(X, DesignMatrix):
+            offsets = X.block_offsets
+            self.block_parts = [BlockPart(b.matrix, b.index, offsets[i + 1], offsets[i + 2], dt)
+                                for i, b in enumerate(X.blocks)]
+            X = X.flat
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.n_threads = hp, n_threads
-        dt = state.w.dtype
         # Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC
         # copy keeps a byte per value into a small table, or no values at all when every one
         # is 1. Only other matrices pay for a full copy of the values.
@@ -176,6 +189,8 @@ class ALSSolver:
         # Caches are rebuilt every sweep so rounding never accumulates across sweeps.
         _als.compute_caches(self.X.indptr, self.X.indices, self.X.data, self.y, self.loss,
                             float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
+        for part in self.block_parts:
+            part.add_to_caches(st.w, st.V, self.r, self.q)
         loss_sum, weight_sum, bad = _als.als_sweep(
             self.csc.indptr, self.csc.indices, self.csc_values, self.csc_codes, self.y, self.sw,
             self.loss,
@@ -183,6 +198,13 @@ class ALSSolver:
             self.reg_factors, hp["fit_intercept"], hp["fit_linear"], self.blocks,
             self.n_threads,
         )
+        for part in self.block_parts:
+            part.sweep(st, self.r, self.q, self.y, self.sw, self.loss, self.reg_linear,
+                       self.reg_factors, hp["fit_linear"])
+        if self.block_parts:
+            out = self.r.astype(np.float64) + (self.y if self.loss == 0 else 0)
+            loss_sum = float(self.sw @ loss_value(self.loss, out, self.y))
+            bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the coordinate updates produced non-finite values")
         return loss_sum, weight_sum

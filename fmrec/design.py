@@ -86,7 +86,8 @@ class DesignMatrix:
         if flat is None:
             if not self.blocks:
                 raise ValueError("a DesignMatrix needs a flat part or at least one block")
-            flat = sp.csr_matrix((len(self.blocks[0].index), 0))
+            flat = sp.csr_matrix((len(self.blocks[0].index), 0),
+                                 dtype=self.blocks[0].matrix.dtype)
         self.flat = sp.csr_matrix(flat)
         n = self.flat.shape[0]
         for i, block in enumerate(self.blocks):

@@ -221,7 +221,8 @@ class _BaseFM(BaseEstimator):
         hp = self._solver_hyperparameters()
         if isinstance(X, DesignMatrix):
             counts = column_counts(X, sw)
-            X = v.as_kernel_csr(X.to_csr(dtype))  # the solvers read materialized rows
+            if self.solver == "sgd":  # SGD reads materialized rows; ALS sweeps the blocks
+                X = v.as_kernel_csr(X.to_csr(dtype))
         else:
             counts = weighted_column_counts(X, sw)
 

@@ -314,7 +314,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef floating* own
     cdef int bad = 0
     cdef const index_t* ip = &indptr[0]
-    cdef const index_t* ix = &indices[0]
+    cdef const index_t* ix = &indices[0] if indices.shape[0] > 0 else NULL
     cdef const floating* xs = &data[0] if data.shape[0] > 0 else NULL
     cdef const uint8_t* cs = &codes[0] if codes.shape[0] > 0 else NULL
     cdef const floating* ys = &y[0]
@@ -387,3 +387,86 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     finally:
         free(scratch)
     return loss_sum, weight_sum, bad
+
+
+# Relation blocks (fmrec.design): a block's column j holds, for each entity u (a user, an
+# item) with x_uj != 0, the same value in every sample row of u. Its coordinates are updated
+# from per-entity sums of the rows' loss gradient g and curvature c, never from the rows
+# themselves, so a pass costs O(nnz of the block) however many rows share each entity. The
+# loss is modelled by its quadratic at the start of the pass (g moves by c * change of the
+# output): exact for the square loss, one Newton step per coordinate for the logistic loss.
+
+
+def block_linear_pass(const index_t[::1] indptr, const index_t[::1] indices,
+                      const floating[::1] data, floating[::1] w, const floating[::1] reg,
+                      double[::1] G, const double[::1] C):
+    """Update the block's linear weights w_j in column order.
+
+    ``indptr``/``indices``/``data``: the block in CSC (rows are entities). G[u] = sum of s*g
+    over u's rows, C[u] = sum of s*c; G is kept current as the weights move.
+    """
+    cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
+    cdef double num, den, delta, x
+    with nogil:
+        for j in range(d):
+            if indptr[j] == indptr[j + 1]:
+                if reg[j] > 0:
+                    w[j] = 0
+                continue
+            num = reg[j] * w[j]
+            den = reg[j]
+            for p in range(indptr[j], indptr[j + 1]):
+                u = indices[p]
+                x = data[p]
+                num = num + x * G[u]
+                den = den + x * x * C[u]
+            if den > 0:
+                x = w[j]
+                w[j] = <floating> (x - num / den)
+                delta = <double> w[j] - x    # the step actually stored
+                for p in range(indptr[j], indptr[j + 1]):
+                    u = indices[p]
+                    G[u] += delta * data[p] * C[u]
+
+
+def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
+                      const floating[::1] data, floating[:, ::1] V, Py_ssize_t f,
+                      const floating[::1] reg, double[::1] qB, double[::1] G, double[::1] GQ,
+                      const double[::1] C, const double[::1] A, const double[::1] A2):
+    """Update the block's factors v_jf (one f) in column order.
+
+    Per entity u, with t_r = q_rf minus the block's own share of it (the rest of row r):
+    qB[u] = the block's share sum_j v_jf x_uj, G = sum s*g, GQ = sum s*g*t, C = sum s*c,
+    A = sum s*c*t, A2 = sum s*c*t^2 over u's rows. For column j and entity u, every row's
+    derivative is h = x_uj (t_r + a_u) with a_u = qB[u] - v_jf x_uj, so the Newton sums are
+    sum s g h = x (GQ + a G) and sum s c h^2 = x^2 (A2 + 2 a A + a^2 C). qB, G and GQ are
+    kept current; C, A, A2 do not move within the pass.
+    """
+    cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
+    cdef double num, den, delta, x, a, v
+    with nogil:
+        for j in range(d):
+            if indptr[j] == indptr[j + 1]:
+                if reg[j] > 0:
+                    V[j, f] = 0
+                continue
+            v = V[j, f]
+            num = reg[j] * v
+            den = reg[j]
+            for p in range(indptr[j], indptr[j + 1]):
+                u = indices[p]
+                x = data[p]
+                a = qB[u] - v * x
+                num = num + x * (GQ[u] + a * G[u])
+                den = den + x * x * (A2[u] + 2 * a * A[u] + a * a * C[u])
+            if den > 0:
+                delta = -num / den
+                V[j, f] = <floating> (v + delta)
+                delta = <double> V[j, f] - v    # the step actually stored
+                for p in range(indptr[j], indptr[j + 1]):
+                    u = indices[p]
+                    x = data[p]
+                    a = qB[u] - v * x
+                    G[u] += delta * x * (A[u] + a * C[u])
+                    GQ[u] += delta * x * (A2[u] + a * A[u])
+                    qB[u] += delta * x

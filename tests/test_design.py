@@ -1,0 +1,149 @@
+"""DesignMatrix (relation blocks): construction, prediction, counts, and the block ALS sweep
+against the NumPy reference on the materialized rows."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fmrec import FMClassifier, FMRegressor
+from fmrec import _reference as R
+from fmrec._solvers import ALSSolver, FMState, penalty_scale, weighted_column_counts
+from fmrec.design import DesignMatrix, RelationBlock, column_counts, fm_output
+
+
+def relational(n=120, flat_cols=4, seed=0, dtype=np.float64):
+    """Samples over 15 users × 9 block features and 12 items × 6, plus a flat part.
+
+    User 14 has no samples and user block column 8 is empty, to cover both corner cases.
+    """
+    rng = np.random.default_rng(seed)
+    users = sp.random(15, 9, density=0.35, format="csr", random_state=seed + 1,
+                      data_rvs=lambda m: rng.uniform(0.2, 1.5, m)).astype(dtype).tolil()
+    users[:, 8] = 0
+    users = users.tocsr()
+    users.eliminate_zeros()
+    items = sp.random(12, 6, density=0.4, format="csr", random_state=seed + 2,
+                      data_rvs=lambda m: rng.uniform(0.2, 1.5, m)).astype(dtype)
+    flat = None
+    if flat_cols:
+        flat = sp.random(n, flat_cols, density=0.4, format="csr", random_state=seed + 3,
+                         data_rvs=rng.standard_normal).astype(dtype)
+    X = DesignMatrix(flat, [RelationBlock(users, rng.integers(0, 14, n)),
+                            RelationBlock(items, rng.integers(0, 12, n))])
+    return X
+
+
+def test_shape_offsets_and_materialized_rows():
+    X = relational()
+    assert X.shape == (120, 4 + 9 + 6) and len(X) == 120
+    np.testing.assert_array_equal(X.block_offsets, [0, 4, 13, 19])
+    dense = X.to_csr().toarray()
+    np.testing.assert_array_equal(dense[:, 4:13], X.blocks[0].matrix.toarray()[X.blocks[0].index])
+    np.testing.assert_array_equal(dense[:, :4], X.flat.toarray())
+    part = X.take([5, 0, 7])
+    np.testing.assert_array_equal(part.to_csr().toarray(), dense[[5, 0, 7]])
+
+
+def test_blocks_only_design():
+    X = relational(flat_cols=0)
+    assert X.shape == (120, 15) and X.flat.shape == (120, 0)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda U: RelationBlock(U, np.array([0, 20])), "outside"),
+    (lambda U: RelationBlock(U, np.array([0.5])), "integers"),
+    (lambda U: DesignMatrix(sp.csr_matrix((3, 2)), [RelationBlock(U, np.array([0, 1]))]),
+     "block 0 indexes 2 samples"),
+    (lambda U: DesignMatrix(None, []), "flat part or at least one block"),
+    (lambda U: DesignMatrix(None, [U]), "RelationBlock"),
+])
+def test_construction_errors(bad, message):
+    U = sp.identity(4, format="csr")
+    with pytest.raises((ValueError, TypeError), match=message):
+        bad(U)
+
+
+def test_fm_output_and_counts_equal_the_materialized_rows():
+    X = relational()
+    rng = np.random.default_rng(4)
+    w0, w, V = 0.2, rng.normal(size=19), rng.normal(0, 0.4, (19, 3))
+    np.testing.assert_allclose(fm_output(X, w0, w, V, chunk_rows=7),
+                               R.predict(X.to_csr(), w0, w, V), rtol=1e-12, atol=1e-12)
+    s = rng.uniform(0, 2, 120)
+    np.testing.assert_allclose(column_counts(X, s), weighted_column_counts(X.to_csr(), s))
+
+
+def one_block_epoch(X, y, s, loss, w0, w, V, hp, dtype):
+    counts = column_counts(X, s)
+    state = FMState(w0, w.astype(dtype), V.astype(dtype))
+    solver = ALSSolver(X, y.astype(dtype), s.astype(dtype), loss, state, counts=counts, hp=hp,
+                       n_threads=1)
+    loss_sum, _ = solver.epoch()
+    return state, counts, loss_sum
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("flat_cols,fit_linear", [(4, True), (0, True), (3, False)])
+def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear):
+    X = relational(flat_cols=flat_cols, dtype=dtype)
+    Xm = X.to_csr()
+    rng = np.random.default_rng(7)
+    y = R.predict(Xm, 0.1, rng.normal(size=X.shape[1]), rng.normal(0, 0.4, (X.shape[1], 2)))
+    y = y + rng.normal(0, 0.3, len(y))
+    if loss == R.LOGISTIC:
+        y = (y > np.median(y)).astype(float)
+    s = rng.uniform(0.5, 2.0, len(y))
+    w0, w, V = 0.3, rng.normal(0, 0.5, X.shape[1]), rng.normal(0, 0.3, (X.shape[1], 3))
+    hp = {"reg_bias": 0.2, "reg_linear": 0.3, "reg_factors": 0.5, "reg_power": 0.5,
+          "fit_intercept": True, "fit_linear": fit_linear}
+    state, counts, loss_sum = one_block_epoch(X, y, s, loss, w0, w, V, hp, dtype)
+    scale = penalty_scale(counts, 0.5)
+    ref = R.als_sweep(Xm, y, s, w0, w, V, loss=loss, reg_bias=0.2 * s.sum() ** 0.5,
+                      reg_linear=0.3 * scale, reg_factors=0.5 * scale, fit_linear=fit_linear,
+                      block_starts=X.block_offsets[1:-1])
+    tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 3e-4, "atol": 3e-4}
+    assert state.w0[0] == pytest.approx(ref[0], **{"rel": tol["rtol"], "abs": tol["atol"]})
+    np.testing.assert_allclose(state.w, ref[1], **tol)
+    np.testing.assert_allclose(state.V, ref[2], **tol)
+    yhat = R.predict(Xm, *ref)
+    assert loss_sum == pytest.approx(np.sum(s * R.loss_value(loss, yhat, y)), rel=tol["rtol"])
+    empty = flat_cols + 8  # no entity has it: no penalty either (n = 0), so it stays put
+    np.testing.assert_array_equal(state.V[empty], V[empty].astype(dtype))
+
+
+@pytest.mark.parametrize("model", [FMRegressor, FMClassifier])
+def test_block_als_reaches_the_materialized_optimum(model):
+    X = relational(n=300, seed=3)
+    rng = np.random.default_rng(0)
+    y = X.to_csr() @ rng.normal(size=X.shape[1]) + rng.normal(0, 0.5, len(X))
+    if model is FMClassifier:
+        y = (y > 0).astype(int)
+    kw = {"n_factors": 3, "n_epochs": 300, "dtype": "float64", "random_state": 0}
+    blocks = model(**kw).fit(X, y)
+    flat = model(**kw).fit(X.to_csr(), y)
+    np.testing.assert_allclose(blocks.history_["objective"][-1], flat.history_["objective"][-1],
+                               rtol=1e-9)
+    np.testing.assert_allclose(blocks.decision_function(X) if model is FMClassifier
+                               else blocks.predict(X),
+                               flat.decision_function(X.to_csr()) if model is FMClassifier
+                               else flat.predict(X.to_csr()), atol=1e-6)
+    if model is FMRegressor:
+        objective = np.array(blocks.history_["objective"])
+        assert np.all(np.diff(objective) <= 1e-9 * objective[:-1])
+
+
+def test_estimators_take_designs_for_every_solver_and_check_them():
+    X = relational(seed=5)
+    y = np.random.default_rng(1).normal(size=len(X))
+    for solver in ("als", "sgd"):
+        model = FMRegressor(n_factors=2, n_epochs=3, solver=solver, random_state=0).fit(X, y)
+        np.testing.assert_allclose(model.predict(X), model.predict(X.to_csr()), atol=1e-5)
+    with pytest.raises(ValueError, match="19 features"):
+        model.predict(X.to_csr()[:, :10])
+    bad = relational(seed=5)
+    bad.blocks[1].matrix.data[0] = np.nan
+    with pytest.raises(ValueError, match="block 1 of X contains NaN"):
+        FMRegressor(n_epochs=1).fit(bad, y)
+    with pytest.raises(ValueError, match="shape"):
+        FMRegressor(n_epochs=1).fit(X, y[:-1])
