@@ -13,7 +13,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmrec._kernels import als as _als
-from fmrec._reference import SQUARE, loss_curvature, loss_gradient
 
 
 class BlockPart:
@@ -26,12 +25,9 @@ class BlockPart:
         self.indptr, self.indices = csc.indptr, csc.indices
         self.data = np.ascontiguousarray(csc.data, dtype=dtype)
         self.squared = self.csr.multiply(self.csr).tocsr()
-        self.index = np.ascontiguousarray(index, dtype=np.intp)
+        self.index = np.ascontiguousarray(index, dtype=np.int64)
         self.n_entities = self.csr.shape[0]
         self.lo, self.hi = lo, hi
-
-    def entity_sums(self, values: np.ndarray) -> np.ndarray:
-        return np.bincount(self.index, weights=values, minlength=self.n_entities)
 
     def add_to_caches(self, w, V, r, q) -> None:
         """Add the block's share of every row's output to r and of its factor sums to q."""
@@ -50,37 +46,24 @@ class BlockPart:
         at = self.index
         w_b, V_b = state.w[self.lo:self.hi], state.V[self.lo:self.hi]
         reg_w, reg_v = reg_linear[self.lo:self.hi], reg_factors[self.lo:self.hi]
+        sums = np.zeros((5, self.n_entities))
+        G, GQ, C, A, A2 = sums
         if fit_linear:
-            g, c = _gradient_curvature(loss, r, y, sw)
+            _als.block_entity_sums(at, r, y, sw, loss, q, -1, G, G, GQ, C, A, A2)
             before = w_b.astype(np.float64)
-            G = self.entity_sums(g)
-            _als.block_linear_pass(self.indptr, self.indices, self.data, w_b, reg_w, G,
-                                   self.entity_sums(c))
+            _als.block_linear_pass(self.indptr, self.indices, self.data, w_b, reg_w, G, C)
             change = self.csr @ (w_b.astype(np.float64) - before)
-            r += change[at].astype(r.dtype)
+            _als.block_push(at, r, q, -1, change, change, change)
         for f in range(V_b.shape[1]):
-            g, c = _gradient_curvature(loss, r, y, sw)
             old_v = V_b[:, f].astype(np.float64)
             qB_old = self.csr @ old_v
-            rest = q[:, f].astype(np.float64) - qB_old[at]
+            sums[:] = 0
+            _als.block_entity_sums(at, r, y, sw, loss, q, f, qB_old, G, GQ, C, A, A2)
             qB = qB_old.copy()
-            G, GQ = self.entity_sums(g), self.entity_sums(g * rest)
-            C, A, A2 = (self.entity_sums(c), self.entity_sums(c * rest),
-                        self.entity_sums(c * rest * rest))
             _als.block_factor_pass(self.indptr, self.indices, self.data, V_b, f, reg_v,
                                    qB, G, GQ, C, A, A2)
             new_v = V_b[:, f].astype(np.float64)
-            # Output change of each row: its rest times the block's change, plus the change
+            # Each row's output moves by its rest times the block's change, plus the change
             # of the block's own pairwise term ½(qB² − Σ v² x²).
             own = 0.5 * (qB**2 - qB_old**2 - self.squared @ (new_v**2 - old_v**2))
-            dq = qB - qB_old
-            r += (rest * dq[at] + own[at]).astype(r.dtype)
-            q[:, f] += dq[at].astype(q.dtype)
-
-
-def _gradient_curvature(loss, r, y, sw):
-    """s·g and s·c per row from the caches (r is ŷ − y for the square loss, ŷ otherwise)."""
-    if loss == SQUARE:
-        return sw * r.astype(np.float64), sw.astype(np.float64)
-    r64 = r.astype(np.float64)
-    return sw * loss_gradient(loss, r64, y), sw * loss_curvature(loss, r64)
+            _als.block_push(at, r, q, f, qB_old, qB - qB_old, own)

@@ -182,7 +182,7 @@ def als_sweep(X, y, s, w0, w, V, *, loss, reg_bias, reg_linear, reg_factors,
             q = Xd @ V[:, f]
             h = col * (q - V[j, f] * col)
             V[j, f] = step(h, V[j, f], reg_factors[j])
-    for lo, hi in zip(starts, starts[1:] + [d], strict=True):
+    for lo, hi in zip(starts, starts[1:] + [d], strict=False):
         unused = [j for j in range(lo, hi) if not np.any(Xd[:, j])]
         for j in unused:  # as for flat columns: the penalty alone puts them at zero
             if fit_linear and reg_linear[j] > 0:

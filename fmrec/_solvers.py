@@ -95,6 +95,42 @@ def penalty_scale(counts: np.ndarray, power: float) -> np.ndarray:
     return out
 
 
+# Relation blocks whose materialized rows average at most this many non-zeros are swept as
+# ordinary columns (see split_design).
+BLOCK_MIN_ROW_NNZ = 4.0
+
+
+def split_design(X: DesignMatrix, dtype, max_row_nnz: float | None = None):
+    """(CSR over all columns, block parts, skip mask) for an ALS sweep of a DesignMatrix.
+
+    A block whose materialized rows would hold at most ``max_row_nnz`` (default
+    ``BLOCK_MIN_ROW_NNZ``) non-zeros on average
+    (ids, a few categories) is cheaper as ordinary CSR columns: the flat sweep touches them
+    once per non-zero and in parallel, whereas a block pass costs a few passes over all rows
+    per factor. Longer blocks (implicit feedback sets) are swept per entity; their columns
+    are empty in the CSR and marked in the skip mask.
+    """
+    max_row_nnz = BLOCK_MIN_ROW_NNZ if max_row_nnz is None else max_row_nnz
+    offsets = X.block_offsets
+    d = int(offsets[-1])
+    parts, columns, skip = [], [X.flat], np.zeros(d, np.uint8)
+    for i, block in enumerate(X.blocks):
+        matrix = sp.csr_matrix(block.matrix, dtype=dtype)
+        lo, hi = int(offsets[i + 1]), int(offsets[i + 2])
+        row_nnz = np.diff(matrix.indptr)[block.index]
+        if row_nnz.mean() <= max_row_nnz:
+            columns.append(matrix[block.index])
+        else:
+            parts.append(BlockPart(matrix, block.index, lo, hi, dtype))
+            columns.append(sp.csr_matrix((len(block.index), hi - lo), dtype=dtype))
+            skip[lo:hi] = 1
+    flat = sp.hstack(columns, format="csr", dtype=dtype)
+    flat.sort_indices()
+    if flat.indices.dtype != flat.indptr.dtype:
+        flat.indptr = flat.indptr.astype(flat.indices.dtype)
+    return flat, parts, (skip if skip.any() else np.empty(0, np.uint8))
+
+
 class SGDSolver:
     """SGD or AdaGrad epochs over a freshly shuffled row order (Hogwild on several threads)."""
 
@@ -143,12 +179,9 @@ class ALSSolver:
     def __init__(self, X: sp.csr_matrix | DesignMatrix, y, sample_weight, loss: int,
                  state: FMState, *, counts: np.ndarray, hp: dict, n_threads: int):
         dt = state.w.dtype
-        self.block_parts = []
+        self.block_parts, self.skip = [], np.empty(0, np.uint8)
         if isinstance(X, DesignMatrix):
-            offsets = X.block_offsets
-            self.block_parts = [BlockPart(b.matrix, b.index, offsets[i + 1], offsets[i + 2], dt)
-                                for i, b in enumerate(X.blocks)]
-            X = X.flat
+            X, self.block_parts, self.skip = split_design(X, dt)
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.n_threads = hp, n_threads
         # Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC
@@ -196,7 +229,7 @@ class ALSSolver:
             self.loss,
             st.w0, st.w, st.V, self.r, self.q, self.reg_bias, self.reg_linear,
             self.reg_factors, hp["fit_intercept"], hp["fit_linear"], self.blocks,
-            self.n_threads,
+            self.n_threads, self.skip,
         )
         for part in self.block_parts:
             part.sweep(st, self.r, self.q, self.y, self.sw, self.loss, self.reg_linear,

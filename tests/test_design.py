@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fmrec import FMClassifier, FMRegressor
+from fmrec import FMClassifier, FMRegressor, _solvers
 from fmrec import _reference as R
 from fmrec._solvers import ALSSolver, FMState, penalty_scale, weighted_column_counts
 from fmrec.design import DesignMatrix, RelationBlock, column_counts, fm_output
@@ -82,10 +82,18 @@ def one_block_epoch(X, y, s, loss, w0, w, V, hp, dtype):
     return state, counts, loss_sum
 
 
+@pytest.fixture(params=["per entity", "as columns"])
+def block_layout(request, monkeypatch):
+    """Sweep the blocks per entity, or let split_design turn them into ordinary columns."""
+    per_entity = request.param == "per entity"
+    monkeypatch.setattr(_solvers, "BLOCK_MIN_ROW_NNZ", 0.0 if per_entity else np.inf)
+    return per_entity
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
 @pytest.mark.parametrize("flat_cols,fit_linear", [(4, True), (0, True), (3, False)])
-def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear):
+def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear, block_layout):
     X = relational(flat_cols=flat_cols, dtype=dtype)
     Xm = X.to_csr()
     rng = np.random.default_rng(7)
@@ -101,7 +109,7 @@ def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear):
     scale = penalty_scale(counts, 0.5)
     ref = R.als_sweep(Xm, y, s, w0, w, V, loss=loss, reg_bias=0.2 * s.sum() ** 0.5,
                       reg_linear=0.3 * scale, reg_factors=0.5 * scale, fit_linear=fit_linear,
-                      block_starts=X.block_offsets[1:-1])
+                      block_starts=X.block_offsets[1:-1] if block_layout else None)
     tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == np.float64 else {"rtol": 3e-4, "atol": 3e-4}
     assert state.w0[0] == pytest.approx(ref[0], **{"rel": tol["rtol"], "abs": tol["atol"]})
     np.testing.assert_allclose(state.w, ref[1], **tol)
@@ -113,7 +121,7 @@ def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear):
 
 
 @pytest.mark.parametrize("model", [FMRegressor, FMClassifier])
-def test_block_als_reaches_the_materialized_optimum(model):
+def test_block_als_reaches_the_materialized_optimum(model, block_layout):
     X = relational(n=300, seed=3)
     rng = np.random.default_rng(0)
     y = X.to_csr() @ rng.normal(size=X.shape[1]) + rng.normal(0, 0.5, len(X))
@@ -147,3 +155,16 @@ def test_estimators_take_designs_for_every_solver_and_check_them():
         FMRegressor(n_epochs=1).fit(bad, y)
     with pytest.raises(ValueError, match="shape"):
         FMRegressor(n_epochs=1).fit(X, y[:-1])
+
+
+def test_split_design_keeps_long_blocks_and_materializes_short_ones():
+    X = relational(n=50)
+    long_users = RelationBlock(sp.random(15, 30, density=0.5, format="csr", random_state=0),
+                               X.blocks[0].index)
+    X = DesignMatrix(X.flat, [long_users, X.blocks[1]])
+    flat, parts, skip = _solvers.split_design(X, np.float64)
+    assert [(p.lo, p.hi) for p in parts] == [(4, 34)]
+    np.testing.assert_array_equal(np.flatnonzero(skip), np.arange(4, 34))
+    expected = X.to_csr().toarray()
+    expected[:, 4:34] = 0
+    np.testing.assert_array_equal(flat.toarray(), expected)

@@ -292,7 +292,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
               floating[::1] r, floating[:, ::1] q,
               double reg_bias, const floating[::1] reg_linear, const floating[::1] reg_factors,
               bint fit_intercept, bint fit_linear,
-              const int64_t[::1] blocks, int n_threads):
+              const int64_t[::1] blocks, int n_threads, const uint8_t[::1] skip=None):
     """Update w0, then every column's w_j and v_j1..v_jk, each by its exact minimizer (square
     loss) or a Newton step (logistic loss), given the caches from ``compute_caches``.
 
@@ -303,6 +303,8 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     matrices with few distinct values; or both empty, every value 1 (one-hot columns).
     ``blocks`` (from ``conflict_free_blocks``, or [0, n_columns]) lets ``n_threads`` threads
     share the columns of a block; the result is the same for any number of threads.
+    ``skip`` (one byte per column, optional): columns marked 1 are left alone, e.g. those a
+    relation block updates (fmrec._block_als).
     Returns (sum_i s_i loss_i after the sweep, sum_i s_i, 0 or 1 if a value became non-finite).
     """
     cdef Py_ssize_t n = r.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
@@ -325,7 +327,12 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef floating* qp = &q[0, 0]
     cdef const floating* rl = &reg_linear[0]
     cdef const floating* rf = &reg_factors[0]
+    cdef const uint8_t* sk = NULL
 
+    if skip is not None and skip.shape[0] > 0:
+        if skip.shape[0] != d:
+            raise ValueError("skip must hold one byte per column")
+        sk = &skip[0]
     if codes.shape[0] not in (0, nnz_all):
         raise ValueError("codes must be empty or hold one code per non-zero")
     if cs == NULL and data.shape[0] not in (0, nnz_all):
@@ -370,11 +377,15 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                     with parallel(num_threads=n_threads):
                         own = <floating*> malloc((4 + k) * stride * sizeof(floating))
                         for j in prange(lo, hi, schedule="dynamic", chunksize=8):
+                            if sk != NULL and sk[j]:
+                                continue
                             update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp,
                                           qp, rl, rf, fit_linear, hi, own, stride)
                         free(own)
                 else:
                     for j in range(lo, hi):
+                        if sk != NULL and sk[j]:
+                            continue
                         update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp, qp,
                                       rl, rf, fit_linear, nnz_all, scratch, stride)
 
@@ -470,3 +481,51 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                     G[u] += delta * x * (A[u] + a * C[u])
                     GQ[u] += delta * x * (A2[u] + a * A[u])
                     qB[u] += delta * x
+
+
+def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const floating[::1] y,
+                      const floating[::1] sample_weight, int loss, const floating[:, ::1] q,
+                      Py_ssize_t f, const double[::1] qB, double[::1] G, double[::1] GQ,
+                      double[::1] C, double[::1] A, double[::1] A2):
+    """Add every row's s*g and s*c (and, for f >= 0, their products with t = q_if - qB[u] and
+    s*c*t^2) to its entity u = index[i]: the sums block_factor_pass and block_linear_pass
+    read. r is the ALS cache (see the module comment). With f < 0 only G and C are filled.
+    """
+    cdef Py_ssize_t n = index.shape[0], i, u
+    cdef double g, c, t, s, out
+    with nogil:
+        for i in range(n):
+            u = index[i]
+            s = sample_weight[i]
+            if loss == SQUARE:
+                g = s * r[i]
+                c = s
+            else:
+                out = r[i]
+                g = s * loss_gradient(loss, out, y[i])
+                c = s * loss_curvature(loss, out)
+            G[u] += g
+            C[u] += c
+            if f >= 0:
+                t = q[i, f] - qB[u]
+                GQ[u] += g * t
+                A[u] += c * t
+                A2[u] += c * t * t
+
+
+def block_push(const int64_t[::1] index, floating[::1] r, floating[:, ::1] q, Py_ssize_t f,
+               const double[::1] qB_old, const double[::1] dq, const double[::1] own):
+    """Bring the row caches up to date after a block pass: r_i += t_i dq[u] + own[u] and
+    q_if += dq[u], t_i = q_if - qB_old[u] (f >= 0); or r_i += own[u] alone (f < 0)."""
+    cdef Py_ssize_t n = index.shape[0], i, u
+    cdef double t
+    with nogil:
+        if f < 0:
+            for i in range(n):
+                r[i] += <floating> own[index[i]]
+        else:
+            for i in range(n):
+                u = index[i]
+                t = q[i, f] - qB_old[u]
+                r[i] += <floating> (t * dq[u] + own[u])
+                q[i, f] += <floating> dq[u]
