@@ -17,6 +17,7 @@ from fmrec._validation import resolve_dtype
 
 INFREQUENT = "__infrequent__"
 _KINDS = ("categorical", "numeric", "multi_valued")
+NORMALIZATIONS = ("sum", "sqrt", "none")
 _MAX_UNSEEN_SHOWN = 5
 
 
@@ -113,11 +114,43 @@ class _Vocabulary:
         return cls(uniques, local, n_frequent + int(not frequent.all()),
                    not frequent.all())
 
+    def extend(self, values, min_frequency: int | None) -> tuple[_Vocabulary, int, bool]:
+        """A vocabulary that also holds the values of ``values`` not seen so far.
+
+        Existing features keep their local index, except a shared infrequent feature, which
+        stays last. Returns (new vocabulary, new frequent features, infrequent one created).
+        """
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        uniques = _typed(np.asarray(uniques))
+        known = self.encode(uniques) >= 0
+        new, counts = uniques[~known], counts[~known]
+        try:
+            order = np.argsort(new, kind="stable")
+        except TypeError:  # as in fit: unorderable values keep first-seen order
+            order = np.arange(len(new))
+        new, counts = new[order], counts[order]
+        frequent = counts >= (min_frequency or 0)
+        n_frequent_old = self.n_local - self.has_infrequent
+        n_new = int(frequent.sum())
+        create_infrequent = bool((~frequent).any() and not self.has_infrequent)
+        has_infrequent = self.has_infrequent or create_infrequent
+        infrequent = n_frequent_old + n_new  # the shared feature stays last
+        local = self.local.copy()
+        local[local >= n_frequent_old] = infrequent
+        new_local = np.full(len(new), infrequent, dtype=np.int64)
+        new_local[frequent] = n_frequent_old + np.arange(n_new)
+        categories = np.concatenate([self.categories.astype(object), new.astype(object)])
+        vocab = _Vocabulary(categories, np.concatenate([local, new_local]),
+                            infrequent + has_infrequent, has_infrequent)
+        return vocab, n_new, create_infrequent
+
     def feature_values(self) -> list:
         """The value each local feature stands for (``INFREQUENT`` for the shared one)."""
         n_frequent = self.n_local - self.has_infrequent
-        # Frequent values take features 0..n_frequent-1 in category order.
-        out = self.categories[self.local < n_frequent].tolist()
+        frequent = self.local < n_frequent
+        # Category order after fit, but ``extend`` appends: order by feature, not by category.
+        out = self.categories[frequent][np.argsort(self.local[frequent], kind="stable")].tolist()
         if self.has_infrequent:
             out.append(INFREQUENT)
         return out
@@ -155,8 +188,15 @@ class FeatureEncoder(BaseEstimator):
         One feature per column holding the value itself. NaN/inf raise ``ValueError``.
     multi_valued : sequence of column names, default=()
         Cells are list-likes (list/tuple/set/ndarray) or ``delimiter``-joined strings such as
-        ``"Action|Comedy"``. One feature per distinct token; a row's weights in the field sum
-        to 1. Empty cells, empty strings and NaN/None give no features.
+        ``"Action|Comedy"``. One feature per distinct token, weighted as ``normalize`` says
+        (by default a row's weights in the field sum to 1). Empty cells, empty strings and
+        NaN/None give no features.
+    normalize : {"sum", "sqrt", "none"} or dict, default="sum"
+        Weight of each token of a multi-valued row with n known tokens: ``"sum"`` gives 1/n
+        (the row's weights sum to 1), ``"sqrt"`` gives 1/√n (SVD++-style implicit feedback,
+        as libFM and myFM weight a user's set of rated items) and ``"none"`` gives 1. A dict
+        maps multi-valued column names to one of these; columns it omits use ``"sum"``.
+        Repeated tokens count in n and add up.
     handle_unknown : {"ignore", "error"}, default="ignore"
         What ``transform`` does with a category or token not seen at fit: no feature, or
         ``ValueError`` naming the column and up to five such values.
@@ -192,11 +232,13 @@ class FeatureEncoder(BaseEstimator):
     [1.0, 0.0, 20.0, 0.5, 0.5]
     """
 
-    def __init__(self, categorical=(), numeric=(), multi_valued=(), handle_unknown="ignore",
-                 min_frequency=None, standardize=False, delimiter="|", dtype=np.float32):
+    def __init__(self, categorical=(), numeric=(), multi_valued=(), normalize="sum",
+                 handle_unknown="ignore", min_frequency=None, standardize=False, delimiter="|",
+                 dtype=np.float32):
         self.categorical = categorical
         self.numeric = numeric
         self.multi_valued = multi_valued
+        self.normalize = normalize
         self.handle_unknown = handle_unknown
         self.min_frequency = min_frequency
         self.standardize = standardize
@@ -225,7 +267,25 @@ class FeatureEncoder(BaseEstimator):
         if not specs:
             raise ValueError("no columns to encode: categorical, numeric and multi_valued "
                              "are all empty")
+        self._normalizations([c for c, kind in specs if kind == "multi_valued"])
         return specs
+
+    def _normalizations(self, multi_valued: list) -> dict:
+        """The checked ``normalize`` mode of every multi-valued column."""
+        norm = self.normalize
+        if isinstance(norm, dict):
+            extra = [c for c in norm if c not in multi_valued]
+            if extra:
+                raise ValueError(f"normalize names column(s) {extra} that are not multi_valued "
+                                 f"columns {multi_valued}")
+            modes = {c: norm.get(c, "sum") for c in multi_valued}
+        else:
+            modes = dict.fromkeys(multi_valued, norm)
+        for c, mode in modes.items():
+            if not isinstance(mode, str) or mode not in NORMALIZATIONS:
+                raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)} or a dict of "
+                                 f"them, got {mode!r} for column {c!r}")
+        return modes
 
     @staticmethod
     def _check_frame(df, columns: list) -> None:
@@ -326,13 +386,64 @@ class FeatureEncoder(BaseEstimator):
             vocabs.append(vocab)
             means.append(mean)
             stds.append(std)
+        modes = self._normalizations([c for c, kind in specs if kind == "multi_valued"])
         self._set_state([c for c, _ in specs], [k for _, k in specs], vocabs,
-                        np.array(means), np.array(stds))
+                        np.array(means), np.array(stds),
+                        [modes.get(c, "") if k == "multi_valued" else "" for c, k in specs])
         return self
 
-    def _set_state(self, fields, kinds, vocabs, means, stds) -> None:
+    def extend(self, df: pd.DataFrame) -> np.ndarray:
+        """Add the categories and tokens of ``df`` not seen so far, keeping every feature.
+
+        Use it when the data grows (new users, items, categories) and a fitted model should
+        grow with it: a field's new features go after its existing ones (its shared
+        infrequent feature, if any, stays last), and the returned positions tell
+        ``FMRegressor.grow`` / ``FMClassifier.grow`` where to insert their parameters.
+        Numeric means and standard deviations are not updated. With ``min_frequency``, a new
+        value gets its own feature when it occurs at least that often in ``df``, and the
+        rarer ones share the infrequent feature (created if the field had none).
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            Must hold every fitted column.
+
+        Returns
+        -------
+        positions : ndarray of int64
+            One entry per new feature: its insertion point in the old feature numbering
+            (``numpy.insert`` semantics), in order.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> enc = FeatureEncoder(categorical=["user", "item"]).fit(
+        ...     pd.DataFrame({"user": [1, 2], "item": ["a", "b"]}))
+        >>> enc.extend(pd.DataFrame({"user": [3, 1], "item": ["c", "a"]})).tolist()
+        [2, 4]
+        >>> enc.feature_names_.tolist()
+        ['user=1', 'user=2', 'user=3', 'item=a', 'item=b', 'item=c']
+        """
+        self._check_fitted()
+        self._check_frame(df, self.fields_)
+        vocabs, positions = list(self._vocabs), []
+        for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
+            if kind == "numeric":
+                continue
+            values = (self._categorical(df, c) if kind == "categorical"
+                      else self._tokens(df, c)[1])
+            vocab = self._vocabs[i]
+            vocabs[i], n_new, created = vocab.extend(values, self.min_frequency)
+            at = int(self._offsets[i]) + vocab.n_local - vocab.has_infrequent
+            positions += [at] * (n_new + created)
+        self._set_state(self.fields_, self._kinds, vocabs, self._means, self._stds,
+                        self._norms)
+        return np.array(positions, dtype=np.int64)
+
+    def _set_state(self, fields, kinds, vocabs, means, stds, norms) -> None:
         self.fields_ = list(fields)
         self._kinds = list(kinds)
+        self._norms = list(norms)
         self._vocabs = vocabs
         self._means, self._stds = means, stds
         sizes = [1 if v is None else v.n_local for v in vocabs]
@@ -386,7 +497,7 @@ class FeatureEncoder(BaseEstimator):
                 self._check_unknown(c, local, tokens)
                 known = local >= 0
                 blocks.append(self._multi_block(rows[known], local[known], n, vocab.n_local,
-                                                dtype))
+                                                dtype, self._norms[i]))
         X = sp.hstack(blocks, format="csr", dtype=dtype)
         return self._canonical(X)
 
@@ -400,13 +511,14 @@ class FeatureEncoder(BaseEstimator):
                          f"{shown}{more} (use handle_unknown='ignore' to skip them)")
 
     @staticmethod
-    def _multi_block(rows, cols, n_rows, n_cols, dtype) -> sp.csr_matrix:
+    def _multi_block(rows, cols, n_rows, n_cols, dtype, norm: str) -> sp.csr_matrix:
         # Sort by (row, col) and merge repeats ("A|A", or two infrequent tokens) so the
-        # block is canonical; each token weighs 1/(known tokens in its row).
+        # block is canonical; each token weighs 1/n, 1/√n or 1 (n: known tokens in its row).
         order = np.lexsort((cols, rows))
         rows, cols = rows[order], cols[order]
-        per_row = np.bincount(rows, minlength=n_rows)
-        weight = 1.0 / per_row[rows]
+        per_row = np.bincount(rows, minlength=n_rows)[rows].astype(np.float64)
+        weight = {"sum": 1.0 / per_row, "sqrt": 1.0 / np.sqrt(per_row),
+                  "none": np.ones_like(per_row)}[norm]
         first = np.ones(len(rows), dtype=bool)
         first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
         starts = np.flatnonzero(first)
@@ -460,6 +572,34 @@ class FeatureEncoder(BaseEstimator):
                            f"(the field has {vocab.n_local} feature(s))")
         return int(self._offsets[i] + local)
 
+    def feature_indices(self, column, values) -> np.ndarray:
+        """Vectorized ``feature_index`` of a categorical or multi-valued column.
+
+        Returns an int64 array with the feature index of each value, -1 where the value was
+        not seen at fit (no ``KeyError``).
+        """
+        i = self._field(column)
+        vocab = self._vocabs[i]
+        if vocab is None:
+            raise ValueError(f"column {column!r} is numeric: it has one feature, "
+                             f"{int(self._offsets[i])}")
+        if not isinstance(values, pd.Series | np.ndarray):
+            # np.asarray would turn [1, "a"] into strings; keep each value's own type.
+            values = _typed(np.array(list(values) + [None], dtype=object)[:-1])
+        local = vocab.encode(values)
+        return np.where(local >= 0, local + self._offsets[i], -1).astype(np.int64)
+
+    def field_values(self, column) -> np.ndarray:
+        """The value each feature of a categorical or multi-valued field stands for, in order.
+
+        The inverse of ``feature_indices``: ``field_values(c)[feature_indices(c, v) -
+        field_slice(c).start]`` gives back ``v`` (``"__infrequent__"`` for a shared feature).
+        """
+        vocab = self._vocabs[self._field(column)]
+        if vocab is None:
+            raise ValueError(f"column {column!r} is numeric: its feature stands for no value")
+        return _typed(np.array(vocab.feature_values() + [None], dtype=object)[:-1])
+
     def feature_name(self, index: int) -> str:
         """Readable name of feature ``index``, e.g. ``"user_id=42"``."""
         self._check_fitted()
@@ -489,6 +629,7 @@ class FeatureEncoder(BaseEstimator):
             "standardize": np.array(bool(self.standardize)),
             "delimiter": np.array(self.delimiter),
             "dtype": np.array(dtype),
+            "normalize": np.array(self._norms, dtype=str),
             "means": np.asarray(self._means, dtype=np.float64),
             "stds": np.asarray(self._stds, dtype=np.float64),
         }
@@ -512,7 +653,13 @@ class FeatureEncoder(BaseEstimator):
         by_kind = {k: [f for f, fk in zip(fields, kinds, strict=True) if fk == k]
                    for k in _KINDS}
         mf = int(a["min_frequency"])
-        enc = cls(**by_kind, handle_unknown=str(a["handle_unknown"]),
+        # Files written before ``normalize`` existed hold sum-normalized fields only.
+        norms = ([str(x) for x in a["normalize"]] if "normalize" in a
+                 else ["sum" if k == "multi_valued" else "" for k in kinds])
+        modes = {f: m for f, m, k in zip(fields, norms, kinds, strict=True)
+                 if k == "multi_valued"}
+        normalize = modes.popitem()[1] if len(set(modes.values())) == 1 else modes or "sum"
+        enc = cls(**by_kind, normalize=normalize, handle_unknown=str(a["handle_unknown"]),
                   min_frequency=None if mf < 0 else mf, standardize=bool(a["standardize"]),
                   delimiter=str(a["delimiter"]), dtype=np.dtype(str(a["dtype"])).type)
         vocabs = []
@@ -524,5 +671,5 @@ class FeatureEncoder(BaseEstimator):
             vocabs.append(_Vocabulary(_from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),
                                       a[f"local_{i}"], n_local, bool(has_infrequent)))
         enc._set_state(fields, kinds, vocabs, a["means"].astype(np.float64),
-                       a["stds"].astype(np.float64))
+                       a["stds"].astype(np.float64), norms)
         return enc

@@ -29,6 +29,37 @@ def _jsonable(value):
 
 def save_estimator(estimator, path) -> None:
     """Write ``estimator`` (an FMRegressor or FMClassifier) to ``path``."""
+    arrays, meta = _estimator_record(estimator)
+    _write(path, arrays, meta)
+
+
+def save_recommender(recommender, path) -> None:
+    """Write a fitted ``Recommender``: its model's arrays under ``model.``, its encoders,
+    tables and seen matrix, and one metadata record holding both parts' metadata."""
+    from fmrec import __version__
+
+    model_arrays, model_meta = _estimator_record(recommender.model_)
+    arrays, params = recommender._state()
+    arrays.update({f"model.{key}": value for key, value in model_arrays.items()})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fmrec_version": __version__,
+        "class": "Recommender",
+        "params": params,
+        "model": model_meta,
+    }
+    _write(path, arrays, meta)
+
+
+def _write(path, arrays: dict, meta: dict) -> None:
+    arrays = dict(arrays, metadata=np.array(json.dumps(meta)))
+    with open(os.fspath(path), "wb") as fh:  # a file handle keeps numpy from appending .npz
+        np.savez(fh, **arrays)
+
+
+def _estimator_record(estimator) -> tuple[dict, dict]:
+    """The arrays and the JSON metadata of a fitted FMRegressor or FMClassifier."""
     from fmrec import __version__
 
     arrays = {name.rstrip("_"): np.asarray(getattr(estimator, name)) for name in _FITTED_ARRAYS}
@@ -59,9 +90,7 @@ def save_estimator(estimator, path) -> None:
         "params": {k: _jsonable(val) for k, val in estimator.get_params(deep=False).items()},
         "fitted": fitted,
     }
-    arrays["metadata"] = np.array(json.dumps(meta))
-    with open(os.fspath(path), "wb") as fh:  # a file handle keeps numpy from appending .npz
-        np.savez(fh, **arrays)
+    return arrays, meta
 
 
 def _jsonable_deep(value):
@@ -82,12 +111,12 @@ def load_model(path):
     Parameters
     ----------
     path : str or os.PathLike
-        File written by ``FMRegressor.save`` / ``FMClassifier.save``.
+        File written by ``FMRegressor.save``, ``FMClassifier.save`` or ``Recommender.save``.
 
     Returns
     -------
-    FMRegressor or FMClassifier
-        The fitted estimator, ready to predict or to continue training.
+    FMRegressor, FMClassifier or Recommender
+        The fitted estimator, ready to predict (recommend) or to continue training.
 
     Raises
     ------
@@ -125,12 +154,27 @@ def load_model(path):
         raise ValueError(f"{name} has format version {meta['format_version']}; this fmrec "
                          f"reads up to {FORMAT_VERSION}: upgrade fmrec")
     classes = _model_classes()
-    if meta.get("class") not in classes:
+    if meta.get("class") not in (*classes, "Recommender"):
         raise ValueError(f"{name} holds an unknown model class {meta.get('class')!r}")
     try:
+        if meta["class"] == "Recommender":
+            return _restore_recommender(meta, arrays, classes)
         return _restore(classes[meta["class"]], meta, arrays)
-    except (KeyError, TypeError, IndexError) as exc:
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"{name} is damaged: {exc!r}") from exc
+
+
+def _restore_recommender(meta, arrays, classes):
+    from fmrec.recommender import Recommender
+
+    model_meta = meta["model"]
+    if model_meta.get("class") not in classes:
+        raise ValueError(f"unknown model class {model_meta.get('class')!r} in a Recommender")
+    head = "model."
+    model = _restore(classes[model_meta["class"]], model_meta,
+                     {key[len(head):]: value for key, value in arrays.items()
+                      if key.startswith(head)})
+    return Recommender._from_state(meta["params"], arrays, model)
 
 
 def _restore(cls, meta, arrays):

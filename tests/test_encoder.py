@@ -328,3 +328,122 @@ def test_integration_with_fm_regressor():
     assert pred.shape == (n,)
     assert np.all(np.isfinite(pred))
     assert model.n_features_in_ == enc.n_features_
+
+
+# ------------------------------------------------------------------ normalize (SVD++ weights)
+def test_normalize_sqrt_none_and_per_column():
+    df = pd.DataFrame({"items": ["a|b|c|d", "a", "", "b|b"], "tags": ["x|y", "y", "x", ""]})
+    s = 0.5  # 1/√4
+    enc = FeatureEncoder(multi_valued=["items"], normalize="sqrt")
+    assert_csr_equal(enc.fit_transform(df), [
+        [s, s, s, s], [1, 0, 0, 0], [0, 0, 0, 0], [0, 2 / np.sqrt(2), 0, 0]])
+    enc = FeatureEncoder(multi_valued=["items", "tags"], normalize={"items": "none"})
+    X = enc.fit_transform(df)
+    assert_csr_equal(X, [
+        [1, 1, 1, 1, 0.5, 0.5], [1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0], [0, 2, 0, 0, 0, 0]])
+
+
+def test_normalize_sqrt_counts_known_tokens_only():
+    enc = FeatureEncoder(multi_valued=["m"], normalize="sqrt").fit(
+        pd.DataFrame({"m": ["a|b|c"]}))
+    X = enc.transform(pd.DataFrame({"m": ["a|new|b|c|d"]}))
+    assert_csr_equal(X, [[1 / np.sqrt(3)] * 3])
+
+
+@pytest.mark.parametrize("normalize, match", [
+    ("l2", "normalize must be one of"),
+    ({"m": "mean"}, "normalize must be one of"),
+    ({"c": "sqrt"}, r"not multi_valued columns \['m'\]"),
+])
+def test_normalize_bad_values(normalize, match):
+    df = pd.DataFrame({"c": ["x"], "m": ["a|b"]})
+    with pytest.raises(ValueError, match=match):
+        FeatureEncoder(categorical=["c"], multi_valued=["m"], normalize=normalize).fit(df)
+
+
+@pytest.mark.parametrize("normalize", ["sqrt", "none", {"m1": "sqrt"},
+                                       {"m1": "none", "m2": "sqrt"}])
+def test_normalize_round_trips_through_arrays(normalize, tmp_path):
+    df = pd.DataFrame({"m1": ["a|b|c", "b", ""], "m2": ["x|y", "y|z|x|w", "z"]})
+    enc = FeatureEncoder(multi_valued=["m1", "m2"], normalize=normalize).fit(df)
+    restored = _roundtrip(enc, tmp_path)
+    assert (restored.transform(df) != enc.transform(df)).nnz == 0
+    modes = normalize if isinstance(normalize, dict) else dict.fromkeys(["m1", "m2"], normalize)
+    restored_modes = restored._normalizations(["m1", "m2"])
+    assert restored_modes == {c: modes.get(c, "sum") for c in ["m1", "m2"]}
+
+
+def test_arrays_without_normalize_key_read_as_sum(tmp_path):
+    df = pd.DataFrame({"m": ["a|b", "a"]})
+    enc = FeatureEncoder(multi_valued=["m"]).fit(df)
+    arrays = enc.to_arrays()
+    del arrays["normalize"]  # a file written before the option existed
+    restored = FeatureEncoder.from_arrays(arrays)
+    assert restored.normalize == "sum"
+    assert (restored.transform(df) != enc.transform(df)).nnz == 0
+
+
+# ----------------------------------------------------------------------- growing vocabularies
+def test_extend_appends_features_and_returns_insert_positions():
+    train = pd.DataFrame({"u": [3, 1], "g": ["b", "a"], "x": [1.0, 2.0], "m": ["p|q", "q"]})
+    enc = FeatureEncoder(categorical=["u", "g"], numeric=["x"], multi_valued=["m"],
+                         normalize="sqrt").fit(train)
+    before = enc.feature_names_.tolist()
+    batch = pd.DataFrame({"u": [2, 1, 7], "g": ["a", "a", "a"], "x": [0.0] * 3,
+                          "m": ["r|p", "", "q"]})
+    at = enc.extend(batch)
+    assert enc.feature_names_.tolist() == [
+        "u=1", "u=3", "u=2", "u=7", "g=a", "g=b", "x", "m=p", "m=q", "m=r"]
+    # numpy.insert at those positions turns the old layout into the new one.
+    assert np.insert(np.array(before, dtype=object), at, "new").tolist() == [
+        "u=1", "u=3", "new", "new", "g=a", "g=b", "x", "m=p", "m=q", "new"]
+    # Old rows encode as before, in the widened layout.
+    old = enc.transform(train).toarray()
+    assert_csr_equal(sp.csr_matrix(np.delete(old, [2, 3, 9], axis=1)),
+                     FeatureEncoder(categorical=["u", "g"], numeric=["x"], multi_valued=["m"],
+                                    normalize="sqrt").fit_transform(train).toarray())
+    assert enc.feature_index("u", 7) == 3
+    assert enc.extend(batch).tolist() == []  # nothing new the second time
+
+
+def test_extend_keeps_infrequent_feature_last():
+    enc = FeatureEncoder(categorical=["c"], min_frequency=2).fit(
+        pd.DataFrame({"c": ["a", "a", "b"]}))
+    assert enc.feature_names_.tolist() == ["c=a", "c=__infrequent__"]
+    at = enc.extend(pd.DataFrame({"c": ["d", "d", "e", "b"]}))
+    assert at.tolist() == [1]
+    assert enc.feature_names_.tolist() == ["c=a", "c=d", "c=__infrequent__"]
+    assert enc.feature_index("c", "e") == 2 == enc.feature_index("c", "b")
+    # A field without an infrequent feature gains one for rare new values.
+    enc = FeatureEncoder(categorical=["c"], min_frequency=1).fit(pd.DataFrame({"c": ["a"]}))
+    enc.min_frequency = 2
+    assert enc.extend(pd.DataFrame({"c": ["x", "y", "y"]})).tolist() == [1, 1]
+    assert enc.feature_names_.tolist() == ["c=a", "c=y", "c=__infrequent__"]
+
+
+def test_extend_then_grow_keeps_model_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"user": rng.integers(0, 20, 300), "item": rng.integers(0, 15, 300)})
+    y = rng.normal(size=300)
+    enc = FeatureEncoder(categorical=["user", "item"]).fit(df)
+    model = FMRegressor(n_factors=3, n_epochs=3, random_state=0).fit(enc.transform(df), y)
+    before = model.predict(enc.transform(df))
+    new = pd.DataFrame({"user": [100, 5], "item": [3, 200]})
+    at = enc.extend(new)
+    model.grow(enc.n_features_, at=at)
+    np.testing.assert_allclose(model.predict(enc.transform(df)), before, rtol=1e-6)
+    restored = _roundtrip(enc, tmp_path)
+    assert restored.feature_names_.tolist() == enc.feature_names_.tolist()
+    assert (restored.transform(new) != enc.transform(new)).nnz == 0
+
+
+def test_feature_indices_and_field_values():
+    df = pd.DataFrame({"c": [10, 30, 20], "m": ["x|y", "y", "z"], "n": [1.0, 2.0, 3.0]})
+    enc = FeatureEncoder(categorical=["c"], numeric=["n"], multi_valued=["m"]).fit(df)
+    assert enc.feature_indices("c", [30, 99, 10]).tolist() == [2, -1, 0]
+    assert enc.feature_indices("m", np.array(["z", "x"])).tolist() == [6, 4]
+    assert enc.field_values("c").tolist() == [10, 20, 30]
+    assert enc.field_values("c").dtype == np.int64
+    assert enc.field_values("m").tolist() == ["x", "y", "z"]
+    with pytest.raises(ValueError, match="numeric"):
+        enc.feature_indices("n", [1.0])

@@ -1,0 +1,632 @@
+"""The ``fmrec`` command (also ``python -m fmrec``): train, predict, recommend, evaluate, demo.
+
+Every command is a thin layer over the public API (``Recommender``, ``FMRegressor``,
+``FMClassifier``, ``load_model``, ``fmrec.metrics``); file formats live in ``fmrec._cli_io``.
+Results go to stdout or files, progress to stderr (``-q`` silences it), and any error the
+user can fix ends the run with exit code 2 and one ``fmrec: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fmrec import __version__
+from fmrec import _cli_io as io
+from fmrec.datasets import load_movielens, make_recsys
+from fmrec.estimators import FMClassifier, FMRegressor
+from fmrec.metrics import auc, log_loss, mae, ranking_metrics, rmse
+from fmrec.persistence import load_model
+from fmrec.recommender import Recommender
+from fmrec.split import train_test_split
+
+USAGE_ERROR = 2
+_EPOCH_FORMAT = "epoch %d %s"  # what estimators log per epoch with verbose=1
+
+
+# ----------------------------------------------------------------------------------- progress
+class _EpochLines(logging.Handler):
+    """Turns the estimators' per-epoch log records into a few progress lines on stderr."""
+
+    def __init__(self, label: str, n_epochs: int):
+        super().__init__(logging.INFO)
+        self.label, self.n_epochs = label, n_epochs
+        # About five lines per fit: enough to see it move, few enough to read.
+        self.every = max(1, n_epochs // 5)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg != _EPOCH_FORMAT or len(args) != 2:
+            print(f"{self.label}: {record.getMessage()}", file=sys.stderr)
+            return
+        epoch = int(args[0]) + 1
+        if epoch == 1 or epoch % self.every == 0 or epoch == self.n_epochs:
+            print(f"{self.label}: epoch {epoch}/{self.n_epochs} {args[1]}", file=sys.stderr)
+
+
+class Console:
+    """What the user sees besides results: notes and per-epoch lines, unless quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    @property
+    def verbose(self) -> int:
+        """The ``verbose`` to give estimators: they log epochs only when someone listens."""
+        return 0 if self.quiet else 1
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr)
+
+    @contextlib.contextmanager
+    def training(self, label: str, n_epochs: int):
+        """Show the epochs of the fit run inside, then its duration; yields a timer."""
+        logger = logging.getLogger("fmrec")
+        handler = _EpochLines(label, n_epochs)
+        saved = logger.level, logger.propagate
+        if not self.quiet:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # an application's root handler would print them twice
+        timer = {"start": time.perf_counter()}
+        try:
+            yield timer
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(saved[0])
+            logger.propagate = saved[1]
+            timer["seconds"] = time.perf_counter() - timer["start"]
+        self.note(f"{label}: trained in {timer['seconds']:.1f} s")
+
+
+# ------------------------------------------------------------------------------------ models
+def _task(choice: str, y) -> str:
+    """``auto`` is classification exactly when the target has two distinct values."""
+    if choice != "auto":
+        return choice
+    return "classification" if len(pd.unique(np.asarray(y))) == 2 else "regression"
+
+
+def _estimator(task: str, args: argparse.Namespace, verbose: int):
+    """An unfitted FMRegressor/FMClassifier; options left unset keep the estimator's defaults."""
+    given = {"n_factors": args.factors, "solver": args.solver, "n_epochs": args.epochs,
+             "reg_linear": args.reg_linear, "reg_factors": args.reg_factors,
+             "learning_rate": args.learning_rate}
+    params = {name: value for name, value in given.items() if value is not None}
+    cls = FMClassifier if task == "classification" else FMRegressor
+    return cls(**params, random_state=args.seed, n_jobs=args.n_jobs, verbose=verbose)
+
+
+def _load(path: str):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {path!r} not found")
+    return load_model(path)
+
+
+def _side_table(path: str | None, id_col: str, what: str) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    frame = io.read_table(path, what)
+    io.require_columns(frame, [id_col], what)
+    return io.split_multi_valued(frame)
+
+
+def _context_cols(rec: Recommender) -> list:
+    context = rec.context
+    return [] if context is None else [context] if isinstance(context, str) else list(context)
+
+
+def _known_users(rec: Recommender) -> np.ndarray:
+    # The Recommender has no public list of its users yet; this is the one place that looks.
+    return rec._users.all_keys()
+
+
+def _as_user_ids(rec: Recommender, raw: Sequence[str]) -> list:
+    """Command-line ids (text) as the model's own ids, so "7" finds the integer user 7."""
+    lookup = {str(key): key for key in _known_users(rec)}
+    return [lookup.get(str(value), value) for value in raw]
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace, console: Console) -> None:
+    """Fit a Recommender on a table, or a plain FM on a libSVM file, and save it."""
+    if io.is_libsvm(args.input, args.format):
+        X, y = io.read_libsvm(args.input)
+        task = _task(args.task, y)
+        model = _estimator(task, args, console.verbose)
+        console.note(f"{args.input}: {X.shape[0]} rows, {X.shape[1]} features; {task}")
+        with console.training(type(model).__name__, model.n_epochs):
+            model.fit(X, y)
+        model.save(args.out)
+    else:
+        rec = _train_recommender(args, console)
+        rec.save(args.out)
+    console.note(f"model written to {args.out}")
+
+
+def _train_recommender(args: argparse.Namespace, console: Console) -> Recommender:
+    df = io.read_table(args.input, "input file", args.format)
+    target = None if args.no_target else args.target
+    if target is None and not args.no_target and "rating" in df.columns:
+        target = "rating"
+    context = args.context or None
+    io.require_columns(df, [args.user_col, args.item_col, target, *(context or [])],
+                       "input file")
+    if target is None:
+        task = "classification"  # implicit feedback: rows are positives, negatives sampled
+    else:
+        task = _task(args.task, df[target].dropna())
+    model = _estimator(task, args, console.verbose)
+    rec = Recommender(
+        user_col=args.user_col, item_col=args.item_col, target=target, model=model,
+        user_features=_side_table(args.user_features, args.user_col, "user features file"),
+        item_features=_side_table(args.item_features, args.item_col, "item features file"),
+        context=context, implicit=args.implicit, negatives=args.negatives,
+        negative_sampling=args.negative_sampling, random_state=args.seed)
+    what = f"target {target!r}, {task}" if target else "implicit feedback (no target)"
+    console.note(f"{args.input}: {len(df)} interactions; {what}")
+    with console.training(f"Recommender ({type(model).__name__})", model.n_epochs):
+        rec.fit(df)
+    return rec
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> None:
+    """Score the rows of INPUT with MODEL."""
+    model = _load(args.model)
+    if isinstance(model, Recommender):
+        if io.is_libsvm(args.input, args.format):
+            raise ValueError(f"{args.model} is a Recommender: give it a CSV or Parquet table "
+                             "of (user, item) pairs, not libSVM")
+        df = io.read_table(args.input, "input file", args.format)
+        io.require_columns(df, [model.user_col, model.item_col, *_context_cols(model)],
+                           "input file")
+        io.write_table(df.assign(prediction=model.predict(df)), args.out)
+    else:
+        if not io.is_libsvm(args.input, args.format):
+            raise ValueError(f"{args.model} is a plain {type(model).__name__}: give it a "
+                             "libSVM file (.libfm/.libsvm/.svm, or --format libsvm)")
+        X, _ = io.read_libsvm(args.input, n_features=model.n_features_in_)
+        io.write_lines(_scores(model, X), args.out)
+    if args.out is not None:
+        console.note(f"predictions written to {args.out}")
+
+
+def _scores(model, X) -> np.ndarray:
+    """Predicted values, or the probability of the positive class for a classifier."""
+    if isinstance(model, FMClassifier):
+        return model.predict_proba(X)[:, 1]
+    return model.predict(X)
+
+
+def cmd_recommend(args: argparse.Namespace, console: Console) -> None:
+    """Top-N lists for some or all of the model's users."""
+    rec = _load(args.model)
+    if not isinstance(rec, Recommender):
+        raise ValueError(f"{args.model} is a plain {type(rec).__name__}, not a Recommender: "
+                         "train it on a CSV or Parquet table to recommend")
+    if args.users_file is not None:
+        users = _as_user_ids(rec, io.read_ids(args.users_file, rec.user_col))
+    elif args.users:
+        users = _as_user_ids(rec, args.users)
+    else:
+        users = _known_users(rec)
+    unknown = ~pd.Index(users).isin(_known_users(rec))
+    if args.unknown == "error" and unknown.any():
+        shown = ", ".join(map(str, np.asarray(users, dtype=object)[unknown][:5]))
+        raise ValueError(f"unknown user(s) {shown}: not in the model's training data or user "
+                         "features (--unknown popular gives them the most popular items)")
+    recs = rec.recommend(users, n=args.n, exclude_seen=not args.include_seen,
+                         unknown=args.unknown)
+    io.write_table(recs, args.out)
+    if args.out is not None:
+        console.note(f"{len(recs)} recommendations for {recs['user'].nunique()} users "
+                     f"written to {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
+    """Print accuracy and ranking metrics of MODEL on TEST."""
+    model = _load(args.model)
+    if isinstance(model, Recommender):
+        metrics = _evaluate_recommender(model, args, console)
+    else:
+        if not io.is_libsvm(args.test, args.format):
+            raise ValueError(f"{args.model} is a plain {type(model).__name__}: give it a "
+                             "libSVM test file (.libfm/.libsvm/.svm, or --format libsvm)")
+        X, y = io.read_libsvm(args.test, n_features=model.n_features_in_, what="test file")
+        metrics = _pointwise(model, X, y)
+    for name, value in metrics.items():
+        print(f"{name:<14} {value:.4f}")
+
+
+def _pointwise(model, X, y) -> dict:
+    """RMSE/MAE for a regressor; AUC and log loss for a classifier (X may be a DataFrame)."""
+    score = model.predict(X) if isinstance(model, Recommender) else _scores(model, X)
+    classifier = isinstance(getattr(model, "model_", model), FMClassifier)
+    if not classifier:
+        return {"rmse": rmse(y, score), "mae": mae(y, score)}
+    classes = getattr(model, "model_", model).classes_
+    unknown = ~np.isin(y, classes)
+    if unknown.any():
+        raise ValueError(f"test labels {np.unique(y[unknown])[:5].tolist()} are not among the "
+                         f"model's classes {classes.tolist()}")
+    positive = (np.asarray(y) == classes[1]).astype(float)
+    if len(np.unique(positive)) < 2:
+        raise ValueError("the test labels are all one class, so AUC is undefined")
+    return {"auc": auc(positive, score), "log_loss": log_loss(positive, score)}
+
+
+def _evaluate_recommender(rec: Recommender, args, console: Console) -> dict:
+    test = io.read_table(args.test, "test file", args.format)
+    io.require_columns(test, [rec.user_col, rec.item_col, *_context_cols(rec)], "test file")
+    metrics, relevant = {}, test
+    if rec.target is not None and rec.target in test.columns:
+        metrics = _pointwise(rec, test, test[rec.target].to_numpy())
+        if isinstance(rec.model_, FMClassifier):
+            relevant = test[test[rec.target] == rec.model_.classes_[1]]
+        else:
+            relevant = test[test[rec.target] >= args.threshold]
+    elif rec.target is not None:
+        console.note(f"test file has no {rec.target!r} column: ranking metrics only, "
+                     "every test row counts as relevant")
+    else:
+        console.note("implicit-feedback model: every test row counts as relevant")
+    if relevant.empty:
+        raise ValueError(f"no test row is relevant ({rec.target} >= {args.threshold:g}, or the "
+                         "positive label for a classifier): nothing to rank")
+    metrics.update(_ranking(rec, relevant, args.k, console))
+    return metrics
+
+
+def _ranking(rec: Recommender, relevant: pd.DataFrame, k: int, console: Console) -> dict:
+    """Ranking metrics at k of ``rec``'s lists for the users of ``relevant``."""
+    users = pd.unique(relevant[rec.user_col])
+    n_cold = int((~pd.Index(users).isin(_known_users(rec))).sum())
+    if n_cold:
+        console.note(f"{n_cold} test user(s) unknown to the model get the most popular items")
+    recs = rec.recommend(users, n=k, unknown="popular")
+    return ranking_metrics(recs, _truth(relevant, rec.user_col, rec.item_col), k=k)
+
+
+def _truth(relevant: pd.DataFrame, user_col: str, item_col: str) -> pd.DataFrame:
+    """Relevant pairs under the column names of ``recommend``'s output."""
+    return relevant[[user_col, item_col]].set_axis(["user", "item"], axis=1)
+
+
+# -------------------------------------------------------------------------------------- demo
+# ALS at the README's MovieLens hyperparameters (picked on a validation split of u1.base).
+DEMO_FM = {"solver": "als", "n_factors": 8, "n_epochs": 50, "reg_linear": 0.57,
+           "reg_factors": 1.3}
+# Implicit feedback (every rating a positive): the estimator's default penalties, not tuned.
+DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
+DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
+DEMO_K = 10
+NDCG = f"NDCG@{DEMO_K}"
+DEMO_RELEVANT = 4.0  # test ratings >= this are the items a top-10 list should find
+# Koren's damping of the baseline biases (shrink towards 0 for rarely rated items/users).
+BIAS_REG_ITEM, BIAS_REG_USER = 25.0, 10.0
+
+
+@dataclass
+class _DemoData:
+    description: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    users: pd.DataFrame  # id plus the side columns the feature model uses
+    items: pd.DataFrame
+
+
+def _demo_data(data_home: str | None, console: Console) -> _DemoData:
+    """MovieLens 100K (u1) when it is on disk, else synthetic ratings split 80/20 at random."""
+    try:
+        ml = load_movielens("100k", data_home, download=False)
+    except FileNotFoundError:
+        where = data_home or "$FMREC_DATA_HOME or ~/fmrec_data"
+        console.note(f"MovieLens 100K not found under {where} (pass --data-home DIR with "
+                     "ml-100k/ inside): using synthetic data from fmrec.datasets.make_recsys")
+        data = make_recsys(**DEMO_SYNTHETIC, random_state=0)
+        train, test = train_test_split(data.interactions, test_size=0.2, random_state=0)
+        return _DemoData(f"synthetic ratings ({len(data.interactions)} from "
+                         f"{DEMO_SYNTHETIC['n_users']} users on {DEMO_SYNTHETIC['n_items']} "
+                         "items), random 80/20 split", train, test, data.users, data.items)
+    if "u1" in ml.splits:
+        (train, test), split = ml.splits["u1"], "official u1 split"
+    else:
+        train, test = train_test_split(ml.ratings, test_size=0.2, random_state=0)
+        split = "random 80/20 split"
+    return _DemoData(f"MovieLens 100K from {ml.path}, {split}", train, test,
+                     ml.users[["user_id", "age", "gender", "occupation"]],
+                     ml.items[["item_id", "genres"]])
+
+
+def _bias_baseline(train: pd.DataFrame):
+    """Global mean plus damped item, then user, biases (Koren 2010, eq. 2): (mu, b_u, b_i)."""
+    r = train["rating"].to_numpy(np.float64)
+    mu = float(r.mean())
+    by_item = pd.Series(r - mu).groupby(train["item_id"].to_numpy()).agg(["sum", "size"])
+    b_i = by_item["sum"] / (BIAS_REG_ITEM + by_item["size"])
+    rest = r - mu - b_i.reindex(train["item_id"].to_numpy()).to_numpy()
+    by_user = pd.Series(rest).groupby(train["user_id"].to_numpy()).agg(["sum", "size"])
+    return mu, by_user["sum"] / (BIAS_REG_USER + by_user["size"]), b_i
+
+
+def _global_top_n(item_scores: pd.Series, train: pd.DataFrame, users, n: int) -> pd.DataFrame:
+    """Every user's ``n`` best unseen items under one item ordering (popularity, bias)."""
+    order = np.argsort(-item_scores.to_numpy(), kind="stable")
+    ranked, scores = item_scores.index.to_numpy()[order], item_scores.to_numpy()[order]
+    users = np.asarray(users)
+    rows = pd.Index(users).get_indexer(train["user_id"])
+    cols = pd.Index(ranked).get_indexer(train["item_id"])
+    allowed = np.ones((len(users), len(ranked)), dtype=bool)
+    allowed[rows[(rows >= 0) & (cols >= 0)], cols[(rows >= 0) & (cols >= 0)]] = False
+    position = np.cumsum(allowed, axis=1)
+    u, c = np.nonzero(allowed & (position <= n))  # row-major: each user's items in order
+    return pd.DataFrame({"user": users[u], "item": ranked[c], "score": scores[c],
+                         "rank": position[u, c]})
+
+
+def _demo_row(name: str, test: pd.DataFrame, predicted, recs: pd.DataFrame,
+              relevant: pd.DataFrame, seconds: float | None) -> dict:
+    ranking = ranking_metrics(recs, _truth(relevant, "user_id", "item_id"), k=DEMO_K)
+    row = {"model": name, "RMSE": np.nan, "MAE": np.nan,
+           NDCG: ranking[f"ndcg@{DEMO_K}"],
+           f"P@{DEMO_K}": ranking[f"precision@{DEMO_K}"], "fit s": seconds}
+    if predicted is not None:
+        row["RMSE"], row["MAE"] = rmse(test["rating"], predicted), mae(test["rating"], predicted)
+    return row
+
+
+def _format_table(rows: list[dict]) -> str:
+    columns = [("RMSE", 8, 4), ("MAE", 8, 4), (NDCG, 9, 4), (f"P@{DEMO_K}", 8, 4),
+               ("fit s", 7, 1)]
+
+    def cell(value, width: int, digits: int) -> str:
+        missing = value is None or not np.isfinite(value)
+        return f"{'-':>{width}}" if missing else f"{value:>{width}.{digits}f}"
+
+    lines = [f"{'model':<48}" + "".join(f"{name:>{width}}" for name, width, _ in columns)]
+    lines += [f"{row['model']:<48}" + "".join(cell(row[name], width, digits)
+                                              for name, width, digits in columns)
+              for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> None:
+    """Compare popularity, a bias baseline and three FMs; save the best FM's lists."""
+    start = time.perf_counter()
+    data = _demo_data(args.data_home, console)
+    train, test = data.train, data.test
+    relevant = test[test["rating"] >= DEMO_RELEVANT]
+    users = pd.unique(relevant["user_id"])
+    console.note(f"{data.description}: {len(train)} train / {len(test)} test ratings; ranking "
+                 f"against the {len(relevant)} test ratings >= {DEMO_RELEVANT:g} of "
+                 f"{len(users)} users")
+    rows = []
+    popularity = train.groupby("item_id").size().astype(np.float64)
+    rows.append(_demo_row("popularity (most-rated unseen items)", test, None,
+                          _global_top_n(popularity, train, users, DEMO_K), relevant, None))
+
+    mu, b_u, b_i = _bias_baseline(train)
+    predicted = (mu + b_u.reindex(test["user_id"].to_numpy()).fillna(0).to_numpy()
+                 + b_i.reindex(test["item_id"].to_numpy()).fillna(0).to_numpy())
+    predicted = np.clip(predicted, train["rating"].min(), train["rating"].max())
+    rows.append(_demo_row("baseline: mean + damped user/item biases", test, predicted,
+                          _global_top_n(b_i, train, users, DEMO_K), relevant, None))
+
+    features = {"user_features": data.users, "item_features": data.items}
+    models = [  # (label, recommender, unfitted model)
+        ("FM, user and item ids", Recommender(target="rating"), FMRegressor(**DEMO_FM)),
+        ("FM, ids + user/item features + implicit items",
+         Recommender(target="rating", implicit=True, **features), FMRegressor(**DEMO_FM)),
+        ("FM ranker: rated vs 4 sampled unrated, features",
+         Recommender(target=None, negatives=4, **features), FMClassifier(**DEMO_RANKER)),
+    ]
+    fitted = {}
+    for name, rec, model in models:
+        model.set_params(random_state=0, n_jobs=-1, verbose=console.verbose)
+        rec.set_params(model=model, random_state=0)
+        with console.training(name, model.n_epochs) as timer:
+            rec.fit(train)
+        # A ranker's predictions are probabilities of "rated", not ratings: no RMSE for it.
+        predicted = rec.predict(test) if rec.target is not None else None
+        rows.append(_demo_row(name, test, predicted,
+                              rec.recommend(users, n=DEMO_K, unknown="popular"), relevant,
+                              timer["seconds"]))
+        fitted[name] = rec
+    print(f"{data.description}\n{_format_table(rows)}")
+
+    # The FM whose lists came out best is the one worth keeping.
+    name = max((row for row in rows if row["model"] in fitted), key=lambda row: row[NDCG])["model"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    everyone = pd.unique(np.concatenate([data.users["user_id"].to_numpy(),
+                                         train["user_id"].to_numpy()]))
+    recs = fitted[name].recommend(everyone, n=DEMO_K, unknown="popular")
+    io.write_table(recs, out / "recommendations.csv")
+    fitted[name].save(out / "model.npz")
+    print(f"\nBest {NDCG} of the FMs: '{name}'. Its top-{DEMO_K} lists for "
+          f"{recs['user'].nunique()} users: {out / 'recommendations.csv'}; the model: "
+          f"{out / 'model.npz'}. {time.perf_counter() - start:.1f} s in all.")
+
+
+# ------------------------------------------------------------------------------------ parser
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, so ``--factors 0`` fails as a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (unset options keep the estimator's defaults)")
+    group.add_argument("--task", choices=("auto", "regression", "classification"),
+                       default="auto", help="auto: classification when the target has "
+                       "exactly two distinct values (default: auto)")
+    group.add_argument("--solver", choices=("als", "sgd"), default="als",
+                       help="coordinate descent (no learning rate) or SGD (default: als)")
+    group.add_argument("--factors", type=_positive_int, metavar="K",
+                       help="rank of the interactions (8)")
+    group.add_argument("--epochs", type=_positive_int, metavar="N", help="sweeps or passes (50)")
+    group.add_argument("--reg-linear", type=float, metavar="L", help="penalty of w (0.5)")
+    group.add_argument("--reg-factors", type=float, metavar="L", help="penalty of V (1.0)")
+    group.add_argument("--learning-rate", type=float, metavar="R", help="SGD step (0.05)")
+    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument("--n-jobs", type=int, default=-1, metavar="N",
+                       help="threads, -1 for every core (default); SGD on several threads is "
+                       "not bit-reproducible, ALS is")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fmrec`` command."""
+    parser = argparse.ArgumentParser(
+        prog="fmrec", description="Factorization Machine recommenders from the command line.",
+        epilog="Run 'fmrec COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    # Accept -q after the command too; SUPPRESS keeps an absent one from resetting the flag.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress on stderr")
+    fmt = {"choices": ("csv", "parquet", "libsvm"),
+           "help": "input format (default: from the suffix; .libfm/.libsvm/.svm are libSVM, "
+                   ".parquet/.pq Parquet, anything else CSV)"}
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="train and compare models on MovieLens "
+                       "100K (or synthetic data) and write recommendations")
+    p.add_argument("--data-home", metavar="DIR", help="folder that contains ml-100k/ "
+                   "(default: $FMREC_DATA_HOME, else ~/fmrec_data); nothing is downloaded")
+    p.add_argument("--out", metavar="DIR", default="fmrec_demo_output",
+                   help="output folder (default: ./fmrec_demo_output)")
+    p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("train", parents=[common], help="fit a model and save it",
+                       description="Fit a Recommender on a CSV/Parquet table of interactions, "
+                       "or a plain FM on a libSVM/libFM text file ('label idx:val ...', "
+                       "zero-based), and save it as .npz.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
+    p.add_argument("--format", **fmt)
+    data = p.add_argument_group("interactions (tables only)")
+    data.add_argument("--user-col", default="user_id", help="default: user_id")
+    data.add_argument("--item-col", default="item_id", help="default: item_id")
+    data.add_argument("--target", metavar="COL", help="target column (default: 'rating' if "
+                      "there is one; without a target every row is a positive and negatives "
+                      "are sampled)")
+    data.add_argument("--no-target", action="store_true",
+                      help="implicit feedback even if there is a 'rating' column")
+    data.add_argument("--context", nargs="+", action="extend", metavar="COL",
+                      help="context columns of the interactions (e.g. device)")
+    data.add_argument("--user-features", metavar="FILE", help="table: user id column plus "
+                      "side columns; text with '|' (Action|Comedy) is list-valued")
+    data.add_argument("--item-features", metavar="FILE", help="same, for items")
+    data.add_argument("--implicit", action="store_true", help="add each user's training "
+                      "items as features (SVD++-style)")
+    data.add_argument("--negatives", type=_positive_int, default=4, metavar="N",
+                      help="negatives per positive without a target (default: 4)")
+    data.add_argument("--negative-sampling", choices=("uniform", "popularity"),
+                      default="uniform", help="default: uniform")
+    _model_options(p)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("predict", parents=[common], help="score rows with a saved model",
+                       description="Add a 'prediction' column to a table of (user, item) "
+                       "pairs, or write one prediction per line for a libSVM file "
+                       "(classifiers: the probability of the positive class).")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
+    p.add_argument("--format", **fmt)
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("recommend", parents=[common], help="top-N items per user as CSV",
+                       description="Write user,item,score,rank rows: the best unseen items of "
+                       "every user of the model, or of the users given.")
+    p.add_argument("model", metavar="MODEL")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--users", nargs="+", metavar="ID", help="user ids (default: all)")
+    who.add_argument("--users-file", metavar="FILE", help="one user id per line, or a "
+                     "CSV with the model's user column")
+    p.add_argument("-n", type=_positive_int, default=10, help="items per user (default: 10)")
+    p.add_argument("--include-seen", action="store_true",
+                   help="allow items the user interacted with in training")
+    p.add_argument("--unknown", choices=("error", "popular"), default="error",
+                   help="unknown users: fail (default) or give them the most popular items")
+    p.add_argument("--out", metavar="FILE", help="output file (default: stdout)")
+    p.set_defaults(run=cmd_recommend)
+
+    p = sub.add_parser("evaluate", parents=[common], help="accuracy and ranking metrics on "
+                       "a test file", description="Print RMSE/MAE (regressors) or AUC/log loss "
+                       "(classifiers) and, for a Recommender, precision, recall, NDCG, MAP and "
+                       "hit rate at k against the test items with target >= threshold.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("test", metavar="TEST")
+    p.add_argument("--k", type=_positive_int, default=10, help="list length (default: 10)")
+    p.add_argument("--threshold", type=float, default=4.0,
+                   help="relevant: target >= this (default: 4)")
+    p.add_argument("--format", **fmt)
+    p.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def _message(exc: BaseException) -> str:
+    """One line for the user: the message itself, whitespace (and tracebacks) folded."""
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+        text = f"file {exc.filename!r} not found"
+    elif isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"not found: {exc.args[0]}"  # str(KeyError) would show it in extra quotes
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fmrec`` command (the console script and ``python -m fmrec``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0, or 2 after a usage error or input the command cannot use (the
+        reason is one ``fmrec: error: ...`` line on stderr). ``--help`` and ``--version``
+        exit through ``SystemExit`` as argparse does.
+
+    Examples
+    --------
+    >>> main(["predict", "no-such-model.npz", "pairs.csv"])  # message on stderr
+    2
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    try:
+        args.run(args, Console(quiet=args.quiet))
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except BrokenPipeError:
+        # The reader of stdout went away (fmrec predict ... | head): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0

@@ -1,0 +1,907 @@
+"""Recommender: interactions in, top-N lists out, on top of an FM and relation blocks.
+
+The design of every interaction is ``[context | user block | item block]``: the context
+columns of the row itself, then the user's block row ``[user id | user side features |
+items the user interacted with (1/√n each, with implicit=True)]`` and the item's block row
+``[item id | item side features]``, each stored once per entity (``fmrec.design``).
+Recommendation never materializes a (user, item) row: the FM splits into user, item and
+context parts (``fmrec._scoring``), so scoring every item for a batch of users is one
+matrix product.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.utils.validation import check_is_fitted
+
+from fmrec import _scoring
+from fmrec.design import DesignMatrix, RelationBlock
+from fmrec.encoder import FeatureEncoder
+from fmrec.estimators import FMClassifier, FMRegressor
+
+# Multi-valued side columns hold list-likes; this separator never splits a real token.
+_SEP = "\x1f"
+_SHOWN = 5
+_UNKNOWN = ("error", "popular")
+_SAMPLING = ("uniform", "popularity")
+_POPULARITY_POWER = 0.75  # word2vec's smoothing: popular items are drawn less than ∝ count
+
+
+def _names(values) -> str:
+    """Up to five values for a message, as plain Python values (7, not np.int64(7))."""
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    more = f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else ""
+    return ", ".join(repr(v) for v in values[:_SHOWN]) + more
+
+
+def _check_frame(df, columns, what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}")
+
+
+def _check_keys(df: pd.DataFrame, column, what: str) -> None:
+    na = df[column].isna().to_numpy()
+    if na.any():
+        raise ValueError(f"{what} column {column!r} has {int(na.sum())} missing value(s), "
+                         f"first at row {int(np.flatnonzero(na)[0])}")
+
+
+def _column_kinds(frame: pd.DataFrame, columns) -> dict:
+    """FeatureEncoder arguments for ``columns``: numbers are numeric, cells holding
+    list-likes are multi-valued, anything else (strings, bools, categories) categorical."""
+    kinds = {"categorical": [], "numeric": [], "multi_valued": []}
+    for c in columns:
+        s = frame[c]
+        if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s):
+            kinds["categorical"].append(c)
+        elif pd.api.types.is_numeric_dtype(s):
+            kinds["numeric"].append(c)
+        elif s.map(lambda v: isinstance(v, list | tuple | set | np.ndarray)).any():
+            kinds["multi_valued"].append(c)
+        else:
+            kinds["categorical"].append(c)
+    return kinds
+
+
+def _encoder(frame: pd.DataFrame, columns) -> FeatureEncoder:
+    # Standardized numbers keep ALS/SGD steps and penalties on the scale of the one-hots.
+    return FeatureEncoder(**_column_kinds(frame, columns), standardize=True,
+                          delimiter=_SEP).fit(frame)
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _list_column(lists) -> pd.Series:
+    return pd.Series(list(lists) + [None], dtype=object)[:-1]
+
+
+class _Entities:
+    """Users or items: block columns ``[id | side features | implicit items]``.
+
+    ``ids`` encodes the entities seen in training (its feature index is the entity's
+    *training index*, also the row/column of the seen matrix); ``keys`` encodes the entities
+    of the side-feature table, whose row j of ``side`` belongs to key feature j.
+    """
+
+    def __init__(self, col, ids, keys=None, side_enc=None, side=None, implicit=None):
+        self.col, self.ids, self.keys = col, ids, keys
+        self.side_enc, self.side, self.implicit = side_enc, side, implicit
+
+    @classmethod
+    def fit(cls, col, train_keys, features, what: str, implicit_items=None) -> _Entities:
+        ids = FeatureEncoder(categorical=[col]).fit(pd.DataFrame({col: train_keys}))
+        keys = side_enc = side = implicit = None
+        if features is not None:
+            _check_frame(features, [col], what)
+            if len(features) == 0:
+                raise ValueError(f"{what} is empty; pass None for no side features")
+            _check_keys(features, col, what)
+            dup = features[col].duplicated().to_numpy()
+            if dup.any():
+                raise ValueError(f"{what} has several rows for {col}="
+                                 f"{_names(pd.unique(features[col][dup]))}")
+            if not pd.Index(features[col]).isin(train_keys).any():
+                warnings.warn(f"none of the {col} values of {what} occurs in the interactions "
+                              "(do the id types match?)", UserWarning, stacklevel=4)
+            keys = FeatureEncoder(categorical=[col]).fit(features[[col]])
+            order = np.argsort(keys.feature_indices(col, features[col]))
+            side_cols = [c for c in features.columns if c != col]
+            if side_cols:
+                side_enc = _encoder(features, side_cols)
+                side = side_enc.transform(features)[order]
+            else:
+                side = sp.csr_matrix((len(features), 0), dtype=np.float32)
+        if implicit_items is not None:
+            implicit = FeatureEncoder(multi_valued=[f"implicit_{implicit_items.name}"],
+                                      normalize="sqrt", delimiter=_SEP)
+            implicit.fit(pd.DataFrame({implicit.multi_valued[0]:
+                                       _list_column([implicit_items.to_numpy()])}))
+        return cls(col, ids, keys, side_enc, side, implicit)
+
+    @property
+    def widths(self) -> tuple[int, int, int]:
+        return (self.ids.n_features_, 0 if self.side is None else self.side.shape[1],
+                0 if self.implicit is None else self.implicit.n_features_)
+
+    def index(self, keys) -> np.ndarray:
+        """Training index of each key, -1 if it was not in training."""
+        return self.ids.feature_indices(self.col, keys)
+
+    def side_index(self, keys) -> np.ndarray:
+        if self.keys is None:
+            return np.full(len(keys), -1, dtype=np.int64)
+        return self.keys.feature_indices(self.col, keys)
+
+    def all_keys(self) -> np.ndarray:
+        """Training entities, then entities known only from the side table."""
+        train = self.ids.field_values(self.col)
+        if self.keys is None:
+            return train
+        side = self.keys.field_values(self.col)
+        side = side[self.index(side) < 0]
+        return _as_keys(np.concatenate([train.astype(object), side.astype(object)]))
+
+    def rows(self, keys, implicit_lists=None) -> sp.csr_matrix:
+        """Block rows of ``keys``: unknown ids and absent side rows give no features."""
+        keys = _as_keys(keys)
+        parts = [self.ids.transform(pd.DataFrame({self.col: keys}))]
+        if self.side is not None:
+            at = self.side_index(keys)
+            picked = self.side[np.maximum(at, 0)]
+            parts.append(sp.diags((at >= 0).astype(picked.dtype)) @ picked)
+        if self.implicit is not None:
+            lists = implicit_lists if implicit_lists is not None else [()] * len(keys)
+            parts.append(self.implicit.transform(
+                pd.DataFrame({self.implicit.multi_valued[0]: _list_column(lists)})))
+        return sp.hstack(parts, format="csr", dtype=np.float64)
+
+    def names(self, prefix: str) -> list[str]:
+        encs = [self.ids, self.side_enc, self.implicit]
+        out = [f"{prefix}:{n}" for enc in encs if enc is not None for n in enc.feature_names_]
+        return out
+
+    def to_arrays(self, prefix: str) -> dict:
+        out = {}
+        for name in ("ids", "keys", "side_enc", "implicit"):
+            enc = getattr(self, name)
+            if enc is not None:
+                out.update({f"{prefix}.{name}.{k}": v for k, v in enc.to_arrays().items()})
+        if self.side is not None:
+            out.update(_csr_arrays(self.side, f"{prefix}.side"))
+        return out
+
+    @classmethod
+    def from_arrays(cls, col, arrays: dict, prefix: str) -> _Entities:
+        encs = {}
+        for name in ("ids", "keys", "side_enc", "implicit"):
+            head = f"{prefix}.{name}."
+            part = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
+            encs[name] = FeatureEncoder.from_arrays(part) if part else None
+        side = (_csr_from_arrays(arrays, f"{prefix}.side") if f"{prefix}.side.indptr" in arrays
+                else None)
+        return cls(col, encs["ids"], encs["keys"], encs["side_enc"], side, encs["implicit"])
+
+
+def _as_keys(values) -> np.ndarray:
+    """A 1-D array of entity ids that keeps each id's own type (ints stay ints)."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return values.ravel()
+    arr = np.array(list(values) + [None], dtype=object)[:-1]
+    kind = pd.api.types.infer_dtype(arr, skipna=False)
+    return arr.astype(np.int64) if kind == "integer" else arr
+
+
+def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
+            score: np.ndarray) -> pd.DataFrame:
+    """Long frame of per-owner top lists: ``top`` holds positions in ``keys`` (-1: none)."""
+    valid = top >= 0
+    counts = valid.sum(axis=1)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return pd.DataFrame({owner_col: np.repeat(owners, counts), col: keys[top[valid]],
+                         "score": score[valid],
+                         "rank": np.arange(int(counts.sum())) - starts + 1})
+
+
+def _csr_arrays(X: sp.csr_matrix, prefix: str) -> dict:
+    X = sp.csr_matrix(X)
+    return {f"{prefix}.data": X.data, f"{prefix}.indices": X.indices,
+            f"{prefix}.indptr": X.indptr, f"{prefix}.shape": np.array(X.shape, np.int64)}
+
+
+def _csr_from_arrays(arrays: dict, prefix: str) -> sp.csr_matrix:
+    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
+                          arrays[f"{prefix}.indptr"]),
+                         shape=tuple(int(x) for x in arrays[f"{prefix}.shape"]))
+
+
+class Recommender(BaseEstimator):
+    """Top-N recommendation from interactions with a Factorization Machine.
+
+    Each interaction becomes the FM row ``[context | user | item]`` where the user part is
+    ``[user id | user side features | implicit items]`` and the item part ``[item id | item
+    side features]``; user and item parts are relation blocks stored once per entity.
+
+    Parameters
+    ----------
+    user_col, item_col : str, default="user_id", "item_id"
+        Id columns of the interactions (and of ``user_features`` / ``item_features``).
+    target : str, optional
+        Target column: ratings for a regressor (the default model) or two-valued labels for
+        an ``FMClassifier`` passed as ``model``. None means implicit feedback: every row is
+        a positive and an ``FMClassifier`` learns them against sampled negatives.
+    model : FMRegressor or FMClassifier, optional
+        Unfitted estimator whose hyperparameters to use (it is cloned; a ``random_state``
+        of None takes this recommender's). Default: ``FMRegressor`` with a target,
+        ``FMClassifier`` without, both with 16 factors and 20 ALS sweeps.
+    user_features, item_features : pandas.DataFrame, optional
+        One row per user (item): the id column plus side columns. Numeric columns are
+        standardized numbers, columns whose cells are lists/tuples/sets are multi-valued
+        (e.g. genres; weights sum to 1), anything else is categorical (cast numbers to
+        ``str`` or ``category`` to make them categorical). Entities that are here but not
+        in the interactions are scored from these features alone (cold start). Not saved
+        by ``save``: their encoded form is.
+    context : list of str, optional
+        Interaction columns that describe the occasion (hour, device...): the flat part.
+    implicit : bool, default=False
+        Add to each user the set of items they interacted with in the training data, each
+        with weight 1/√n (SVD++'s implicit feedback, libFM's and myFM's "implicit user
+        features"). Leakage-safe: only training interactions are used.
+    negatives : int, default=4
+        Implicit feedback: negatives sampled per positive (once per ``fit`` and per
+        ``partial_fit`` batch), paired with the positive's user and context.
+    negative_sampling : {"uniform", "popularity"}, default="uniform"
+        Draw negatives uniformly from the training items or ∝ count^0.75 (word2vec's
+        smoothing). An item the user interacted with is never drawn.
+    random_state : int or None
+        Seeds negative sampling and, unless the model has its own, the model.
+
+    Attributes
+    ----------
+    model_ : FMRegressor or FMClassifier
+        The fitted model; its columns are those of ``feature_names_``.
+    feature_names_ : ndarray of str
+        Readable name of every design column: ``"context:hour"``, ``"user:user_id=7"``,
+        ``"user:age"``, ``"user:implicit_item_id=50"``, ``"item:genre=Drama"``...
+    feature_groups_ : dict of str to slice
+        Columns of ``"context"``, ``"user_id"``, ``"user_features"``, ``"user_implicit"``,
+        ``"item_id"`` and ``"item_features"``.
+    users_, items_ : ndarray
+        Every user (item) the model knows: those of the training data (in id feature
+        order), then those only in ``user_features`` (``item_features``).
+    seen_ : scipy.sparse.csr_matrix
+        Interaction counts, training users × training items (the first rows and columns of
+        ``users_`` and ``items_``).
+    popularity_ : ndarray
+        Training interactions per training item.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from fmrec import FMRegressor, Recommender
+    >>> ratings = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item_id": [10, 20, 10, 30, 20],
+    ...                         "rating": [5.0, 3.0, 4.0, 2.0, 4.0]})
+    >>> rec = Recommender(target="rating", model=FMRegressor(n_factors=2, n_epochs=5),
+    ...                   random_state=0).fit(ratings)
+    >>> rec.recommend([1, 3], n=2).columns.tolist()
+    ['user', 'item', 'score', 'rank']
+    >>> rec.recommend([1], n=5)["item"].tolist()  # items 10 and 20 are seen: one is left
+    [30]
+    """
+
+    def __init__(self, user_col="user_id", item_col="item_id", target=None, model=None,
+                 user_features=None, item_features=None, context=None, implicit=False,
+                 negatives=4, negative_sampling="uniform", random_state=None):
+        self.user_col = user_col
+        self.item_col = item_col
+        self.target = target
+        self.model = model
+        self.user_features = user_features
+        self.item_features = item_features
+        self.context = context
+        self.implicit = implicit
+        self.negatives = negatives
+        self.negative_sampling = negative_sampling
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------------- checks
+    def _context_cols(self) -> list:
+        if self.context is None:
+            return []
+        return [self.context] if isinstance(self.context, str) else list(self.context)
+
+    def _check_params(self) -> None:
+        if self.user_col == self.item_col:
+            raise ValueError(f"user_col and item_col must differ, both are {self.user_col!r}")
+        n = self.negatives
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"negatives must be an integer >= 1, got {n!r}")
+        if self.negative_sampling not in _SAMPLING:
+            raise ValueError(f"negative_sampling must be one of {list(_SAMPLING)}, got "
+                             f"{self.negative_sampling!r}")
+        if self.model is not None and not isinstance(self.model, FMRegressor | FMClassifier):
+            raise TypeError(f"model must be an FMRegressor or FMClassifier, got "
+                            f"{type(self.model).__name__}")
+        clash = {self.user_col, self.item_col, self.target} & set(self._context_cols())
+        if clash:
+            raise ValueError(f"context must not include the id or target column(s) {clash}")
+
+    def _check_interactions(self, df, what: str = "interactions") -> pd.DataFrame:
+        needed = [self.user_col, self.item_col] + self._context_cols()
+        if self.target is not None:
+            needed.append(self.target)
+        _check_frame(df, needed, what)
+        if len(df) == 0:
+            raise ValueError(f"{what} is empty: nothing to fit")
+        for col in (self.user_col, self.item_col):
+            _check_keys(df, col, what)
+        if self.target is not None:
+            self._targets(df[self.target], what, self._classes())
+        return df.reset_index(drop=True)
+
+    def _classes(self):
+        """The fitted classifier's labels (None before fit, and for a regressor)."""
+        return getattr(getattr(self, "model_", None), "classes_", None)
+
+    def _targets(self, y: pd.Series, what: str, known=None) -> np.ndarray:
+        """Checked targets: floats for a regressor; typed labels, two of them or all among
+        ``known``, for a classifier."""
+        if y.isna().any():
+            na = y.isna().to_numpy()
+            raise ValueError(f"{what} column {self.target!r} has {int(na.sum())} NaN "
+                             f"target(s), first at row {int(np.flatnonzero(na)[0])}")
+        if self._classifier:
+            labels = pd.unique(y)
+            if known is not None and not np.isin(labels, known).all():
+                raise ValueError(f"{what} column {self.target!r} has labels "
+                                 f"{_names(labels[~np.isin(labels, known)])} not among the "
+                                 f"model's classes {known.tolist()}")
+            if known is None and len(labels) != 2:
+                raise ValueError(f"a classifier needs exactly 2 distinct labels in "
+                                 f"{self.target!r}, got {len(labels)}: {_names(labels)}")
+            # Typed labels (str, not object) so that save can store classes_ without pickle.
+            return (y.to_numpy().astype(str) if pd.api.types.is_string_dtype(y)
+                    else _as_keys(y))
+        try:
+            return y.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} column {self.target!r} must be numeric for a "
+                             f"regressor (dtype {y.dtype}); pass an FMClassifier as model "
+                             "for labels") from exc
+
+    @property
+    def _classifier(self) -> bool:
+        if self.model is not None:
+            return is_classifier(self.model)
+        return self.target is None
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.random_state)
+
+    # ---------------------------------------------------------------------------- fit
+    def fit(self, interactions: pd.DataFrame) -> Recommender:
+        """Fit encoders and model on ``interactions`` (one row per interaction).
+
+        Parameters
+        ----------
+        interactions : pandas.DataFrame
+            ``user_col``, ``item_col``, the ``target`` (if any) and ``context`` columns.
+
+        Returns
+        -------
+        self : Recommender
+        """
+        self._check_params()
+        self.__dict__.pop("model_", None)  # a refit starts afresh, labels included
+        df = self._check_interactions(interactions)
+        seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
+        if self.model is None:
+            cls = FMClassifier if self.target is None else FMRegressor
+            model = cls(n_factors=16, n_epochs=20, random_state=seed)
+        else:
+            model = clone(self.model)
+            if model.random_state is None:
+                model.set_params(random_state=seed)
+        users = pd.unique(df[self.user_col])
+        items = pd.Series(pd.unique(df[self.item_col]), name=self.item_col)
+        self._users = _Entities.fit(self.user_col, users, self.user_features, "user_features",
+                                    items if self.implicit else None)
+        self._items = _Entities.fit(self.item_col, items.to_numpy(), self.item_features,
+                                    "item_features")
+        cols = self._context_cols()
+        self._context = _encoder(df, cols) if cols else None
+        self.seen_ = sp.csr_matrix((self._users.widths[0], self._items.widths[0]))
+        self._add_seen(df)
+        X, y = self._training_rows(df)
+        self.model_ = model.fit(X, y)
+        self._describe()
+        return self
+
+    def _add_seen(self, df: pd.DataFrame) -> None:
+        u = self._users.index(df[self.user_col])
+        i = self._items.index(df[self.item_col])
+        shape = (self._users.widths[0], self._items.widths[0])
+        old = self.seen_.tocoo()
+        self.seen_ = sp.csr_matrix(
+            (np.concatenate([old.data, np.ones(len(u))]),
+             (np.concatenate([old.row, u]), np.concatenate([old.col, i]))), shape=shape)
+        self.seen_.sum_duplicates()
+        self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel()
+
+    def _training_rows(self, df: pd.DataFrame) -> tuple[DesignMatrix, np.ndarray]:
+        users, items = df[self.user_col].to_numpy(), df[self.item_col].to_numpy()
+        cols = self._context_cols()
+        ctx = df[cols] if cols else None
+        if self.target is not None:
+            y = self._targets(df[self.target], "interactions", self._classes())
+            return self._design(users, items, ctx), y
+        source, negative = self._negatives(self._users.index(users), self.seen_)
+        item_keys = self._items.ids.field_values(self.item_col)
+        users = np.concatenate([users.astype(object), users[source].astype(object)])
+        items = np.concatenate([items.astype(object), item_keys[negative].astype(object)])
+        if ctx is not None:
+            ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
+        y = np.concatenate([np.ones(len(df)), np.zeros(len(source))])
+        return self._design(_as_keys(users), _as_keys(items), ctx), y
+
+    def _negatives(self, users: np.ndarray, seen: sp.csr_matrix):
+        probs = None
+        if self.negative_sampling == "popularity":
+            probs = self.popularity_ ** _POPULARITY_POWER
+        return _scoring.sample_negatives(seen, users, int(self.negatives), seen.shape[1],
+                                         probs, self._rng())
+
+    def _user_rows(self, keys) -> sp.csr_matrix:
+        keys = _as_keys(keys)
+        lists = None
+        if self._users.implicit is not None:
+            at = self._users.index(keys)
+            values = self._items.ids.field_values(self.item_col)
+            sub = self.seen_[np.maximum(at, 0)]
+            sub = sp.diags((at >= 0).astype(np.float64)) @ sub
+            sub.eliminate_zeros()
+            lists = np.split(values[sub.indices], sub.indptr[1:-1])
+        return self._users.rows(keys, lists)
+
+    def _design(self, users, items, ctx: pd.DataFrame | None) -> DesignMatrix:
+        u_codes, u_keys = pd.factorize(_as_keys(users))
+        i_codes, i_keys = pd.factorize(_as_keys(items))
+        flat = None if self._context is None else self._context.transform(ctx)
+        return DesignMatrix(flat, [RelationBlock(self._user_rows(u_keys), u_codes),
+                                   RelationBlock(self._items.rows(i_keys), i_codes)])
+
+    def _describe(self) -> None:
+        ctx = [] if self._context is None else [f"context:{n}"
+                                                for n in self._context.feature_names_]
+        self.feature_names_ = np.array(ctx + self._users.names("user")
+                                       + self._items.names("item"), dtype=str)
+        widths = [len(ctx), *self._users.widths, *self._items.widths[:2]]
+        edges = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+        names = ["context", "user_id", "user_features", "user_implicit", "item_id",
+                 "item_features"]
+        self.feature_groups_ = {name: slice(int(edges[k]), int(edges[k + 1]))
+                                for k, name in enumerate(names)}
+        self.users_ = self._users.all_keys()
+        self.items_ = self._items.all_keys()
+
+    # ------------------------------------------------------------------------ predict
+    def _output(self, raw: np.ndarray) -> np.ndarray:
+        """What ``predict`` reports for raw FM outputs: the (clipped) rating or P(positive)."""
+        model = self.model_
+        if is_classifier(model):
+            return 0.5 * (1.0 + np.tanh(0.5 * raw))
+        if getattr(model, "clip_predictions", False):
+            return np.clip(raw, *model.y_range_)
+        return raw
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Score (user, item[, context]) pairs.
+
+        Unknown users or items have no id features (cold); their side features are used if
+        they appear in ``user_features`` / ``item_features``.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            ``user_col``, ``item_col`` and the context columns.
+
+        Returns
+        -------
+        ndarray of shape (len(df),)
+            Predicted ratings (clipped to the training range like ``FMRegressor.predict``)
+            or, for a classifier, the probability of the positive class.
+        """
+        check_is_fitted(self, "model_")
+        _check_frame(df, [self.user_col, self.item_col] + self._context_cols(), "df")
+        if len(df) == 0:
+            return np.empty(0)
+        cols = self._context_cols()
+        X = self._design(df[self.user_col].to_numpy(), df[self.item_col].to_numpy(),
+                         df[cols].reset_index(drop=True) if cols else None)
+        if is_classifier(self.model_):
+            return self.model_.predict_proba(X)[:, 1]
+        return self.model_.predict(X)
+
+    # ---------------------------------------------------------------------- recommend
+    def _parts(self) -> tuple[float, dict]:
+        """w0 and the float64 (w, V) of the context, user and item columns."""
+        m, g = self.model_, self.feature_groups_
+        w, V = m.w_.astype(np.float64), m.V_.astype(np.float64)
+        spans = {"context": g["context"],
+                 "user": slice(g["user_id"].start, g["user_implicit"].stop),
+                 "item": slice(g["item_id"].start, g["item_features"].stop)}
+        return float(m.w0_), {name: (w[s], V[s]) for name, s in spans.items()}
+
+    def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True, items=None,
+                  context=None, history=None, unknown: str = "error") -> pd.DataFrame:
+        """The ``n`` best items for each user, scored exactly and without a row per pair.
+
+        Parameters
+        ----------
+        user_ids : id or sequence of ids
+        n : int, default=10
+        exclude_seen : bool, default=True
+            Leave out the items a user interacted with in training (or in ``history``).
+        items : sequence of item ids, optional
+            Candidates to choose from (default: every item of the training data and of
+            ``item_features``). ``ValueError`` names any the model does not know.
+        context : dict or pandas.DataFrame, optional
+            Context column values: a dict or one-row frame applies to every user; a frame
+            with ``user_col`` gives one row per user. Without it the context features are
+            absent (numeric ones at their training mean).
+        history : pandas.DataFrame or dict, optional
+            Interactions of users the model has never been trained on: a frame with
+            ``user_col``, ``item_col`` (and the target, and optionally the context columns)
+            or a dict user -> list of items. With ``implicit=True`` the user's row holds
+            those items (1/√n each). Otherwise the user's id weight and factor vector are
+            *folded in*: they minimize the model's own training objective on these rows
+            with every other parameter frozen (a (k+1)×(k+1) ridge solve for the square
+            loss; Newton steps on the log loss for a classifier). For implicit feedback
+            (``target=None``) the history items are positives, against ``negatives``
+            sampled negatives each, as in training.
+        unknown : {"error", "popular"}, default="error"
+            What to do with users that are not in training, ``user_features`` or
+            ``history``: raise ``ValueError`` naming them, or give them the most popular
+            training items (by interaction count; ``score`` is still the model's score of
+            the pair for a user without features).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user``, ``item``, ``score`` (what ``predict`` gives for the pair) and
+            ``rank`` (1 = best), sorted by user, then rank. A user has fewer than ``n``
+            rows when fewer candidates are left.
+        """
+        check_is_fitted(self, "model_")
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        if unknown not in _UNKNOWN:
+            raise ValueError(f"unknown must be one of {list(_UNKNOWN)}, got {unknown!r}")
+        users = _as_keys(pd.unique(_as_keys([user_ids] if np.ndim(user_ids) == 0
+                                            else user_ids)))
+        try:
+            users = users[np.argsort(users, kind="stable")]
+        except TypeError:  # ids of mixed types: keep the given order
+            pass
+        w0, parts = self._parts()
+        candidates = self._candidates(items)
+        t_i, q_i = _scoring.part_terms(self._items.rows(candidates), *parts["item"])
+        hist = self._history_frame(history)
+        folded = (np.zeros(len(users), bool) if hist is None
+                  else pd.Index(users).isin(pd.unique(hist[self.user_col])))
+        cold = ~folded & (self._users.index(users) < 0) & (self._users.side_index(users) < 0)
+        if cold.any() and unknown == "error":
+            raise ValueError(f"unknown user(s) {_names(users[cold])}: not in the training "
+                             "data, user_features or history (use unknown='popular')")
+        t_u, q_u = _scoring.part_terms(self._user_rows(users), *parts["user"])
+        if folded.any():
+            t_u[folded], q_u[folded] = self._fold_in(hist, users[folded], w0, parts)
+        t_c, q_c = self._context_terms(context, users, parts["context"])
+        a = q_u + q_c
+        b = w0 + t_u + t_c + _rowdot(q_u, q_c)
+        exclude = self._exclusions(users, candidates, hist) if exclude_seen else None
+        top, raw = _scoring.top_n(a, b, q_i, t_i, n, exclude)
+        if cold.any():
+            # Users without any feature: the most popular items, scored by the model.
+            pop = np.zeros(len(candidates))
+            at = self._items.index(candidates)
+            pop[at >= 0] = self.popularity_[at[at >= 0]]
+            best = np.argsort(-pop, kind="stable")[:top.shape[1]]
+            rows = np.flatnonzero(cold)
+            top[rows] = best
+            raw[rows] = b[rows, None] + t_i[best] + a[rows] @ q_i[best].T
+        return _ranked("user", users, "item", candidates, top, self._output(raw))
+
+    def _candidates(self, items) -> np.ndarray:
+        if items is None:
+            return self.items_
+        keys = _as_keys(pd.unique(_as_keys([items] if np.ndim(items) == 0 else items)))
+        known = (self._items.index(keys) >= 0) | (self._items.side_index(keys) >= 0)
+        if not known.all():
+            raise ValueError(f"items {_names(keys[~known])} are unknown to the model (not in "
+                             "the training data or item_features)")
+        return keys
+
+    def _exclusions(self, users, candidates, hist) -> sp.csr_matrix:
+        """Pattern (users × candidates) of the pairs seen in training or in ``history``."""
+        column = np.full(self.seen_.shape[1], -1, dtype=np.int64)
+        at = self._items.index(candidates)
+        column[at[at >= 0]] = np.flatnonzero(at >= 0)
+        u = self._users.index(users)
+        seen = (sp.diags((u >= 0).astype(np.float64)) @ self.seen_[np.maximum(u, 0)]).tocoo()
+        rows, cols = seen.row, column[seen.col]
+        keep = (cols >= 0) & (seen.data > 0)
+        rows, cols = rows[keep], cols[keep]
+        if hist is not None:
+            h_rows = pd.Index(users).get_indexer(hist[self.user_col])
+            h_cols = pd.Index(candidates).get_indexer(hist[self.item_col])
+            keep = (h_rows >= 0) & (h_cols >= 0)
+            rows = np.concatenate([rows, h_rows[keep]])
+            cols = np.concatenate([cols, h_cols[keep]])
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
+                             shape=(len(users), len(candidates)))
+
+    def _context_terms(self, context, users, params) -> tuple[np.ndarray, np.ndarray]:
+        k = self.model_.V_.shape[1]
+        if context is None:
+            return np.zeros(len(users)), np.zeros((len(users), k))
+        if self._context is None:
+            raise ValueError("this Recommender has no context columns: context must be None")
+        frame = pd.DataFrame([context]) if isinstance(context, dict) else context
+        cols = self._context_cols()
+        _check_frame(frame, cols, "context")
+        if len(frame) == 1:
+            at = np.zeros(len(users), dtype=np.int64)
+        else:
+            if self.user_col not in frame.columns:
+                raise ValueError(f"a context with {len(frame)} rows needs a {self.user_col!r} "
+                                 "column saying which user each row is for")
+            index = pd.Index(frame[self.user_col])
+            if not index.is_unique:
+                raise ValueError(f"context has several rows for user(s) "
+                                 f"{_names(index[index.duplicated()].unique())}")
+            at = index.get_indexer(users)
+            if (at < 0).any():
+                raise ValueError(f"context has no row for user(s) {_names(users[at < 0])}")
+        t, q = _scoring.part_terms(self._context.transform(frame[cols].reset_index(drop=True)),
+                                   *params)
+        return t[at], q[at]
+
+    # ------------------------------------------------------------------------ fold-in
+    def _history_frame(self, history) -> pd.DataFrame | None:
+        if history is None:
+            return None
+        if isinstance(history, dict):
+            pairs = [(u, i) for u, its in history.items()
+                     for i in ([its] if np.ndim(its) == 0 else its)]
+            history = pd.DataFrame(pairs, columns=[self.user_col, self.item_col])
+        _check_frame(history, [self.user_col, self.item_col], "history")
+        for col in (self.user_col, self.item_col):
+            _check_keys(history, col, "history")
+        needs_target = self.target is not None and not self.implicit
+        if needs_target and self.target not in history.columns:
+            raise ValueError(f"history needs the target column {self.target!r} to fold users "
+                             "into this model (or use implicit=True)")
+        users = _as_keys(pd.unique(history[self.user_col]))
+        trained = self._users.index(users) >= 0
+        if trained.any():
+            raise ValueError(f"history is for users the model has not been trained on; "
+                             f"{_names(users[trained])} are (use partial_fit to update them)")
+        return history.reset_index(drop=True)
+
+    def _fold_in(self, hist, users, w0, parts) -> tuple[np.ndarray, np.ndarray]:
+        """(t_u, q_u) of new users from their ``history`` rows (see ``recommend``)."""
+        hist = hist[pd.Index(hist[self.user_col]).isin(users)]
+        group = pd.Index(users).get_indexer(hist[self.user_col])
+        if self.implicit:
+            order = np.argsort(group, kind="stable")
+            counts = np.bincount(group, minlength=len(users))
+            lists = np.split(hist[self.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
+            return _scoring.part_terms(self._users.rows(users, lists), *parts["user"])
+        t_s, q_s = _scoring.part_terms(self._users.rows(users), *parts["user"])
+        items = hist[self.item_col].to_numpy()
+        cols = [c for c in self._context_cols() if c in hist.columns]
+        if cols and len(cols) < len(self._context_cols()):
+            _check_frame(hist, self._context_cols(), "history (with context columns)")
+        ctx = hist[cols].reset_index(drop=True) if cols else None
+        model = self.model_
+        if self.target is None:  # implicit feedback: positives against sampled negatives
+            at = self._items.index(items)
+            seen = sp.csr_matrix((np.ones(int((at >= 0).sum())), (group[at >= 0], at[at >= 0])),
+                                 shape=(len(users), self.seen_.shape[1]))
+            source, negative = self._negatives(group, seen)
+            group = np.concatenate([group, group[source]])
+            items = _as_keys(np.concatenate([
+                items.astype(object),
+                self._items.ids.field_values(self.item_col)[negative].astype(object)]))
+            if ctx is not None:
+                ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
+            y = np.concatenate([np.ones(len(hist)), np.zeros(len(source))])
+        else:
+            y = self._targets(hist[self.target], "history", model.classes_
+                              if is_classifier(model) else None)
+            if is_classifier(model):
+                y = (y == model.classes_[1]).astype(np.float64)
+        codes, keys = pd.factorize(_as_keys(items))
+        t_i, q_i = _scoring.part_terms(self._items.rows(keys), *parts["item"])
+        t_i, q_i = t_i[codes], q_i[codes]
+        if ctx is None:
+            t_c, q_c = np.zeros(len(group)), np.zeros_like(q_i)
+        else:
+            t_c, q_c = _scoring.part_terms(self._context.transform(ctx), *parts["context"])
+        qs = q_s[group]
+        offset = (w0 + t_s[group] + t_c + t_i + _rowdot(qs, q_c) + _rowdot(qs, q_i)
+                  + _rowdot(q_c, q_i))
+        Z = np.column_stack([np.ones(len(group)), qs + q_c + q_i])
+        k = q_i.shape[1]
+        reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
+                    np.full(k, float(model.reg_factors))]
+        theta = _scoring.fold_in(Z, offset, y, group, len(users), reg, float(model.reg_power),
+                                 logistic=is_classifier(model))
+        w_u, v_u = theta[:, 0], theta[:, 1:]
+        return t_s + w_u + _rowdot(v_u, q_s), q_s + v_u
+
+    # ------------------------------------------------------------------------ similar
+    def similar_items(self, item_id, n: int = 10) -> pd.DataFrame:
+        """Items whose q vectors point the same way as ``item_id``'s (cosine similarity).
+
+        An item's q vector is the sum of the factor vectors of all its features (id and
+        side features), the vector that meets the user's in every score, so items known
+        only from ``item_features`` have one too.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``item``, ``similar_item``, ``score`` (cosine) and ``rank``.
+        """
+        check_is_fitted(self, "model_")
+        keys = self.items_
+        return self._similar(keys, self._items.rows(keys), item_id, n, "item", "item")
+
+    def similar_users(self, user_id, n: int = 10) -> pd.DataFrame:
+        """Users whose q vectors (id, side and implicit features) are closest in cosine.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``user``, ``similar_user``, ``score`` (cosine) and ``rank``.
+        """
+        check_is_fitted(self, "model_")
+        keys = self.users_
+        return self._similar(keys, self._user_rows(keys), user_id, n, "user", "user")
+
+    def _similar(self, keys, rows, ids, n, what, part) -> pd.DataFrame:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        query = _as_keys(pd.unique(_as_keys([ids] if np.ndim(ids) == 0 else ids)))
+        at = pd.Index(keys).get_indexer(query)
+        if (at < 0).any():
+            raise ValueError(f"unknown {what}(s) {_names(query[at < 0])}")
+        _, parts = self._parts()
+        q = _scoring.part_terms(rows, *parts[part])[1]
+        top, score = _scoring.cosine_top_n(q, at, n)
+        return _ranked(what, query, f"similar_{what}", keys, top, score)
+
+    # -------------------------------------------------------------------- partial_fit
+    def partial_fit(self, interactions: pd.DataFrame, n_epochs: int = 1) -> Recommender:
+        """Continue training on new interactions, growing the model for new entities.
+
+        New users, items and context categories extend the encoders; the model grows by
+        their columns (``grow``: w = 0, fresh factors) where the layout puts them, so every
+        learned parameter keeps its meaning. Then ``n_epochs`` calls of the model's
+        ``partial_fit`` run on the batch (with freshly sampled negatives for implicit
+        feedback). With ``solver="sgd"`` this is online learning: AdaGrad steps on the
+        batch's rows, so earlier learning carries over. With ``solver="als"`` each sweep
+        re-solves every parameter the batch touches from the batch alone, except the
+        intercept, which stays as it is: new entities are learned, but old users or items in
+        the batch forget older data; prefer SGD for streaming updates, or refit.
+
+        The first call on an unfitted Recommender is ``fit``.
+
+        Parameters
+        ----------
+        interactions : pandas.DataFrame
+            Same columns as for ``fit``.
+        n_epochs : int, default=1
+
+        Returns
+        -------
+        self : Recommender
+        """
+        if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) \
+                or n_epochs < 1:
+            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+        if not hasattr(self, "model_"):
+            return self.fit(interactions)
+        self._check_params()
+        df = self._check_interactions(interactions)
+        groups = self.feature_groups_
+        at = []
+        if self._context is not None:
+            at.append(self._context.extend(df[self._context_cols()]))
+        users = _as_keys(pd.unique(df[self.user_col]))
+        new_users = users[self._users.index(users) < 0]
+        items = _as_keys(pd.unique(df[self.item_col]))
+        new_items = items[self._items.index(items) < 0]
+        if len(new_users):
+            at.append(groups["user_id"].start
+                      + self._users.ids.extend(pd.DataFrame({self.user_col: new_users})))
+        if len(new_items):
+            implicit = self._users.implicit
+            if implicit is not None:
+                at.append(groups["user_implicit"].start + implicit.extend(
+                    pd.DataFrame({implicit.multi_valued[0]: _list_column([new_items])})))
+            at.append(groups["item_id"].start
+                      + self._items.ids.extend(pd.DataFrame({self.item_col: new_items})))
+        at = np.concatenate(at) if at else np.empty(0, np.int64)
+        if len(at):
+            self.model_.grow(self.model_.n_features_in_ + len(at), at=at)
+        self._add_seen(df)
+        self._describe()
+        X, y = self._training_rows(df)
+        model = self.model_
+        # An ALS sweep would re-solve the intercept from the batch alone (its mean, not the
+        # data's); it stays where all the data put it.
+        freeze = model.solver == "als" and model.fit_intercept
+        if freeze:
+            model.set_params(fit_intercept=False)
+        try:
+            for _ in range(int(n_epochs)):
+                model.partial_fit(X, y)
+        finally:
+            if freeze:
+                model.set_params(fit_intercept=True)
+        return self
+
+    # -------------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the fitted recommender to ``path`` (.npz, no pickle); ``fmrec.load_model``
+        reads it back."""
+        check_is_fitted(self, "model_")
+        from fmrec.persistence import save_recommender
+
+        save_recommender(self, path)
+
+    def _state(self) -> tuple[dict, dict]:
+        """Arrays and JSON-able metadata of everything but the model."""
+        arrays = {**self._users.to_arrays("users"), **self._items.to_arrays("items"),
+                  **_csr_arrays(self.seen_, "seen")}
+        if self._context is not None:
+            arrays.update({f"context.{k}": v for k, v in self._context.to_arrays().items()})
+        params = self.get_params(deep=False)
+        meta = {k: params[k] for k in ("user_col", "item_col", "target", "implicit",
+                                       "negative_sampling")}
+        meta["negatives"] = int(self.negatives)
+        meta["context"] = self._context_cols() or None
+        rs = self.random_state
+        meta["random_state"] = int(rs) if isinstance(rs, numbers.Integral) else None
+        return arrays, meta
+
+    @classmethod
+    def _from_state(cls, params: dict, arrays: dict, model) -> Recommender:
+        rec = cls(**params, model=clone(model))
+        rec._users = _Entities.from_arrays(rec.user_col, arrays, "users")
+        rec._items = _Entities.from_arrays(rec.item_col, arrays, "items")
+        head = "context."
+        ctx = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
+        rec._context = FeatureEncoder.from_arrays(ctx) if ctx else None
+        rec.seen_ = _csr_from_arrays(arrays, "seen")
+        rec.popularity_ = np.asarray(rec.seen_.sum(axis=0)).ravel()
+        rec.model_ = model
+        rec._describe()
+        if rec.feature_names_.shape != (model.n_features_in_,):
+            raise ValueError(f"the encoders describe {len(rec.feature_names_)} columns but the "
+                             f"model has {model.n_features_in_}")
+        return rec

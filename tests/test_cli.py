@@ -1,0 +1,231 @@
+"""The fmrec command: round trips in a subprocess, error messages, the synthetic demo."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import dump_svmlight_file
+
+import fmrec
+from fmrec import _cli_io
+from fmrec.cli import main
+from fmrec.datasets import make_fm_classification, make_fm_regression, make_recsys
+from fmrec.split import train_test_split
+
+N_USERS, N_ITEMS = 60, 40
+
+
+def fmrec_cmd(*args, cwd) -> subprocess.CompletedProcess:
+    """``python -m fmrec ARGS`` as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "fmrec", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Small synthetic ratings as CSV (side tables with '|'-joined genres) and libSVM files."""
+    folder = tmp_path_factory.mktemp("cli")
+    data = make_recsys(n_users=N_USERS, n_items=N_ITEMS, n_interactions=800, random_state=1)
+    train, test = train_test_split(data.interactions, test_size=0.2, random_state=0)
+    paths = {name: folder / f"{name}.csv" for name in ("train", "test", "users", "items")}
+    train.to_csv(paths["train"], index=False)
+    test.to_csv(paths["test"], index=False)
+    data.users.to_csv(paths["users"], index=False)
+    data.items.assign(genres=data.items["genres"].map("|".join)).to_csv(paths["items"],
+                                                                        index=False)
+    X, y, _ = make_fm_regression(n_samples=300, n_features=40, random_state=0)
+    dump_svmlight_file(X, y, str(folder / "reg.libfm"), zero_based=True)
+    X, y, _ = make_fm_classification(n_samples=300, n_features=40, random_state=0)
+    dump_svmlight_file(X, y, str(folder / "clf.svm"), zero_based=True)
+    paths.update(dir=folder, reg=folder / "reg.libfm", clf=folder / "clf.svm",
+                 empty=folder / "empty.csv", header=folder / "header.csv",
+                 bad_model=folder / "bad.npz")
+    paths["empty"].write_text("")
+    paths["header"].write_text("user_id,item_id,rating\n")
+    paths["bad_model"].write_bytes(b"not a model")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model(files):
+    """A Recommender trained in-process through ``main`` (fast, for the error cases)."""
+    path = files["dir"] / "quick.npz"
+    assert main(["train", str(files["train"]), "--out", str(path), "--epochs", "3", "-q"]) == 0
+    return path
+
+
+def test_table_round_trip(files, tmp_path):
+    model = tmp_path / "model.npz"
+    result = fmrec_cmd("train", files["train"], "--out", model, "--user-features",
+                       files["users"], "--item-features", files["items"], "--context", "device",
+                       "--implicit", "--factors", "4", "--epochs", "8", cwd=tmp_path)
+    assert_ok(result)
+    assert "epoch 8/8" in result.stderr  # progress goes to stderr
+    rec = fmrec.load_model(model)
+    assert isinstance(rec, fmrec.Recommender) and rec.implicit and rec.context == ["device"]
+    assert any(name.startswith("item:genres=") for name in rec.feature_names_)
+
+    test = pd.read_csv(files["test"])
+    result = fmrec_cmd("predict", model, files["test"], "--out", tmp_path / "pred.csv",
+                       cwd=tmp_path)
+    assert_ok(result)
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == [*test.columns, "prediction"] and len(pred) == len(test)
+    assert np.isfinite(pred["prediction"]).all()
+
+    result = fmrec_cmd("recommend", model, "-n", "3", "--out", tmp_path / "recs.csv", "-q",
+                       cwd=tmp_path)
+    assert_ok(result)
+    assert result.stderr == "" and result.stdout == ""  # -q: nothing but the file
+    recs = pd.read_csv(tmp_path / "recs.csv")
+    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    # Every user of the user table (trained or cold with features) gets a full list.
+    assert recs["user"].nunique() == N_USERS and len(recs) == 3 * N_USERS
+    assert sorted(recs["rank"].unique()) == [1, 2, 3]
+    train = pd.read_csv(files["train"])
+    seen = recs.merge(train, left_on=["user", "item"], right_on=["user_id", "item_id"])
+    assert seen.empty
+
+    (tmp_path / "who.txt").write_text("user_id\n3\n5\n")
+    result = fmrec_cmd("recommend", model, "--users-file", tmp_path / "who.txt", "-n", "2",
+                       cwd=tmp_path)
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "user,item,score,rank" and len(lines) == 1 + 2 * 2
+
+    result = fmrec_cmd("evaluate", model, files["test"], "--k", "5", cwd=tmp_path)
+    assert_ok(result)
+    metrics = dict(line.split() for line in result.stdout.splitlines())
+    assert {"rmse", "mae", "ndcg@5", "precision@5", "recall@5"} <= set(metrics)
+    assert 0 < float(metrics["rmse"]) < 2 and 0 <= float(metrics["ndcg@5"]) <= 1
+
+
+def test_implicit_feedback_recommend_to_stdout(files, tmp_path):
+    model = tmp_path / "implicit.npz"
+    result = fmrec_cmd("train", files["train"], "--out", model, "--no-target", "--epochs", "3",
+                       "--negatives", "2", "-q", cwd=tmp_path)
+    assert_ok(result)
+    assert isinstance(fmrec.load_model(model).model_, fmrec.FMClassifier)
+    result = fmrec_cmd("recommend", model, "--users", "1", "2", "-n", "4", cwd=tmp_path)
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "user,item,score,rank"
+    assert [line.split(",")[0] for line in lines[1:]] == ["1"] * 4 + ["2"] * 4
+
+
+def test_libsvm_round_trip(files, tmp_path):
+    result = fmrec_cmd("train", files["reg"], "--out", tmp_path / "reg.npz", "--epochs", "5",
+                       "-q", cwd=tmp_path)
+    assert_ok(result)
+    assert isinstance(fmrec.load_model(tmp_path / "reg.npz"), fmrec.FMRegressor)
+    result = fmrec_cmd("predict", tmp_path / "reg.npz", files["reg"], cwd=tmp_path)
+    assert_ok(result)
+    assert len(np.array(result.stdout.split(), dtype=float)) == 300
+
+    # Two distinct labels: --task auto trains a classifier; evaluate reports AUC.
+    result = fmrec_cmd("train", files["clf"], "--out", tmp_path / "clf.npz", "--epochs", "5",
+                       "-q", cwd=tmp_path)
+    assert_ok(result)
+    result = fmrec_cmd("evaluate", tmp_path / "clf.npz", files["clf"], cwd=tmp_path)
+    assert_ok(result)
+    metrics = dict(line.split() for line in result.stdout.splitlines())
+    assert set(metrics) == {"auc", "log_loss"} and float(metrics["auc"]) > 0.7
+
+
+def test_libsvm_predictions_are_probabilities_for_a_classifier(files, tmp_path, capsys):
+    model, out = tmp_path / "clf.npz", tmp_path / "p.txt"
+    assert main(["train", str(files["clf"]), "--out", str(model), "--epochs", "3", "-q"]) == 0
+    assert main(["predict", str(model), str(files["clf"]), "--out", str(out), "-q"]) == 0
+    p = np.loadtxt(out)
+    assert p.shape == (300,) and ((p > 0) & (p < 1)).all()
+
+
+def test_demo_on_synthetic_data(tmp_path):
+    empty = tmp_path / "no_movielens"
+    empty.mkdir()
+    result = fmrec_cmd("demo", "--data-home", empty, "--out", tmp_path / "out", cwd=tmp_path)
+    assert_ok(result)
+    assert "MovieLens 100K not found" in result.stderr
+    table = result.stdout
+    for label in ("popularity", "baseline", "FM, user and item ids", "implicit items",
+                  "FM ranker", "RMSE", "NDCG@10"):
+        assert label in table
+    recs = pd.read_csv(tmp_path / "out" / "recommendations.csv")
+    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    assert recs.groupby("user").size().eq(10).all() and recs["user"].nunique() == 500
+    assert isinstance(fmrec.load_model(tmp_path / "out" / "model.npz"), fmrec.Recommender)
+
+
+def test_error_in_a_subprocess_is_one_line_without_traceback(tmp_path):
+    result = fmrec_cmd("predict", "missing.npz", "pairs.csv", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "fmrec: error: model file 'missing.npz' not found\n"
+
+
+ERRORS = [
+    (["train", "{dir}/nope.csv", "--out", "{dir}/m.npz"], "input file", "not found"),
+    (["train", "{train}", "--out", "{dir}/m.npz", "--user-col", "uid"], "unknown column 'uid'",
+     "user_id, item_id"),
+    (["train", "{train}", "--out", "{dir}/m.npz", "--context", "hour"], "unknown column 'hour'",
+     ""),
+    (["train", "{empty}", "--out", "{dir}/m.npz"], "has no data rows", ""),
+    (["train", "{header}", "--out", "{dir}/m.npz"], "has no data rows", ""),
+    (["train", "{train}", "--out", "{dir}/m.npz", "--item-features", "{users}"],
+     "unknown column 'item_id' in item features file", ""),
+    (["predict", "{bad_model}", "{test}"], "not a readable fmrec model file", ""),
+    (["evaluate", "{bad_model}", "{test}"], "not a readable fmrec model file", ""),
+    (["recommend", "{model}", "--users", "9999"], "unknown user(s) 9999", "--unknown popular"),
+    (["predict", "{model}", "{reg}"], "is a Recommender", ""),
+    (["recommend", "{model}", "--users-file", "{empty}"], "has no ids", ""),
+]
+
+
+@pytest.mark.parametrize(("argv", "message", "also"), ERRORS)
+def test_errors_exit_2_with_one_line(files, model, capsys, argv, message, also):
+    paths = {key: str(value) for key, value in files.items()}
+    code = main([arg.format(**paths, model=model) for arg in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("fmrec: error: "), err
+    assert message in err and also in err
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(files, tmp_path, capsys):
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        (tmp_path / "x.parquet").write_bytes(b"PAR1")
+        assert main(["train", str(tmp_path / "x.parquet"), "--out", "m.npz"]) == 2
+        assert "needs pyarrow" in capsys.readouterr().err
+    else:
+        pd.read_csv(files["train"]).to_parquet(tmp_path / "x.parquet")
+        assert main(["train", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "m.npz"),
+                     "--epochs", "2", "-q"]) == 0
+
+
+def test_usage_errors_and_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "x.csv", "--out", "m.npz", "--factors", "0"])
+    assert exc.value.code == 2
+    assert "--factors: must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"fmrec {fmrec.__version__}"
+    assert main([]) == 2
+
+
+def test_io_helpers(tmp_path):
+    assert _cli_io.is_libsvm("a.LIBFM") and _cli_io.is_libsvm("a.svm.gz")
+    assert not _cli_io.is_libsvm("a.csv") and _cli_io.is_libsvm("a.txt", "libsvm")
+    frame = pd.DataFrame({"item_id": [1, 2], "genres": ["A|B", "C"], "n": [1, 2]})
+    out = _cli_io.split_multi_valued(frame)
+    assert out["genres"].tolist() == [["A", "B"], ["C"]] and out["n"].tolist() == [1, 2]
+    (tmp_path / "ids.txt").write_text("7\n8\n\n")
+    assert _cli_io.read_ids(tmp_path / "ids.txt", "user_id") == ["7", "8"]
