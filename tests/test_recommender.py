@@ -55,6 +55,8 @@ CONFIGS = {
     "side": {"side": True},
     "implicit": {"implicit": True},
     "everything": {"side": True, "implicit": True, "context": ["hour", "device"]},
+    "both_implicit": {"side": True, "implicit": "both", "implicit_weight": 2.0,
+                      "context": ["device"]},
     "implicit_feedback": {"target": None, "model": small(FMClassifier),
                           "context": ["device"], "side": True},
     "labels": {"target": "liked", "model": small(FMClassifier), "implicit": True},
@@ -283,6 +285,42 @@ def test_implicit_rows_weigh_items_by_inverse_sqrt(data):
     n = df.loc[df["user_id"] == 7, "item_id"].nunique()
     np.testing.assert_allclose(X[X > 0], 1 / np.sqrt(n))
     assert (X > 0).sum() == n
+
+
+def test_item_implicit_rows_hold_their_users_with_the_weight(data):
+    rec, df = build(data, "both_implicit")
+    groups = rec.feature_groups_
+    assert rec.feature_names_[groups["item_implicit"]][0] == "item:implicit_user_id=0"
+    row = rec._item_rows(["i3"]).toarray()[0]
+    start = groups["item_implicit"].start - groups["item_id"].start
+    implicit = row[start:]
+    n = df.loc[df["item_id"] == "i3", "user_id"].nunique()
+    np.testing.assert_allclose(implicit[implicit > 0], 2.0 / np.sqrt(n))
+    assert (implicit > 0).sum() == n
+    user_part = rec._user_rows([7]).toarray()[0][rec._users.widths[0] + rec._users.widths[1]:]
+    assert user_part.max() == pytest.approx(2.0 / np.sqrt((user_part > 0).sum()))
+
+
+@pytest.mark.parametrize("bad", ["user", 2, "all"])
+def test_bad_implicit_values(data, bad):
+    with pytest.raises(ValueError, match="implicit must be"):
+        Recommender(target="rating", implicit=bad).fit(data[0])
+    with pytest.raises(ValueError, match="implicit_weight"):
+        Recommender(target="rating", implicit=True, implicit_weight=0).fit(data[0])
+
+
+def test_partial_fit_new_users_extend_item_implicit_sets(data):
+    df = data[0]
+    old, new = df[df["user_id"] < 40], df[df["user_id"] >= 40]
+    rec = Recommender(target="rating", implicit="both",
+                      model=small(solver="sgd", learning_rate=1e-12, n_epochs=2)).fit(old)
+    before = dict(zip(rec.feature_names_, rec.model_.w_, strict=True))
+    rec.partial_fit(new)
+    names = set(rec.feature_names_)
+    assert {"user:user_id=45", "item:implicit_user_id=45"} <= names - set(before)
+    assert len(rec.feature_names_) == rec.model_.n_features_in_
+    out = rec.recommend([45], n=rec.items_.size, exclude_seen=False)
+    np.testing.assert_allclose(out["score"], rec.predict(pairs_of(out)), atol=1e-5)
 
 
 def test_design_blocks_store_each_user_once(data):
@@ -537,7 +575,8 @@ def test_partial_fit_on_unfitted_is_fit(data):
 
 
 # ---------------------------------------------------------------------------- save/load
-@pytest.mark.parametrize("name", ["plain", "everything", "implicit_feedback", "labels"])
+@pytest.mark.parametrize("name", ["plain", "everything", "both_implicit", "implicit_feedback",
+                                  "labels"])
 def test_save_load_round_trip(data, name, tmp_path):
     rec, df = build(data, name)
     path = tmp_path / "rec.npz"
