@@ -202,3 +202,8 @@ def read_ids(path: str | os.PathLike, column: str) -> list[str]:
         frame = read_table(path, "users file")
         return frame[column].dropna().astype(str).tolist()
     return lines
+
+
+def truth_pairs(relevant: pd.DataFrame, user_col: str, item_col: str) -> pd.DataFrame:
+    """Relevant pairs under the column names of ``recommend``'s output."""
+    return relevant[[user_col, item_col]].set_axis(["user", "item"], axis=1)

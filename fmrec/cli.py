@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,11 @@ import pandas as pd
 
 from fmrec import __version__
 from fmrec import _cli_io as io
-from fmrec.datasets import load_movielens, make_recsys
+from fmrec._cli_demo import run_demo
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import auc, log_loss, mae, ranking_metrics, rmse
 from fmrec.persistence import load_model
 from fmrec.recommender import Recommender
-from fmrec.split import train_test_split
 
 USAGE_ERROR = 2
 _EPOCH_FORMAT = "epoch %d %s"  # what estimators log per epoch with verbose=1
@@ -295,168 +293,7 @@ def _ranking(rec: Recommender, relevant: pd.DataFrame, k: int, console: Console)
     if n_cold:
         console.note(f"{n_cold} test user(s) unknown to the model get the most popular items")
     recs = rec.recommend(users, n=k, unknown="popular")
-    return ranking_metrics(recs, _truth(relevant, rec.user_col, rec.item_col), k=k)
-
-
-def _truth(relevant: pd.DataFrame, user_col: str, item_col: str) -> pd.DataFrame:
-    """Relevant pairs under the column names of ``recommend``'s output."""
-    return relevant[[user_col, item_col]].set_axis(["user", "item"], axis=1)
-
-
-# -------------------------------------------------------------------------------------- demo
-# ALS at the README's MovieLens hyperparameters (picked on a validation split of u1.base).
-DEMO_FM = {"solver": "als", "n_factors": 8, "n_epochs": 50, "reg_linear": 0.57,
-           "reg_factors": 1.3}
-# Implicit feedback (every rating a positive): the estimator's default penalties, not tuned.
-DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
-DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
-DEMO_K = 10
-NDCG = f"NDCG@{DEMO_K}"
-DEMO_RELEVANT = 4.0  # test ratings >= this are the items a top-10 list should find
-# Koren's damping of the baseline biases (shrink towards 0 for rarely rated items/users).
-BIAS_REG_ITEM, BIAS_REG_USER = 25.0, 10.0
-
-
-@dataclass
-class _DemoData:
-    description: str
-    train: pd.DataFrame
-    test: pd.DataFrame
-    users: pd.DataFrame  # id plus the side columns the feature model uses
-    items: pd.DataFrame
-
-
-def _demo_data(data_home: str | None, console: Console) -> _DemoData:
-    """MovieLens 100K (u1) when it is on disk, else synthetic ratings split 80/20 at random."""
-    try:
-        ml = load_movielens("100k", data_home, download=False)
-    except FileNotFoundError:
-        where = data_home or "$FMREC_DATA_HOME or ~/fmrec_data"
-        console.note(f"MovieLens 100K not found under {where} (pass --data-home DIR with "
-                     "ml-100k/ inside): using synthetic data from fmrec.datasets.make_recsys")
-        data = make_recsys(**DEMO_SYNTHETIC, random_state=0)
-        train, test = train_test_split(data.interactions, test_size=0.2, random_state=0)
-        return _DemoData(f"synthetic ratings ({len(data.interactions)} from "
-                         f"{DEMO_SYNTHETIC['n_users']} users on {DEMO_SYNTHETIC['n_items']} "
-                         "items), random 80/20 split", train, test, data.users, data.items)
-    if "u1" in ml.splits:
-        (train, test), split = ml.splits["u1"], "official u1 split"
-    else:
-        train, test = train_test_split(ml.ratings, test_size=0.2, random_state=0)
-        split = "random 80/20 split"
-    return _DemoData(f"MovieLens 100K from {ml.path}, {split}", train, test,
-                     ml.users[["user_id", "age", "gender", "occupation"]],
-                     ml.items[["item_id", "genres"]])
-
-
-def _bias_baseline(train: pd.DataFrame):
-    """Global mean plus damped item, then user, biases (Koren 2010, eq. 2): (mu, b_u, b_i)."""
-    r = train["rating"].to_numpy(np.float64)
-    mu = float(r.mean())
-    by_item = pd.Series(r - mu).groupby(train["item_id"].to_numpy()).agg(["sum", "size"])
-    b_i = by_item["sum"] / (BIAS_REG_ITEM + by_item["size"])
-    rest = r - mu - b_i.reindex(train["item_id"].to_numpy()).to_numpy()
-    by_user = pd.Series(rest).groupby(train["user_id"].to_numpy()).agg(["sum", "size"])
-    return mu, by_user["sum"] / (BIAS_REG_USER + by_user["size"]), b_i
-
-
-def _global_top_n(item_scores: pd.Series, train: pd.DataFrame, users, n: int) -> pd.DataFrame:
-    """Every user's ``n`` best unseen items under one item ordering (popularity, bias)."""
-    order = np.argsort(-item_scores.to_numpy(), kind="stable")
-    ranked, scores = item_scores.index.to_numpy()[order], item_scores.to_numpy()[order]
-    users = np.asarray(users)
-    rows = pd.Index(users).get_indexer(train["user_id"])
-    cols = pd.Index(ranked).get_indexer(train["item_id"])
-    allowed = np.ones((len(users), len(ranked)), dtype=bool)
-    allowed[rows[(rows >= 0) & (cols >= 0)], cols[(rows >= 0) & (cols >= 0)]] = False
-    position = np.cumsum(allowed, axis=1)
-    u, c = np.nonzero(allowed & (position <= n))  # row-major: each user's items in order
-    return pd.DataFrame({"user": users[u], "item": ranked[c], "score": scores[c],
-                         "rank": position[u, c]})
-
-
-def _demo_row(name: str, test: pd.DataFrame, predicted, recs: pd.DataFrame,
-              relevant: pd.DataFrame, seconds: float | None) -> dict:
-    ranking = ranking_metrics(recs, _truth(relevant, "user_id", "item_id"), k=DEMO_K)
-    row = {"model": name, "RMSE": np.nan, "MAE": np.nan,
-           NDCG: ranking[f"ndcg@{DEMO_K}"],
-           f"P@{DEMO_K}": ranking[f"precision@{DEMO_K}"], "fit s": seconds}
-    if predicted is not None:
-        row["RMSE"], row["MAE"] = rmse(test["rating"], predicted), mae(test["rating"], predicted)
-    return row
-
-
-def _format_table(rows: list[dict]) -> str:
-    columns = [("RMSE", 8, 4), ("MAE", 8, 4), (NDCG, 9, 4), (f"P@{DEMO_K}", 8, 4),
-               ("fit s", 7, 1)]
-
-    def cell(value, width: int, digits: int) -> str:
-        missing = value is None or not np.isfinite(value)
-        return f"{'-':>{width}}" if missing else f"{value:>{width}.{digits}f}"
-
-    lines = [f"{'model':<48}" + "".join(f"{name:>{width}}" for name, width, _ in columns)]
-    lines += [f"{row['model']:<48}" + "".join(cell(row[name], width, digits)
-                                              for name, width, digits in columns)
-              for row in rows]
-    return "\n".join(lines)
-
-
-def cmd_demo(args: argparse.Namespace, console: Console) -> None:
-    """Compare popularity, a bias baseline and three FMs; save the best FM's lists."""
-    start = time.perf_counter()
-    data = _demo_data(args.data_home, console)
-    train, test = data.train, data.test
-    relevant = test[test["rating"] >= DEMO_RELEVANT]
-    users = pd.unique(relevant["user_id"])
-    console.note(f"{data.description}: {len(train)} train / {len(test)} test ratings; ranking "
-                 f"against the {len(relevant)} test ratings >= {DEMO_RELEVANT:g} of "
-                 f"{len(users)} users")
-    rows = []
-    popularity = train.groupby("item_id").size().astype(np.float64)
-    rows.append(_demo_row("popularity (most-rated unseen items)", test, None,
-                          _global_top_n(popularity, train, users, DEMO_K), relevant, None))
-
-    mu, b_u, b_i = _bias_baseline(train)
-    predicted = (mu + b_u.reindex(test["user_id"].to_numpy()).fillna(0).to_numpy()
-                 + b_i.reindex(test["item_id"].to_numpy()).fillna(0).to_numpy())
-    predicted = np.clip(predicted, train["rating"].min(), train["rating"].max())
-    rows.append(_demo_row("baseline: mean + damped user/item biases", test, predicted,
-                          _global_top_n(b_i, train, users, DEMO_K), relevant, None))
-
-    features = {"user_features": data.users, "item_features": data.items}
-    models = [  # (label, recommender, unfitted model)
-        ("FM, user and item ids", Recommender(target="rating"), FMRegressor(**DEMO_FM)),
-        ("FM, ids + user/item features + implicit items",
-         Recommender(target="rating", implicit=True, **features), FMRegressor(**DEMO_FM)),
-        ("FM ranker: rated vs 4 sampled unrated, features",
-         Recommender(target=None, negatives=4, **features), FMClassifier(**DEMO_RANKER)),
-    ]
-    fitted = {}
-    for name, rec, model in models:
-        model.set_params(random_state=0, n_jobs=-1, verbose=console.verbose)
-        rec.set_params(model=model, random_state=0)
-        with console.training(name, model.n_epochs) as timer:
-            rec.fit(train)
-        # A ranker's predictions are probabilities of "rated", not ratings: no RMSE for it.
-        predicted = rec.predict(test) if rec.target is not None else None
-        rows.append(_demo_row(name, test, predicted,
-                              rec.recommend(users, n=DEMO_K, unknown="popular"), relevant,
-                              timer["seconds"]))
-        fitted[name] = rec
-    print(f"{data.description}\n{_format_table(rows)}")
-
-    # The FM whose lists came out best is the one worth keeping.
-    name = max((row for row in rows if row["model"] in fitted), key=lambda row: row[NDCG])["model"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    everyone = pd.unique(np.concatenate([data.users["user_id"].to_numpy(),
-                                         train["user_id"].to_numpy()]))
-    recs = fitted[name].recommend(everyone, n=DEMO_K, unknown="popular")
-    io.write_table(recs, out / "recommendations.csv")
-    fitted[name].save(out / "model.npz")
-    print(f"\nBest {NDCG} of the FMs: '{name}'. Its top-{DEMO_K} lists for "
-          f"{recs['user'].nunique()} users: {out / 'recommendations.csv'}; the model: "
-          f"{out / 'model.npz'}. {time.perf_counter() - start:.1f} s in all.")
+    return ranking_metrics(recs, io.truth_pairs(relevant, rec.user_col, rec.item_col), k=k)
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -512,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $FMREC_DATA_HOME, else ~/fmrec_data); nothing is downloaded")
     p.add_argument("--out", metavar="DIR", default="fmrec_demo_output",
                    help="output folder (default: ./fmrec_demo_output)")
-    p.set_defaults(run=cmd_demo)
+    p.set_defaults(run=run_demo)
 
     p = sub.add_parser("train", parents=[common], help="fit a model and save it",
                        description="Fit a Recommender on a CSV/Parquet table of interactions, "
