@@ -154,7 +154,7 @@ def test_demo_on_synthetic_data(tmp_path):
     assert_ok(result)
     assert "MovieLens 100K not found" in result.stderr
     table = result.stdout
-    for label in ("popularity", "baseline", "FM, user and item ids", "implicit items",
+    for label in ("popularity", "baseline", "FM, user and item ids", "implicit users/items",
                   "FM ranker", "RMSE", "NDCG@10"):
         assert label in table
     recs = pd.read_csv(tmp_path / "out" / "recommendations.csv")
