@@ -126,8 +126,7 @@ def _context_cols(rec: Recommender) -> list:
 
 
 def _known_users(rec: Recommender) -> np.ndarray:
-    # The Recommender has no public list of its users yet; this is the one place that looks.
-    return rec._users.all_keys()
+    return rec.users_
 
 
 def _as_user_ids(rec: Recommender, raw: Sequence[str]) -> list:

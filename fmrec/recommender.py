@@ -12,7 +12,6 @@ matrix product.
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,191 +20,25 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from fmrec import _scoring
+from fmrec._entities import (
+    Entities,
+    as_keys,
+    check_frame,
+    check_keys,
+    csr_arrays,
+    csr_from_arrays,
+    encoder_for,
+    list_column,
+    rowdot,
+    shown,
+)
 from fmrec.design import DesignMatrix, RelationBlock
 from fmrec.encoder import FeatureEncoder
 from fmrec.estimators import FMClassifier, FMRegressor
 
-# Multi-valued side columns hold list-likes; this separator never splits a real token.
-_SEP = "\x1f"
-_SHOWN = 5
 _UNKNOWN = ("error", "popular")
 _SAMPLING = ("uniform", "popularity")
 _POPULARITY_POWER = 0.75  # word2vec's smoothing: popular items are drawn less than ∝ count
-
-
-def _names(values) -> str:
-    """Up to five values for a message, as plain Python values (7, not np.int64(7))."""
-    values = [v.item() if isinstance(v, np.generic) else v for v in values]
-    more = f" and {len(values) - _SHOWN} more" if len(values) > _SHOWN else ""
-    return ", ".join(repr(v) for v in values[:_SHOWN]) + more
-
-
-def _check_frame(df, columns, what: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}")
-
-
-def _check_keys(df: pd.DataFrame, column, what: str) -> None:
-    na = df[column].isna().to_numpy()
-    if na.any():
-        raise ValueError(f"{what} column {column!r} has {int(na.sum())} missing value(s), "
-                         f"first at row {int(np.flatnonzero(na)[0])}")
-
-
-def _column_kinds(frame: pd.DataFrame, columns) -> dict:
-    """FeatureEncoder arguments for ``columns``: numbers are numeric, cells holding
-    list-likes are multi-valued, anything else (strings, bools, categories) categorical."""
-    kinds = {"categorical": [], "numeric": [], "multi_valued": []}
-    for c in columns:
-        s = frame[c]
-        if isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(s):
-            kinds["categorical"].append(c)
-        elif pd.api.types.is_numeric_dtype(s):
-            kinds["numeric"].append(c)
-        elif s.map(lambda v: isinstance(v, list | tuple | set | np.ndarray)).any():
-            kinds["multi_valued"].append(c)
-        else:
-            kinds["categorical"].append(c)
-    return kinds
-
-
-def _encoder(frame: pd.DataFrame, columns) -> FeatureEncoder:
-    # Standardized numbers keep ALS/SGD steps and penalties on the scale of the one-hots.
-    return FeatureEncoder(**_column_kinds(frame, columns), standardize=True,
-                          delimiter=_SEP).fit(frame)
-
-
-def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", a, b)
-
-
-def _list_column(lists) -> pd.Series:
-    return pd.Series(list(lists) + [None], dtype=object)[:-1]
-
-
-class _Entities:
-    """Users or items: block columns ``[id | side features | implicit items]``.
-
-    ``ids`` encodes the entities seen in training (its feature index is the entity's
-    *training index*, also the row/column of the seen matrix); ``keys`` encodes the entities
-    of the side-feature table, whose row j of ``side`` belongs to key feature j.
-    """
-
-    def __init__(self, col, ids, keys=None, side_enc=None, side=None, implicit=None,
-                 implicit_weight=1.0):
-        self.col, self.ids, self.keys = col, ids, keys
-        self.side_enc, self.side, self.implicit = side_enc, side, implicit
-        self.implicit_weight = float(implicit_weight)
-
-    @classmethod
-    def fit(cls, col, train_keys, features, what: str, implicit_items=None,
-            implicit_weight=1.0) -> _Entities:
-        ids = FeatureEncoder(categorical=[col]).fit(pd.DataFrame({col: train_keys}))
-        keys = side_enc = side = implicit = None
-        if features is not None:
-            _check_frame(features, [col], what)
-            if len(features) == 0:
-                raise ValueError(f"{what} is empty; pass None for no side features")
-            _check_keys(features, col, what)
-            dup = features[col].duplicated().to_numpy()
-            if dup.any():
-                raise ValueError(f"{what} has several rows for {col}="
-                                 f"{_names(pd.unique(features[col][dup]))}")
-            if not pd.Index(features[col]).isin(train_keys).any():
-                warnings.warn(f"none of the {col} values of {what} occurs in the interactions "
-                              "(do the id types match?)", UserWarning, stacklevel=4)
-            keys = FeatureEncoder(categorical=[col]).fit(features[[col]])
-            order = np.argsort(keys.feature_indices(col, features[col]))
-            side_cols = [c for c in features.columns if c != col]
-            if side_cols:
-                side_enc = _encoder(features, side_cols)
-                side = side_enc.transform(features)[order]
-            else:
-                side = sp.csr_matrix((len(features), 0), dtype=np.float32)
-        if implicit_items is not None:
-            implicit = FeatureEncoder(multi_valued=[f"implicit_{implicit_items.name}"],
-                                      normalize="sqrt", delimiter=_SEP)
-            implicit.fit(pd.DataFrame({implicit.multi_valued[0]:
-                                       _list_column([implicit_items.to_numpy()])}))
-        return cls(col, ids, keys, side_enc, side, implicit, implicit_weight)
-
-    @property
-    def widths(self) -> tuple[int, int, int]:
-        return (self.ids.n_features_, 0 if self.side is None else self.side.shape[1],
-                0 if self.implicit is None else self.implicit.n_features_)
-
-    def index(self, keys) -> np.ndarray:
-        """Training index of each key, -1 if it was not in training."""
-        return self.ids.feature_indices(self.col, keys)
-
-    def side_index(self, keys) -> np.ndarray:
-        if self.keys is None:
-            return np.full(len(keys), -1, dtype=np.int64)
-        return self.keys.feature_indices(self.col, keys)
-
-    def all_keys(self) -> np.ndarray:
-        """Training entities, then entities known only from the side table."""
-        train = self.ids.field_values(self.col)
-        if self.keys is None:
-            return train
-        side = self.keys.field_values(self.col)
-        side = side[self.index(side) < 0]
-        return _as_keys(np.concatenate([train.astype(object), side.astype(object)]))
-
-    def rows(self, keys, implicit_lists=None) -> sp.csr_matrix:
-        """Block rows of ``keys``: unknown ids and absent side rows give no features."""
-        keys = _as_keys(keys)
-        parts = [self.ids.transform(pd.DataFrame({self.col: keys}))]
-        if self.side is not None:
-            at = self.side_index(keys)
-            picked = self.side[np.maximum(at, 0)]
-            parts.append(sp.diags((at >= 0).astype(picked.dtype)) @ picked)
-        if self.implicit is not None:
-            lists = implicit_lists if implicit_lists is not None else [()] * len(keys)
-            parts.append(self.implicit_weight * self.implicit.transform(
-                pd.DataFrame({self.implicit.multi_valued[0]: _list_column(lists)})))
-        return sp.hstack(parts, format="csr", dtype=np.float64)
-
-    def names(self, prefix: str) -> list[str]:
-        encs = [self.ids, self.side_enc, self.implicit]
-        out = [f"{prefix}:{n}" for enc in encs if enc is not None for n in enc.feature_names_]
-        return out
-
-    def to_arrays(self, prefix: str) -> dict:
-        out = {}
-        for name in ("ids", "keys", "side_enc", "implicit"):
-            enc = getattr(self, name)
-            if enc is not None:
-                out.update({f"{prefix}.{name}.{k}": v for k, v in enc.to_arrays().items()})
-        if self.side is not None:
-            out.update(_csr_arrays(self.side, f"{prefix}.side"))
-        return out
-
-    @classmethod
-    def from_arrays(cls, col, arrays: dict, prefix: str, implicit_weight=1.0) -> _Entities:
-        encs = {}
-        for name in ("ids", "keys", "side_enc", "implicit"):
-            head = f"{prefix}.{name}."
-            part = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
-            encs[name] = FeatureEncoder.from_arrays(part) if part else None
-        side = (_csr_from_arrays(arrays, f"{prefix}.side") if f"{prefix}.side.indptr" in arrays
-                else None)
-        return cls(col, encs["ids"], encs["keys"], encs["side_enc"], side, encs["implicit"],
-                   implicit_weight)
-
-
-def _as_keys(values) -> np.ndarray:
-    """A 1-D array of entity ids that keeps each id's own type (ints stay ints)."""
-    if isinstance(values, pd.Series | pd.Index):
-        values = values.to_numpy()
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        return values.ravel()
-    arr = np.array(list(values) + [None], dtype=object)[:-1]
-    kind = pd.api.types.infer_dtype(arr, skipna=False)
-    return arr.astype(np.int64) if kind == "integer" else arr
 
 
 def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
@@ -217,18 +50,6 @@ def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
     return pd.DataFrame({owner_col: np.repeat(owners, counts), col: keys[top[valid]],
                          "score": score[valid],
                          "rank": np.arange(int(counts.sum())) - starts + 1})
-
-
-def _csr_arrays(X: sp.csr_matrix, prefix: str) -> dict:
-    X = sp.csr_matrix(X)
-    return {f"{prefix}.data": X.data, f"{prefix}.indices": X.indices,
-            f"{prefix}.indptr": X.indptr, f"{prefix}.shape": np.array(X.shape, np.int64)}
-
-
-def _csr_from_arrays(arrays: dict, prefix: str) -> sp.csr_matrix:
-    return sp.csr_matrix((arrays[f"{prefix}.data"], arrays[f"{prefix}.indices"],
-                          arrays[f"{prefix}.indptr"]),
-                         shape=tuple(int(x) for x in arrays[f"{prefix}.shape"]))
 
 
 class Recommender(BaseEstimator):
@@ -374,11 +195,11 @@ class Recommender(BaseEstimator):
         needed = [self.user_col, self.item_col] + self._context_cols()
         if self.target is not None:
             needed.append(self.target)
-        _check_frame(df, needed, what)
+        check_frame(df, needed, what)
         if len(df) == 0:
             raise ValueError(f"{what} is empty: nothing to fit")
         for col in (self.user_col, self.item_col):
-            _check_keys(df, col, what)
+            check_keys(df, col, what)
         if self.target is not None:
             self._targets(df[self.target], what, self._classes())
         return df.reset_index(drop=True)
@@ -398,14 +219,14 @@ class Recommender(BaseEstimator):
             labels = pd.unique(y)
             if known is not None and not np.isin(labels, known).all():
                 raise ValueError(f"{what} column {self.target!r} has labels "
-                                 f"{_names(labels[~np.isin(labels, known)])} not among the "
+                                 f"{shown(labels[~np.isin(labels, known)])} not among the "
                                  f"model's classes {known.tolist()}")
             if known is None and len(labels) != 2:
                 raise ValueError(f"a classifier needs exactly 2 distinct labels in "
-                                 f"{self.target!r}, got {len(labels)}: {_names(labels)}")
+                                 f"{self.target!r}, got {len(labels)}: {shown(labels)}")
             # Typed labels (str, not object) so that save can store classes_ without pickle.
             return (y.to_numpy().astype(str) if pd.api.types.is_string_dtype(y)
-                    else _as_keys(y))
+                    else as_keys(y))
         try:
             return y.to_numpy(dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -449,14 +270,14 @@ class Recommender(BaseEstimator):
         users = pd.unique(df[self.user_col])
         items = pd.Series(pd.unique(df[self.item_col]), name=self.item_col)
         sides = self._implicit_sides()
-        self._users = _Entities.fit(self.user_col, users, self.user_features, "user_features",
+        self._users = Entities.fit(self.user_col, users, self.user_features, "user_features",
                                     items if "users" in sides else None, self.implicit_weight)
-        self._items = _Entities.fit(self.item_col, items.to_numpy(), self.item_features,
+        self._items = Entities.fit(self.item_col, items.to_numpy(), self.item_features,
                                     "item_features",
                                     pd.Series(users, name=self.user_col) if "items" in sides
                                     else None, self.implicit_weight)
         cols = self._context_cols()
-        self._context = _encoder(df, cols) if cols else None
+        self._context = encoder_for(df, cols) if cols else None
         self.seen_ = sp.csr_matrix((self._users.widths[0], self._items.widths[0]))
         self._add_seen(df)
         X, y = self._training_rows(df)
@@ -489,7 +310,7 @@ class Recommender(BaseEstimator):
         if ctx is not None:
             ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
         y = np.concatenate([np.ones(len(df)), np.zeros(len(source))])
-        return self._design(_as_keys(users), _as_keys(items), ctx), y
+        return self._design(as_keys(users), as_keys(items), ctx), y
 
     def _negatives(self, users: np.ndarray, seen: sp.csr_matrix):
         probs = None
@@ -507,7 +328,7 @@ class Recommender(BaseEstimator):
     @staticmethod
     def _entity_rows(keys, entities, others, seen) -> sp.csr_matrix:
         """Block rows of ``keys``, their implicit sets read from ``seen`` (entities × others)."""
-        keys = _as_keys(keys)
+        keys = as_keys(keys)
         lists = None
         if entities.implicit is not None:
             at = entities.index(keys)
@@ -519,8 +340,8 @@ class Recommender(BaseEstimator):
         return entities.rows(keys, lists)
 
     def _design(self, users, items, ctx: pd.DataFrame | None) -> DesignMatrix:
-        u_codes, u_keys = pd.factorize(_as_keys(users))
-        i_codes, i_keys = pd.factorize(_as_keys(items))
+        u_codes, u_keys = pd.factorize(as_keys(users))
+        i_codes, i_keys = pd.factorize(as_keys(items))
         flat = None if self._context is None else self._context.transform(ctx)
         return DesignMatrix(flat, [RelationBlock(self._user_rows(u_keys), u_codes),
                                    RelationBlock(self._item_rows(i_keys), i_codes)])
@@ -567,7 +388,7 @@ class Recommender(BaseEstimator):
             or, for a classifier, the probability of the positive class.
         """
         check_is_fitted(self, "model_")
-        _check_frame(df, [self.user_col, self.item_col] + self._context_cols(), "df")
+        check_frame(df, [self.user_col, self.item_col] + self._context_cols(), "df")
         if len(df) == 0:
             return np.empty(0)
         cols = self._context_cols()
@@ -632,7 +453,7 @@ class Recommender(BaseEstimator):
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         if unknown not in _UNKNOWN:
             raise ValueError(f"unknown must be one of {list(_UNKNOWN)}, got {unknown!r}")
-        users = _as_keys(pd.unique(_as_keys([user_ids] if np.ndim(user_ids) == 0
+        users = as_keys(pd.unique(as_keys([user_ids] if np.ndim(user_ids) == 0
                                             else user_ids)))
         try:
             users = users[np.argsort(users, kind="stable")]
@@ -646,14 +467,14 @@ class Recommender(BaseEstimator):
                   else pd.Index(users).isin(pd.unique(hist[self.user_col])))
         cold = ~folded & (self._users.index(users) < 0) & (self._users.side_index(users) < 0)
         if cold.any() and unknown == "error":
-            raise ValueError(f"unknown user(s) {_names(users[cold])}: not in the training "
+            raise ValueError(f"unknown user(s) {shown(users[cold])}: not in the training "
                              "data, user_features or history (use unknown='popular')")
         t_u, q_u = _scoring.part_terms(self._user_rows(users), *parts["user"])
         if folded.any():
             t_u[folded], q_u[folded] = self._fold_in(hist, users[folded], w0, parts)
         t_c, q_c = self._context_terms(context, users, parts["context"])
         a = q_u + q_c
-        b = w0 + t_u + t_c + _rowdot(q_u, q_c)
+        b = w0 + t_u + t_c + rowdot(q_u, q_c)
         exclude = self._exclusions(users, candidates, hist) if exclude_seen else None
         top, raw = _scoring.top_n(a, b, q_i, t_i, n, exclude)
         if cold.any():
@@ -670,10 +491,10 @@ class Recommender(BaseEstimator):
     def _candidates(self, items) -> np.ndarray:
         if items is None:
             return self.items_
-        keys = _as_keys(pd.unique(_as_keys([items] if np.ndim(items) == 0 else items)))
+        keys = as_keys(pd.unique(as_keys([items] if np.ndim(items) == 0 else items)))
         known = (self._items.index(keys) >= 0) | (self._items.side_index(keys) >= 0)
         if not known.all():
-            raise ValueError(f"items {_names(keys[~known])} are unknown to the model (not in "
+            raise ValueError(f"items {shown(keys[~known])} are unknown to the model (not in "
                              "the training data or item_features)")
         return keys
 
@@ -704,7 +525,7 @@ class Recommender(BaseEstimator):
             raise ValueError("this Recommender has no context columns: context must be None")
         frame = pd.DataFrame([context]) if isinstance(context, dict) else context
         cols = self._context_cols()
-        _check_frame(frame, cols, "context")
+        check_frame(frame, cols, "context")
         if len(frame) == 1:
             at = np.zeros(len(users), dtype=np.int64)
         else:
@@ -714,10 +535,10 @@ class Recommender(BaseEstimator):
             index = pd.Index(frame[self.user_col])
             if not index.is_unique:
                 raise ValueError(f"context has several rows for user(s) "
-                                 f"{_names(index[index.duplicated()].unique())}")
+                                 f"{shown(index[index.duplicated()].unique())}")
             at = index.get_indexer(users)
             if (at < 0).any():
-                raise ValueError(f"context has no row for user(s) {_names(users[at < 0])}")
+                raise ValueError(f"context has no row for user(s) {shown(users[at < 0])}")
         t, q = _scoring.part_terms(self._context.transform(frame[cols].reset_index(drop=True)),
                                    *params)
         return t[at], q[at]
@@ -730,18 +551,18 @@ class Recommender(BaseEstimator):
             pairs = [(u, i) for u, its in history.items()
                      for i in ([its] if np.ndim(its) == 0 else its)]
             history = pd.DataFrame(pairs, columns=[self.user_col, self.item_col])
-        _check_frame(history, [self.user_col, self.item_col], "history")
+        check_frame(history, [self.user_col, self.item_col], "history")
         for col in (self.user_col, self.item_col):
-            _check_keys(history, col, "history")
+            check_keys(history, col, "history")
         needs_target = self.target is not None and "users" not in self._implicit_sides()
         if needs_target and self.target not in history.columns:
             raise ValueError(f"history needs the target column {self.target!r} to fold users "
                              "into this model (or use implicit=True)")
-        users = _as_keys(pd.unique(history[self.user_col]))
+        users = as_keys(pd.unique(history[self.user_col]))
         trained = self._users.index(users) >= 0
         if trained.any():
             raise ValueError(f"history is for users the model has not been trained on; "
-                             f"{_names(users[trained])} are (use partial_fit to update them)")
+                             f"{shown(users[trained])} are (use partial_fit to update them)")
         return history.reset_index(drop=True)
 
     def _fold_in(self, hist, users, w0, parts) -> tuple[np.ndarray, np.ndarray]:
@@ -757,7 +578,7 @@ class Recommender(BaseEstimator):
         items = hist[self.item_col].to_numpy()
         cols = [c for c in self._context_cols() if c in hist.columns]
         if cols and len(cols) < len(self._context_cols()):
-            _check_frame(hist, self._context_cols(), "history (with context columns)")
+            check_frame(hist, self._context_cols(), "history (with context columns)")
         ctx = hist[cols].reset_index(drop=True) if cols else None
         model = self.model_
         if self.target is None:  # implicit feedback: positives against sampled negatives
@@ -766,7 +587,7 @@ class Recommender(BaseEstimator):
                                  shape=(len(users), self.seen_.shape[1]))
             source, negative = self._negatives(group, seen)
             group = np.concatenate([group, group[source]])
-            items = _as_keys(np.concatenate([
+            items = as_keys(np.concatenate([
                 items.astype(object),
                 self._items.ids.field_values(self.item_col)[negative].astype(object)]))
             if ctx is not None:
@@ -777,7 +598,7 @@ class Recommender(BaseEstimator):
                               if is_classifier(model) else None)
             if is_classifier(model):
                 y = (y == model.classes_[1]).astype(np.float64)
-        codes, keys = pd.factorize(_as_keys(items))
+        codes, keys = pd.factorize(as_keys(items))
         t_i, q_i = _scoring.part_terms(self._item_rows(keys), *parts["item"])
         t_i, q_i = t_i[codes], q_i[codes]
         if ctx is None:
@@ -785,8 +606,8 @@ class Recommender(BaseEstimator):
         else:
             t_c, q_c = _scoring.part_terms(self._context.transform(ctx), *parts["context"])
         qs = q_s[group]
-        offset = (w0 + t_s[group] + t_c + t_i + _rowdot(qs, q_c) + _rowdot(qs, q_i)
-                  + _rowdot(q_c, q_i))
+        offset = (w0 + t_s[group] + t_c + t_i + rowdot(qs, q_c) + rowdot(qs, q_i)
+                  + rowdot(q_c, q_i))
         Z = np.column_stack([np.ones(len(group)), qs + q_c + q_i])
         k = q_i.shape[1]
         reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
@@ -794,7 +615,7 @@ class Recommender(BaseEstimator):
         theta = _scoring.fold_in(Z, offset, y, group, len(users), reg, float(model.reg_power),
                                  logistic=is_classifier(model))
         w_u, v_u = theta[:, 0], theta[:, 1:]
-        return t_s + w_u + _rowdot(v_u, q_s), q_s + v_u
+        return t_s + w_u + rowdot(v_u, q_s), q_s + v_u
 
     # ------------------------------------------------------------------------ similar
     def similar_items(self, item_id, n: int = 10) -> pd.DataFrame:
@@ -828,10 +649,10 @@ class Recommender(BaseEstimator):
     def _similar(self, keys, rows, ids, n, what, part) -> pd.DataFrame:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        query = _as_keys(pd.unique(_as_keys([ids] if np.ndim(ids) == 0 else ids)))
+        query = as_keys(pd.unique(as_keys([ids] if np.ndim(ids) == 0 else ids)))
         at = pd.Index(keys).get_indexer(query)
         if (at < 0).any():
-            raise ValueError(f"unknown {what}(s) {_names(query[at < 0])}")
+            raise ValueError(f"unknown {what}(s) {shown(query[at < 0])}")
         _, parts = self._parts()
         q = _scoring.part_terms(rows, *parts[part])[1]
         top, score = _scoring.cosine_top_n(q, at, n)
@@ -874,9 +695,9 @@ class Recommender(BaseEstimator):
         at = []
         if self._context is not None:
             at.append(self._context.extend(df[self._context_cols()]))
-        users = _as_keys(pd.unique(df[self.user_col]))
+        users = as_keys(pd.unique(df[self.user_col]))
         new_users = users[self._users.index(users) < 0]
-        items = _as_keys(pd.unique(df[self.item_col]))
+        items = as_keys(pd.unique(df[self.item_col]))
         new_items = items[self._items.index(items) < 0]
         if len(new_users):
             at.append(groups["user_id"].start
@@ -884,12 +705,12 @@ class Recommender(BaseEstimator):
             implicit = self._items.implicit
             if implicit is not None:
                 at.append(groups["item_implicit"].start + implicit.extend(
-                    pd.DataFrame({implicit.multi_valued[0]: _list_column([new_users])})))
+                    pd.DataFrame({implicit.multi_valued[0]: list_column([new_users])})))
         if len(new_items):
             implicit = self._users.implicit
             if implicit is not None:
                 at.append(groups["user_implicit"].start + implicit.extend(
-                    pd.DataFrame({implicit.multi_valued[0]: _list_column([new_items])})))
+                    pd.DataFrame({implicit.multi_valued[0]: list_column([new_items])})))
             at.append(groups["item_id"].start
                       + self._items.ids.extend(pd.DataFrame({self.item_col: new_items})))
         at = np.concatenate(at) if at else np.empty(0, np.int64)
@@ -924,7 +745,7 @@ class Recommender(BaseEstimator):
     def _state(self) -> tuple[dict, dict]:
         """Arrays and JSON-able metadata of everything but the model."""
         arrays = {**self._users.to_arrays("users"), **self._items.to_arrays("items"),
-                  **_csr_arrays(self.seen_, "seen")}
+                  **csr_arrays(self.seen_, "seen")}
         if self._context is not None:
             arrays.update({f"context.{k}": v for k, v in self._context.to_arrays().items()})
         params = self.get_params(deep=False)
@@ -940,12 +761,12 @@ class Recommender(BaseEstimator):
     @classmethod
     def _from_state(cls, params: dict, arrays: dict, model) -> Recommender:
         rec = cls(**params, model=clone(model))
-        rec._users = _Entities.from_arrays(rec.user_col, arrays, "users", rec.implicit_weight)
-        rec._items = _Entities.from_arrays(rec.item_col, arrays, "items", rec.implicit_weight)
+        rec._users = Entities.from_arrays(rec.user_col, arrays, "users", rec.implicit_weight)
+        rec._items = Entities.from_arrays(rec.item_col, arrays, "items", rec.implicit_weight)
         head = "context."
         ctx = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
         rec._context = FeatureEncoder.from_arrays(ctx) if ctx else None
-        rec.seen_ = _csr_from_arrays(arrays, "seen")
+        rec.seen_ = csr_from_arrays(arrays, "seen")
         rec.popularity_ = np.asarray(rec.seen_.sum(axis=0)).ravel()
         rec.model_ = model
         rec._describe()

@@ -6,20 +6,25 @@ from pathlib import Path
 
 import pytest
 
+import fmrec.design
 import fmrec.estimators
 import fmrec.persistence
+import fmrec.recommender
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.mark.parametrize("module", [fmrec.estimators, fmrec.persistence])
+@pytest.mark.parametrize("module", [fmrec.estimators, fmrec.persistence, fmrec.design,
+                                    fmrec.recommender])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_readme_quick_start_runs(tmp_path, monkeypatch):
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
-    monkeypatch.chdir(tmp_path)  # it saves model.npz in the working folder
-    exec(compile(code, "README.md", "exec"), {})
-    assert (tmp_path / "model.npz").is_file()
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)  # they save model files in the working folder
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "model.npz").is_file() and (tmp_path / "recommender.npz").is_file()
