@@ -176,6 +176,60 @@ class _Vocabulary:
             return None
 
 
+def _edge_str(edge: float) -> str:
+    # Shortest repr that round-trips, so distinct edges always give distinct names; "18.0"
+    # reads better as "18".
+    s = repr(float(edge))
+    return s[:-2] if s.endswith(".0") else s
+
+
+class _Bins:
+    """Inner edges of a binned numeric field: the stand-in for a vocabulary.
+
+    Bin ``j`` is the left-closed interval ``[edges[j-1], edges[j])``; the first bin is open
+    below and the last open above, so every finite value falls in exactly one bin.
+    """
+
+    def __init__(self, edges):
+        # + 0.0 turns an edge of -0.0 into 0.0 so it is not named "-0".
+        self.edges = np.asarray(edges, dtype=np.float64).reshape(-1) + 0.0
+        self.n_local = len(self.edges) + 1
+        self.has_infrequent = False
+        bounds = ["-inf", *map(_edge_str, self.edges), "inf"]
+        self._labels = [f"({bounds[0]}, {bounds[1]})"] + [
+            f"[{lo}, {hi})" for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, spec) -> _Bins:
+        """Bins of ``x``: ``spec`` is a checked bin count or an array of inner edges."""
+        if isinstance(spec, np.ndarray):
+            return cls(spec)
+        if not len(x):
+            return cls([])
+        edges = np.unique(np.quantile(x, np.arange(1, spec) / spec))
+        # Ties make quantiles coincide (np.unique merges them); an edge at the minimum would
+        # leave the first bin, the values below it, empty on the fit data.
+        return cls(edges[edges > x.min()])
+
+    def feature_values(self) -> list[str]:
+        """Interval label of each bin, e.g. ``"(-inf, 18)"``, ``"[18, 25)"``, ``"[25, inf)"``."""
+        return list(self._labels)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Bin of each finite value (side="right": a value equal to an edge opens its bin)."""
+        return np.searchsorted(self.edges, x, side="right").astype(np.int64)
+
+    def lookup(self, value) -> int | None:
+        """Bin of a number, or of an interval label; None for NaN/inf or an unknown label."""
+        if isinstance(value, str):
+            return self._labels.index(value) if value in self._labels else None
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return None
+        return int(self.encode(np.array([x]))[0]) if np.isfinite(x) else None
+
+
 class FeatureEncoder(BaseEstimator):
     """Encode a DataFrame as a sparse FM design matrix, one field per source column.
 
@@ -185,7 +239,8 @@ class FeatureEncoder(BaseEstimator):
         One feature per category seen at fit, with value 1. Any hashable dtype, including
         pandas ``category``. Missing values (NaN/None) raise ``ValueError``.
     numeric : sequence of column names, default=()
-        One feature per column holding the value itself. NaN/inf raise ``ValueError``.
+        One feature per column holding the value itself, unless the column is binned (see
+        ``bins``). NaN/inf raise ``ValueError``.
     multi_valued : sequence of column names, default=()
         Cells are list-likes (list/tuple/set/ndarray) or ``delimiter``-joined strings such as
         ``"Action|Comedy"``. One feature per distinct token, weighted as ``normalize`` says
@@ -203,18 +258,31 @@ class FeatureEncoder(BaseEstimator):
     min_frequency : int, optional
         Categories/tokens seen fewer times at fit share one ``"<col>=__infrequent__"`` feature.
     standardize : bool, default=False
-        Center and scale numeric columns with the fit mean and standard deviation.
+        Center and scale numeric columns with the fit mean and standard deviation (binned
+        columns are not affected).
     delimiter : str, default="|"
         Token separator of string cells in multi-valued columns.
     dtype : {np.float32, np.float64}, default=np.float32
         Data type of the output matrix.
+    bins : dict, optional
+        Turns numeric columns into one-hot fields of intervals. Maps columns that are also in
+        ``numeric`` to either an int n >= 2, for n quantile bins of the fit data (edges at the
+        1/n, ..., (n-1)/n quantiles, linearly interpolated), or a strictly increasing sequence
+        of finite inner edges such as ``[18, 25, 35]``. Intervals are left-closed, so a value
+        equal to an edge goes to the bin that edge opens, and the outer bins are open-ended:
+        with those edges the features are ``"age=(-inf, 18)"``, ``"age=[18, 25)"``,
+        ``"age=[25, 35)"`` and ``"age=[35, inf)"``. With quantile bins, ties can make edges
+        coincide or fall on the minimum; such edges are dropped, so a column may get fewer than
+        n bins (a constant column gets one, ``"(-inf, inf)"``). Edges are learnt by ``fit``
+        and kept by ``extend``.
 
     Attributes
     ----------
     fields_ : list
         Column names in field order: categorical, then numeric, then multi-valued.
     feature_names_ : ndarray of str
-        Readable feature names such as ``"user_id=42"``, ``"genre=Comedy"``, ``"age"``.
+        Readable feature names such as ``"user_id=42"``, ``"genre=Comedy"``, ``"age"`` or,
+        for a binned column, ``"age=[18, 25)"``.
     field_of_feature_ : ndarray of int
         Index into ``fields_`` of each feature.
     n_features_ : int
@@ -230,11 +298,16 @@ class FeatureEncoder(BaseEstimator):
     ['user=1', 'user=2', 'age', 'genre=A', 'genre=B']
     >>> X.toarray()[0].tolist()
     [1.0, 0.0, 20.0, 0.5, 0.5]
+    >>> binned = FeatureEncoder(numeric=["age"], bins={"age": [25]}).fit(df)
+    >>> binned.feature_names_.tolist()
+    ['age=(-inf, 25)', 'age=[25, inf)']
+    >>> binned.transform(pd.DataFrame({"age": [24.9, 25.0]})).toarray().tolist()
+    [[1.0, 0.0], [0.0, 1.0]]
     """
 
     def __init__(self, categorical=(), numeric=(), multi_valued=(), normalize="sum",
                  handle_unknown="ignore", min_frequency=None, standardize=False, delimiter="|",
-                 dtype=np.float32):
+                 dtype=np.float32, bins=None):
         self.categorical = categorical
         self.numeric = numeric
         self.multi_valued = multi_valued
@@ -244,6 +317,7 @@ class FeatureEncoder(BaseEstimator):
         self.standardize = standardize
         self.delimiter = delimiter
         self.dtype = dtype
+        self.bins = bins
 
     # ----------------------------------------------------------------------------- checks
     def _check_params(self) -> list[tuple]:
@@ -268,6 +342,37 @@ class FeatureEncoder(BaseEstimator):
             raise ValueError("no columns to encode: categorical, numeric and multi_valued "
                              "are all empty")
         self._normalizations([c for c, kind in specs if kind == "multi_valued"])
+        self._bin_specs([c for c, kind in specs if kind == "numeric"])
+        return specs
+
+    def _bin_specs(self, numeric: list) -> dict:
+        """The checked ``bins`` entry of every binned column: an int, or an array of edges."""
+        if self.bins is None:
+            return {}
+        if not isinstance(self.bins, dict):
+            raise ValueError(f"bins must be None or a dict mapping numeric column names to a "
+                             f"bin count or a sequence of edges, got {self.bins!r}")
+        extra = [c for c in self.bins if c not in numeric]
+        if extra:
+            raise ValueError(f"bins names column(s) {extra} that are not numeric columns "
+                             f"{numeric}")
+        specs = {}
+        for c, spec in self.bins.items():
+            if isinstance(spec, int | np.integer) and not isinstance(spec, bool):
+                if spec >= 2:
+                    specs[c] = int(spec)
+                    continue
+            elif not isinstance(spec, str | bool):
+                try:
+                    edges = np.asarray(spec, dtype=np.float64)
+                except (TypeError, ValueError):
+                    edges = np.array([np.nan])
+                # No edges is allowed: the one bin a constant column gets from quantiles.
+                if edges.ndim == 1 and np.isfinite(edges).all() and (np.diff(edges) > 0).all():
+                    specs[c] = edges
+                    continue
+            raise ValueError(f"bins of column {c!r} must be an int >= 2 or a strictly "
+                             f"increasing sequence of finite edges, got {spec!r}")
         return specs
 
     def _normalizations(self, multi_valued: list) -> dict:
@@ -356,7 +461,7 @@ class FeatureEncoder(BaseEstimator):
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, df: pd.DataFrame, y=None) -> FeatureEncoder:
-        """Learn vocabularies (and numeric mean/std) from ``df``.
+        """Learn vocabularies (and numeric mean/std, bin edges) from ``df``.
 
         Parameters
         ----------
@@ -370,10 +475,13 @@ class FeatureEncoder(BaseEstimator):
         """
         specs = self._check_params()
         self._check_frame(df, [c for c, _ in specs])
+        bin_specs = self._bin_specs([c for c, kind in specs if kind == "numeric"])
         vocabs, means, stds = [], [], []
         for c, kind in specs:
             mean, std, vocab = 0.0, 1.0, None
-            if kind == "categorical":
+            if c in bin_specs:
+                vocab = _Bins.fit(self._numeric(df, c), bin_specs[c])
+            elif kind == "categorical":
                 vocab = _Vocabulary.fit(self._categorical(df, c), self.min_frequency)
             elif kind == "multi_valued":
                 vocab = _Vocabulary.fit(self._tokens(df, c)[1], self.min_frequency)
@@ -399,9 +507,10 @@ class FeatureEncoder(BaseEstimator):
         grow with it: a field's new features go after its existing ones (its shared
         infrequent feature, if any, stays last), and the returned positions tell
         ``FMRegressor.grow`` / ``FMClassifier.grow`` where to insert their parameters.
-        Numeric means and standard deviations are not updated. With ``min_frequency``, a new
-        value gets its own feature when it occurs at least that often in ``df``, and the
-        rarer ones share the infrequent feature (created if the field had none).
+        Numeric means, standard deviations and bin edges are not updated (binned fields
+        gain no features). With ``min_frequency``, a new value gets its own feature when it
+        occurs at least that often in ``df``, and the rarer ones share the infrequent feature
+        (created if the field had none).
 
         Parameters
         ----------
@@ -444,6 +553,7 @@ class FeatureEncoder(BaseEstimator):
         self.fields_ = list(fields)
         self._kinds = list(kinds)
         self._norms = list(norms)
+        # One per field: a _Vocabulary, a _Bins for a binned numeric field, None otherwise.
         self._vocabs = vocabs
         self._means, self._stds = means, stds
         sizes = [1 if v is None else v.n_local for v in vocabs]
@@ -477,7 +587,12 @@ class FeatureEncoder(BaseEstimator):
         blocks = []
         for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
             vocab = self._vocabs[i]
-            if kind == "numeric":
+            if isinstance(vocab, _Bins):
+                local = vocab.encode(self._numeric(df, c))
+                blocks.append(sp.csr_matrix(
+                    (np.ones(n, dtype), local, np.arange(n + 1, dtype=np.int64)),
+                    shape=(n, vocab.n_local)))
+            elif kind == "numeric":
                 x = (self._numeric(df, c) - self._means[i]) / self._stds[i]
                 blocks.append(sp.csr_matrix(
                     (x.astype(dtype), np.zeros(n, np.int32), np.arange(n + 1, dtype=np.int32)),
@@ -557,32 +672,42 @@ class FeatureEncoder(BaseEstimator):
         return slice(int(self._offsets[i]), int(self._offsets[i + 1]))
 
     def feature_index(self, column, value=None) -> int:
-        """Index of the feature of ``value`` in ``column`` (``value`` unused for numeric).
+        """Index of the feature of ``value`` in ``column`` (unused for unbinned numeric).
 
-        Infrequent values, and ``"__infrequent__"`` itself, map to the shared feature.
-        Raises ``KeyError`` when there is no such feature.
+        Infrequent values, and ``"__infrequent__"`` itself, map to the shared feature. For a
+        binned column, ``value`` is a number (its bin) or an interval label such as
+        ``"[18, 25)"``. Raises ``KeyError`` when there is no such feature.
         """
         i = self._field(column)
         vocab = self._vocabs[i]
         if vocab is None:
             return int(self._offsets[i])
         local = vocab.lookup(value)
+        if local is None and isinstance(vocab, _Bins):
+            raise KeyError(f"value {value!r} of binned column {column!r} is neither a finite "
+                           f"number nor one of its interval labels {vocab.feature_values()}")
         if local is None:
             raise KeyError(f"value {value!r} of column {column!r} was not seen at fit "
                            f"(the field has {vocab.n_local} feature(s))")
         return int(self._offsets[i] + local)
 
     def feature_indices(self, column, values) -> np.ndarray:
-        """Vectorized ``feature_index`` of a categorical or multi-valued column.
+        """Vectorized ``feature_index`` of a categorical, multi-valued or binned column.
 
         Returns an int64 array with the feature index of each value, -1 where the value was
-        not seen at fit (no ``KeyError``).
+        not seen at fit (no ``KeyError``). For a binned column, ``values`` are numbers: each
+        gets its bin's feature, NaN/inf get -1.
         """
         i = self._field(column)
         vocab = self._vocabs[i]
         if vocab is None:
             raise ValueError(f"column {column!r} is numeric: it has one feature, "
                              f"{int(self._offsets[i])}")
+        if isinstance(vocab, _Bins):
+            x = np.asarray(values, dtype=np.float64).reshape(-1)
+            finite = np.isfinite(x)
+            return np.where(finite, vocab.encode(np.where(finite, x, 0.0)) + self._offsets[i],
+                            -1).astype(np.int64)
         if not isinstance(values, pd.Series | np.ndarray):
             # np.asarray would turn [1, "a"] into strings; keep each value's own type.
             values = _typed(np.array(list(values) + [None], dtype=object)[:-1])
@@ -594,10 +719,13 @@ class FeatureEncoder(BaseEstimator):
 
         The inverse of ``feature_indices``: ``field_values(c)[feature_indices(c, v) -
         field_slice(c).start]`` gives back ``v`` (``"__infrequent__"`` for a shared feature).
+        For a binned field, the interval labels, e.g. ``["(-inf, 18)", "[18, inf)"]``.
         """
         vocab = self._vocabs[self._field(column)]
         if vocab is None:
             raise ValueError(f"column {column!r} is numeric: its feature stands for no value")
+        if isinstance(vocab, _Bins):
+            return np.array(vocab.feature_values(), dtype=str)
         return _typed(np.array(vocab.feature_values() + [None], dtype=object)[:-1])
 
     def feature_name(self, index: int) -> str:
@@ -636,6 +764,9 @@ class FeatureEncoder(BaseEstimator):
         for i, vocab in enumerate(self._vocabs):
             if vocab is None:
                 continue
+            if isinstance(vocab, _Bins):
+                out[f"bins_{i}"] = vocab.edges.copy()
+                continue
             kind = _vocab_kind(vocab.categories, self.fields_[i])
             out[f"vocab_{i}"] = _to_str(vocab.categories, kind)
             out[f"vocab_kind_{i}"] = np.array(kind)
@@ -646,7 +777,11 @@ class FeatureEncoder(BaseEstimator):
 
     @classmethod
     def from_arrays(cls, arrays) -> FeatureEncoder:
-        """Rebuild an encoder from ``to_arrays`` output (a dict or an ``np.load`` result)."""
+        """Rebuild an encoder from ``to_arrays`` output (a dict or an ``np.load`` result).
+
+        Quantile bins come back as their fitted edges, so ``bins`` of the result holds edge
+        lists and refitting it keeps the same features.
+        """
         a = {k: np.asarray(arrays[k]) for k in arrays}
         fields = _from_str(a["fields"], str(a["fields_kind"])).tolist()
         kinds = [str(k) for k in a["kinds"]]
@@ -659,13 +794,17 @@ class FeatureEncoder(BaseEstimator):
         modes = {f: m for f, m, k in zip(fields, norms, kinds, strict=True)
                  if k == "multi_valued"}
         normalize = modes.popitem()[1] if len(set(modes.values())) == 1 else modes or "sum"
+        # Files written before ``bins`` existed have no bins_<i> arrays: nothing is binned.
+        edges = {i: a[f"bins_{i}"].astype(np.float64) for i in range(len(fields))
+                 if f"bins_{i}" in a}
         enc = cls(**by_kind, normalize=normalize, handle_unknown=str(a["handle_unknown"]),
                   min_frequency=None if mf < 0 else mf, standardize=bool(a["standardize"]),
-                  delimiter=str(a["delimiter"]), dtype=np.dtype(str(a["dtype"])).type)
+                  delimiter=str(a["delimiter"]), dtype=np.dtype(str(a["dtype"])).type,
+                  bins={fields[i]: e.tolist() for i, e in edges.items()} or None)
         vocabs = []
         for i, kind in enumerate(kinds):
             if kind == "numeric":
-                vocabs.append(None)
+                vocabs.append(_Bins(edges[i]) if i in edges else None)
                 continue
             n_local, has_infrequent = a[f"n_local_{i}"].tolist()
             vocabs.append(_Vocabulary(_from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),

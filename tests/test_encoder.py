@@ -447,3 +447,171 @@ def test_feature_indices_and_field_values():
     assert enc.field_values("m").tolist() == ["x", "y", "z"]
     with pytest.raises(ValueError, match="numeric"):
         enc.feature_indices("n", [1.0])
+
+
+# --------------------------------------------------------------------------- binned numerics
+AGE_BINS = ["age=(-inf, 18)", "age=[18, 25)", "age=[25, 35)", "age=[35, inf)"]
+
+
+def test_bins_explicit_edges_names_and_edge_values():
+    df = pd.DataFrame({"user": [1, 2], "age": [20.0, 40.0], "x": [1.0, 3.0]})
+    enc = FeatureEncoder(categorical=["user"], numeric=["age", "x"],
+                         bins={"age": [18, 25, 35]}, standardize=True).fit(df)
+    # The binned field keeps its place among the numeric ones; x stays one standardized value.
+    assert enc.feature_names_.tolist() == ["user=1", "user=2", *AGE_BINS, "x"]
+    assert enc.field_of_feature_.tolist() == [0, 0, 1, 1, 1, 1, 2]
+    assert enc.field_slice("age") == slice(2, 6)
+    assert enc.feature_name(4) == "age=[25, 35)"
+    assert enc.field_values("age").tolist() == [b[4:] for b in AGE_BINS]
+    # Left-closed: a value on an edge opens the next bin; beyond the edges: the open ends.
+    ages = [17.999, 18.0, 24.9, 25.0, 35.0, -1e9, 1e9]
+    X = enc.transform(pd.DataFrame({"user": [1] * 7, "age": ages, "x": [2.0] * 7}))
+    expected_bin = [0, 1, 1, 2, 3, 0, 3]
+    expected = np.zeros((7, 7))
+    expected[:, 0] = 1
+    expected[np.arange(7), 2 + np.array(expected_bin)] = 1  # standardize leaves bins 0/1
+    assert_csr_equal(X, expected)  # x = mean, so its standardized value is 0
+    assert [enc.feature_index("age", a) for a in ages] == [2 + b for b in expected_bin]
+    assert enc.feature_indices("age", ages + [np.nan]).tolist() == [
+        2 + b for b in expected_bin] + [-1]
+    assert enc.feature_index("age", "[18, 25)") == 3
+    assert enc.feature_index("x") == 6
+    for bad in ["[18, 26)", np.nan, None]:
+        with pytest.raises(KeyError, match="binned column 'age'"):
+            enc.feature_index("age", bad)
+
+
+def test_bins_quantiles():
+    df = pd.DataFrame({"x": np.arange(1.0, 9.0)})
+    enc = FeatureEncoder(numeric=["x"], bins={"x": 4})
+    X = enc.fit_transform(df)
+    # Linear-interpolated quartiles of 1..8: 2.75, 4.5, 6.25; two values per bin.
+    assert enc.feature_names_.tolist() == [
+        "x=(-inf, 2.75)", "x=[2.75, 4.5)", "x=[4.5, 6.25)", "x=[6.25, inf)"]
+    assert_csr_equal(X, np.eye(4)[[0, 0, 1, 1, 2, 2, 3, 3]])
+    # Edges come from the fit data only.
+    assert_csr_equal(enc.transform(pd.DataFrame({"x": [-5.0, 100.0, 4.5]})),
+                     np.eye(4)[[0, 3, 2]])
+
+
+def test_bins_quantile_ties_give_fewer_bins():
+    # Quartiles 1, 1, 2.25: the repeated edge collapses, and the one on the minimum would
+    # leave the first bin empty, so two bins remain.
+    enc = FeatureEncoder(numeric=["x"], bins={"x": 4}).fit(
+        pd.DataFrame({"x": [1.0, 1, 1, 1, 1, 2, 3, 4]}))
+    assert enc.feature_names_.tolist() == ["x=(-inf, 2.25)", "x=[2.25, inf)"]
+    enc = FeatureEncoder(numeric=["c"], bins={"c": 3}).fit(pd.DataFrame({"c": [5.0] * 4}))
+    assert enc.feature_names_.tolist() == ["c=(-inf, inf)"]
+    assert_csr_equal(enc.transform(pd.DataFrame({"c": [-1.0, 9.0]})), [[1], [1]])
+
+
+def test_bins_edge_names_are_short_and_exact():
+    enc = FeatureEncoder(numeric=["v"], bins={"v": [-0.0, 0.1, 1e20]}).fit(
+        pd.DataFrame({"v": [0.0]}))
+    assert enc.feature_names_.tolist() == [
+        "v=(-inf, 0)", "v=[0, 0.1)", "v=[0.1, 1e+20)", "v=[1e+20, inf)"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_bins_non_finite_values_name_column_and_row(bad):
+    df = pd.DataFrame({"age": [20.0, bad]}, index=["a", "b"])
+    for bins in ({"age": 2}, {"age": [18]}):
+        enc = FeatureEncoder(numeric=["age"], bins=bins)
+        with pytest.raises(ValueError, match=r"'age' is NaN or infinite at row 1 "
+                                             r"\(index label 'b'\)"):
+            enc.fit(df)
+        enc.fit(df.iloc[:1])
+        with pytest.raises(ValueError, match=r"'age' is NaN or infinite at row 1"):
+            enc.transform(df)
+
+
+@pytest.mark.parametrize("bins, match", [
+    ({"user_id": 3}, r"bins names column\(s\) \['user_id'\] that are not numeric"),
+    ({"nope": [1.0]}, r"bins names column\(s\) \['nope'\]"),
+    ({"age": 1}, "bins of column 'age' must be an int >= 2"),
+    ({"age": True}, "bins of column 'age'"),
+    ({"age": 2.0}, "bins of column 'age'"),
+    ({"age": [30, 20]}, "strictly increasing"),
+    ({"age": [20, 20]}, "strictly increasing"),
+    ({"age": [1, np.nan]}, "strictly increasing"),
+    ({"age": ["a"]}, "strictly increasing"),
+    ({"age": "18"}, "strictly increasing"),
+    ([("age", 3)], "bins must be None or a dict"),
+])
+def test_bins_bad_parameters(frame, bins, match):
+    with pytest.raises(ValueError, match=match):
+        FeatureEncoder(categorical=["user_id"], numeric=["age"], bins=bins).fit(frame)
+
+
+def test_bins_transform_equals_fit_transform(frame):
+    enc = FeatureEncoder(categorical=["user_id", "genre"], numeric=["age"],
+                         multi_valued=["tags"], bins={"age": 3})
+    X = enc.fit_transform(frame)
+    assert (enc.transform(frame) != X).nnz == 0
+    shuffled = frame.set_axis([5, 1, 9, 0]).iloc[[3, 1, 0, 2]]
+    assert_csr_equal(enc.transform(shuffled), X[[3, 1, 0, 2]].toarray())
+    assert np.all(X[:, enc.field_slice("age")].sum(axis=1) == 1)
+
+
+def test_bins_round_trip_through_arrays(frame, tmp_path):
+    frame = frame.assign(income=[1.0, 5.0, 2.5, 9.0])
+    enc = FeatureEncoder(categorical=["user_id"], numeric=["age", "income"],
+                         bins={"age": 3, "income": [2, 5.5]}, standardize=True).fit(frame)
+    arrays = enc.to_arrays()
+    assert all(a.dtype.kind in "iufbU" for a in arrays.values())
+    restored = _roundtrip(enc, tmp_path)
+    new = frame.assign(age=[-3.0, 35.0, 99.0, 20.0], income=[2.0, 5.5, 0.0, 7.0])
+    assert (restored.transform(new) != enc.transform(new)).nnz == 0
+    assert restored.feature_names_.tolist() == enc.feature_names_.tolist()
+    assert restored.field_of_feature_.tolist() == enc.field_of_feature_.tolist()
+    # Quantile bins come back as their fitted edges (terciles of 20..50), so refitting the
+    # restored encoder on other data keeps the layout.
+    assert restored.bins == {"age": [30.0, 40.0], "income": [2.0, 5.5]}
+    refit = FeatureEncoder(**restored.get_params()).fit(frame.assign(age=0.0, income=0.0))
+    assert refit.feature_names_.tolist() == enc.feature_names_.tolist()
+
+
+def test_arrays_without_bins_read_as_unbinned(frame):
+    # Encoders without bins write no bins_<i> arrays, exactly like files from before bins.
+    enc = FeatureEncoder(numeric=["age"]).fit(frame)
+    arrays = enc.to_arrays()
+    assert not any(k.startswith("bins") for k in arrays)
+    restored = FeatureEncoder.from_arrays(arrays)
+    assert restored.bins is None
+    assert restored.feature_names_.tolist() == ["age"]
+    assert (restored.transform(frame) != enc.transform(frame)).nnz == 0
+
+
+def test_extend_keeps_binned_fields_fixed():
+    train = pd.DataFrame({"u": [1, 2], "age": [20.0, 30.0]})
+    enc = FeatureEncoder(categorical=["u"], numeric=["age"], bins={"age": [25]}).fit(train)
+    at = enc.extend(pd.DataFrame({"u": [3], "age": [99.0]}))
+    assert at.tolist() == [2]
+    assert enc.feature_names_.tolist() == ["u=1", "u=2", "u=3", "age=(-inf, 25)",
+                                           "age=[25, inf)"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_property_each_value_in_its_bin(data):
+    finite = st.floats(-1e6, 1e6, allow_nan=False)
+    edges = sorted(set(data.draw(st.lists(finite, min_size=1, max_size=5))))
+    # Draw values on the edges as well as between them: the boundary is where bugs live.
+    values = data.draw(st.lists(st.one_of(finite, st.sampled_from(edges)), min_size=1,
+                                max_size=30))
+    n_bins = data.draw(st.integers(2, 6))
+    df = pd.DataFrame({"v": values, "q": values})
+    enc = FeatureEncoder(numeric=["v", "q"], bins={"v": edges, "q": n_bins})
+    X = enc.fit_transform(df)
+    assert (enc.transform(df) != X).nnz == 0
+    dense = X.toarray()
+    lo = np.array([-np.inf, *edges])
+    hi = np.array([*edges, np.inf])
+    for col in ["v", "q"]:
+        block = dense[:, enc.field_slice(col)]
+        assert np.all(block.sum(axis=1) == 1) and np.all((block == 0) | (block == 1))
+        assert block.shape[1] <= (len(edges) if col == "v" else n_bins - 1) + 1
+    j = dense[:, enc.field_slice("v")].argmax(axis=1)
+    assert np.all((lo[j] <= values) & (np.array(values) < hi[j]))
+    assert enc.feature_indices("v", values).tolist() == j.tolist()
+    assert len(set(enc.feature_names_.tolist())) == enc.n_features_
