@@ -6,228 +6,25 @@ field are contiguous, so ``field_slice`` can pick out e.g. the user block of ``V
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from fmrec._validation import resolve_dtype
-
-INFREQUENT = "__infrequent__"
-_KINDS = ("categorical", "numeric", "multi_valued")
-NORMALIZATIONS = ("sum", "sqrt", "none")
-_MAX_UNSEEN_SHOWN = 5
-
-
-def _as_columns(columns, name: str) -> list:
-    # A bare string is one column name, not a sequence of one-letter names.
-    if isinstance(columns, str) or not isinstance(columns, Iterable):
-        columns = [columns]
-    columns = list(columns)
-    for c in columns:
-        if not isinstance(c, Hashable):
-            raise ValueError(f"{name} must hold column names, got {c!r}")
-    return columns
-
-
-def _typed(values: np.ndarray) -> np.ndarray:
-    """Values as a plain typed array when they share one simple type, else as objects."""
-    values = np.asarray(values)
-    kind = pd.api.types.infer_dtype(values, skipna=False)
-    if kind == "integer":
-        return values.astype(np.int64)
-    if kind == "floating":
-        return values.astype(np.float64)
-    if kind == "boolean":
-        return values.astype(bool)
-    return values.astype(object)
-
-
-def _vocab_kind(values: np.ndarray, column) -> str:
-    """The one-letter kind stored by ``to_arrays`` so a vocabulary comes back typed."""
-    kind = pd.api.types.infer_dtype(np.asarray(values, dtype=object), skipna=False)
-    kinds = {"integer": "i", "floating": "f", "boolean": "b", "string": "U", "empty": "U"}
-    if kind not in kinds:
-        raise ValueError(
-            f"cannot store the vocabulary of column {column!r} without pickle: its values are "
-            f"of inferred type {kind!r}; only ints, floats, bools and strings are supported")
-    return kinds[kind]
-
-
-def _from_str(values: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "i":
-        return values.astype(np.int64)
-    if kind == "f":
-        return values.astype(np.float64)
-    if kind == "b":
-        return values == "True"
-    return values.astype(object)
-
-
-def _to_str(values: np.ndarray, kind: str) -> np.ndarray:
-    # repr keeps every bit of a float; str of a Python or NumPy scalar is its plain form.
-    values = np.asarray(values, dtype=object)
-    if kind == "f":
-        return np.array([repr(float(v)) for v in values], dtype=str)
-    return np.array([str(v) for v in values], dtype=str).reshape(len(values))
-
-
-def _row_error(column, series: pd.Series, bad: np.ndarray, what: str) -> ValueError:
-    row = int(np.flatnonzero(bad)[0])
-    return ValueError(
-        f"column {column!r} {what} at row {row} (index label {series.index[row]!r}); "
-        f"{int(bad.sum())} row(s) affected")
-
-
-class _Vocabulary:
-    """Seen values of one field and the local feature each maps to.
-
-    ``categories`` holds every value seen at fit (sorted when sortable); ``local[i]`` is the
-    feature of ``categories[i]`` inside the field. Infrequent values all share the last one.
-    """
-
-    def __init__(self, categories: np.ndarray, local: np.ndarray, n_local: int,
-                 has_infrequent: bool):
-        self.categories = _typed(categories)
-        self.local = np.asarray(local, dtype=np.int64)
-        self.n_local = int(n_local)
-        self.has_infrequent = bool(has_infrequent)
-        self._index = pd.Index(self.categories, tupleize_cols=False)
-        self._lookup: dict | None = None
-
-    @classmethod
-    def fit(cls, values, min_frequency: int | None) -> _Vocabulary:
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        uniques = _typed(np.asarray(uniques))
-        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        try:
-            order = np.argsort(uniques, kind="stable")
-        except TypeError:  # mixed types do not compare: keep first-seen order
-            order = np.arange(len(uniques))
-        uniques, counts = uniques[order], counts[order]
-        frequent = counts >= (min_frequency or 0)
-        local = np.cumsum(frequent) - 1
-        n_frequent = int(frequent.sum())
-        local[~frequent] = n_frequent
-        return cls(uniques, local, n_frequent + int(not frequent.all()),
-                   not frequent.all())
-
-    def extend(self, values, min_frequency: int | None) -> tuple[_Vocabulary, int, bool]:
-        """A vocabulary that also holds the values of ``values`` not seen so far.
-
-        Existing features keep their local index, except a shared infrequent feature, which
-        stays last. Returns (new vocabulary, new frequent features, infrequent one created).
-        """
-        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
-        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        uniques = _typed(np.asarray(uniques))
-        known = self.encode(uniques) >= 0
-        new, counts = uniques[~known], counts[~known]
-        try:
-            order = np.argsort(new, kind="stable")
-        except TypeError:  # as in fit: unorderable values keep first-seen order
-            order = np.arange(len(new))
-        new, counts = new[order], counts[order]
-        frequent = counts >= (min_frequency or 0)
-        n_frequent_old = self.n_local - self.has_infrequent
-        n_new = int(frequent.sum())
-        create_infrequent = bool((~frequent).any() and not self.has_infrequent)
-        has_infrequent = self.has_infrequent or create_infrequent
-        infrequent = n_frequent_old + n_new  # the shared feature stays last
-        local = self.local.copy()
-        local[local >= n_frequent_old] = infrequent
-        new_local = np.full(len(new), infrequent, dtype=np.int64)
-        new_local[frequent] = n_frequent_old + np.arange(n_new)
-        categories = np.concatenate([self.categories.astype(object), new.astype(object)])
-        vocab = _Vocabulary(categories, np.concatenate([local, new_local]),
-                            infrequent + has_infrequent, has_infrequent)
-        return vocab, n_new, create_infrequent
-
-    def feature_values(self) -> list:
-        """The value each local feature stands for (``INFREQUENT`` for the shared one)."""
-        n_frequent = self.n_local - self.has_infrequent
-        frequent = self.local < n_frequent
-        # Category order after fit, but ``extend`` appends: order by feature, not by category.
-        out = self.categories[frequent][np.argsort(self.local[frequent], kind="stable")].tolist()
-        if self.has_infrequent:
-            out.append(INFREQUENT)
-        return out
-
-    def encode(self, values) -> np.ndarray:
-        """Local feature of each value, -1 for values not seen at fit."""
-        if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
-            # Look up each category once, then broadcast through the integer codes.
-            per_cat = self.encode(np.asarray(values.cat.categories))
-            per_cat = np.append(per_cat, -1)  # code -1 (missing) -> index -1 -> unseen
-            return per_cat[values.cat.codes.to_numpy()]
-        pos = self._index.get_indexer(np.asarray(values))
-        return np.where(pos >= 0, self.local[pos], -1)
-
-    def lookup(self, value) -> int | None:
-        if self._lookup is None:
-            self._lookup = dict(zip(self.categories.tolist(), self.local.tolist(), strict=True))
-        if self.has_infrequent and isinstance(value, str) and value == INFREQUENT:
-            return self.n_local - 1
-        try:
-            return self._lookup.get(value)
-        except TypeError:  # unhashable value: certainly not a category
-            return None
-
-
-def _edge_str(edge: float) -> str:
-    # Shortest repr that round-trips, so distinct edges always give distinct names; "18.0"
-    # reads better as "18".
-    s = repr(float(edge))
-    return s[:-2] if s.endswith(".0") else s
-
-
-class _Bins:
-    """Inner edges of a binned numeric field: the stand-in for a vocabulary.
-
-    Bin ``j`` is the left-closed interval ``[edges[j-1], edges[j])``; the first bin is open
-    below and the last open above, so every finite value falls in exactly one bin.
-    """
-
-    def __init__(self, edges):
-        # + 0.0 turns an edge of -0.0 into 0.0 so it is not named "-0".
-        self.edges = np.asarray(edges, dtype=np.float64).reshape(-1) + 0.0
-        self.n_local = len(self.edges) + 1
-        self.has_infrequent = False
-        bounds = ["-inf", *map(_edge_str, self.edges), "inf"]
-        self._labels = [f"({bounds[0]}, {bounds[1]})"] + [
-            f"[{lo}, {hi})" for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
-
-    @classmethod
-    def fit(cls, x: np.ndarray, spec) -> _Bins:
-        """Bins of ``x``: ``spec`` is a checked bin count or an array of inner edges."""
-        if isinstance(spec, np.ndarray):
-            return cls(spec)
-        if not len(x):
-            return cls([])
-        edges = np.unique(np.quantile(x, np.arange(1, spec) / spec))
-        # Ties make quantiles coincide (np.unique merges them); an edge at the minimum would
-        # leave the first bin, the values below it, empty on the fit data.
-        return cls(edges[edges > x.min()])
-
-    def feature_values(self) -> list[str]:
-        """Interval label of each bin, e.g. ``"(-inf, 18)"``, ``"[18, 25)"``, ``"[25, inf)"``."""
-        return list(self._labels)
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """Bin of each finite value (side="right": a value equal to an edge opens its bin)."""
-        return np.searchsorted(self.edges, x, side="right").astype(np.int64)
-
-    def lookup(self, value) -> int | None:
-        """Bin of a number, or of an interval label; None for NaN/inf or an unknown label."""
-        if isinstance(value, str):
-            return self._labels.index(value) if value in self._labels else None
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            return None
-        return int(self.encode(np.array([x]))[0]) if np.isfinite(x) else None
+from fmrec._vocabulary import (
+    KINDS,
+    MAX_UNSEEN_SHOWN,
+    NORMALIZATIONS,
+    Bins,
+    Vocabulary,
+    as_columns,
+    from_str,
+    row_error,
+    to_str,
+    typed,
+    vocab_kind,
+)
 
 
 class FeatureEncoder(BaseEstimator):
@@ -331,8 +128,8 @@ class FeatureEncoder(BaseEstimator):
         if not isinstance(self.delimiter, str) or not self.delimiter:
             raise ValueError(f"delimiter must be a non-empty string, got {self.delimiter!r}")
         resolve_dtype(self.dtype)
-        specs = [(c, kind) for kind in _KINDS
-                 for c in _as_columns(getattr(self, kind), kind)]
+        specs = [(c, kind) for kind in KINDS
+                 for c in as_columns(getattr(self, kind), kind)]
         seen: dict = {}
         for c, kind in specs:
             if c in seen:
@@ -427,7 +224,7 @@ class FeatureEncoder(BaseEstimator):
                              f"(dtype {s.dtype})") from exc
         bad = ~np.isfinite(x)
         if bad.any():
-            raise _row_error(column, s, bad, "is NaN or infinite")
+            raise row_error(column, s, bad, "is NaN or infinite")
         return x
 
     def _tokens(self, df: pd.DataFrame, column) -> tuple[np.ndarray, np.ndarray]:
@@ -480,11 +277,11 @@ class FeatureEncoder(BaseEstimator):
         for c, kind in specs:
             mean, std, vocab = 0.0, 1.0, None
             if c in bin_specs:
-                vocab = _Bins.fit(self._numeric(df, c), bin_specs[c])
+                vocab = Bins.fit(self._numeric(df, c), bin_specs[c])
             elif kind == "categorical":
-                vocab = _Vocabulary.fit(self._categorical(df, c), self.min_frequency)
+                vocab = Vocabulary.fit(self._categorical(df, c), self.min_frequency)
             elif kind == "multi_valued":
-                vocab = _Vocabulary.fit(self._tokens(df, c)[1], self.min_frequency)
+                vocab = Vocabulary.fit(self._tokens(df, c)[1], self.min_frequency)
             elif self.standardize and len(df):
                 x = self._numeric(df, c)
                 mean, std = float(x.mean()), float(x.std())
@@ -553,7 +350,7 @@ class FeatureEncoder(BaseEstimator):
         self.fields_ = list(fields)
         self._kinds = list(kinds)
         self._norms = list(norms)
-        # One per field: a _Vocabulary, a _Bins for a binned numeric field, None otherwise.
+        # One per field: a Vocabulary, a Bins for a binned numeric field, None otherwise.
         self._vocabs = vocabs
         self._means, self._stds = means, stds
         sizes = [1 if v is None else v.n_local for v in vocabs]
@@ -587,7 +384,7 @@ class FeatureEncoder(BaseEstimator):
         blocks = []
         for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
             vocab = self._vocabs[i]
-            if isinstance(vocab, _Bins):
+            if isinstance(vocab, Bins):
                 local = vocab.encode(self._numeric(df, c))
                 blocks.append(sp.csr_matrix(
                     (np.ones(n, dtype), local, np.arange(n + 1, dtype=np.int64)),
@@ -620,8 +417,8 @@ class FeatureEncoder(BaseEstimator):
         if self.handle_unknown != "error" or (local >= 0).all():
             return
         unseen = pd.unique(np.asarray(values)[local < 0])
-        shown = ", ".join(repr(v) for v in unseen[:_MAX_UNSEEN_SHOWN])
-        more = f" and {len(unseen) - _MAX_UNSEEN_SHOWN} more" if len(unseen) > 5 else ""
+        shown = ", ".join(repr(v) for v in unseen[:MAX_UNSEEN_SHOWN])
+        more = f" and {len(unseen) - MAX_UNSEEN_SHOWN} more" if len(unseen) > 5 else ""
         raise ValueError(f"column {column!r} has {len(unseen)} value(s) not seen at fit: "
                          f"{shown}{more} (use handle_unknown='ignore' to skip them)")
 
@@ -683,7 +480,7 @@ class FeatureEncoder(BaseEstimator):
         if vocab is None:
             return int(self._offsets[i])
         local = vocab.lookup(value)
-        if local is None and isinstance(vocab, _Bins):
+        if local is None and isinstance(vocab, Bins):
             raise KeyError(f"value {value!r} of binned column {column!r} is neither a finite "
                            f"number nor one of its interval labels {vocab.feature_values()}")
         if local is None:
@@ -703,14 +500,14 @@ class FeatureEncoder(BaseEstimator):
         if vocab is None:
             raise ValueError(f"column {column!r} is numeric: it has one feature, "
                              f"{int(self._offsets[i])}")
-        if isinstance(vocab, _Bins):
+        if isinstance(vocab, Bins):
             x = np.asarray(values, dtype=np.float64).reshape(-1)
             finite = np.isfinite(x)
             return np.where(finite, vocab.encode(np.where(finite, x, 0.0)) + self._offsets[i],
                             -1).astype(np.int64)
         if not isinstance(values, pd.Series | np.ndarray):
             # np.asarray would turn [1, "a"] into strings; keep each value's own type.
-            values = _typed(np.array(list(values) + [None], dtype=object)[:-1])
+            values = typed(np.array(list(values) + [None], dtype=object)[:-1])
         local = vocab.encode(values)
         return np.where(local >= 0, local + self._offsets[i], -1).astype(np.int64)
 
@@ -724,9 +521,9 @@ class FeatureEncoder(BaseEstimator):
         vocab = self._vocabs[self._field(column)]
         if vocab is None:
             raise ValueError(f"column {column!r} is numeric: its feature stands for no value")
-        if isinstance(vocab, _Bins):
+        if isinstance(vocab, Bins):
             return np.array(vocab.feature_values(), dtype=str)
-        return _typed(np.array(vocab.feature_values() + [None], dtype=object)[:-1])
+        return typed(np.array(vocab.feature_values() + [None], dtype=object)[:-1])
 
     def feature_name(self, index: int) -> str:
         """Readable name of feature ``index``, e.g. ``"user_id=42"``."""
@@ -746,9 +543,9 @@ class FeatureEncoder(BaseEstimator):
         """
         self._check_fitted()
         dtype = np.dtype(resolve_dtype(self.dtype)).name
-        field_kind = _vocab_kind(np.array(self.fields_, dtype=object), "<field names>")
+        field_kind = vocab_kind(np.array(self.fields_, dtype=object), "<field names>")
         out = {
-            "fields": _to_str(np.array(self.fields_, dtype=object), field_kind),
+            "fields": to_str(np.array(self.fields_, dtype=object), field_kind),
             "fields_kind": np.array(field_kind),
             "kinds": np.array(self._kinds, dtype=str),
             "handle_unknown": np.array(str(self.handle_unknown)),
@@ -764,11 +561,11 @@ class FeatureEncoder(BaseEstimator):
         for i, vocab in enumerate(self._vocabs):
             if vocab is None:
                 continue
-            if isinstance(vocab, _Bins):
+            if isinstance(vocab, Bins):
                 out[f"bins_{i}"] = vocab.edges.copy()
                 continue
-            kind = _vocab_kind(vocab.categories, self.fields_[i])
-            out[f"vocab_{i}"] = _to_str(vocab.categories, kind)
+            kind = vocab_kind(vocab.categories, self.fields_[i])
+            out[f"vocab_{i}"] = to_str(vocab.categories, kind)
             out[f"vocab_kind_{i}"] = np.array(kind)
             out[f"local_{i}"] = vocab.local.copy()
             out[f"n_local_{i}"] = np.array([vocab.n_local, vocab.has_infrequent],
@@ -783,10 +580,10 @@ class FeatureEncoder(BaseEstimator):
         lists and refitting it keeps the same features.
         """
         a = {k: np.asarray(arrays[k]) for k in arrays}
-        fields = _from_str(a["fields"], str(a["fields_kind"])).tolist()
+        fields = from_str(a["fields"], str(a["fields_kind"])).tolist()
         kinds = [str(k) for k in a["kinds"]]
         by_kind = {k: [f for f, fk in zip(fields, kinds, strict=True) if fk == k]
-                   for k in _KINDS}
+                   for k in KINDS}
         mf = int(a["min_frequency"])
         # Files written before ``normalize`` existed hold sum-normalized fields only.
         norms = ([str(x) for x in a["normalize"]] if "normalize" in a
@@ -804,10 +601,10 @@ class FeatureEncoder(BaseEstimator):
         vocabs = []
         for i, kind in enumerate(kinds):
             if kind == "numeric":
-                vocabs.append(_Bins(edges[i]) if i in edges else None)
+                vocabs.append(Bins(edges[i]) if i in edges else None)
                 continue
             n_local, has_infrequent = a[f"n_local_{i}"].tolist()
-            vocabs.append(_Vocabulary(_from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),
+            vocabs.append(Vocabulary(from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),
                                       a[f"local_{i}"], n_local, bool(has_infrequent)))
         enc._set_state(fields, kinds, vocabs, a["means"].astype(np.float64),
                        a["stds"].astype(np.float64), norms)

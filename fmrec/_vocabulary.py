@@ -1,0 +1,224 @@
+"""The value-to-feature maps of FeatureEncoder's fields: category vocabularies (with the
+infrequent bucket and growth) and numeric bins, plus the typed-string helpers that let both
+persist without pickle."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+
+import numpy as np
+import pandas as pd
+
+INFREQUENT = "__infrequent__"
+KINDS = ("categorical", "numeric", "multi_valued")
+NORMALIZATIONS = ("sum", "sqrt", "none")
+MAX_UNSEEN_SHOWN = 5
+
+
+def as_columns(columns, name: str) -> list:
+    # A bare string is one column name, not a sequence of one-letter names.
+    if isinstance(columns, str) or not isinstance(columns, Iterable):
+        columns = [columns]
+    columns = list(columns)
+    for c in columns:
+        if not isinstance(c, Hashable):
+            raise ValueError(f"{name} must hold column names, got {c!r}")
+    return columns
+
+
+def typed(values: np.ndarray) -> np.ndarray:
+    """Values as a plain typed array when they share one simple type, else as objects."""
+    values = np.asarray(values)
+    kind = pd.api.types.infer_dtype(values, skipna=False)
+    if kind == "integer":
+        return values.astype(np.int64)
+    if kind == "floating":
+        return values.astype(np.float64)
+    if kind == "boolean":
+        return values.astype(bool)
+    return values.astype(object)
+
+
+def vocab_kind(values: np.ndarray, column) -> str:
+    """The one-letter kind stored by ``to_arrays`` so a vocabulary comes back typed."""
+    kind = pd.api.types.infer_dtype(np.asarray(values, dtype=object), skipna=False)
+    kinds = {"integer": "i", "floating": "f", "boolean": "b", "string": "U", "empty": "U"}
+    if kind not in kinds:
+        raise ValueError(
+            f"cannot store the vocabulary of column {column!r} without pickle: its values are "
+            f"of inferred type {kind!r}; only ints, floats, bools and strings are supported")
+    return kinds[kind]
+
+
+def from_str(values: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "i":
+        return values.astype(np.int64)
+    if kind == "f":
+        return values.astype(np.float64)
+    if kind == "b":
+        return values == "True"
+    return values.astype(object)
+
+
+def to_str(values: np.ndarray, kind: str) -> np.ndarray:
+    # repr keeps every bit of a float; str of a Python or NumPy scalar is its plain form.
+    values = np.asarray(values, dtype=object)
+    if kind == "f":
+        return np.array([repr(float(v)) for v in values], dtype=str)
+    return np.array([str(v) for v in values], dtype=str).reshape(len(values))
+
+
+def row_error(column, series: pd.Series, bad: np.ndarray, what: str) -> ValueError:
+    row = int(np.flatnonzero(bad)[0])
+    return ValueError(
+        f"column {column!r} {what} at row {row} (index label {series.index[row]!r}); "
+        f"{int(bad.sum())} row(s) affected")
+
+
+class Vocabulary:
+    """Seen values of one field and the local feature each maps to.
+
+    ``categories`` holds every value seen at fit (sorted when sortable); ``local[i]`` is the
+    feature of ``categories[i]`` inside the field. Infrequent values all share the last one.
+    """
+
+    def __init__(self, categories: np.ndarray, local: np.ndarray, n_local: int,
+                 has_infrequent: bool):
+        self.categories = typed(categories)
+        self.local = np.asarray(local, dtype=np.int64)
+        self.n_local = int(n_local)
+        self.has_infrequent = bool(has_infrequent)
+        self._index = pd.Index(self.categories, tupleize_cols=False)
+        self._lookup: dict | None = None
+
+    @classmethod
+    def fit(cls, values, min_frequency: int | None) -> Vocabulary:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        uniques = typed(np.asarray(uniques))
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        try:
+            order = np.argsort(uniques, kind="stable")
+        except TypeError:  # mixed types do not compare: keep first-seen order
+            order = np.arange(len(uniques))
+        uniques, counts = uniques[order], counts[order]
+        frequent = counts >= (min_frequency or 0)
+        local = np.cumsum(frequent) - 1
+        n_frequent = int(frequent.sum())
+        local[~frequent] = n_frequent
+        return cls(uniques, local, n_frequent + int(not frequent.all()),
+                   not frequent.all())
+
+    def extend(self, values, min_frequency: int | None) -> tuple[Vocabulary, int, bool]:
+        """A vocabulary that also holds the values of ``values`` not seen so far.
+
+        Existing features keep their local index, except a shared infrequent feature, which
+        stays last. Returns (new vocabulary, new frequent features, infrequent one created).
+        """
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        uniques = typed(np.asarray(uniques))
+        known = self.encode(uniques) >= 0
+        new, counts = uniques[~known], counts[~known]
+        try:
+            order = np.argsort(new, kind="stable")
+        except TypeError:  # as in fit: unorderable values keep first-seen order
+            order = np.arange(len(new))
+        new, counts = new[order], counts[order]
+        frequent = counts >= (min_frequency or 0)
+        n_frequent_old = self.n_local - self.has_infrequent
+        n_new = int(frequent.sum())
+        create_infrequent = bool((~frequent).any() and not self.has_infrequent)
+        has_infrequent = self.has_infrequent or create_infrequent
+        infrequent = n_frequent_old + n_new  # the shared feature stays last
+        local = self.local.copy()
+        local[local >= n_frequent_old] = infrequent
+        new_local = np.full(len(new), infrequent, dtype=np.int64)
+        new_local[frequent] = n_frequent_old + np.arange(n_new)
+        categories = np.concatenate([self.categories.astype(object), new.astype(object)])
+        vocab = Vocabulary(categories, np.concatenate([local, new_local]),
+                            infrequent + has_infrequent, has_infrequent)
+        return vocab, n_new, create_infrequent
+
+    def feature_values(self) -> list:
+        """The value each local feature stands for (``INFREQUENT`` for the shared one)."""
+        n_frequent = self.n_local - self.has_infrequent
+        frequent = self.local < n_frequent
+        # Category order after fit, but ``extend`` appends: order by feature, not by category.
+        out = self.categories[frequent][np.argsort(self.local[frequent], kind="stable")].tolist()
+        if self.has_infrequent:
+            out.append(INFREQUENT)
+        return out
+
+    def encode(self, values) -> np.ndarray:
+        """Local feature of each value, -1 for values not seen at fit."""
+        if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+            # Look up each category once, then broadcast through the integer codes.
+            per_cat = self.encode(np.asarray(values.cat.categories))
+            per_cat = np.append(per_cat, -1)  # code -1 (missing) -> index -1 -> unseen
+            return per_cat[values.cat.codes.to_numpy()]
+        pos = self._index.get_indexer(np.asarray(values))
+        return np.where(pos >= 0, self.local[pos], -1)
+
+    def lookup(self, value) -> int | None:
+        if self._lookup is None:
+            self._lookup = dict(zip(self.categories.tolist(), self.local.tolist(), strict=True))
+        if self.has_infrequent and isinstance(value, str) and value == INFREQUENT:
+            return self.n_local - 1
+        try:
+            return self._lookup.get(value)
+        except TypeError:  # unhashable value: certainly not a category
+            return None
+
+
+def edge_str(edge: float) -> str:
+    # Shortest repr that round-trips, so distinct edges always give distinct names; "18.0"
+    # reads better as "18".
+    s = repr(float(edge))
+    return s[:-2] if s.endswith(".0") else s
+
+
+class Bins:
+    """Inner edges of a binned numeric field: the stand-in for a vocabulary.
+
+    Bin ``j`` is the left-closed interval ``[edges[j-1], edges[j])``; the first bin is open
+    below and the last open above, so every finite value falls in exactly one bin.
+    """
+
+    def __init__(self, edges):
+        # + 0.0 turns an edge of -0.0 into 0.0 so it is not named "-0".
+        self.edges = np.asarray(edges, dtype=np.float64).reshape(-1) + 0.0
+        self.n_local = len(self.edges) + 1
+        self.has_infrequent = False
+        bounds = ["-inf", *map(edge_str, self.edges), "inf"]
+        self._labels = [f"({bounds[0]}, {bounds[1]})"] + [
+            f"[{lo}, {hi})" for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, spec) -> Bins:
+        """Bins of ``x``: ``spec`` is a checked bin count or an array of inner edges."""
+        if isinstance(spec, np.ndarray):
+            return cls(spec)
+        if not len(x):
+            return cls([])
+        edges = np.unique(np.quantile(x, np.arange(1, spec) / spec))
+        # Ties make quantiles coincide (np.unique merges them); an edge at the minimum would
+        # leave the first bin, the values below it, empty on the fit data.
+        return cls(edges[edges > x.min()])
+
+    def feature_values(self) -> list[str]:
+        """Interval label of each bin, e.g. ``"(-inf, 18)"``, ``"[18, 25)"``, ``"[25, inf)"``."""
+        return list(self._labels)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Bin of each finite value (side="right": a value equal to an edge opens its bin)."""
+        return np.searchsorted(self.edges, x, side="right").astype(np.int64)
+
+    def lookup(self, value) -> int | None:
+        """Bin of a number, or of an interval label; None for NaN/inf or an unknown label."""
+        if isinstance(value, str):
+            return self._labels.index(value) if value in self._labels else None
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            return None
+        return int(self.encode(np.array([x]))[0]) if np.isfinite(x) else None
