@@ -6,6 +6,8 @@ field are contiguous, so ``field_slice`` can pick out e.g. the user block of ``V
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -21,10 +23,89 @@ from fmrec._vocabulary import (
     as_columns,
     from_str,
     row_error,
+    split_cells,
     to_str,
     typed,
     vocab_kind,
 )
+
+# Rows per step when copying multi-valued entries into the matrix: bounds the temporaries
+# whatever the number of tokens per row.
+_CHUNK_ROWS = 1 << 16
+# Multi-valued string cells are split once per distinct cell unless a sample of
+# _SAMPLE_CELLS of them is more than _MAX_DISTINCT_SHARE distinct (then each cell is split).
+_SAMPLE_CELLS = 4096
+_MAX_DISTINCT_SHARE = 0.5
+
+
+def _index_dtype(maxval: int) -> type:
+    return np.int32 if maxval <= np.iinfo(np.int32).max else np.int64
+
+
+class _Part(NamedTuple):
+    """One field of a transform, before it is written into the matrix.
+
+    With ``start`` None a row has one entry (at most one where the bool ``count`` is True):
+    local feature ``cols[r]`` (0 when None) of value ``data[r]`` (1 when None). Otherwise row
+    ``r`` has ``count[r]`` entries, ``cols``/``data`` ``[start[r]:start[r] + count[r]]``.
+    """
+
+    count: np.ndarray | None
+    start: np.ndarray | None
+    cols: np.ndarray | None
+    data: np.ndarray | None
+
+
+def _assemble(parts: list[_Part], n: int, n_features: int, offsets: np.ndarray,
+              dtype) -> sp.csr_matrix:
+    """The canonical CSR of ``parts``, written in place field by field.
+
+    Fields are in feature order and each part is sorted and duplicate-free within a row, so
+    appending them row by row gives sorted indices without a sort or an hstack copy.
+    """
+    nnz = sum(n if p.count is None else int(p.count.sum()) for p in parts)
+    index_dtype = _index_dtype(max(nnz, n_features))
+    cursor = np.zeros(n, dtype=index_dtype)  # first the row lengths, then the write positions
+    for p in parts:
+        cursor += 1 if p.count is None else p.count
+    indptr = np.zeros(n + 1, dtype=index_dtype)
+    np.cumsum(cursor, out=indptr[1:])
+    cursor[:] = indptr[:-1]
+    indices = np.empty(nnz, dtype=index_dtype)
+    data = np.ones(nnz, dtype=dtype)
+    for i, offset in enumerate(offsets[:-1].tolist()):
+        p, parts[i] = parts[i], None  # drop each field's codes once written
+        if p.start is None:
+            pos, cols, values = cursor, p.cols, p.data
+            if p.count is not None:
+                pos, cols = cursor[p.count], cols[p.count]
+            if cols is not None:
+                cols = cols.astype(index_dtype, copy=False)
+                cols += offset  # in place: the part's codes are not used again
+            indices[pos] = offset if cols is None else cols
+            if values is not None:
+                data[pos] = values
+            cursor += 1 if p.count is None else p.count
+            continue
+        for lo in range(0, n, _CHUNK_ROWS):
+            count, start = p.count[lo:lo + _CHUNK_ROWS], p.start[lo:lo + _CHUNK_ROWS]
+            m = int(count.sum())
+            if not m:
+                continue
+            # Entry k of row r: source start[r] + k, destination cursor[r] + k.
+            src = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(m)
+            dst = np.repeat(cursor[lo:lo + _CHUNK_ROWS] - start, count) + src
+            cols = p.cols[src].astype(index_dtype, copy=False)
+            cols += offset
+            indices[dst] = cols
+            data[dst] = p.data[src]
+        cursor += p.count
+    del p, cursor
+    X = sp.csr_matrix((data, indices, indptr), shape=(n, n_features))
+    # Sorted and duplicate-free by construction: say so rather than have scipy rescan.
+    X.has_sorted_indices = True
+    X.has_canonical_format = True
+    return X
 
 
 class FeatureEncoder(BaseEstimator):
@@ -227,34 +308,78 @@ class FeatureEncoder(BaseEstimator):
             raise row_error(column, s, bad, "is NaN or infinite")
         return x
 
-    def _tokens(self, df: pd.DataFrame, column) -> tuple[np.ndarray, np.ndarray]:
-        """Row position and token of every token of a multi-valued column.
+    def _tokens(self, df: pd.DataFrame, column) -> tuple[np.ndarray | None, np.ndarray,
+                                                          np.ndarray]:
+        """The tokens of a multi-valued column in *units*: ``(units, owner, tokens)``.
 
-        List-like cells are exploded, then every string is split on the delimiter, so a
-        token never contains the delimiter whichever form the cell had.
+        ``tokens[i]`` belongs to unit ``owner[i]`` (non-decreasing). When every row holds at
+        most one string cell and cells repeat (a million genre cells are a few dozen distinct
+        strings), a unit is a distinct cell, split once, and ``units`` is the unit of each
+        row (-1: no cell). Otherwise ``units`` is None and the units are the rows. List-like
+        cells are exploded, then every string is split on the delimiter, so a token never
+        contains the delimiter whichever form the cell had.
         """
         s = df[column].reset_index(drop=True)
-        rows = np.arange(len(s), dtype=np.int64)
+        rows = None  # None: value i is the cell of row i
         if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
             s = s.explode()  # string cells pass through as themselves
             rows = s.index.to_numpy(dtype=np.int64)
         values = s.to_numpy(dtype=object)
         present = ~pd.isna(values)
-        rows, values = rows[present], values[present]
+        if not present.all():
+            rows = np.flatnonzero(present) if rows is None else rows[present]
+            values = values[present]
         kind = pd.api.types.infer_dtype(values, skipna=False)
+        one_per_row = rows is None or bool((rows[1:] != rows[:-1]).all())
+        distinct = self._distinct_cells(values) if kind == "string" and one_per_row else None
+        if distinct is not None:
+            # Size the hash table for the distinct cells: pandas sizes it for every value
+            # otherwise (~50 MB for a million cells), and growing it is slow.
+            codes, cells = pd.factorize(values, size_hint=distinct)
+            units = codes.astype(_index_dtype(len(cells)))
+            if rows is not None:
+                units = np.full(len(df), -1, dtype=units.dtype)
+                units[rows] = codes
+            del codes  # int64 per row: free it before the split
+            owner, values = split_cells(np.asarray(cells, dtype=object), self.delimiter)
+            return units, *self._drop_empty(owner, values)
+        rows = np.arange(len(values), dtype=np.int64) if rows is None else rows
         if kind == "string":
-            # One join and one split beat a million small splits (~5x); the delimiter count
-            # of each cell says which row each token came from.
-            counts = np.strings.count(values.astype(np.dtypes.StringDType()), self.delimiter)
-            rows = np.repeat(rows, counts + 1)
-            values = np.array(self.delimiter.join(values).split(self.delimiter), dtype=object)
+            owner, values = split_cells(values, self.delimiter)
+            owner = rows[owner]
         elif kind.startswith("mixed"):  # strings among other tokens: the slow, general path
             split = pd.Series(values, index=rows, dtype=object).str.split(
                 self.delimiter, regex=False)
             exploded = split.where(split.notna(), values).explode()
-            rows, values = exploded.index.to_numpy(dtype=np.int64), exploded.to_numpy(object)
-        keep = np.asarray(values != "", dtype=bool)
-        return rows[keep], values[keep]
+            owner, values = exploded.index.to_numpy(dtype=np.int64), exploded.to_numpy(object)
+        else:
+            owner = rows
+        return None, *self._drop_empty(owner, values)
+
+    @staticmethod
+    def _distinct_cells(values: np.ndarray) -> int | None:
+        """Rough upper bound of the distinct values, or None when they hardly repeat.
+
+        Estimated from a sample of ~4096 evenly spaced values: when more than
+        ``_MAX_DISTINCT_SHARE`` of the sample is distinct, hashing every cell to split each
+        distinct one once would cost more than splitting them all.
+        """
+        step = max(1, len(values) // _SAMPLE_CELLS)
+        sample = values[::step]
+        n_distinct = len(pd.unique(sample))
+        if n_distinct > _MAX_DISTINCT_SHARE * len(sample):
+            return None
+        return min(len(values), n_distinct * step)
+
+    @staticmethod
+    def _drop_empty(owner: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.asarray(tokens != "", dtype=bool)
+        return (owner, tokens) if keep.all() else (owner[keep], tokens[keep])
+
+    @staticmethod
+    def _occurrences(units: np.ndarray | None, owner: np.ndarray) -> np.ndarray | None:
+        # A token of a distinct cell occurs once per row holding that cell.
+        return None if units is None else np.bincount(units[units >= 0])[owner]
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, df: pd.DataFrame, y=None) -> FeatureEncoder:
@@ -281,7 +406,9 @@ class FeatureEncoder(BaseEstimator):
             elif kind == "categorical":
                 vocab = Vocabulary.fit(self._categorical(df, c), self.min_frequency)
             elif kind == "multi_valued":
-                vocab = Vocabulary.fit(self._tokens(df, c)[1], self.min_frequency)
+                units, owner, tokens = self._tokens(df, c)
+                vocab = Vocabulary.fit(tokens, self.min_frequency,
+                                       self._occurrences(units, owner))
             elif self.standardize and len(df):
                 x = self._numeric(df, c)
                 mean, std = float(x.mean()), float(x.std())
@@ -336,10 +463,14 @@ class FeatureEncoder(BaseEstimator):
         for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
             if kind == "numeric":
                 continue
-            values = (self._categorical(df, c) if kind == "categorical"
-                      else self._tokens(df, c)[1])
+            weights = None
+            if kind == "categorical":
+                values = self._categorical(df, c)
+            else:
+                units, owner, values = self._tokens(df, c)
+                weights = self._occurrences(units, owner)
             vocab = self._vocabs[i]
-            vocabs[i], n_new, created = vocab.extend(values, self.min_frequency)
+            vocabs[i], n_new, created = vocab.extend(values, self.min_frequency, weights)
             at = int(self._offsets[i]) + vocab.n_local - vocab.has_infrequent
             positions += [at] * (n_new + created)
         self._set_state(self.fields_, self._kinds, vocabs, self._means, self._stds,
@@ -380,38 +511,43 @@ class FeatureEncoder(BaseEstimator):
         self._check_fitted()
         self._check_frame(df, self.fields_)
         dtype = resolve_dtype(self.dtype)
-        n = len(df)
-        blocks = []
-        for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
-            vocab = self._vocabs[i]
-            if isinstance(vocab, Bins):
-                local = vocab.encode(self._numeric(df, c))
-                blocks.append(sp.csr_matrix(
-                    (np.ones(n, dtype), local, np.arange(n + 1, dtype=np.int64)),
-                    shape=(n, vocab.n_local)))
-            elif kind == "numeric":
-                x = (self._numeric(df, c) - self._means[i]) / self._stds[i]
-                blocks.append(sp.csr_matrix(
-                    (x.astype(dtype), np.zeros(n, np.int32), np.arange(n + 1, dtype=np.int32)),
-                    shape=(n, 1)))
-            elif kind == "categorical":
-                s = self._categorical(df, c)
-                local = vocab.encode(s)
-                self._check_unknown(c, local, s)
-                known = local >= 0
-                indptr = np.concatenate([[0], np.cumsum(known)])
-                blocks.append(sp.csr_matrix(
-                    (np.ones(int(known.sum()), dtype), local[known], indptr),
-                    shape=(n, vocab.n_local)))
-            else:
-                rows, tokens = self._tokens(df, c)
-                local = vocab.encode(tokens)
-                self._check_unknown(c, local, tokens)
-                known = local >= 0
-                blocks.append(self._multi_block(rows[known], local[known], n, vocab.n_local,
-                                                dtype, self._norms[i]))
-        X = sp.hstack(blocks, format="csr", dtype=dtype)
-        return self._canonical(X)
+        # Every field is encoded (and checked, in field order) before the matrix is allocated;
+        # between the two only compact per-row codes are kept, never a per-field CSR.
+        parts = [self._encode_field(df, i, dtype) for i in range(len(self.fields_))]
+        return _assemble(parts, len(df), self.n_features_, self._offsets, dtype)
+
+    def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> _Part:
+        c, kind, vocab = self.fields_[i], self._kinds[i], self._vocabs[i]
+        if isinstance(vocab, Bins):
+            return _Part(None, None, vocab.encode(self._numeric(df, c)), None)
+        if kind == "numeric":
+            x = self._numeric(df, c)
+            if self._means[i] != 0 or self._stds[i] != 1:  # x - 0 and x / 1 are x exactly
+                x = (x - self._means[i]) / self._stds[i]
+            return _Part(None, None, None, x)
+        if kind == "categorical":
+            s = self._categorical(df, c)
+            local = vocab.encode(s)
+            self._check_unknown(c, local, s)
+            known = local >= 0
+            return _Part(None if known.all() else known, None, local, None)
+        units, owner, tokens = self._tokens(df, c)
+        local = vocab.encode(tokens)
+        self._check_unknown(c, local, tokens)
+        del tokens  # one Python string per token: the largest temporary when cells are split
+        known = local >= 0
+        if not known.all():
+            owner, local = owner[known], local[known]
+        n_units = len(df) if units is None else int(units.max(initial=-1)) + 1
+        indptr, cols, data = self._multi_block(owner, local, n_units,
+                                               vocab.n_local, dtype, self._norms[i])
+        if units is None:
+            return _Part(np.diff(indptr), indptr[:-1], cols, data)
+        # Each row takes its cell's entries; a row without a cell (unit -1) reads the empty
+        # unit appended last.
+        lengths, starts = np.diff(indptr), indptr[:-1]
+        lengths, starts = (np.append(a, a.dtype.type(0)) for a in (lengths, starts))
+        return _Part(lengths[units], starts[units], cols, data)
 
     def _check_unknown(self, column, local: np.ndarray, values) -> None:
         if self.handle_unknown != "error" or (local >= 0).all():
@@ -423,32 +559,35 @@ class FeatureEncoder(BaseEstimator):
                          f"{shown}{more} (use handle_unknown='ignore' to skip them)")
 
     @staticmethod
-    def _multi_block(rows, cols, n_rows, n_cols, dtype, norm: str) -> sp.csr_matrix:
+    def _multi_block(rows, cols, n_rows: int, n_cols: int, dtype,
+                     norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Canonical CSR arrays (indptr, indices, data) of tokens ``cols`` in ``rows``."""
         # Sort by (row, col) and merge repeats ("A|A", or two infrequent tokens) so the
         # block is canonical; each token weighs 1/n, 1/√n or 1 (n: known tokens in its row).
-        order = np.lexsort((cols, rows))
+        if n_rows * n_cols < 2**62:
+            # Rows come sorted, so a stable sort of one (row, col) key mostly meets long
+            # runs: ~20x faster than lexsort on a million rows.
+            order = np.argsort(rows.astype(np.int64) * n_cols + cols, kind="stable")
+        else:
+            order = np.lexsort((cols, rows))
         rows, cols = rows[order], cols[order]
+        del order
         per_row = np.bincount(rows, minlength=n_rows)[rows].astype(np.float64)
-        weight = {"sum": 1.0 / per_row, "sqrt": 1.0 / np.sqrt(per_row),
-                  "none": np.ones_like(per_row)}[norm]
+        if norm == "sum":
+            weight = 1.0 / per_row
+        elif norm == "sqrt":
+            weight = 1.0 / np.sqrt(per_row)
+        else:
+            weight = np.ones_like(per_row)
+        del per_row
         first = np.ones(len(rows), dtype=bool)
         first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
         starts = np.flatnonzero(first)
         data = np.add.reduceat(weight, starts) if len(starts) else weight
         rows, cols = rows[starts], cols[starts]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
-        return sp.csr_matrix((data.astype(dtype), cols, indptr), shape=(n_rows, n_cols))
-
-    @staticmethod
-    def _canonical(X: sp.csr_matrix) -> sp.csr_matrix:
-        index_dtype = np.int64 if max(X.nnz, X.shape[1]) > np.iinfo(np.int32).max else np.int32
-        X = sp.csr_matrix((X.data, X.indices.astype(index_dtype, copy=False),
-                           X.indptr.astype(index_dtype, copy=False)), shape=X.shape)
-        # Every block is sorted and duplicate-free and hstack keeps that; say so rather than
-        # have scipy rescan the indices.
-        X.has_sorted_indices = True
-        X.has_canonical_format = True
-        return X
+        indptr = np.zeros(n_rows + 1, dtype=_index_dtype(len(cols)))
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return indptr, cols, data.astype(dtype)
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> sp.csr_matrix:
         """Fit on ``df`` and return its encoding; same as ``fit(df).transform(df)``."""
