@@ -6,13 +6,12 @@ field are contiguous, so ``field_slice`` can pick out e.g. the user block of ``V
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from fmrec._csr_build import Part, assemble, index_dtype, token_block
 from fmrec._validation import resolve_dtype
 from fmrec._vocabulary import (
     KINDS,
@@ -29,83 +28,10 @@ from fmrec._vocabulary import (
     vocab_kind,
 )
 
-# Rows per step when copying multi-valued entries into the matrix: bounds the temporaries
-# whatever the number of tokens per row.
-_CHUNK_ROWS = 1 << 16
 # Multi-valued string cells are split once per distinct cell unless a sample of
 # _SAMPLE_CELLS of them is more than _MAX_DISTINCT_SHARE distinct (then each cell is split).
 _SAMPLE_CELLS = 4096
 _MAX_DISTINCT_SHARE = 0.5
-
-
-def _index_dtype(maxval: int) -> type:
-    return np.int32 if maxval <= np.iinfo(np.int32).max else np.int64
-
-
-class _Part(NamedTuple):
-    """One field of a transform, before it is written into the matrix.
-
-    With ``start`` None a row has one entry (at most one where the bool ``count`` is True):
-    local feature ``cols[r]`` (0 when None) of value ``data[r]`` (1 when None). Otherwise row
-    ``r`` has ``count[r]`` entries, ``cols``/``data`` ``[start[r]:start[r] + count[r]]``.
-    """
-
-    count: np.ndarray | None
-    start: np.ndarray | None
-    cols: np.ndarray | None
-    data: np.ndarray | None
-
-
-def _assemble(parts: list[_Part], n: int, n_features: int, offsets: np.ndarray,
-              dtype) -> sp.csr_matrix:
-    """The canonical CSR of ``parts``, written in place field by field.
-
-    Fields are in feature order and each part is sorted and duplicate-free within a row, so
-    appending them row by row gives sorted indices without a sort or an hstack copy.
-    """
-    nnz = sum(n if p.count is None else int(p.count.sum()) for p in parts)
-    index_dtype = _index_dtype(max(nnz, n_features))
-    cursor = np.zeros(n, dtype=index_dtype)  # first the row lengths, then the write positions
-    for p in parts:
-        cursor += 1 if p.count is None else p.count
-    indptr = np.zeros(n + 1, dtype=index_dtype)
-    np.cumsum(cursor, out=indptr[1:])
-    cursor[:] = indptr[:-1]
-    indices = np.empty(nnz, dtype=index_dtype)
-    data = np.ones(nnz, dtype=dtype)
-    for i, offset in enumerate(offsets[:-1].tolist()):
-        p, parts[i] = parts[i], None  # drop each field's codes once written
-        if p.start is None:
-            pos, cols, values = cursor, p.cols, p.data
-            if p.count is not None:
-                pos, cols = cursor[p.count], cols[p.count]
-            if cols is not None:
-                cols = cols.astype(index_dtype, copy=False)
-                cols += offset  # in place: the part's codes are not used again
-            indices[pos] = offset if cols is None else cols
-            if values is not None:
-                data[pos] = values
-            cursor += 1 if p.count is None else p.count
-            continue
-        for lo in range(0, n, _CHUNK_ROWS):
-            count, start = p.count[lo:lo + _CHUNK_ROWS], p.start[lo:lo + _CHUNK_ROWS]
-            m = int(count.sum())
-            if not m:
-                continue
-            # Entry k of row r: source start[r] + k, destination cursor[r] + k.
-            src = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(m)
-            dst = np.repeat(cursor[lo:lo + _CHUNK_ROWS] - start, count) + src
-            cols = p.cols[src].astype(index_dtype, copy=False)
-            cols += offset
-            indices[dst] = cols
-            data[dst] = p.data[src]
-        cursor += p.count
-    del p, cursor
-    X = sp.csr_matrix((data, indices, indptr), shape=(n, n_features))
-    # Sorted and duplicate-free by construction: say so rather than have scipy rescan.
-    X.has_sorted_indices = True
-    X.has_canonical_format = True
-    return X
 
 
 class FeatureEncoder(BaseEstimator):
@@ -336,7 +262,7 @@ class FeatureEncoder(BaseEstimator):
             # Size the hash table for the distinct cells: pandas sizes it for every value
             # otherwise (~50 MB for a million cells), and growing it is slow.
             codes, cells = pd.factorize(values, size_hint=distinct)
-            units = codes.astype(_index_dtype(len(cells)))
+            units = codes.astype(index_dtype(len(cells)))
             if rows is not None:
                 units = np.full(len(df), -1, dtype=units.dtype)
                 units[rows] = codes
@@ -514,23 +440,23 @@ class FeatureEncoder(BaseEstimator):
         # Every field is encoded (and checked, in field order) before the matrix is allocated;
         # between the two only compact per-row codes are kept, never a per-field CSR.
         parts = [self._encode_field(df, i, dtype) for i in range(len(self.fields_))]
-        return _assemble(parts, len(df), self.n_features_, self._offsets, dtype)
+        return assemble(parts, len(df), self.n_features_, self._offsets, dtype)
 
-    def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> _Part:
+    def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> Part:
         c, kind, vocab = self.fields_[i], self._kinds[i], self._vocabs[i]
         if isinstance(vocab, Bins):
-            return _Part(None, None, vocab.encode(self._numeric(df, c)), None)
+            return Part(None, None, vocab.encode(self._numeric(df, c)), None)
         if kind == "numeric":
             x = self._numeric(df, c)
             if self._means[i] != 0 or self._stds[i] != 1:  # x - 0 and x / 1 are x exactly
                 x = (x - self._means[i]) / self._stds[i]
-            return _Part(None, None, None, x)
+            return Part(None, None, None, x)
         if kind == "categorical":
             s = self._categorical(df, c)
             local = vocab.encode(s)
             self._check_unknown(c, local, s)
             known = local >= 0
-            return _Part(None if known.all() else known, None, local, None)
+            return Part(None if known.all() else known, None, local, None)
         units, owner, tokens = self._tokens(df, c)
         local = vocab.encode(tokens)
         self._check_unknown(c, local, tokens)
@@ -539,15 +465,15 @@ class FeatureEncoder(BaseEstimator):
         if not known.all():
             owner, local = owner[known], local[known]
         n_units = len(df) if units is None else int(units.max(initial=-1)) + 1
-        indptr, cols, data = self._multi_block(owner, local, n_units,
+        indptr, cols, data = token_block(owner, local, n_units,
                                                vocab.n_local, dtype, self._norms[i])
         if units is None:
-            return _Part(np.diff(indptr), indptr[:-1], cols, data)
+            return Part(np.diff(indptr), indptr[:-1], cols, data)
         # Each row takes its cell's entries; a row without a cell (unit -1) reads the empty
         # unit appended last.
         lengths, starts = np.diff(indptr), indptr[:-1]
         lengths, starts = (np.append(a, a.dtype.type(0)) for a in (lengths, starts))
-        return _Part(lengths[units], starts[units], cols, data)
+        return Part(lengths[units], starts[units], cols, data)
 
     def _check_unknown(self, column, local: np.ndarray, values) -> None:
         if self.handle_unknown != "error" or (local >= 0).all():
@@ -557,37 +483,6 @@ class FeatureEncoder(BaseEstimator):
         more = f" and {len(unseen) - MAX_UNSEEN_SHOWN} more" if len(unseen) > 5 else ""
         raise ValueError(f"column {column!r} has {len(unseen)} value(s) not seen at fit: "
                          f"{shown}{more} (use handle_unknown='ignore' to skip them)")
-
-    @staticmethod
-    def _multi_block(rows, cols, n_rows: int, n_cols: int, dtype,
-                     norm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Canonical CSR arrays (indptr, indices, data) of tokens ``cols`` in ``rows``."""
-        # Sort by (row, col) and merge repeats ("A|A", or two infrequent tokens) so the
-        # block is canonical; each token weighs 1/n, 1/√n or 1 (n: known tokens in its row).
-        if n_rows * n_cols < 2**62:
-            # Rows come sorted, so a stable sort of one (row, col) key mostly meets long
-            # runs: ~20x faster than lexsort on a million rows.
-            order = np.argsort(rows.astype(np.int64) * n_cols + cols, kind="stable")
-        else:
-            order = np.lexsort((cols, rows))
-        rows, cols = rows[order], cols[order]
-        del order
-        per_row = np.bincount(rows, minlength=n_rows)[rows].astype(np.float64)
-        if norm == "sum":
-            weight = 1.0 / per_row
-        elif norm == "sqrt":
-            weight = 1.0 / np.sqrt(per_row)
-        else:
-            weight = np.ones_like(per_row)
-        del per_row
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-        starts = np.flatnonzero(first)
-        data = np.add.reduceat(weight, starts) if len(starts) else weight
-        rows, cols = rows[starts], cols[starts]
-        indptr = np.zeros(n_rows + 1, dtype=_index_dtype(len(cols)))
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return indptr, cols, data.astype(dtype)
 
     def fit_transform(self, df: pd.DataFrame, y=None) -> sp.csr_matrix:
         """Fit on ``df`` and return its encoding; same as ``fit(df).transform(df)``."""

@@ -673,7 +673,7 @@ def test_multi_valued_rows_written_across_chunks(monkeypatch, frame):
     enc = FeatureEncoder(categorical=["user_id"], multi_valued=["tags"]).fit(frame)
     big = pd.concat([frame] * 7, ignore_index=True)
     X = enc.transform(big)
-    monkeypatch.setattr(fmrec.encoder, "_CHUNK_ROWS", 3)  # chunks end mid-frame, empty rows
+    monkeypatch.setattr(fmrec._csr_build, "CHUNK_ROWS", 3)  # chunks end mid-frame, empty rows
     assert_same_bits(enc.transform(big), X)
 
 
