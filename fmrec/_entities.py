@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from fmrec._validation import check_frame
 from fmrec.encoder import FeatureEncoder
 
 # Multi-valued side columns hold list-likes; this separator never splits a real token.
@@ -21,14 +22,6 @@ def shown(values) -> str:
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
     more = f" and {len(values) - SHOWN} more" if len(values) > SHOWN else ""
     return ", ".join(repr(v) for v in values[:SHOWN]) + more
-
-
-def check_frame(df, columns, what: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}")
 
 
 def check_keys(df: pd.DataFrame, column, what: str) -> None:

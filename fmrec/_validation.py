@@ -118,6 +118,17 @@ def check_eval_set(eval_set):
     return eval_set if len(eval_set) == 3 else (*eval_set, None)
 
 
+def check_frame(df, columns, what: str) -> None:
+    """``df`` is a DataFrame with every one of ``columns``; one error lists all it lacks."""
+    import pandas as pd  # only the DataFrame-facing modules need pandas here
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}")
+
+
 def check_interval(name: str, value, *, low=None, high=None, low_open=False, integer=False,
                    allow_none=False):
     """Check one numeric hyperparameter; the message names it and the offending value."""

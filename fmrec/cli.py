@@ -169,7 +169,8 @@ def _train_recommender(args: argparse.Namespace, console: Console) -> Recommende
         user_col=args.user_col, item_col=args.item_col, target=target, model=model,
         user_features=_side_table(args.user_features, args.user_col, "user features file"),
         item_features=_side_table(args.item_features, args.item_col, "item features file"),
-        context=context, implicit=args.implicit, negatives=args.negatives,
+        context=context, implicit=args.implicit, implicit_weight=args.implicit_weight,
+        negatives=args.negatives,
         negative_sampling=args.negative_sampling, random_state=args.seed)
     what = f"target {target!r}, {task}" if target else "implicit feedback (no target)"
     console.note(f"{args.input}: {len(df)} interactions; {what}")
@@ -370,8 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--user-features", metavar="FILE", help="table: user id column plus "
                       "side columns; text with '|' (Action|Comedy) is list-valued")
     data.add_argument("--item-features", metavar="FILE", help="same, for items")
-    data.add_argument("--implicit", action="store_true", help="add each user's training "
-                      "items as features (SVD++-style)")
+    data.add_argument("--implicit", nargs="?", const="users", default=False,
+                      choices=("users", "items", "both"),
+                      help="implicit features from the training interactions: each user's "
+                      "items (users, the default of a bare --implicit), each item's users "
+                      "(items), or both (SVD++-style)")
+    data.add_argument("--implicit-weight", type=float, default=1.0, metavar="W",
+                      help="value of an implicit feature is W/sqrt(n) (default: 1)")
     data.add_argument("--negatives", type=_positive_int, default=4, metavar="N",
                       help="negatives per positive without a target (default: 4)")
     data.add_argument("--negative-sampling", choices=("uniform", "popularity"),

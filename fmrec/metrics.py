@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from fmrec._validation import check_frame
+
 
 def rmse(y_true, y_pred, sample_weight=None) -> float:
     """Root mean squared error."""
@@ -45,18 +47,6 @@ METRICS = {
 # --------------------------------------------------------------------------------------------
 # Ranking metrics at k for top-N recommendation lists.
 # --------------------------------------------------------------------------------------------
-
-def _require_columns(frame, columns, name: str) -> None:
-    """Raise one ValueError that lists every column ``frame`` lacks."""
-    # pandas is imported locally so this appended section leaves the module's imports as they are.
-    import pandas as pd
-
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} is missing column(s) {missing}; it has {list(frame.columns)}")
-
 
 def ranking_metrics(recommendations, relevant, k: int = 10, user_col: str = "user",
                     item_col: str = "item", rank_col: str = "rank",
@@ -103,8 +93,8 @@ def ranking_metrics(recommendations, relevant, k: int = 10, user_col: str = "use
     """
     import pandas as pd
 
-    _require_columns(recommendations, [user_col, item_col, rank_col], "recommendations")
-    _require_columns(relevant, [user_col, item_col], "relevant")
+    check_frame(recommendations, [user_col, item_col, rank_col], "recommendations")
+    check_frame(relevant, [user_col, item_col], "relevant")
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     k = int(k)

@@ -23,7 +23,6 @@ from fmrec import _scoring
 from fmrec._entities import (
     Entities,
     as_keys,
-    check_frame,
     check_keys,
     csr_arrays,
     csr_from_arrays,
@@ -32,6 +31,7 @@ from fmrec._entities import (
     rowdot,
     shown,
 )
+from fmrec._validation import check_frame
 from fmrec.design import DesignMatrix, RelationBlock
 from fmrec.encoder import FeatureEncoder
 from fmrec.estimators import FMClassifier, FMRegressor

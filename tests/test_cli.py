@@ -107,6 +107,17 @@ def test_table_round_trip(files, tmp_path):
     assert 0 < float(metrics["rmse"]) < 2 and 0 <= float(metrics["ndcg@5"]) <= 1
 
 
+def test_implicit_sides_and_weight(files, tmp_path):
+    path = tmp_path / "both.npz"
+    assert main(["train", str(files["train"]), "--out", str(path), "--implicit", "both",
+                 "--implicit-weight", "2", "--epochs", "2", "-q"]) == 0
+    rec = fmrec.load_model(path)
+    assert rec.implicit == "both" and rec.implicit_weight == 2.0
+    groups = rec.feature_groups_
+    assert groups["user_implicit"].stop > groups["user_implicit"].start
+    assert groups["item_implicit"].stop > groups["item_implicit"].start
+
+
 def test_implicit_feedback_recommend_to_stdout(files, tmp_path):
     model = tmp_path / "implicit.npz"
     result = fmrec_cmd("train", files["train"], "--out", model, "--no-target", "--epochs", "3",
