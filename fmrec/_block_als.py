@@ -49,11 +49,12 @@ class BlockPart:
         sums = np.zeros((5, self.n_entities))
         G, GQ, C, A, A2 = sums
         if fit_linear:
-            _als.block_entity_sums(at, r, y, sw, loss, q, -1, G, G, GQ, C, A, A2)
+            unused = np.empty(0)  # the f < 0 (linear) forms read no factor sums
+            _als.block_entity_sums(at, r, y, sw, loss, q, -1, unused, G, GQ, C, A, A2)
             before = w_b.astype(np.float64)
             _als.block_linear_pass(self.indptr, self.indices, self.data, w_b, reg_w, G, C)
             change = self.csr @ (w_b.astype(np.float64) - before)
-            _als.block_push(at, r, q, -1, change, change, change)
+            _als.block_push(at, r, q, -1, unused, unused, change)
         for f in range(V_b.shape[1]):
             old_v = V_b[:, f].astype(np.float64)
             qB_old = self.csr @ old_v
