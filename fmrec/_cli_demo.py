@@ -30,6 +30,7 @@ DEMO_IMPLICIT_WEIGHT = 4.0
 DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
 DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
 DEMO_K = 10
+DEMO_HEATMAP_ITEMS, DEMO_FIGURE_ITEMS = 20, 300  # most-rated movies in the figures
 NDCG = f"NDCG@{DEMO_K}"
 DEMO_RELEVANT = 4.0  # test ratings >= this are the items a top-10 list should find
 # Koren's damping of the baseline biases (shrink towards 0 for rarely rated items/users).
@@ -43,6 +44,7 @@ class _DemoData:
     test: pd.DataFrame
     users: pd.DataFrame  # id plus the side columns the feature model uses
     items: pd.DataFrame
+    titles: pd.Series | None = None  # item id -> title, for the figures
 
 
 def _demo_data(data_home: str | None, console) -> _DemoData:
@@ -66,7 +68,8 @@ def _demo_data(data_home: str | None, console) -> _DemoData:
     return _DemoData(f"MovieLens 100K from {ml.path}, {split}", train, test,
                      ml.users[["user_id", "age", "gender", "occupation"]],
                      ml.items[["item_id", "genres", "year"]].assign(
-                         year=lambda d: d["year"].astype(float).fillna(d["year"].median())))
+                         year=lambda d: d["year"].astype(float).fillna(d["year"].median())),
+                     ml.items.set_index("item_id")["title"])
 
 
 def _bias_baseline(train: pd.DataFrame):
@@ -175,6 +178,39 @@ def run_demo(args: argparse.Namespace, console) -> None:
     recs = fitted[name].recommend(everyone, n=DEMO_K, unknown="popular")
     io.write_table(recs, out / "recommendations.csv")
     fitted[name].save(out / "model.npz")
+    figures = _demo_figures(fitted[name], data, out, console)
     print(f"\nBest {NDCG} of the FMs: '{name}'. Its top-{DEMO_K} lists for "
           f"{recs['user'].nunique()} users: {out / 'recommendations.csv'}; the model: "
           f"{out / 'model.npz'}. {time.perf_counter() - start:.1f} s in all.")
+    if figures:
+        print(f"Figures of its movie embeddings and training: {figures}")
+
+
+def _demo_figures(rec: Recommender, data: _DemoData, out: Path, console) -> str:
+    """Figures of the best FM's item embeddings and training; their paths, or ""."""
+    from fmrec import plot
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        console.note("figures skipped: matplotlib is not installed (pip install fmrec[plot])")
+        return ""
+    # Most-rated first: well-known movies, and factor vectors trained on many ratings.
+    trained = rec.items_[:len(rec.popularity_)]
+    popularity = pd.Series(rec.popularity_, index=trained).sort_values(ascending=False,
+                                                                       kind="stable")
+    titles = data.titles if data.titles is not None else pd.Series(
+        {i: f"item {i}" for i in trained})
+    first_genre = data.items.set_index("item_id")["genres"].map(
+        lambda g: g[0] if len(g) else "(none)")
+    ids = [f"item:item_id={i}" for i in popularity.index[:DEMO_FIGURE_ITEMS]]
+    figures = {
+        "similar_movies.png": plot.similarity_heatmap(
+            rec, ids[:DEMO_HEATMAP_ITEMS], labels=titles),
+        "movie_map.png": plot.embedding_map(
+            rec, ids, color_by=first_genre, weights=popularity, labels=titles, label_top=12),
+        "training_curves.png": plot.training_curves(rec),
+    }
+    for file, fig in figures.items():
+        fig.savefig(out / file, dpi=100)
+    return ", ".join(str(out / file) for file in figures)
