@@ -1,4 +1,5 @@
-"""The ``fmrec`` command (also ``python -m fmrec``): train, predict, recommend, evaluate, demo.
+"""The ``fmrec`` command (also ``python -m fmrec``): train, tune, predict, recommend, evaluate,
+demo.
 
 Every command is a thin layer over the public API (``Recommender``, ``FMRegressor``,
 ``FMClassifier``, ``load_model``, ``fmrec.metrics``); file formats live in ``fmrec._cli_io``.
@@ -153,6 +154,14 @@ def cmd_train(args: argparse.Namespace, console: Console) -> None:
 
 
 def _train_recommender(args: argparse.Namespace, console: Console) -> Recommender:
+    rec, df = _recommender_from_args(args, console, console.verbose)
+    with console.training(f"Recommender ({type(rec.model).__name__})", rec.model.n_epochs):
+        rec.fit(df)
+    return rec
+
+
+def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: int):
+    """The unfitted Recommender the data options describe, and the interactions table."""
     df = io.read_table(args.input, "input file", args.format)
     target = None if args.no_target else args.target
     if target is None and not args.no_target and "rating" in df.columns:
@@ -164,19 +173,17 @@ def _train_recommender(args: argparse.Namespace, console: Console) -> Recommende
         task = "classification"  # implicit feedback: rows are positives, negatives sampled
     else:
         task = _task(args.task, df[target].dropna())
-    model = _estimator(task, args, console.verbose)
     rec = Recommender(
-        user_col=args.user_col, item_col=args.item_col, target=target, model=model,
+        user_col=args.user_col, item_col=args.item_col, target=target,
+        model=_estimator(task, args, verbose),
         user_features=_side_table(args.user_features, args.user_col, "user features file"),
         item_features=_side_table(args.item_features, args.item_col, "item features file"),
         context=context, implicit=args.implicit, implicit_weight=args.implicit_weight,
-        negatives=args.negatives,
-        negative_sampling=args.negative_sampling, random_state=args.seed)
+        negatives=args.negatives, negative_sampling=args.negative_sampling,
+        random_state=args.seed)
     what = f"target {target!r}, {task}" if target else "implicit feedback (no target)"
     console.note(f"{args.input}: {len(df)} interactions; {what}")
-    with console.training(f"Recommender ({type(model).__name__})", model.n_epochs):
-        rec.fit(df)
-    return rec
+    return rec, df
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
@@ -296,6 +303,118 @@ def _ranking(rec: Recommender, relevant: pd.DataFrame, k: int, console: Console)
     return ranking_metrics(recs, io.truth_pairs(relevant, rec.user_col, rec.item_col), k=k)
 
 
+# -------------------------------------------------------------------------------------- tune
+_TUNE_TABLE_ROWS = 5
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> None:
+    """Search hyperparameters with Optuna, print the best trials and save the best model."""
+    try:
+        import optuna
+
+        from fmrec.tuning import tune
+    except ImportError:
+        raise ValueError("fmrec tune needs Optuna: pip install 'fmrec[tune]'") from None
+    if (args.storage is None) != (args.study_name is None):
+        raise ValueError("--storage and --study-name go together (a study is resumed by name)")
+    if io.is_libsvm(args.input, args.format):
+        X, y = io.read_libsvm(args.input)
+        target, data = _estimator(_task(args.task, y), args, 0), (X, y)
+        console.note(f"{args.input}: {X.shape[0]} rows, {X.shape[1]} features")
+    else:
+        target, data = _recommender_from_args(args, console, 0)
+    saved = optuna.logging.get_verbosity()
+    # Optuna's own per-trial log lines would repeat ours; its warnings still show.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = tune(target, data, n_trials=args.trials, timeout=args.timeout,
+                      metric=args.metric, validation=args.validation, storage=args.storage,
+                      study_name=args.study_name, random_state=args.seed,
+                      n_jobs=args.parallel, callbacks=[_trial_line(console)])
+    except RuntimeError as exc:  # no trial completed: a fixable setting, not a crash
+        raise ValueError(str(exc)) from None
+    finally:
+        optuna.logging.set_verbosity(saved)
+    _print_best_trials(result)
+    result.best_model.save(args.out)
+    console.note(f"best model ({result.metric} {result.best_score:.4f}) written to {args.out}")
+
+
+def _trial_line(console: Console):
+    """An Optuna study callback that notes each finished trial on one line."""
+
+    def note(study, trial) -> None:
+        metric = study.user_attrs.get("fmrec_metric", "value")
+        params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        epochs = trial.user_attrs.get("epochs_run")
+        if trial.value is not None:
+            state = f"{metric}={trial.value:.4f} best_epochs={trial.user_attrs['n_epochs']}"
+        else:
+            state = trial.state.name.lower() + (f" after epoch {epochs}" if epochs else "")
+        console.note(f"trial {trial.number}: {state} {params}")
+
+    return note
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _print_best_trials(result) -> None:
+    done = [t for t in result.study.trials if t.value is not None
+            and t.state.name == "COMPLETE"]
+    greater = result.study.direction.name == "MAXIMIZE"
+    done.sort(key=lambda t: -t.value if greater else t.value)
+    names = list(result.best_params)
+    header = ["trial", result.metric, "epochs", *names]
+    rows = [[str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("n_epochs", "")),
+             *(_short(t.params.get(n, "")) for n in names)] for t in done[:_TUNE_TABLE_ROWS]]
+    widths = [max(len(r[j]) for r in [header, *rows]) for j in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+def _add_tune_command(sub, common: argparse.ArgumentParser, fmt: dict) -> None:
+    p = sub.add_parser("tune", parents=[common], help="search hyperparameters with Optuna "
+                       "and save the best model",
+                       description="Tune n_factors, the penalties, init_std (and the SGD "
+                       "learning rate) on a validation split with Optuna, pruning poor trials "
+                       "epoch by epoch; print the best trials and save the best model refitted "
+                       "on all the data. Needs 'pip install fmrec[tune]'.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
+    p.add_argument("--format", **fmt)
+    search = p.add_argument_group("search")
+    search.add_argument("--trials", type=_positive_int, default=20, metavar="N",
+                        help="trials the study should hold, resumed ones included (default: 20)")
+    search.add_argument("--timeout", type=float, metavar="S",
+                        help="start no new trial after S seconds")
+    search.add_argument("--metric", metavar="M", help="rmse (default for ratings), mae, "
+                        "logloss (default for labels), auc, or for tables ndcg@K, precision@K, "
+                        "recall@K, map@K, hit_rate@K (ndcg@10: default without a target)")
+    search.add_argument("--validation", type=float, default=0.1, metavar="F",
+                        help="fraction held out for validation (default: 0.1)")
+    search.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. "
+                        "sqlite:///tune.db, to resume an interrupted search")
+    search.add_argument("--study-name", metavar="NAME", help="study to create or resume")
+    search.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="trials at once; each model gets cores/N threads (default: 1)")
+    _interaction_options(p)
+    model = p.add_argument_group("model (the searched parameters are not options)")
+    model.add_argument("--task", choices=("auto", "regression", "classification"),
+                       default="auto", help="as train (default: auto)")
+    model.add_argument("--solver", choices=("als", "sgd"), default="als",
+                       help="SGD also tunes the learning rate (default: als)")
+    model.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help="most epochs of a trial; early stopping picks fewer (50)")
+    model.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    model.add_argument("--n-jobs", type=int, default=-1, metavar="N",
+                       help="threads of the final refit (default: -1, every core)")
+    # _estimator reads these; tune searches them instead.
+    p.set_defaults(run=cmd_tune, factors=None, reg_linear=None, reg_factors=None,
+                   learning_rate=None)
+
+
 # ------------------------------------------------------------------------------------ parser
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1, so ``--factors 0`` fails as a usage error."""
@@ -306,6 +425,34 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
     return value
+
+
+def _interaction_options(parser: argparse.ArgumentParser) -> None:
+    """The options that describe a table of interactions (``train`` and ``tune``)."""
+    data = parser.add_argument_group("interactions (tables only)")
+    data.add_argument("--user-col", default="user_id", help="default: user_id")
+    data.add_argument("--item-col", default="item_id", help="default: item_id")
+    data.add_argument("--target", metavar="COL", help="target column (default: 'rating' if "
+                      "there is one; without a target every row is a positive and negatives "
+                      "are sampled)")
+    data.add_argument("--no-target", action="store_true",
+                      help="implicit feedback even if there is a 'rating' column")
+    data.add_argument("--context", nargs="+", action="extend", metavar="COL",
+                      help="context columns of the interactions (e.g. device)")
+    data.add_argument("--user-features", metavar="FILE", help="table: user id column plus "
+                      "side columns; text with '|' (Action|Comedy) is list-valued")
+    data.add_argument("--item-features", metavar="FILE", help="same, for items")
+    data.add_argument("--implicit", nargs="?", const="users", default=False,
+                      choices=("users", "items", "both"),
+                      help="implicit features from the training interactions: each user's "
+                      "items (users, the default of a bare --implicit), each item's users "
+                      "(items), or both (SVD++-style)")
+    data.add_argument("--implicit-weight", type=float, default=1.0, metavar="W",
+                      help="value of an implicit feature is W/sqrt(n) (default: 1)")
+    data.add_argument("--negatives", type=_positive_int, default=4, metavar="N",
+                      help="negatives per positive without a target (default: 4)")
+    data.add_argument("--negative-sampling", choices=("uniform", "popularity"),
+                      default="uniform", help="default: uniform")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -358,30 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.npz)")
     p.add_argument("--format", **fmt)
-    data = p.add_argument_group("interactions (tables only)")
-    data.add_argument("--user-col", default="user_id", help="default: user_id")
-    data.add_argument("--item-col", default="item_id", help="default: item_id")
-    data.add_argument("--target", metavar="COL", help="target column (default: 'rating' if "
-                      "there is one; without a target every row is a positive and negatives "
-                      "are sampled)")
-    data.add_argument("--no-target", action="store_true",
-                      help="implicit feedback even if there is a 'rating' column")
-    data.add_argument("--context", nargs="+", action="extend", metavar="COL",
-                      help="context columns of the interactions (e.g. device)")
-    data.add_argument("--user-features", metavar="FILE", help="table: user id column plus "
-                      "side columns; text with '|' (Action|Comedy) is list-valued")
-    data.add_argument("--item-features", metavar="FILE", help="same, for items")
-    data.add_argument("--implicit", nargs="?", const="users", default=False,
-                      choices=("users", "items", "both"),
-                      help="implicit features from the training interactions: each user's "
-                      "items (users, the default of a bare --implicit), each item's users "
-                      "(items), or both (SVD++-style)")
-    data.add_argument("--implicit-weight", type=float, default=1.0, metavar="W",
-                      help="value of an implicit feature is W/sqrt(n) (default: 1)")
-    data.add_argument("--negatives", type=_positive_int, default=4, metavar="N",
-                      help="negatives per positive without a target (default: 4)")
-    data.add_argument("--negative-sampling", choices=("uniform", "popularity"),
-                      default="uniform", help="default: uniform")
+    _interaction_options(p)
     _model_options(p)
     p.set_defaults(run=cmd_train)
 
@@ -422,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relevant: target >= this (default: 4)")
     p.add_argument("--format", **fmt)
     p.set_defaults(run=cmd_evaluate)
+
+    _add_tune_command(sub, common, fmt)
     return parser
 
 
