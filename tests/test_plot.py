@@ -58,7 +58,7 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_lazy_import_and_no_pyplot(model):
+def test_lazy_import_and_no_pyplot(model, tmp_path):
     assert type(training_curves(model).canvas).__name__ == "FigureCanvasAgg"
     # fmrec imports without matplotlib, and drawing never goes through pyplot, so the
     # application's backend (a notebook's, say) is left alone.
@@ -66,7 +66,9 @@ def test_lazy_import_and_no_pyplot(model):
             "assert 'matplotlib' not in sys.modules; "
             "fmrec.plot.training_curves({'loss': [1, 2]}).savefig('/dev/null', format='png'); "
             "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # From outside the repository, so the installed package is imported, not the sources.
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
