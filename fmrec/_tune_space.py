@@ -15,11 +15,12 @@ from optuna.distributions import (
 SearchSpace = Mapping[str, BaseDistribution] | Callable[[optuna.Trial], dict]
 
 
-def default_space(solver: str) -> dict[str, BaseDistribution]:
-    """The default distributions for ``solver`` ("als" or "sgd").
+def default_space(solver: str, implicit: bool = False) -> dict[str, BaseDistribution]:
+    """The default distributions for ``solver`` ("als" or "sgd"), and for a Recommender with
+    implicit features (``implicit=True``) their weight.
 
-    Penalties and the init scale span orders of magnitude, so they are drawn log-uniformly;
-    ALS has no learning rate.
+    Penalties, the init scale and the implicit weight span orders of magnitude, so they are
+    drawn log-uniformly; ALS has no learning rate.
     """
     space: dict[str, BaseDistribution] = {
         "n_factors": CategoricalDistribution([4, 8, 16, 32]),
@@ -29,6 +30,8 @@ def default_space(solver: str) -> dict[str, BaseDistribution]:
     }
     if solver == "sgd":
         space["learning_rate"] = FloatDistribution(1e-3, 0.3, log=True)
+    if implicit:
+        space["implicit_weight"] = FloatDistribution(0.25, 8.0, log=True)
     return space
 
 

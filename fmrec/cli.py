@@ -328,9 +328,10 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         result = tune(target, data, n_trials=args.trials, timeout=args.timeout,
-                      metric=args.metric, validation=args.validation, storage=args.storage,
+                      metric=args.metric, validation=args.validation, cv=args.cv,
+                      storage=args.storage,
                       study_name=args.study_name, random_state=args.seed,
-                      n_jobs=args.parallel, callbacks=[_trial_line(console)])
+                      n_jobs=args.parallel, callbacks=[_trial_line(console, args.trials)])
     except RuntimeError as exc:  # no trial completed: a fixable setting, not a crash
         raise ValueError(str(exc)) from None
     finally:
@@ -340,10 +341,16 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
     console.note(f"best model ({result.metric} {result.best_score:.4f}) written to {args.out}")
 
 
-def _trial_line(console: Console):
-    """An Optuna study callback that notes each finished trial on one line."""
+def _trial_line(console: Console, n_trials: int):
+    """An Optuna study callback that notes each finished trial on one line, with the count
+    of finished trials against the study's target and the best value so far."""
 
     def note(study, trial) -> None:
+        done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        try:
+            best = f" (best {study.best_value:.4f})"
+        except ValueError:  # no trial completed yet
+            best = ""
         metric = study.user_attrs.get("fmrec_metric", "value")
         params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         epochs = trial.user_attrs.get("epochs_run")
@@ -351,7 +358,7 @@ def _trial_line(console: Console):
             state = f"{metric}={trial.value:.4f} best_epochs={trial.user_attrs['n_epochs']}"
         else:
             state = trial.state.name.lower() + (f" after epoch {epochs}" if epochs else "")
-        console.note(f"trial {trial.number}: {state} {params}")
+        console.note(f"[{done}/{n_trials}]{best} trial {trial.number}: {state} {params}")
 
     return note
 
@@ -394,6 +401,8 @@ def _add_tune_command(sub, common: argparse.ArgumentParser, fmt: dict) -> None:
                         "recall@K, map@K, hit_rate@K (ndcg@10: default without a target)")
     search.add_argument("--validation", type=float, default=0.1, metavar="F",
                         help="fraction held out for validation (default: 0.1)")
+    search.add_argument("--cv", type=_positive_int, metavar="K",
+                        help="cross-validate over K folds instead of one validation split")
     search.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. "
                         "sqlite:///tune.db, to resume an interrupted search")
     search.add_argument("--study-name", metavar="NAME", help="study to create or resume")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 METHODS = ("random", "per_user", "leave_last_out")
+FOLD_METHODS = ("random", "per_user")
 
 
 def train_test_split(df: pd.DataFrame, *, method: str = "random", test_size: float = 0.2,
@@ -90,6 +91,85 @@ def train_test_split(df: pd.DataFrame, *, method: str = "random", test_size: flo
     return df.iloc[np.flatnonzero(~is_test)], df.iloc[np.flatnonzero(is_test)]
 
 
+def kfold_split(df: pd.DataFrame, n_splits: int = 5, *, method: str = "per_user",
+                user_col: str = "user_id",
+                random_state: int | np.random.Generator | None = None,
+                ) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Split interactions into ``n_splits`` (train, test) pairs whose tests partition the rows.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        One row per interaction.
+    n_splits : int, default=5
+        Number of folds, at least 2.
+    method : {"per_user", "random"}, default="per_user"
+        ``"per_user"``: each user's rows are shuffled and dealt to the folds in turn, from a
+        random first fold, so every user with ``n >= 2`` interactions is spread over
+        ``min(n, n_splits)`` folds and always keeps a row in train; users with a single
+        interaction stay in train in every fold. ``"random"``: rows are dealt to the folds
+        in a random order.
+    user_col : str, default="user_id"
+        User column, needed by ``"per_user"``.
+    random_state : int, numpy.random.Generator or None
+        Seed of the draw.
+
+    Returns
+    -------
+    list of (train, test) pairs of pandas.DataFrame
+        Each pair partitions ``df`` (rows in ``df``'s order).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3], "item_id": [5, 6, 7, 5, 8, 9]})
+    >>> folds = kfold_split(df, 3, random_state=0)
+    >>> sorted(len(test) for _, test in folds)
+    [1, 2, 2]
+    >>> any(3 in set(test["user_id"]) for _, test in folds)
+    False
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    if isinstance(n_splits, bool) or not isinstance(n_splits, numbers.Integral) \
+            or n_splits < 2:
+        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+    if method not in FOLD_METHODS:
+        raise ValueError(f"method must be one of {list(FOLD_METHODS)}, got {method!r}")
+    if len(df) < n_splits:
+        raise ValueError(f"{n_splits} folds need at least {n_splits} rows, df has {len(df)}")
+    rng = np.random.default_rng(random_state)
+    if method == "random":
+        fold = np.empty(len(df), dtype=np.int64)
+        fold[rng.permutation(len(df))] = np.arange(len(df)) % n_splits
+    else:
+        if user_col not in df.columns:
+            raise ValueError(f"df is missing column {user_col!r} needed by method='per_user'; "
+                             f"it has {list(df.columns)}")
+        if df[user_col].isna().any():
+            raise ValueError(f"df column {user_col!r} has a missing value at row "
+                             f"{int(df[user_col].isna().to_numpy().argmax())}")
+        codes, _ = pd.factorize(df[user_col])
+        pos = _positions_in_random_order(codes, rng)
+        offset = rng.integers(n_splits, size=codes.max() + 1)
+        fold = (pos + offset[codes]) % n_splits
+        fold[np.bincount(codes)[codes] < 2] = -1
+    return [(df.iloc[np.flatnonzero(fold != f)], df.iloc[np.flatnonzero(fold == f)])
+            for f in range(n_splits)]
+
+
+def _positions_in_random_order(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each row's position among its group's rows taken in a uniformly random order."""
+    n = len(codes)
+    counts = np.bincount(codes)
+    # A random permutation as the sort key, ranked within each group: no ties to break.
+    order = np.lexsort((rng.permutation(n), codes))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n) - starts[codes[order]]
+    return pos
+
+
 def _round_half_up(x: np.ndarray | float) -> np.ndarray:
     # np.round rounds half to even (2.5 -> 2), which is surprising in a documented split size.
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
@@ -105,20 +185,11 @@ def _random_mask(n: int, test_size: float, random_state) -> np.ndarray:
 def _per_user_mask(users: pd.Series, test_size: float, random_state) -> np.ndarray:
     rng = np.random.default_rng(random_state)
     codes, _ = pd.factorize(users)
-    n = len(codes)
     counts = np.bincount(codes)
     # At least one row in each part for users with two or more; single users keep theirs.
     n_test = np.where(counts >= 2,
                       np.clip(_round_half_up(test_size * counts), 1, np.maximum(counts - 1, 1)), 0)
-    # A random permutation as the sort key, ranked within each user: position among the
-    # user's rows in a uniformly random order, with no ties to break.
-    key = rng.permutation(n)
-    order = np.lexsort((key, codes))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos_sorted = np.arange(n) - starts[codes[order]]
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = pos_sorted
-    return pos < n_test[codes]
+    return _positions_in_random_order(codes, rng) < n_test[codes]
 
 
 def _last_mask(users: pd.Series, times: pd.Series) -> np.ndarray:

@@ -14,6 +14,7 @@ import math
 import numbers
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,12 +31,17 @@ from fmrec._validation import resolve_n_jobs
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import METRICS, ranking_metrics
 from fmrec.recommender import Recommender
-from fmrec.split import train_test_split
+from fmrec.split import kfold_split, train_test_split
 
 __all__ = ["TuneResult", "tune"]
 
 _RANKING = re.compile(r"^(precision|recall|ndcg|map|hit_rate)@([1-9][0-9]*)$")
 _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# A Recommender's own settings that a search space may hold beside its model's: they change
+# the encoded rows (implicit sets, their weight, the sampled negatives).
+RECOMMENDER_PARAMS = frozenset({"implicit", "implicit_weight", "negatives",
+                                "negative_sampling"})
+_CACHED_ENCODINGS = 4
 
 
 @dataclass
@@ -73,6 +79,7 @@ def tune(
     timeout: float | None = None,
     metric: str | None = None,
     validation: float | tuple = 0.1,
+    cv: int | None = None,
     search_space: _tune_space.SearchSpace | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
@@ -108,11 +115,21 @@ def tune(
     validation : float or tuple, default=0.1
         Fraction held out (random rows for an estimator, a per-user split for a
         Recommender), or an explicit ``(train, valid)`` pair of data as above.
+    cv : int, optional
+        Cross-validate instead: ``cv`` folds (random rows for an estimator, each user's
+        interactions dealt over the folds for a Recommender, see
+        :func:`fmrec.split.kfold_split`); a trial fits one model per fold and scores the mean
+        of their best validation scores, and its ``n_epochs`` is the folds' mean best epoch
+        count. Only the first fold reports to the pruner, so a pruned trial costs at most one
+        fit. ``validation`` is then unused.
     search_space : dict or callable, optional
         ``name -> optuna distribution`` (or a list of choices), or ``space(trial) -> dict``
         of parameters. Default: n_factors in {4, 8, 16, 32}; reg_linear, reg_factors
         log-uniform in [1e-2, 10]; init_std log-uniform in [1e-3, 0.3]; with SGD also
-        learning_rate log-uniform in [1e-3, 0.3].
+        learning_rate log-uniform in [1e-3, 0.3]; for a Recommender with implicit features
+        also implicit_weight log-uniform in [0.25, 8]. For a Recommender the space may hold
+        its ``implicit``, ``implicit_weight``, ``negatives`` and ``negative_sampling``: the
+        data is then encoded again for each new combination of them.
     storage, study_name : optional
         An Optuna storage URL (e.g. ``"sqlite:///tune.db"``) and study name: an existing
         study of that name is resumed.
@@ -150,11 +167,13 @@ def tune(
     >>> sorted(result.best_params)
     ['init_std', 'n_factors', 'reg_factors', 'reg_linear']
     """
+    _check_cv(cv, validation)
     if isinstance(estimator_or_recommender, Recommender):
-        task = _RecommenderTask(estimator_or_recommender, data, metric, validation,
+        task = _RecommenderTask(estimator_or_recommender, data, metric, validation, cv,
                                 random_state)
     elif isinstance(estimator_or_recommender, FMRegressor | FMClassifier):
-        task = _EstimatorTask(estimator_or_recommender, data, metric, validation, random_state)
+        task = _EstimatorTask(estimator_or_recommender, data, metric, validation, cv,
+                              random_state)
     else:
         raise TypeError(f"tune needs an FMRegressor, FMClassifier or Recommender, got "
                         f"{type(estimator_or_recommender).__name__}")
@@ -162,8 +181,10 @@ def tune(
     if early_stopping_rounds is not None:
         _check_count("early_stopping_rounds", early_stopping_rounds)
     template = task.template
-    allowed = set(template.get_params()) - {"n_jobs", "verbose"}
-    space = _tune_space.default_space(template.solver) if search_space is None else search_space
+    allowed = (set(template.get_params()) - {"n_jobs", "verbose"}) | task.outer_params
+    space = search_space
+    if space is None:
+        space = _tune_space.default_space(template.solver, implicit=task.has_implicit)
     _tune_space.check_space(space, allowed)
 
     parallel, model_threads = _threads(n_jobs)
@@ -182,25 +203,37 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = _tune_space.sample(trial, space, allowed)
-        model = clone(template).set_params(**params)
-        model.set_params(n_jobs=model_threads, verbose=0)
-        if model.random_state is None:
-            model.set_params(random_state=random_state)
-        watch = _EpochWatch(trial, task.score, greater, early_stopping_rounds)
-        try:
-            task.fit(model, watch)
-        except ValueError as exc:
-            # Divergence (a learning rate too high) is a bad point of the space, not a bug.
-            if "diverged" not in str(exc):
-                raise
-            trial.set_user_attr("diverged", str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
+        outer = {k: v for k, v in params.items() if k in task.outer_params}
+        inner = {k: v for k, v in params.items() if k not in task.outer_params}
+        best, best_epochs, epochs_run = [], [], 0
+        for number, fold in enumerate(task.folds(outer)):
+            model = clone(template).set_params(**inner)
+            model.set_params(n_jobs=model_threads, verbose=0)
+            if model.random_state is None:
+                model.set_params(random_state=random_state)
+            # Only the first fold reports to the pruner: every trial's curve then comes from
+            # the same data, and a hopeless trial stops before its other folds run.
+            watch = _EpochWatch(trial if number == 0 else None, fold.score, greater,
+                                early_stopping_rounds)
+            try:
+                fold.fit(model, watch)
+            except ValueError as exc:
+                # Divergence (a learning rate too high) is a bad point of the space, not a bug.
+                if "diverged" not in str(exc):
+                    raise
+                trial.set_user_attr("diverged", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
+            epochs_run += watch.epochs_run
+            trial.set_user_attr("epochs_run", epochs_run)
+            if watch.pruned:
+                raise optuna.TrialPruned(f"pruned after epoch {watch.epochs_run}")
+            best.append(watch.best)
+            best_epochs.append(watch.best_epoch + 1)
         trial.set_user_attr("params", _plain(params))
-        trial.set_user_attr("n_epochs", watch.best_epoch + 1)
-        trial.set_user_attr("epochs_run", watch.epochs_run)
-        if watch.pruned:
-            raise optuna.TrialPruned(f"pruned after epoch {watch.epochs_run}")
-        return watch.best
+        trial.set_user_attr("n_epochs", int(round(float(np.mean(best_epochs)))))
+        if len(best) > 1:
+            trial.set_user_attr("fold_scores", [float(b) for b in best])
+        return float(np.mean(best))
 
     remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
     if remaining > 0:
@@ -214,18 +247,24 @@ def tune(
     best_params = dict(best.user_attrs.get("params", best.params))
     best_model = None
     if refit:
+        outer = {k: v for k, v in best_params.items() if k in task.outer_params}
+        inner = {k: v for k, v in best_params.items() if k not in task.outer_params}
         # From the caller's own settings: eval_metric was only set for the trials.
-        model = clone(task.user_model).set_params(**best_params)
+        model = clone(task.user_model).set_params(**inner)
         model.set_params(n_epochs=int(best.user_attrs.get("n_epochs", model.n_epochs)))
         if model.random_state is None:
             model.set_params(random_state=random_state)
-        best_model = task.refit(model)
+        best_model = task.refit(model, outer)
     return TuneResult(study=study, best_params=best_params, best_score=float(best.value),
                       best_model=best_model, metric=metric)
 
 
 class _EpochWatch:
-    """The per-epoch callback of a trial: report, prune, stop early, remember the best."""
+    """The per-epoch callback of a fit: report, prune, stop early, remember the best.
+
+    Without a trial it only stops early and remembers (the later folds of a cross-validated
+    trial).
+    """
 
     def __init__(self, trial, score, greater: bool, patience: int | None):
         self.trial, self.score, self.greater, self.patience = trial, score, greater, patience
@@ -238,21 +277,38 @@ class _EpochWatch:
         if not math.isfinite(value):
             # Optuna cannot rank NaN; the worst possible value prunes as it should.
             value = -math.inf if self.greater else math.inf
-        self.trial.report(value, epoch)
         if self.best is None or (value > self.best if self.greater else value < self.best):
             self.best, self.best_epoch, self.since = value, epoch, 0
         else:
             self.since += 1
-        if self.trial.should_prune():
-            self.pruned = True
-            return True
+        if self.trial is not None:
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.pruned = True
+                return True
         return self.patience is not None and self.since >= self.patience
 
 
-class _EstimatorTask:
-    """(X, y[, sample_weight]) for a plain estimator, split into train and validation."""
+class _EstimatorFold:
+    """One (train, validation) pair of arrays; the estimator scores itself through eval_set."""
 
-    def __init__(self, estimator, data, metric, validation, random_state):
+    def __init__(self, train: tuple, valid: tuple, metric: str):
+        self.train, self.valid, self.metric = train, valid, metric
+
+    def score(self, estimator, logs):
+        return logs[f"val_{self.metric}"]
+
+    def fit(self, model, watch):
+        model.fit(*self.train, eval_set=self.valid, callbacks=[watch])
+
+
+class _EstimatorTask:
+    """(X, y[, sample_weight]) for a plain estimator: a validation split or k folds."""
+
+    outer_params: frozenset = frozenset()
+    has_implicit = False
+
+    def __init__(self, estimator, data, metric, validation, cv, random_state):
         allowed = ("logloss", "auc") if is_classifier(estimator) else ("rmse", "mae")
         self.metric = allowed[0] if metric is None else metric
         if self.metric not in allowed:
@@ -265,32 +321,87 @@ class _EstimatorTask:
             if data is not None or len(validation) != 2:
                 raise ValueError("with an explicit validation=(train, valid) pair, data must "
                                  "be None")
-            self.train = _unpack(validation[0], "the training part of validation")
-            self.valid = _unpack(validation[1], "the validation part of validation")
-            self.full = tuple(_stack(a, b) for a, b in zip(self.train, self.valid, strict=True))
+            train = _unpack(validation[0], "the training part of validation")
+            valid = _unpack(validation[1], "the validation part of validation")
+            self.full = tuple(_stack(a, b) for a, b in zip(train, valid, strict=True))
+            self._folds = [_EstimatorFold(train, valid, self.metric)]
+            return
+        self.full = _unpack(data, "data")
+        n = self.full[1].shape[0]
+        order = np.random.default_rng(random_state).permutation(n)
+        if cv is None:
+            parts = [order[:_held_out(validation, n)]]
         else:
-            self.full = _unpack(data, "data")
-            n = self.full[1].shape[0]
-            n_valid = _held_out(validation, n)
-            order = np.random.default_rng(random_state).permutation(n)
-            self.valid = _take(self.full, order[:n_valid])
-            self.train = _take(self.full, order[n_valid:])
+            if n < cv:
+                raise ValueError(f"cv={cv} folds need at least {cv} rows, data has {n}")
+            parts = np.array_split(order, cv)
+        self._folds = []
+        for held in parts:
+            keep = np.ones(n, dtype=bool)
+            keep[held] = False
+            self._folds.append(_EstimatorFold(_take(self.full, np.flatnonzero(keep)),
+                                              _take(self.full, np.sort(held)), self.metric))
 
-    def score(self, estimator, logs):
-        return logs[f"val_{self.metric}"]
+    def folds(self, outer: dict) -> list:
+        return self._folds
 
-    def fit(self, model, watch):
-        model.fit(*self.train, eval_set=self.valid, callbacks=[watch])
-
-    def refit(self, model):
+    def refit(self, model, outer: dict):
         return model.fit(*self.full)
 
 
-class _RecommenderTask:
-    """Interactions for a Recommender: the encoders are fitted once on the training part and
-    every trial fits only the model, on the same design matrix."""
+class _RecommenderFold:
+    """One (train, validation) pair of interaction frames for a Recommender.
 
-    def __init__(self, recommender, data, metric, validation, random_state):
+    The encoders are fitted once on the training part (by a one-epoch fit) and every trial
+    fits only the model, on the rows they produce.
+    """
+
+    def __init__(self, recommender, model, train, valid, metric, k):
+        self.metric, self.k = metric, k
+        base = clone(recommender).set_params(model=clone(model).set_params(n_epochs=1))
+        base.fit(train)
+        self.base = base
+        self.X, self.y = base._training_rows(base._check_interactions(train))
+        user, item, target = recommender.user_col, recommender.item_col, recommender.target
+        if k is None:
+            cols = list(base._context_cols())
+            self.eval_set = (base._design(valid[user].to_numpy(), valid[item].to_numpy(),
+                                          valid[cols].reset_index(drop=True) if cols else None),
+                             base._targets(valid[target], "validation", base._classes()))
+        else:
+            relevant = valid
+            if target is not None and is_classifier(model):
+                relevant = valid[valid[target] == base.model_.classes_[1]]
+            if relevant.empty:
+                raise ValueError("the validation part has no relevant interaction to rank")
+            self.relevant = relevant[[user, item]].rename(columns={user: "user", item: "item"})
+            self.eval_set = None
+
+    def score(self, estimator, logs):
+        if self.k is None:
+            return logs[f"val_{self.metric}"]
+        # A shallow copy shares the encoders; only the model differs, so trials on several
+        # threads never write to the shared recommender.
+        rec = copy.copy(self.base)
+        rec.model_ = estimator
+        recs = rec.recommend(self.relevant["user"].unique(), n=self.k, unknown="popular")
+        return ranking_metrics(recs, self.relevant, k=self.k)[self.metric]
+
+    def fit(self, model, watch):
+        model.fit(self.X, self.y, eval_set=self.eval_set, callbacks=[watch])
+
+
+class _RecommenderTask:
+    """Interactions for a Recommender: a per-user validation split or per-user k folds.
+
+    The Recommender's own settings in ``OUTER_PARAMS`` may be searched too; they change the
+    encoded rows, so the folds are encoded again for each new combination of them (the last
+    few are cached).
+    """
+
+    outer_params = RECOMMENDER_PARAMS
+
+    def __init__(self, recommender, data, metric, validation, cv, random_state):
         if isinstance(validation, tuple):
             if data is not None or len(validation) != 2:
                 raise ValueError("with an explicit validation=(train, valid) pair, data must "
@@ -298,13 +409,21 @@ class _RecommenderTask:
             train, valid = (_frame(part, what) for part, what in
                             zip(validation, ("training part", "validation part"), strict=True))
             self.full = pd.concat([train, valid], ignore_index=True)
+            self.splits = [(train, valid)]
         else:
             self.full = _frame(data, "data")
-            _held_out(validation, len(self.full))
-            train, valid = train_test_split(self.full, method="per_user", test_size=validation,
-                                            user_col=recommender.user_col,
-                                            random_state=random_state)
+            if cv is None:
+                _held_out(validation, len(self.full))
+                self.splits = [train_test_split(self.full, method="per_user",
+                                                test_size=validation,
+                                                user_col=recommender.user_col,
+                                                random_state=random_state)]
+            else:
+                self.splits = kfold_split(self.full, cv, method="per_user",
+                                          user_col=recommender.user_col,
+                                          random_state=random_state)
         self.recommender = recommender
+        self.has_implicit = bool(recommender._implicit_sides())
         model = recommender.model
         if model is None:
             # What Recommender.fit uses without a model; mirrored so that it can be tuned.
@@ -318,26 +437,21 @@ class _RecommenderTask:
         if self.k is None:
             model = clone(model).set_params(eval_metric=self.metric)
         self.template = clone(model)
+        self._cache: dict[tuple, list[_RecommenderFold]] = {}
+        self._lock = threading.Lock()
+        self.folds({})  # encodes the data now, so that bad input fails before any trial
 
-        # One cheap epoch fits the encoders; trials then reuse the rows they produce.
-        base = clone(recommender).set_params(model=clone(model).set_params(n_epochs=1))
-        base.fit(train)
-        self.base = base
-        self.X, self.y = base._training_rows(base._check_interactions(train))
-        user, item, target = recommender.user_col, recommender.item_col, recommender.target
-        if self.k is None:
-            cols = list(base._context_cols())
-            self.eval_set = (base._design(valid[user].to_numpy(), valid[item].to_numpy(),
-                                          valid[cols].reset_index(drop=True) if cols else None),
-                             base._targets(valid[target], "validation", base._classes()))
-        else:
-            relevant = valid
-            if target is not None and is_classifier(model):
-                relevant = valid[valid[target] == base.model_.classes_[1]]
-            if relevant.empty:
-                raise ValueError("the validation part has no relevant interaction to rank")
-            self.relevant = relevant[[user, item]].rename(columns={user: "user", item: "item"})
-            self.eval_set = None
+    def folds(self, outer: dict) -> list[_RecommenderFold]:
+        key = tuple(sorted((k, repr(v)) for k, v in outer.items()))
+        with self._lock:
+            if key not in self._cache:
+                if len(self._cache) >= _CACHED_ENCODINGS:
+                    self._cache.pop(next(iter(self._cache)))
+                rec = clone(self.recommender).set_params(**outer)
+                self._cache[key] = [
+                    _RecommenderFold(rec, self.template, train, valid, self.metric, self.k)
+                    for train, valid in self.splits]
+            return self._cache[key]
 
     def _set_metric(self, metric, model, target):
         classifier = is_classifier(model)
@@ -354,24 +468,22 @@ class _RecommenderTask:
         self.k = None if match is None else int(match.group(2))
         self.greater_is_better = True if match else METRICS[metric][1]
 
-    def score(self, estimator, logs):
-        if self.k is None:
-            return logs[f"val_{self.metric}"]
-        # A shallow copy shares the encoders; only the model differs, so trials on several
-        # threads never write to the shared recommender.
-        rec = copy.copy(self.base)
-        rec.model_ = estimator
-        recs = rec.recommend(self.relevant["user"].unique(), n=self.k, unknown="popular")
-        return ranking_metrics(recs, self.relevant, k=self.k)[self.metric]
-
-    def fit(self, model, watch):
-        model.fit(self.X, self.y, eval_set=self.eval_set, callbacks=[watch])
-
-    def refit(self, model):
-        return clone(self.recommender).set_params(model=model).fit(self.full)
+    def refit(self, model, outer: dict):
+        return clone(self.recommender).set_params(model=model, **outer).fit(self.full)
 
 
 # ------------------------------------------------------------------------------------ helpers
+def _check_cv(cv, validation) -> None:
+    if cv is None:
+        return
+    if isinstance(cv, bool) or not isinstance(cv, numbers.Integral) or cv < 2:
+        raise ValueError(f"cv must be None or an integer >= 2 (the number of folds), got "
+                         f"{cv!r}")
+    if isinstance(validation, tuple):
+        raise ValueError("pass either cv (folds of data) or an explicit validation=(train, "
+                         "valid) pair, not both")
+
+
 def _check_count(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

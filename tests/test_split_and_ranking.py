@@ -23,7 +23,7 @@ from fmrec.metrics import (
     ranking_metrics,
     recall_at_k,
 )
-from fmrec.split import train_test_split
+from fmrec.split import kfold_split, train_test_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -404,3 +404,68 @@ def test_ml100k_per_user_split():
     np.testing.assert_array_equal(n_test.to_numpy(), np.floor(0.2 * n.to_numpy() + 0.5))
     assert len(test) == int(np.floor(0.2 * n.to_numpy() + 0.5).sum())
     assert abs(len(test) / len(df) - 0.2) < 0.01
+
+
+# ------------------------------------------------------------------------------- k folds
+def _interactions(seed=0, n_users=40):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 12, size=n_users)
+    users = np.repeat(np.arange(n_users), counts)
+    return pd.DataFrame({"user_id": users, "item_id": rng.integers(0, 50, size=len(users))},
+                        index=rng.permutation(len(users)) + 100)
+
+
+@pytest.mark.parametrize("method", ["per_user", "random"])
+@pytest.mark.parametrize("n_splits", [2, 3, 5])
+def test_kfold_tests_partition_the_rows(method, n_splits):
+    df = _interactions()
+    folds = kfold_split(df, n_splits, method=method, random_state=0)
+    assert len(folds) == n_splits
+    held = np.concatenate([test.index.to_numpy() for _, test in folds])
+    assert len(set(held)) == len(held)  # no row is held out twice
+    if method == "random":
+        assert sorted(held) == sorted(df.index)
+    for train, test in folds:
+        assert len(train) + len(test) == len(df)
+        assert set(train.index).isdisjoint(test.index)
+        assert list(train.index) == [i for i in df.index if i in set(train.index)]  # df order
+
+
+def test_kfold_per_user_keeps_every_user_in_train():
+    df = _interactions()
+    counts = df.groupby("user_id").size()
+    folds = kfold_split(df, 4, random_state=1)
+    for train, test in folds:
+        assert set(test["user_id"]) <= set(train["user_id"])
+        assert not set(test["user_id"]) & set(counts.index[counts == 1])
+    held = pd.concat([test for _, test in folds])
+    # Users with two or more rows are all held out somewhere, each row once at most.
+    assert set(held["user_id"]) == set(counts.index[counts >= 2])
+    held_counts = held.groupby("user_id").size()
+    assert held_counts.to_dict() == counts[counts >= 2].to_dict()
+    # A user's held-out rows are spread evenly over the folds.
+    per_fold = np.array([[int((test["user_id"] == u).sum()) for _, test in folds]
+                         for u in counts.index])
+    assert (per_fold.max(axis=1) - per_fold.min(axis=1) <= 1).all()
+
+
+def test_kfold_is_seeded():
+    df = _interactions()
+    a = [t.index.tolist() for _, t in kfold_split(df, 3, random_state=5)]
+    b = [t.index.tolist() for _, t in kfold_split(df, 3, random_state=5)]
+    c = [t.index.tolist() for _, t in kfold_split(df, 3, random_state=6)]
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"n_splits": 1}, ValueError, "n_splits must be an integer >= 2"),
+    ({"n_splits": True}, ValueError, "n_splits must be an integer >= 2"),
+    ({"n_splits": 500}, ValueError, "at least 500 rows"),
+    ({"method": "leave_last_out"}, ValueError, "method must be one of"),
+    ({"user_col": "who"}, ValueError, "missing column 'who'"),
+])
+def test_kfold_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        kfold_split(_interactions(), **{"n_splits": 3, **kwargs})
+    with pytest.raises(TypeError, match="DataFrame"):
+        kfold_split(_interactions().to_numpy(), 3)

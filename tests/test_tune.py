@@ -255,6 +255,62 @@ def test_implicit_feedback_defaults_to_ndcg(ratings):
         tune(template, positives, metric="logloss", n_trials=1)
 
 
+def test_cross_validated_trials(regression):
+    X, y = regression
+    result = tune(FMRegressor(n_epochs=8), (X, y), cv=3, n_trials=3, random_state=0,
+                  pruner=optuna.pruners.NopPruner())
+    for trial in result.study.trials:
+        folds = trial.user_attrs["fold_scores"]
+        assert len(folds) == 3 and len(set(folds)) == 3  # three different validation parts
+        assert trial.value == pytest.approx(np.mean(folds))
+        # Only the first fold reports: one value per epoch of one fit.
+        assert len(trial.intermediate_values) <= 8
+        assert trial.user_attrs["epochs_run"] > len(trial.intermediate_values)
+    assert result.best_model.n_epochs == result.study.best_trial.user_attrs["n_epochs"]
+
+
+def test_cross_validated_recommender(ratings):
+    template = Recommender(target="rating", model=FMRegressor(n_epochs=6), random_state=0)
+    result = tune(template, ratings, cv=2, n_trials=2, random_state=0)
+    assert all(len(t.user_attrs["fold_scores"]) == 2 for t in result.study.trials)
+    assert result.best_model.seen_.sum() == len(ratings)
+
+
+def test_recommender_settings_are_searched(ratings):
+    template = Recommender(target="rating", implicit="users",
+                           model=FMRegressor(n_epochs=10), random_state=0)
+    space = {"implicit_weight": FloatDistribution(0.1, 10.0, log=True),
+             "reg_factors": FloatDistribution(0.1, 3.0, log=True)}
+    result = tune(template, ratings, search_space=space, n_trials=4, random_state=0,
+                  pruner=optuna.pruners.NopPruner())
+    weights = [t.params["implicit_weight"] for t in result.study.trials]
+    assert len(set(weights)) == 4
+    # The weight changes the encoded rows, and so the scores: no two trials tie.
+    assert len({t.value for t in result.study.trials}) == 4
+    best = result.best_model
+    assert best.implicit_weight == result.best_params["implicit_weight"]
+    assert best.model_.reg_factors == result.best_params["reg_factors"]
+    assert "implicit_weight" not in best.model_.get_params()
+    # The refit is the Recommender a user would fit by hand with the best settings.
+    p = result.best_params
+    by_hand = Recommender(target="rating", implicit="users",
+                          implicit_weight=p["implicit_weight"], random_state=0,
+                          model=FMRegressor(n_epochs=best.model_.n_epochs,
+                                            reg_factors=p["reg_factors"], random_state=0))
+    np.testing.assert_allclose(best.predict(ratings), by_hand.fit(ratings).predict(ratings),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown parameter.*user_col"):
+        tune(template, ratings, search_space={"user_col": ["user_id"]}, n_trials=1)
+    with pytest.raises(ValueError, match="unknown parameter.*implicit_weight"):
+        tune(FMRegressor(), regression_data(), n_trials=1,
+             search_space={"implicit_weight": FloatDistribution(0.1, 1.0)})
+
+
+def regression_data():
+    X, y, _ = make_fm_regression(n_samples=200, n_features=20, random_state=0)
+    return X, y
+
+
 # ---------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, match", [
     ({"metric": "auc"}, "metric must be one of \\['rmse', 'mae'\\]"),
@@ -266,6 +322,9 @@ def test_implicit_feedback_defaults_to_ndcg(ratings):
     ({"validation": 0.0001}, "empty training or validation"),
     ({"n_trials": 0}, "n_trials must be an integer >= 1"),
     ({"n_jobs": 0}, "n_jobs must be a non-zero integer"),
+    ({"cv": 1}, "cv must be None or an integer >= 2"),
+    ({"cv": True}, "cv must be None or an integer >= 2"),
+    ({"cv": 5000}, "need at least 5000 rows"),
 ])
 def test_bad_arguments(regression, kwargs, match):
     X, y = regression
@@ -289,6 +348,8 @@ def test_bad_data(regression, ratings):
         tune(object(), (X, y))
     with pytest.raises(ValueError, match="data must be None"):
         tune(FMRegressor(), (X, y), validation=((X, y), (X, y)))
+    with pytest.raises(ValueError, match="either cv .* or an explicit validation"):
+        tune(FMRegressor(), None, validation=((X, y), (X, y)), cv=3)
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -303,7 +364,9 @@ def test_cli_tune(ratings, tmp_path, capsys):
     lines = captured.out.strip().splitlines()
     assert lines[0].split()[:3] == ["trial", "rmse", "epochs"]
     assert 2 <= len(lines) <= 4
-    assert sum(line.startswith("trial ") for line in captured.err.splitlines()) == 3
+    progress = [line for line in captured.err.splitlines() if " trial " in line]
+    assert [line.split()[0] for line in progress] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert "(best " in progress[-1]
     rec = load_model(out)
     assert isinstance(rec, Recommender)
     # Resumed to 4 trials, quietly: one more trial runs and nothing goes to stderr.
