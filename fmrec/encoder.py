@@ -278,8 +278,8 @@ class FeatureEncoder(BaseEstimator):
                 self.delimiter, regex=False)
             exploded = split.where(split.notna(), values).explode()
             owner, values = exploded.index.to_numpy(dtype=np.int64), exploded.to_numpy(object)
-        else:
-            owner = rows
+        else:  # no string among the tokens (e.g. item ids), so none is empty
+            return None, rows, values
         return None, *self._drop_empty(owner, values)
 
     @staticmethod

@@ -388,22 +388,61 @@ def test_cli_tune_errors(ratings, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- MovieLens
-def test_movielens_tuning_improves_test_rmse(ml100k_dir):
-    from fmrec.datasets import load_ml100k_split, one_hot_user_item
+@pytest.fixture(scope="module")
+def movielens_studies(ml100k_dir):
+    """The issue's demonstration: the Recommender with demographics, genres and implicit user
+    features, default hyperparameters against 40 trials on a per-user validation split of
+    u1.base (10%, seed 0), with the default median pruner and without pruning."""
+    import time
 
-    train, test = load_ml100k_split("u1", ml100k_dir)
-    X, y = one_hot_user_item(train), train["rating"].to_numpy(np.float64)
-    X_test, y_test = one_hot_user_item(test), test["rating"].to_numpy(np.float64)
-    default = FMRegressor(random_state=0).fit(X, y)
-    result = tune(FMRegressor(n_epochs=30, random_state=0), (X, y), n_trials=30,
-                  random_state=0,
-                  pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3))
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in result.study.trials)
-    assert pruned >= 5
-    # Measured: 0.9218 with the defaults, 0.9204 tuned (validation 0.9162, 17 of 30 pruned).
-    tuned_rmse = rmse(y_test, result.best_model.predict(X_test))
-    assert tuned_rmse < rmse(y_test, default.predict(X_test))
-    assert tuned_rmse < 0.925
+    from fmrec.datasets import load_movielens
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # module scope: before quiet_optuna
+    data = load_movielens("100k", ml100k_dir, download=False)
+    train, test = data.splits["u1"]
+
+    def recommender(model):
+        return Recommender(target="rating", implicit="users", random_state=0, model=model,
+                           user_features=data.users[["user_id", "age", "gender",
+                                                     "occupation"]],
+                           item_features=data.items[["item_id", "genres"]])
+
+    default = recommender(FMRegressor(random_state=0)).fit(train)
+    out = {"default": rmse(test["rating"], default.predict(test))}
+    for name, pruner in [("pruned", None), ("unpruned", optuna.pruners.NopPruner())]:
+        start = time.perf_counter()
+        result = tune(recommender(FMRegressor(n_epochs=100)), train, n_trials=40,
+                      random_state=0, pruner=pruner)
+        out[name] = {
+            "result": result,
+            "seconds": time.perf_counter() - start,
+            "test": rmse(test["rating"], result.best_model.predict(test)),
+            "epochs": sum(t.user_attrs.get("epochs_run", 0) for t in result.study.trials),
+            "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED
+                            for t in result.study.trials)}
+    print(f"\nu1.test RMSE with default hyperparameters: {out['default']:.4f}")
+    for name in ("pruned", "unpruned"):
+        o = out[name]
+        print(f"{name}: u1.test RMSE {o['test']:.4f} (validation {o['result'].best_score:.4f}), "
+              f"{o['epochs']} epochs in all, {o['n_pruned']} of 40 trials pruned, "
+              f"{o['seconds']:.0f} s; best {o['result'].best_params}")
+    return out
+
+
+def test_movielens_tuning_improves_test_rmse(movielens_studies):
+    # Measured: 0.9132 with the defaults, 0.9075 tuned (implicit_weight 7.4, k 32).
+    out = movielens_studies
+    assert out["pruned"]["test"] < out["default"] - 0.003
+    assert "implicit_weight" in out["pruned"]["result"].best_params
+
+
+def test_movielens_pruning_cuts_a_third_of_the_epochs(movielens_studies):
+    # Measured: 686 epochs with the median pruner (23 trials pruned), 1737 without.
+    out = movielens_studies
+    assert out["pruned"]["n_pruned"] >= 10 and out["unpruned"]["n_pruned"] == 0
+    assert out["pruned"]["epochs"] <= 2 / 3 * out["unpruned"]["epochs"]
+    # Pruning keeps the search useful: its best validation score is no worse.
+    assert out["pruned"]["result"].best_score <= out["unpruned"]["result"].best_score + 0.005
 
 
 def test_cli_tune_libsvm(regression, tmp_path, capsys):
