@@ -30,6 +30,7 @@ DEMO_IMPLICIT_WEIGHT = 4.0
 DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
 DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
 DEMO_K = 10
+DEMO_TUNE = {"n_trials": 12, "n_epochs": 30}  # a short search on ids, for its figures
 DEMO_HEATMAP_ITEMS, DEMO_FIGURE_ITEMS = 20, 300  # most-rated movies in the figures
 NDCG = f"NDCG@{DEMO_K}"
 DEMO_RELEVANT = 4.0  # test ratings >= this are the items a top-10 list should find
@@ -184,6 +185,9 @@ def run_demo(args: argparse.Namespace, console) -> None:
           f"{out / 'model.npz'}. {time.perf_counter() - start:.1f} s in all.")
     if figures:
         print(f"Figures of its movie embeddings and training: {figures}")
+    tuned = _demo_tuning(train, out, console)
+    if tuned:
+        print(tuned)
 
 
 def _demo_figures(rec: Recommender, data: _DemoData, out: Path, console) -> str:
@@ -214,3 +218,33 @@ def _demo_figures(rec: Recommender, data: _DemoData, out: Path, console) -> str:
     for file, fig in figures.items():
         fig.savefig(out / file, dpi=100)
     return ", ".join(str(out / file) for file in figures)
+
+
+def _demo_tuning(train: pd.DataFrame, out: Path, console) -> str:
+    """A short ``fmrec.tune`` search of the ids-only FM, drawn as the two study figures; a
+    line that says what it found, or "" without Optuna or matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+        import optuna
+    except ImportError:
+        console.note("tuning figures skipped: they need pip install 'fmrec[tune,plot]'")
+        return ""
+    from fmrec import plot
+    from fmrec.tuning import tune
+
+    saved = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console.note(f"tuning the ids-only FM: {DEMO_TUNE['n_trials']} trials of fmrec.tune")
+    try:
+        result = tune(Recommender(target="rating", random_state=0,
+                                  model=FMRegressor(n_epochs=DEMO_TUNE["n_epochs"])),
+                      train, n_trials=DEMO_TUNE["n_trials"], random_state=0, refit=False)
+    finally:
+        optuna.logging.set_verbosity(saved)
+    files = {"tuning_history.png": plot.tuning_history(result.study),
+             "param_importances.png": plot.param_importances(result.study)}
+    for file, fig in files.items():
+        fig.savefig(out / file, dpi=100)
+    return (f"{DEMO_TUNE['n_trials']} trials of fmrec.tune on the ids-only FM: best validation "
+            f"{result.metric.upper()} {result.best_score:.4f}; figures: "
+            + ", ".join(str(out / file) for file in files))

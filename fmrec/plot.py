@@ -339,7 +339,8 @@ def _completed(study):
 
 
 def tuning_history(study):
-    """Objective value of every completed trial of an Optuna study and the best so far.
+    """Objective value of every completed trial of an Optuna study and the best so far;
+    pruned trials at the last value they reported, as crosses.
 
     Parameters
     ----------
@@ -349,7 +350,9 @@ def tuning_history(study):
     Returns
     -------
     matplotlib.figure.Figure
-        With ``fig.fmrec_history``: a DataFrame of ``trial``, ``value`` and ``best``.
+        With ``fig.fmrec_history``: a DataFrame of ``trial``, ``value`` and ``best`` (the
+        completed trials) and ``fig.fmrec_pruned``: ``trial`` and ``last_value`` of the
+        pruned trials that reported a value.
     """
     import optuna
 
@@ -360,16 +363,24 @@ def tuning_history(study):
         best = np.minimum.accumulate(value)
     else:
         best = np.maximum.accumulate(value)
+    pruned = [(t.number, t.intermediate_values[max(t.intermediate_values)])
+              for t in study.trials
+              if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    pruned_frame = pd.DataFrame(pruned, columns=["trial", "last_value"])
     fig = _figure(7, 4)
     ax = fig.add_subplot()
     ax.scatter(number, value, s=18, label="trial")
+    if pruned:
+        ax.scatter(pruned_frame["trial"], pruned_frame["last_value"], s=18, marker="x",
+                   color="tab:gray", label="pruned (last reported)")
     ax.step(number, best, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("objective")
+    ax.set_ylabel(study.user_attrs.get("fmrec_metric", "objective"))
     ax.set_title(f"Tuning history ({study.direction.name.lower()})")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.fmrec_history = pd.DataFrame({"trial": number, "value": value, "best": best})
+    fig.fmrec_pruned = pruned_frame
     return fig
 
 

@@ -172,6 +172,9 @@ def test_demo_on_synthetic_data(tmp_path):
     assert list(recs.columns) == ["user", "item", "score", "rank"]
     assert recs.groupby("user").size().eq(10).all() and recs["user"].nunique() == 500
     assert isinstance(fmrec.load_model(tmp_path / "out" / "model.npz"), fmrec.Recommender)
+    figures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert figures == ["movie_map.png", "param_importances.png", "similar_movies.png",
+                       "training_curves.png", "tuning_history.png"]
 
 
 def test_error_in_a_subprocess_is_one_line_without_traceback(tmp_path):

@@ -211,6 +211,33 @@ def test_tuning_history(study, tmp_path):
     assert_png_not_blank(fig, tmp_path / "tuning.png")
 
 
+def test_tuning_history_shows_pruned_trials(tmp_path):
+    import optuna
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=5.0))
+    study.set_user_attr("fmrec_metric", "rmse")
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 10)
+        for step in range(3):
+            trial.report(x + step, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=12)
+    fig = tuning_history(study)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) >= 1
+    assert fig.fmrec_pruned["trial"].tolist() == [t.number for t in pruned]
+    assert fig.fmrec_pruned["last_value"].tolist() == [
+        t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+    assert len(fig.fmrec_history) == 12 - len(pruned)
+    assert fig.axes[0].get_ylabel() == "rmse"
+    assert_png_not_blank(fig, tmp_path / "pruned.png")
+
+
 def test_param_importances(study, tmp_path):
     from optuna.importance import get_param_importances
 
@@ -255,5 +282,21 @@ def test_demo_writes_non_blank_figures(tmp_path):
     written = _demo_figures(rec, demo, tmp_path, Console())
     assert written.count(".png") == 3
     for name in ("similar_movies.png", "movie_map.png", "training_curves.png"):
+        image = matplotlib.image.imread(tmp_path / name)
+        assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
+
+
+def test_demo_writes_tuning_figures(tmp_path):
+    from fmrec._cli_demo import DEMO_TUNE, _demo_tuning
+    from fmrec.datasets import make_recsys
+
+    class Console:
+        def note(self, message):
+            assert "skipped" not in message
+
+    data = make_recsys(n_users=60, n_items=40, n_interactions=1500, random_state=0)
+    line = _demo_tuning(data.interactions, tmp_path, Console())
+    assert f"{DEMO_TUNE['n_trials']} trials" in line and "best validation RMSE" in line
+    for name in ("tuning_history.png", "param_importances.png"):
         image = matplotlib.image.imread(tmp_path / name)
         assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
