@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.special import ndtr
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -17,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
+from fmrec._mcmc import SAMPLE_ATTRS, fit_mcmc, kernel_input, sample_stats
 from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
@@ -58,6 +60,9 @@ class _BaseFM(BaseEstimator):
         n_jobs: int | None = 1,
         warm_start: bool = False,
         verbose: int = 0,
+        n_burn_in: int = 10,
+        n_samples: int | None = None,
+        groups=None,
     ):
         self.n_factors = n_factors
         self.solver = solver
@@ -79,11 +84,20 @@ class _BaseFM(BaseEstimator):
         self.n_jobs = n_jobs
         self.warm_start = warm_start
         self.verbose = verbose
+        self.n_burn_in = n_burn_in
+        self.n_samples = n_samples
+        self.groups = groups
 
     # ------------------------------------------------------------------ validation
     def _check_hyperparameters(self) -> None:
         v.check_interval("n_factors", self.n_factors, low=1, integer=True)
-        v.check_choice("solver", self.solver, {"als", "sgd"})
+        v.check_choice("solver", self.solver, {"als", "sgd", "mcmc"})
+        v.check_interval("n_burn_in", self.n_burn_in, low=0, integer=True)
+        v.check_interval("n_samples", self.n_samples, low=1, integer=True, allow_none=True)
+        if self.solver == "mcmc" and self.early_stopping_rounds is not None:
+            raise ValueError("early_stopping_rounds does not apply to solver='mcmc' (the "
+                             "prediction averages the samples; there is no best sweep to "
+                             "keep): leave it None and choose n_epochs and n_burn_in")
         v.check_interval("n_epochs", self.n_epochs, low=1, integer=True)
         v.check_interval("learning_rate", self.learning_rate, low=0, low_open=True)
         v.check_choice("lr_schedule", self.lr_schedule, {"adagrad", "constant"})
@@ -170,6 +184,9 @@ class _BaseFM(BaseEstimator):
         self
         """
         check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            raise NotImplementedError("grow is not available for models fitted with "
+                                      "solver='mcmc'")
         v.check_interval("n_features", n_features, low=self.n_features_in_, integer=True)
         extra = int(n_features) - self.n_features_in_
         if extra == 0:
@@ -218,6 +235,13 @@ class _BaseFM(BaseEstimator):
                           UserWarning, stacklevel=3)
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
+        if self.solver == "mcmc":
+            fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset, n_threads,
+                     dtype, rng)
+            return
+        if reset:
+            for name in SAMPLE_ATTRS:  # a previous MCMC fit's samples
+                self.__dict__.pop(name, None)
         hp = self._solver_hyperparameters()
         if isinstance(X, DesignMatrix):
             counts = column_counts(X, sw)
@@ -354,8 +378,26 @@ class _BaseFM(BaseEstimator):
         save_estimator(self, path)
 
     # ------------------------------------------------------------------ prediction
+    def _is_mcmc(self) -> bool:
+        """Fitted by MCMC: predictions average the retained samples."""
+        return getattr(self, "samples_w0_", None) is not None and len(self.samples_w0_) > 0
+
+    def _samples(self) -> tuple:
+        return self.samples_w0_, self.samples_w_, self.samples_V_
+
+    def _mcmc_stats(self, X, link=None, std=False):
+        """Posterior mean (and std) over the samples of ŷ (or link(ŷ)) for raw X."""
+        check_is_fitted(self, "V_")
+        X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
+        X = kernel_input(X, self.V_.dtype)
+        return sample_stats(X, self._samples(), v.resolve_n_jobs(self.n_jobs), link, std)
+
     def _raw_output(self, X, n_threads: int) -> np.ndarray:
-        """ŷ before any link or clipping, for a validated CSR X or DesignMatrix."""
+        """ŷ before any link or clipping, for a validated CSR X or DesignMatrix (for a model
+        fitted by MCMC: the mean over the retained samples)."""
+        if self._is_mcmc():
+            return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
+                                std=False)[0]
         if isinstance(X, DesignMatrix):
             return fm_output(X, self.w0_, self.w_, self.V_)
         out = np.empty(X.shape[0], dtype=self.V_.dtype)
@@ -472,6 +514,9 @@ class FMRegressor(RegressorMixin, _BaseFM):
         n_jobs: int | None = 1,
         warm_start: bool = False,
         verbose: int = 0,
+        n_burn_in: int = 10,
+        n_samples: int | None = None,
+        groups=None,
         clip_predictions: bool = True,
     ):
         super().__init__(
@@ -495,6 +540,9 @@ class FMRegressor(RegressorMixin, _BaseFM):
             n_jobs=n_jobs,
             warm_start=warm_start,
             verbose=verbose,
+            n_burn_in=n_burn_in,
+            n_samples=n_samples,
+            groups=groups,
         )
         self.clip_predictions = clip_predictions
 
@@ -516,9 +564,28 @@ class FMRegressor(RegressorMixin, _BaseFM):
     def _clip(self, out):
         return np.clip(out, *self.y_range_) if self.clip_predictions else out
 
-    def predict(self, X) -> np.ndarray:
-        """Predicted targets, clipped to the training range unless ``clip_predictions=False``."""
-        return self._clip(self._decision(X))
+    def predict(self, X, return_std: bool = False):
+        """Predicted targets, clipped to the training range unless ``clip_predictions=False``.
+
+        For a model fitted with ``solver="mcmc"`` this is the mean of the retained samples'
+        outputs; ``return_std=True`` also returns their standard deviation per row (the
+        posterior uncertainty of ŷ(x), not including the noise: add ``1 / noise_precision_``
+        to its square for the predictive variance of a new target).
+        """
+        if not return_std:
+            return self._clip(self._decision(X))
+        if not self._is_mcmc():
+            raise ValueError("return_std=True needs a model fitted with solver='mcmc'")
+        mean, std = self._mcmc_stats(X, std=True)
+        return self._clip(mean), std
+
+    @property
+    def noise_precision_(self) -> float:
+        """MCMC: posterior mean of the noise precision α over the retained samples."""
+        if not self._is_mcmc():
+            raise AttributeError("noise_precision_ exists for models fitted with "
+                                 "solver='mcmc'")
+        return float(np.mean(self.samples_alpha_))
 
 
 class FMClassifier(ClassifierMixin, _BaseFM):
@@ -590,13 +657,23 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         return self._decision(X)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Columns: P(classes_[0]), P(classes_[1])."""
-        p = _sigmoid(self.decision_function(X))
+        """Columns: P(classes_[0]), P(classes_[1]).
+
+        With ``solver="mcmc"``, P(classes_[1]) is the mean over the retained samples of
+        Φ(ŷ) (probit link).
+        """
+        check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            p = self._mcmc_stats(X, link=ndtr)[0]
+        else:
+            p = _sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
         """The more likely of ``classes_`` for each row."""
         check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
