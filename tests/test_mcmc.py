@@ -93,3 +93,253 @@ def test_gibbs_sweep_rejects_bad_prior():
         kernel_gibbs(*args, prior=np.ones((1, 6)), **{**kw, "groups": np.array([0, 1, 0, 0])})
     with pytest.raises(ValueError, match="normals"):
         kernel_gibbs(*args, prior=np.ones((1, 6)), **{**kw, "normals": np.zeros(3)})
+
+
+# ---------------------------------------------------------------------- the estimators
+from fmrec import FMClassifier, FMRegressor, load_model  # noqa: E402
+from fmrec.datasets import (  # noqa: E402
+    ML100K_ITEMS,
+    ML100K_USERS,
+    load_ml100k_split,
+    make_fm_classification,
+    make_fm_regression,
+    one_hot_user_item,
+)
+from fmrec.metrics import auc, rmse  # noqa: E402
+
+
+def test_linear_model_matches_exact_gaussian_posterior():
+    """With α, λ and μ fixed and V pinned at ~0 by a huge prior precision, (w0, w) has a
+    Gaussian posterior in closed form; the chain's mean and variance must match it."""
+    rng = np.random.default_rng(0)
+    n, d = 30, 4
+    X = rng.normal(size=(n, d))
+    y = 0.5 + X @ np.array([1.0, -0.5, 0.0, 0.3]) + rng.normal(0, 0.5, n)
+    alpha, lam, mu, lam0 = 4.0, 2.0, 0.3, 1.0
+    Xt = np.column_stack([np.ones(n), X])
+    prior_prec = np.diag([lam0] + [lam] * d)
+    prior_mean = np.array([0.0] + [mu] * d)
+    cov = np.linalg.inv(alpha * Xt.T @ Xt + prior_prec)
+    mean = cov @ (alpha * Xt.T @ y + prior_prec @ prior_mean)
+
+    model = FMRegressor(n_factors=1, solver="mcmc", n_epochs=4100, n_burn_in=100,
+                        dtype="float64", random_state=0)
+    model._mcmc_fixed = {"alpha": alpha, "lambda_w": lam, "mu_w": mu, "w0_prec": lam0,
+                         "lambda_V": 1e12, "mu_V": 0.0}
+    model.fit(X, y)
+    draws = np.column_stack([model.samples_w0_, model.samples_w_]).astype(np.float64)
+    assert draws.shape == (4000, d + 1)
+    assert np.abs(model.samples_V_).max() < 1e-4
+    # Monte Carlo standard error from 20 batch means (allows for autocorrelation)
+    batches = draws.reshape(20, -1, d + 1).mean(axis=1)
+    se = batches.std(axis=0, ddof=1) / np.sqrt(20)
+    np.testing.assert_array_less(np.abs(draws.mean(axis=0) - mean), 4 * se + 1e-3)
+    assert np.all(se < 0.2 * np.sqrt(np.diag(cov)))  # the check has teeth
+    np.testing.assert_allclose(draws.var(axis=0), np.diag(cov), rtol=0.15)
+    # and the off-diagonal structure
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.15 * np.diag(cov).max())
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y, _ = make_fm_regression(6000, 200, 4, 5, noise=0.1, random_state=0)
+    return X[1000:], y[1000:], X[:1000], y[:1000]
+
+
+@pytest.fixture(scope="module")
+def classification():
+    X, y, _ = make_fm_classification(6000, 200, 4, 5, random_state=0)
+    return X[1000:], y[1000:], X[:1000], y[:1000]
+
+
+def test_regression_converges_and_reports_posterior_mean(regression):
+    X, y, X_val, y_val = regression
+    model = FMRegressor(n_factors=4, solver="mcmc", n_epochs=100, random_state=0)
+    model.fit(X, y, eval_set=(X_val, y_val))
+    baseline = rmse(y_val, np.full_like(y_val, y.mean()))
+    score = rmse(y_val, model.predict(X_val))
+    assert score < 0.15 < 0.2 * baseline  # the noise level is 0.1
+    # history's validation metric is that of the running posterior mean
+    assert model.history_["val_rmse"][-1] == pytest.approx(score, rel=1e-9)
+    assert len(model.history_["train_loss"]) == 100 == model.n_epochs_
+    assert len(model.samples_w0_) == 90 and model.samples_V_.dtype == np.float32
+    assert 50 < model.noise_precision_ < 150  # 1 / 0.1²
+    mean, std = model.predict(X_val, return_std=True)
+    np.testing.assert_array_equal(mean, model.predict(X_val))
+    assert np.all(std > 0) and np.median(std) < 0.1
+
+
+def test_thinning_keeps_at_most_n_samples(regression):
+    X, y, _, _ = regression
+    model = FMRegressor(n_factors=2, solver="mcmc", n_epochs=30, n_burn_in=5, n_samples=7,
+                        random_state=0).fit(X[:500], y[:500])
+    assert len(model.samples_w0_) == 7
+    # the last sweep is always retained
+    assert model.samples_w0_[-1] == pytest.approx(model.w0_)
+    np.testing.assert_array_equal(model.samples_V_[-1], model.V_)
+
+
+def test_probit_classification_is_calibrated(classification):
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    X, y, X_val, y_val = classification
+    mcmc = FMClassifier(n_factors=4, solver="mcmc", n_epochs=100, random_state=0).fit(
+        X, y, eval_set=(X_val, y_val))
+    als_ = FMClassifier(n_factors=4, solver="als", n_epochs=100, random_state=0).fit(X, y)
+    p, p_als = mcmc.predict_proba(X_val)[:, 1], als_.predict_proba(X_val)[:, 1]
+    print(f"\nprobit MCMC: AUC {auc(y_val, p):.4f} log loss {log_loss(y_val, p):.4f} "
+          f"Brier {brier_score_loss(y_val, p):.4f}; logistic ALS: AUC {auc(y_val, p_als):.4f} "
+          f"log loss {log_loss(y_val, p_als):.4f} Brier {brier_score_loss(y_val, p_als):.4f}")
+    assert auc(y_val, p) > 0.82
+    assert log_loss(y_val, p) <= log_loss(y_val, p_als) + 0.002
+    assert brier_score_loss(y_val, p) <= brier_score_loss(y_val, p_als) + 0.001
+    assert mcmc.history_["val_logloss"][-1] == pytest.approx(log_loss(y_val, p), rel=1e-6)
+    np.testing.assert_array_equal(mcmc.predict(X_val), (p > 0.5).astype(int))
+
+
+def test_reproducible_with_a_seed(regression):
+    X, y, X_val, _ = regression
+    X, y = X[:1500], y[:1500]
+
+    def fit(seed, n_jobs=1):
+        return FMRegressor(n_factors=3, solver="mcmc", n_epochs=15, random_state=seed,
+                           n_jobs=n_jobs).fit(X, y).predict(X_val)
+
+    first = fit(0)
+    np.testing.assert_array_equal(first, fit(0))
+    np.testing.assert_array_equal(first, fit(0, n_jobs=2))  # any number of threads
+    assert not np.allclose(first, fit(1))
+
+
+def test_groups_are_used(regression):
+    X, y, X_val, _ = regression
+    groups = np.arange(X.shape[1]) % 3
+    model = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0,
+                        groups=groups * 10).fit(X[:800], y[:800])  # any non-negative labels
+    assert model._mcmc_hyper["lambda_V"].shape == (3, 2)
+    plain = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(
+        X[:800], y[:800])
+    assert plain._mcmc_hyper["lambda_V"].shape == (1, 2)
+    assert not np.array_equal(model.predict(X_val), plain.predict(X_val))
+
+
+@pytest.mark.parametrize("kwargs,fit_kw,exc,match", [
+    ({"groups": np.zeros(5, int)}, {}, ValueError, r"groups must hold one integer per feature"),
+    ({"groups": -np.ones(200, int)}, {}, ValueError, "non-negative"),
+    ({"groups": np.full(200, 0.5)}, {}, ValueError, "integers"),
+    ({"early_stopping_rounds": 3}, {}, ValueError, "does not apply to solver='mcmc'"),
+    ({"n_epochs": 5, "n_burn_in": 5}, {}, ValueError, "no sample after n_burn_in"),
+    ({"n_burn_in": -1}, {}, ValueError, "n_burn_in"),
+    ({"n_samples": 0}, {}, ValueError, "n_samples"),
+    ({}, {"y_nan": True}, ValueError, "NaN"),
+    ({}, {"sample_weight": -1.0}, ValueError, "(?i)negative"),
+])
+def test_bad_input_leaves_fitted_model_intact(regression, kwargs, fit_kw, exc, match):
+    X, y, X_val, _ = regression
+    X, y = X[:400], y[:400].copy()
+    model = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(X, y)
+    before = model.predict(X_val)
+    samples = model.samples_V_.copy()
+    model.set_params(**kwargs)
+    if fit_kw.get("y_nan"):
+        y[7] = np.nan
+    sw = np.full(len(y), fit_kw["sample_weight"]) if "sample_weight" in fit_kw else None
+    with pytest.raises(exc, match=match):
+        model.fit(X, y, sample_weight=sw)
+    np.testing.assert_array_equal(model.predict(X_val), before)
+    np.testing.assert_array_equal(model.samples_V_, samples)
+
+
+def test_other_misuse(regression):
+    X, y, X_val, _ = regression
+    als_ = FMRegressor(n_factors=2, n_epochs=2).fit(X[:300], y[:300])
+    with pytest.raises(ValueError, match="return_std=True needs"):
+        als_.predict(X_val, return_std=True)
+    model = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0,
+                        warm_start=True).fit(X[:300], y[:300])
+    with pytest.raises(NotImplementedError, match="grow"):
+        model.grow(300)
+    model.set_params(groups=np.arange(200) % 2)
+    with pytest.raises(ValueError, match="groups changed"):
+        model.fit(X[:300], y[:300])
+    # an ALS refit drops the samples: predictions are the ALS model's again
+    model.set_params(solver="als", warm_start=False, groups=None).fit(X[:300], y[:300])
+    assert not hasattr(model, "samples_w0_")
+
+
+def test_save_load_and_warm_start(regression, classification, tmp_path):
+    X, y, X_val, y_val = regression
+    X, y = X[:1000], y[:1000]
+    model = FMRegressor(n_factors=3, solver="mcmc", n_epochs=20, n_burn_in=5, random_state=0,
+                        warm_start=True, groups=np.arange(200) % 2).fit(X, y)
+    path = tmp_path / "mcmc.npz"
+    model.save(path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(X_val), model.predict(X_val))
+    for a, b in zip(loaded.predict(X_val, return_std=True),
+                    model.predict(X_val, return_std=True), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(loaded.groups, model.groups)
+    assert loaded.noise_precision_ == model.noise_precision_
+
+    # warm start continues the chain: more samples, longer history, and the same
+    # continuation from the loaded copy
+    model.fit(X, y)
+    loaded.fit(X, y)
+    assert len(model.samples_w0_) == 15 + 20 and model.n_epochs_ == 40
+    np.testing.assert_array_equal(loaded.samples_V_, model.samples_V_)
+    np.testing.assert_array_equal(loaded.predict(X_val), model.predict(X_val))
+    # the continuation used fresh draws, not the first call's again
+    assert not np.allclose(model.samples_w_[15:].mean(0), model.samples_w_[:15].mean(0),
+                           atol=1e-7)
+
+    Xc, yc, Xc_val, _ = classification
+    clf = FMClassifier(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(
+        Xc[:800], np.where(yc[:800] > 0, "yes", "no"))
+    clf.save(path)
+    again = load_model(path)
+    np.testing.assert_array_equal(again.predict_proba(Xc_val), clf.predict_proba(Xc_val))
+    np.testing.assert_array_equal(again.predict(Xc_val), clf.predict(Xc_val))
+
+
+def test_callbacks_see_every_sweep(regression):
+    X, y, _, _ = regression
+    seen = []
+
+    def callback(est, epoch, logs):
+        seen.append((epoch, len(getattr(est, "samples_w0_", [])), logs["train_loss"]))
+        return epoch == 7
+
+    FMRegressor(n_factors=2, solver="mcmc", n_epochs=20, n_burn_in=3, random_state=0).fit(
+        X[:300], y[:300], callbacks=[callback])
+    assert [e for e, _, _ in seen] == list(range(8))
+    assert [s for _, s, _ in seen] == [0, 0, 0, 1, 2, 3, 4, 5]
+
+
+def test_design_matrix_input_is_materialized(regression):
+    from fmrec.design import DesignMatrix, RelationBlock
+
+    rng = np.random.default_rng(0)
+    users = sp.random(20, 6, density=0.5, format="csr", random_state=1)
+    index = rng.integers(0, 20, 300)
+    flat = sp.random(300, 5, density=0.3, format="csr", random_state=2)
+    D = DesignMatrix(flat, [RelationBlock(users, index)])
+    y = rng.normal(size=300)
+    a = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(D, y)
+    b = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(D.to_csr(), y)
+    np.testing.assert_allclose(a.predict(D), b.predict(D.to_csr()), rtol=1e-6)
+
+
+def test_movielens_u1_ids_only(ml100k_dir):
+    train, test = load_ml100k_split("u1", ml100k_dir)
+    X, y = one_hot_user_item(train), train["rating"].to_numpy(np.float64)
+    X_test, y_test = one_hot_user_item(test), test["rating"].to_numpy(np.float64)
+    fields = np.r_[np.zeros(ML100K_USERS, int), np.ones(ML100K_ITEMS, int)]  # user, item id
+    start = time.perf_counter()
+    model = FMRegressor(n_factors=8, solver="mcmc", n_epochs=200, random_state=0,
+                        groups=fields).fit(X, y)
+    elapsed = time.perf_counter() - start
+    score = rmse(y_test, model.predict(X_test))
+    print(f"\nml-100k u1, ids only, rank 8, 200 sweeps, groups user/item: test RMSE "
+          f"{score:.4f}, fit {elapsed:.2f} s")
+    assert score <= 0.910
