@@ -42,6 +42,7 @@ SQUARE, LOGISTIC = 0, 1
 # N(MU0, 1 / (GAMMA0 λ)) on every prior mean; w0 flat.
 A0, B0, GAMMA0, MU0, W0_PREC = 1.0, 1.0, 1.0, 0.0, 0.0
 HYPER_NAMES = ("alpha", "lambda_w", "mu_w", "lambda_V", "mu_V")
+CACHE_REFRESH = 10
 SAMPLE_ATTRS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
 
 
@@ -127,24 +128,32 @@ class MCMCSolver:
         self.target = np.array(y, dtype=dt)  # y, or the latent z of the probit model
         self.n_eff = float(np.count_nonzero(sample_weight))
         self.dummy_reg = np.zeros(X.shape[1], dt)
-        self.output = None  # ŷ before the last sweep (classification)
+        self.positive = np.asarray(y) > 0.5
+        self.sweeps_since_refresh = None  # the caches are not filled yet
 
     def sweep(self) -> float:
         """One Gibbs scan; returns the training loss of the new sample (MSE, or the probit
         model's log loss)."""
         st, X = self.state, self.X
-        positive = None
+        # The sweep leaves the caches current (r = ŷ - target, q), so they are rebuilt from
+        # scratch only every CACHE_REFRESH sweeps, against the slow drift of rounding.
+        refresh = (self.sweeps_since_refresh is None
+                   or self.sweeps_since_refresh >= CACHE_REFRESH - 1)
         if self.classification:
-            _als.compute_caches(X.indptr, X.indices, X.data, self.target, LOGISTIC,
-                                float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
-            yhat = self.r.astype(np.float64)
-            positive = self.y > 0.5
-            z = truncated_latent(yhat, positive, self.rng.random(len(yhat)))
+            if refresh:
+                _als.compute_caches(X.indptr, X.indices, X.data, self.target, LOGISTIC,
+                                    float(st.w0[0]), st.w, st.V, self.r, self.q,
+                                    self.n_threads)
+                yhat = self.r.astype(np.float64)
+            else:
+                yhat = self.r.astype(np.float64) + self.target
+            z = truncated_latent(yhat, self.positive, self.rng.random(len(yhat)))
             self.target[:] = z
-            self.r -= self.target
-        else:
+            self.r[:] = yhat - self.target
+        elif refresh:
             _als.compute_caches(X.indptr, X.indices, X.data, self.target, SQUARE,
                                 float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
+        self.sweeps_since_refresh = 0 if refresh else self.sweeps_since_refresh + 1
         self._sample_hyper()
         k = st.V.shape[1]
         normals = self.rng.standard_normal(1 + X.shape[1] * (k + 1))
@@ -165,7 +174,8 @@ class MCMCSolver:
     def _sample_hyper(self) -> None:
         h, rng, st = self.hyper, self.rng, self.state
         if not self.classification and "alpha" not in self.fixed:
-            sse = float(self.sw.astype(np.float64) @ self.r.astype(np.float64) ** 2)
+            r = self.r.astype(np.float64)
+            sse = float(np.dot(self.sw.astype(np.float64), r * r))
             h["alpha"][:] = rng.gamma(0.5 * (A0 + self.n_eff), 2.0 / (B0 + sse))
         if self.fit_linear:
             mu, lam = sample_group_prior(st.w.astype(np.float64), self.groups, self.group_sizes,

@@ -236,8 +236,9 @@ class _BaseFM(BaseEstimator):
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
         if self.solver == "mcmc":
-            fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset, n_threads,
-                     dtype, rng)
+            with threadpool_limits(limits=1, user_api="blas"):
+                fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset,
+                         n_threads, dtype, rng)
             return
         if reset:
             for name in SAMPLE_ATTRS:  # a previous MCMC fit's samples

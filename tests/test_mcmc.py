@@ -380,3 +380,23 @@ def test_hyperparameter_conditionals_concentrate():
                                  np.ones((2, 2)), rng)
     np.testing.assert_allclose(mu, [[0.5, -0.5], [-1.0, 1.0]], atol=0.05)
     np.testing.assert_allclose(lam, [[1 / 4, 1 / 4], [100, 100]], rtol=0.05)
+
+
+@pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
+def test_cache_reuse_between_refreshes_is_exact(regression, classification, cls, monkeypatch):
+    """The caches the sweep leaves behind equal a rebuild (up to rounding)."""
+    import fmrec._mcmc as M
+
+    X, y, X_val, _ = regression if cls is FMRegressor else classification
+    X, y = X[:800], y[:800]
+
+    def fit():
+        return cls(n_factors=3, solver="mcmc", n_epochs=25, dtype="float64",
+                   random_state=0).fit(X, y)
+
+    reused = fit()
+    monkeypatch.setattr(M, "CACHE_REFRESH", 1)
+    rebuilt = fit()
+    np.testing.assert_allclose(reused.samples_V_, rebuilt.samples_V_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reused.history_["train_loss"], rebuilt.history_["train_loss"],
+                               rtol=1e-9)
