@@ -126,7 +126,8 @@ class MCMCSolver:
         self.r = np.empty(n, dt)
         self.q = np.empty((n, k), dt)
         self.target = np.array(y, dtype=dt)  # y, or the latent z of the probit model
-        self.n_eff = float(np.count_nonzero(sample_weight))
+        # weights count as repetitions of rows (as in the other solvers), also in α's shape
+        self.n_eff = float(np.sum(sample_weight, dtype=np.float64))
         self.dummy_reg = np.zeros(X.shape[1], dt)
         self.positive = np.asarray(y) > 0.5
         self.sweeps_since_refresh = None  # the caches are not filled yet

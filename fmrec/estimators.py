@@ -157,6 +157,9 @@ class _BaseFM(BaseEstimator):
         batch regularizes the parameters it touches. ``classes`` (classifier) names both
         labels on the first call when that batch holds only one of them.
         """
+        if self.solver == "mcmc":
+            raise ValueError("partial_fit does not apply to solver='mcmc': continue a chain "
+                             "with warm_start=True and fit (n_epochs more sweeps)")
         fitted = hasattr(self, "V_")
         return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
                          fit_params.get("callbacks"), 1, reset=not fitted,
@@ -423,10 +426,15 @@ class FMRegressor(RegressorMixin, _BaseFM):
     ----------
     n_factors : int, default=8
         Rank k of the pairwise interactions (columns of ``V_``).
-    solver : {"als", "sgd"}, default="als"
-        Coordinate descent (exact per-coordinate minimization) or stochastic gradient.
+    solver : {"als", "sgd", "mcmc"}, default="als"
+        Coordinate descent (exact per-coordinate minimization), stochastic gradient, or
+        Bayesian FM by Gibbs sampling (libFM's MCMC; see ``fmrec._mcmc``). MCMC has no
+        regularization or learning rate to tune: priors on w0, w and V and normal-gamma
+        hyperpriors (per group, see ``groups``) are sampled with them, so ``learning_rate``,
+        ``lr_schedule``, ``reg_*`` and ``reg_power`` are ignored; ``init_std`` sets the
+        chain's starting V. Predictions average the retained samples.
     n_epochs : int, default=50
-        Sweeps (ALS) or passes over the shuffled rows (SGD).
+        Sweeps (ALS, MCMC) or passes over the shuffled rows (SGD).
     learning_rate : float, default=0.05
         SGD step size (the AdaGrad base rate with ``lr_schedule="adagrad"``).
     lr_schedule : {"adagrad", "constant"}, default="adagrad"
@@ -462,6 +470,18 @@ class FMRegressor(RegressorMixin, _BaseFM):
         Continue from the fitted parameters on the next ``fit``.
     verbose : int, default=0
         Log each epoch's figures to the ``fmrec`` logger.
+    n_burn_in : int, default=10
+        MCMC: sweeps of a fresh chain whose samples are discarded.
+    n_samples : int or None, default=None
+        MCMC: at most this many samples are retained per ``fit`` call, evenly spaced over the
+        sweeps after burn-in and always including the last (thinning); None keeps every
+        sweep after burn-in. The samples cost n_kept × n_features × (n_factors + 1) × 4 bytes
+        (float32), e.g. 19 MB for 200 samples of 2,625 features at rank 8.
+    groups : array-like of int of shape (n_features,), optional
+        MCMC: the group of every feature (e.g. the encoder field it comes from); each group
+        has its own prior means and precisions of w and of each factor of V. Labels are any
+        non-negative integers. Default: one group for all features. Ignored by the other
+        solvers.
     clip_predictions : bool, default=True
         Clip ``predict`` to the range of the training targets, as libFM does.
 
@@ -476,6 +496,16 @@ class FMRegressor(RegressorMixin, _BaseFM):
     y_range_ : tuple of float
         Training target range used for clipping.
     n_features_in_ : int
+    samples_w0_, samples_w_, samples_V_, samples_alpha_ : ndarray
+        MCMC only: the retained samples of w0, w (float32), V (float32) and of the noise
+        precision α, in sweep order; ``w0_``, ``w_`` and ``V_`` hold the chain's last state
+        (where ``warm_start`` continues), not an average.
+
+    With ``solver="mcmc"``, ``history_`` holds per sweep the current sample's ``train_loss``,
+    its ``noise_precision`` and, with an ``eval_set``, the metric of the running posterior
+    mean over the samples retained so far (the current sample's during burn-in);
+    ``early_stopping_rounds`` must stay None. Sample weights scale each row's noise
+    precision.
 
     Examples
     --------
@@ -486,6 +516,10 @@ class FMRegressor(RegressorMixin, _BaseFM):
     >>> model = FMRegressor(n_factors=4, n_epochs=5, random_state=0).fit(X, y)
     >>> model.predict(X[:3]).shape
     (3,)
+    >>> bayes = FMRegressor(n_factors=4, solver="mcmc", n_epochs=30, random_state=0).fit(X, y)
+    >>> mean, std = bayes.predict(X[:3], return_std=True)
+    >>> bayes.samples_V_.shape
+    (20, 30, 4)
     """
 
     _loss = SQUARE
@@ -594,7 +628,9 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     Same parameters as :class:`FMRegressor` (without ``clip_predictions``); ``eval_metric``
     is "logloss" (default) or "auc". Labels can be any two values; ``classes_`` holds them
-    sorted and the second is the positive class.
+    sorted and the second is the positive class. With ``solver="mcmc"`` the link is the
+    probit Φ(ŷ) instead of σ(ŷ) (Gibbs sampling with truncated-normal latent targets) and
+    ``predict_proba`` averages Φ(ŷ) over the retained samples.
 
     Examples
     --------

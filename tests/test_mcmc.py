@@ -29,7 +29,7 @@ def kernel_gibbs(X, y, s, w0, w, V, *, normals, groups, prior, alpha, w0_prec, n
     out = als.als_sweep(C.indptr, C.indices, C.data, NO_CODES, y.astype(dt), s.astype(dt),
                         R.SQUARE, W0, W, VV, r, q, w0_prec, np.zeros(d, dt), np.zeros(d, dt),
                         fit_intercept, fit_linear, blocks, n_threads, None, normals,
-                        groups.astype(np.int32), prior, alpha)
+                        groups.astype(np.int32), prior, alpha, 0.0, 0)  # parallel at any size
     return W0[0], W, VV, r, out
 
 
@@ -261,6 +261,8 @@ def test_other_misuse(regression):
                         warm_start=True).fit(X[:300], y[:300])
     with pytest.raises(NotImplementedError, match="grow"):
         model.grow(300)
+    with pytest.raises(ValueError, match="partial_fit does not apply"):
+        model.partial_fit(X[:300], y[:300])
     model.set_params(groups=np.arange(200) % 2)
     with pytest.raises(ValueError, match="groups changed"):
         model.fit(X[:300], y[:300])
@@ -400,3 +402,39 @@ def test_cache_reuse_between_refreshes_is_exact(regression, classification, cls,
     np.testing.assert_allclose(reused.samples_V_, rebuilt.samples_V_, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(reused.history_["train_loss"], rebuilt.history_["train_loss"],
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+def test_als_parallel_blocks_match_one_thread(dtype, loss):
+    """The parallel path over conflict-free blocks (forced at any block size) gives the
+    one-thread bits, for ALS as for Gibbs sampling."""
+    rng = np.random.default_rng(1)
+    n = 400
+    X = sp.hstack([sp.eye(30, format="csr")[rng.integers(0, 30, n)],
+                   sp.eye(40, format="csr")[rng.integers(0, 40, n)],
+                   random_csr(n, 5, 0.3, np.float64, np.int32, seed=2)], format="csr")
+    X = X.astype(dtype)
+    X.indices, X.indptr = X.indices.astype(np.int32), X.indptr.astype(np.int32)
+    y = rng.normal(size=n) if loss == R.SQUARE else (rng.random(n) < 0.5).astype(float)
+    d, k = X.shape[1], 4
+    C = X.tocsc()
+    C.sort_indices()
+    results = []
+    for n_threads in (1, 2):
+        init = np.random.default_rng(5)
+        w, V = init.normal(0, 0.1, d).astype(dtype), init.normal(0, 0.1, (d, k)).astype(dtype)
+        r, q = np.empty(n, dtype), np.empty((n, k), dtype)
+        als.compute_caches(X.indptr, X.indices, X.data, y.astype(dtype), loss, 0.0, w, V, r,
+                           q, 1)
+        blocks = (als.conflict_free_blocks(C.indptr, C.indices, n) if n_threads > 1
+                  else np.array([0, d], dtype=np.int64))
+        assert n_threads == 1 or np.diff(blocks).max() >= 30  # the id fields run in parallel
+        W0 = np.zeros(1, dtype)
+        als.als_sweep(C.indptr, C.indices, C.data, NO_CODES, y.astype(dtype),
+                      np.ones(n, dtype), loss, W0, w, V, r, q, 0.1, np.full(d, 0.5, dtype),
+                      np.full(d, 0.7, dtype), True, True, blocks, n_threads,
+                      parallel_min_nnz=0)
+        results.append((W0, w, V, r))
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(a, b)

@@ -6,7 +6,7 @@
 # factor sums sum_j v_jf x_ij. Each column's rows are gathered into contiguous scratch once,
 # all k+1 coordinates of the feature are updated on the scratch, and it is scattered back:
 # one random access per non-zero instead of 2k+2.
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport isfinite
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -29,6 +29,10 @@ cdef enum:
 # single sum in order, i.e. one add latency (~4 cycles) per element.
 cdef enum:
     LANES = 4
+
+# Conflict-free blocks with fewer non-zeros than this are swept by one thread (als_sweep's
+# ``parallel_min_nnz``; tests lower it to run the parallel path on small data).
+PARALLEL_MIN_NNZ = 32768
 
 
 # Gibbs sampling (fmrec._mcmc) runs the same column pass: each coordinate's Gaussian full
@@ -357,7 +361,8 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
               bint fit_intercept, bint fit_linear,
               const int64_t[::1] blocks, int n_threads, const uint8_t[::1] skip=None,
               const double[::1] normals=None, const int32_t[::1] groups=None,
-              const double[:, ::1] prior=None, double alpha=1.0, double w0_mean=0.0):
+              const double[:, ::1] prior=None, double alpha=1.0, double w0_mean=0.0,
+              Py_ssize_t parallel_min_nnz=PARALLEL_MIN_NNZ):
     """Update w0, then every column's w_j and v_j1..v_jk, each by its exact minimizer (square
     loss) or a Newton step (logistic loss), given the caches from ``compute_caches``.
 
@@ -386,6 +391,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef double num, den, st, delta, loss_sum = 0, weight_sum = 0
     cdef floating* scratch
     cdef floating* own
+    cdef floating* pool = NULL
     cdef int bad = 0
     cdef const index_t* ip = &indptr[0]
     cdef const index_t* ix = &indices[0] if indices.shape[0] > 0 else NULL
@@ -451,6 +457,11 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     scratch = <floating*> malloc((4 + k) * stride * sizeof(floating))
     if scratch == NULL:
         raise MemoryError("ALS scratch")
+    if n_threads > 1:
+        pool = <floating*> malloc(n_threads * (4 + k) * stride * sizeof(floating))
+        if pool == NULL:
+            free(scratch)
+            raise MemoryError("ALS scratch")
     try:
         with nogil:
             if fit_intercept and gb != NULL:
@@ -482,15 +493,21 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
             for b in range(n_blocks):
                 lo = blocks[b]
                 hi = blocks[b + 1]
-                if n_threads > 1 and hi - lo >= 4 * n_threads:
+                # a parallel region per block only pays when the block holds enough work:
+                # long-tailed data split into thousands of small blocks, and on a busy
+                # machine every fork/join can wait for a time slice
+                if (n_threads > 1 and hi - lo >= 4 * n_threads
+                        and ip[hi] - ip[lo] >= parallel_min_nnz):
+                    # one scratch per thread for the whole sweep: a malloc per parallel block
+                    # (thousands of blocks on long-tailed data, each scratch as long as the
+                    # most popular column) cost more than the updates
                     with parallel(num_threads=n_threads):
-                        own = <floating*> malloc((4 + k) * stride * sizeof(floating))
                         for j in prange(lo, hi, schedule="dynamic", chunksize=8):
                             if sk != NULL and sk[j]:
                                 continue
+                            own = pool + threadid() * (4 + k) * stride
                             update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp,
                                           qp, rl, rf, fit_linear, hi, own, stride, gb)
-                        free(own)
                 else:
                     for j in range(lo, hi):
                         if sk != NULL and sk[j]:
@@ -506,6 +523,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                 bad = 1
     finally:
         free(scratch)
+        free(pool)
     return loss_sum, weight_sum, bad
 
 
