@@ -44,6 +44,7 @@ A0, B0, GAMMA0, MU0, W0_PREC = 1.0, 1.0, 1.0, 0.0, 0.0
 HYPER_NAMES = ("alpha", "lambda_w", "mu_w", "lambda_V", "mu_V")
 CACHE_REFRESH = 10
 SAMPLE_ATTRS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
+MCMC_ATTRS = (*SAMPLE_ATTRS, "_mcmc_hyper", "_mcmc_groups")
 
 
 def initial_hyper(n_groups: int, k: int) -> dict:
@@ -262,9 +263,10 @@ def kernel_input(X, dtype):
 
 
 def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n_threads: int,
-             dtype, rng) -> None:
+             dtype, rng, partial: bool = False) -> None:
     """Run ``n_epochs`` Gibbs sweeps for the estimator (a fresh chain unless ``reset`` is
-    False), retaining samples as ``kept_sweeps`` says; sets the fitted attributes."""
+    False), retaining samples as ``kept_sweeps`` says; sets the fitted attributes.
+    ``partial`` (partial_fit): a fresh chain may end before burn-in."""
     classification = est._loss == LOGISTIC
     X = kernel_input(X, dtype)
     if sw.min() < 0:
@@ -273,7 +275,7 @@ def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n
     k = int(est.n_factors)
     fixed = getattr(est, "_mcmc_fixed", None)
     if reset:
-        if n_epochs <= est.n_burn_in:
+        if n_epochs <= est.n_burn_in and not partial:
             raise ValueError(f"n_epochs={n_epochs} leaves no sample after n_burn_in="
                              f"{est.n_burn_in} sweeps; raise n_epochs or lower n_burn_in")
         mean = float(np.average(y.astype(np.float64), weights=sw.astype(np.float64)))
@@ -283,7 +285,7 @@ def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n
         state = FMState(mean if est.fit_intercept else 0.0, np.zeros(X.shape[1], dtype), V)
         hyper = initial_hyper(n_groups, k)
         est.history_ = {"train_loss": []}
-        for name in SAMPLE_ATTRS:
+        for name in MCMC_ATTRS:
             est.__dict__.pop(name, None)
         est._mcmc_groups = groups
     else:
@@ -312,6 +314,7 @@ def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n
                         fit_intercept=bool(est.fit_intercept),
                         fit_linear=bool(est.fit_linear), fixed=fixed)
     est._publish(state)
+    est._mcmc_hyper = solver.hyper  # live during the sweeps (callbacks may predict)
     _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start)
     est._mcmc_hyper = {key: val.copy() for key, val in solver.hyper.items()}
     est.n_epochs_ = len(est.history_["train_loss"])
@@ -332,6 +335,8 @@ def _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start) 
     if n_old:
         w0s[:n_old], ws[:n_old], Vs[:n_old], alphas[:n_old] = old
     n_kept = n_old
+    est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
+    est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
     name = est._metric_name()
     metric, _ = METRICS[name]
     key = f"val_{name}"

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
-from fmrec._mcmc import SAMPLE_ATTRS, fit_mcmc, kernel_input, sample_stats
+from fmrec._mcmc import MCMC_ATTRS, fit_mcmc, kernel_input, sample_stats
 from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
@@ -157,10 +157,12 @@ class _BaseFM(BaseEstimator):
         batch regularizes the parameters it touches. ``classes`` (classifier) names both
         labels on the first call when that batch holds only one of them.
         """
-        if self.solver == "mcmc":
-            raise ValueError("partial_fit does not apply to solver='mcmc': continue a chain "
-                             "with warm_start=True and fit (n_epochs more sweeps)")
         fitted = hasattr(self, "V_")
+        if self.solver == "mcmc":  # one more sweep of the chain (samples after burn-in)
+            return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
+                             fit_params.get("callbacks"), 1,
+                             reset=not (fitted and hasattr(self, "_mcmc_hyper")),
+                             classes=fit_params.get("classes"), partial=True)
         return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
                          fit_params.get("callbacks"), 1, reset=not fitted,
                          classes=fit_params.get("classes"))
@@ -212,10 +214,12 @@ class _BaseFM(BaseEstimator):
         self.n_features_in_ = int(n_features)
         return self
 
-    def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None):
+    def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None,
+             partial=False):
         backup = dict(self.__dict__)
         try:
-            self._fit_unsafe(X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes)
+            self._fit_unsafe(X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes,
+                             partial)
         except BaseException:
             # A failed fit leaves a previously fitted model exactly as it was.
             self.__dict__.clear()
@@ -223,7 +227,8 @@ class _BaseFM(BaseEstimator):
             raise
         return self
 
-    def _fit_unsafe(self, X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes):
+    def _fit_unsafe(self, X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes,
+                    partial=False):
         self._check_hyperparameters()
         dtype = v.resolve_dtype(self.dtype)
         if not reset and np.dtype(dtype) != self.V_.dtype:
@@ -241,10 +246,10 @@ class _BaseFM(BaseEstimator):
         if self.solver == "mcmc":
             with threadpool_limits(limits=1, user_api="blas"):
                 fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset,
-                         n_threads, dtype, rng)
+                         n_threads, dtype, rng, partial=partial)
             return
         if reset:
-            for name in SAMPLE_ATTRS:  # a previous MCMC fit's samples
+            for name in MCMC_ATTRS:  # a previous MCMC fit's samples
                 self.__dict__.pop(name, None)
         hp = self._solver_hyperparameters()
         if isinstance(X, DesignMatrix):
@@ -384,10 +389,13 @@ class _BaseFM(BaseEstimator):
     # ------------------------------------------------------------------ prediction
     def _is_mcmc(self) -> bool:
         """Fitted by MCMC: predictions average the retained samples."""
-        return getattr(self, "samples_w0_", None) is not None and len(self.samples_w0_) > 0
+        return hasattr(self, "_mcmc_hyper")
 
     def _samples(self) -> tuple:
-        return self.samples_w0_, self.samples_w_, self.samples_V_
+        """The retained samples; before any (burn-in, through partial_fit) the chain's state."""
+        if len(self.samples_w0_):
+            return self.samples_w0_, self.samples_w_, self.samples_V_
+        return np.array([self.w0_]), self.w_[None], self.V_[None]
 
     def _mcmc_stats(self, X, link=None, std=False):
         """Posterior mean (and std) over the samples of ŷ (or link(ŷ)) for raw X."""
@@ -620,7 +628,8 @@ class FMRegressor(RegressorMixin, _BaseFM):
         if not self._is_mcmc():
             raise AttributeError("noise_precision_ exists for models fitted with "
                                  "solver='mcmc'")
-        return float(np.mean(self.samples_alpha_))
+        return float(np.mean(self.samples_alpha_)) if len(self.samples_alpha_) else \
+            float(self._mcmc_hyper["alpha"][0])
 
 
 class FMClassifier(ClassifierMixin, _BaseFM):
@@ -690,7 +699,14 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         return out if self._metric_name() == "auc" else _sigmoid(out)
 
     def decision_function(self, X) -> np.ndarray:
-        """The FM output ŷ (log-odds of the positive class ``classes_[1]``)."""
+        """The FM output ŷ (log-odds of the positive class ``classes_[1]``).
+
+        With ``solver="mcmc"``: Φ⁻¹ of the posterior predictive probability (the mean over
+        the samples of Φ(ŷ)), so it ranks rows exactly as ``predict_proba`` does.
+        """
+        if self._is_mcmc():
+            p = self._mcmc_stats(X, link=ndtr)[0]
+            return ndtri(np.clip(p, 1e-300, 1.0 - 1e-16))
         return self._decision(X)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -101,7 +101,7 @@ _SAMPLE_ARRAYS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
 
 def _mcmc_arrays(estimator) -> dict:
     arrays = {}
-    if getattr(estimator, "samples_w0_", None) is not None:
+    if getattr(estimator, "_mcmc_hyper", None) is not None:
         for name in _SAMPLE_ARRAYS:
             arrays[f"mcmc.{name.rstrip('_')}"] = np.asarray(getattr(estimator, name))
         arrays["mcmc.groups"] = np.asarray(estimator._mcmc_groups)

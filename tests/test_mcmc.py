@@ -96,6 +96,8 @@ def test_gibbs_sweep_rejects_bad_prior():
 
 
 # ---------------------------------------------------------------------- the estimators
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
 from fmrec import FMClassifier, FMRegressor, load_model  # noqa: E402
 from fmrec.datasets import (  # noqa: E402
     ML100K_ITEMS,
@@ -261,8 +263,12 @@ def test_other_misuse(regression):
                         warm_start=True).fit(X[:300], y[:300])
     with pytest.raises(NotImplementedError, match="grow"):
         model.grow(300)
-    with pytest.raises(ValueError, match="partial_fit does not apply"):
-        model.partial_fit(X[:300], y[:300])
+    model.partial_fit(X[:300], y[:300])  # one more sweep of the chain
+    assert model.n_epochs_ == 13 and len(model.samples_w0_) == 2 + 1
+    fresh = FMRegressor(n_factors=2, solver="mcmc", random_state=0).partial_fit(X[:300],
+                                                                              y[:300])
+    assert len(fresh.samples_w0_) == 0  # burn-in: predictions use the chain's state
+    np.testing.assert_allclose(fresh.predict(X_val, return_std=True)[1], 0)
     model.set_params(groups=np.arange(200) % 2)
     with pytest.raises(ValueError, match="groups changed"):
         model.fit(X[:300], y[:300])
@@ -438,3 +444,17 @@ def test_als_parallel_blocks_match_one_thread(dtype, loss):
         results.append((W0, w, V, r))
     for a, b in zip(*results, strict=True):
         assert np.array_equal(a, b)
+
+
+def _expected_failures(estimator):
+    reason = "Gibbs sampling is random: a weight of 2 draws differently from a repeated row"
+    return {"check_sample_weight_equivalence_on_dense_data": reason,
+            "check_sample_weight_equivalence_on_sparse_data": reason}
+
+
+@parametrize_with_checks([
+    FMRegressor(solver="mcmc", n_epochs=12, n_burn_in=2, random_state=0),
+    FMClassifier(solver="mcmc", n_epochs=12, n_burn_in=2, random_state=0),
+], expected_failed_checks=_expected_failures)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
