@@ -248,9 +248,8 @@ class _BaseFM(BaseEstimator):
                 fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset,
                          n_threads, dtype, rng, partial=partial)
             return
-        if reset:
-            for name in MCMC_ATTRS:  # a previous MCMC fit's samples
-                self.__dict__.pop(name, None)
+        for name in MCMC_ATTRS:  # a previous MCMC fit's samples no longer describe the model
+            self.__dict__.pop(name, None)
         hp = self._solver_hyperparameters()
         if isinstance(X, DesignMatrix):
             counts = column_counts(X, sw)

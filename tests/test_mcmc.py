@@ -272,9 +272,18 @@ def test_other_misuse(regression):
     model.set_params(groups=np.arange(200) % 2)
     with pytest.raises(ValueError, match="groups changed"):
         model.fit(X[:300], y[:300])
-    # an ALS refit drops the samples: predictions are the ALS model's again
-    model.set_params(solver="als", warm_start=False, groups=None).fit(X[:300], y[:300])
+    # ALS continuing from the chain's state, or refitting, drops the samples: predictions
+    # are the ALS model's again
+    model.set_params(solver="als", groups=None).fit(X[:300], y[:300])
     assert not hasattr(model, "samples_w0_")
+    with pytest.raises(ValueError, match="needs a model fitted by MCMC"):
+        model.set_params(solver="mcmc").fit(X[:300], y[:300])
+    model.set_params(solver="als", warm_start=False).fit(X[:300], y[:300])
+    assert not hasattr(model, "samples_w0_")
+    from fmrec._reference import predict as ref_predict
+    np.testing.assert_allclose(model.predict(X_val), np.clip(
+        ref_predict(X_val, model.w0_, model.w_, model.V_), *model.y_range_), rtol=1e-4,
+        atol=1e-4)
 
 
 def test_save_load_and_warm_start(regression, classification, tmp_path):
