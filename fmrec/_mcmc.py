@@ -33,7 +33,7 @@ from sklearn.exceptions import ConvergenceWarning
 from fmrec import _validation as v
 from fmrec._kernels import als as _als
 from fmrec._kernels import predict as _predict
-from fmrec._solvers import Diverged, FMState, kernel_csc
+from fmrec._solvers import Diverged, FMState, kernel_csc, split_design
 from fmrec.design import DesignMatrix
 from fmrec.metrics import METRICS
 
@@ -103,6 +103,11 @@ class MCMCSolver:
                  state: FMState, *, groups: np.ndarray, hyper: dict, rng: np.random.Generator,
                  n_threads: int, fit_intercept: bool, fit_linear: bool, fixed: dict | None = None):
         dt = state.w.dtype
+        # A DesignMatrix's long relation blocks are swept per entity (fmrec._block_als), after
+        # the flat columns, as in ALS; short ones join the flat columns.
+        self.parts, self.skip = [], np.empty(0, np.uint8)
+        if isinstance(X, DesignMatrix):
+            X, self.parts, self.skip = split_design(X, dt)
         self.X, self.y, self.sw, self.state = X, y, sample_weight, state
         self.classification, self.rng, self.n_threads = classification, rng, n_threads
         self.fit_intercept, self.fit_linear = fit_intercept, fit_linear
@@ -143,9 +148,7 @@ class MCMCSolver:
                    or self.sweeps_since_refresh >= CACHE_REFRESH - 1)
         if self.classification:
             if refresh:
-                _als.compute_caches(X.indptr, X.indices, X.data, self.target, LOGISTIC,
-                                    float(st.w0[0]), st.w, st.V, self.r, self.q,
-                                    self.n_threads)
+                self._fill_caches(LOGISTIC)
                 yhat = self.r.astype(np.float64)
             else:
                 yhat = self.r.astype(np.float64) + self.target
@@ -153,8 +156,7 @@ class MCMCSolver:
             self.target[:] = z
             self.r[:] = yhat - self.target
         elif refresh:
-            _als.compute_caches(X.indptr, X.indices, X.data, self.target, SQUARE,
-                                float(st.w0[0]), st.w, st.V, self.r, self.q, self.n_threads)
+            self._fill_caches(SQUARE)
         self.sweeps_since_refresh = 0 if refresh else self.sweeps_since_refresh + 1
         self._sample_hyper()
         k = st.V.shape[1]
@@ -163,9 +165,20 @@ class MCMCSolver:
             self.csc.indptr, self.csc.indices, self.values, self.codes, self.target, self.sw,
             SQUARE, st.w0, st.w, st.V, self.r, self.q, self.w0_prec, self.dummy_reg,
             self.dummy_reg, self.fit_intercept, self.fit_linear, self.blocks, self.n_threads,
-            None, normals, self.groups, prior_table(self.hyper), float(self.hyper["alpha"][0]),
-            MU0,
+            self.skip, normals, self.groups, prior_table(self.hyper),
+            float(self.hyper["alpha"][0]), MU0,
         )
+        if self.parts:
+            h, g, z = self.hyper, self.groups, normals[1:].reshape(X.shape[1], k + 1)
+            gibbs = {"alpha": float(h["alpha"][0]), "lambda_w": h["lambda_w"][g],
+                     "mu_w": h["mu_w"][g], "z_w": z[:, 0], "lambda_V": h["lambda_V"][g],
+                     "mu_V": h["mu_V"][g], "z_V": z[:, 1:]}
+            for part in self.parts:
+                part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
+                           self.fit_linear, gibbs=gibbs)
+            r = self.r.astype(np.float64)
+            loss_sum = 0.5 * float(np.dot(self.sw.astype(np.float64), r * r))
+            bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the Gibbs sweep produced non-finite values")
         if not self.classification:
@@ -173,20 +186,27 @@ class MCMCSolver:
         yhat = self.r.astype(np.float64) + self.target
         return probit_log_loss(self.y, yhat, self.sw)
 
+    def _fill_caches(self, loss: int) -> None:
+        st, X = self.state, self.X
+        _als.compute_caches(X.indptr, X.indices, X.data, self.target, loss, float(st.w0[0]),
+                            st.w, st.V, self.r, self.q, self.n_threads)
+        for part in self.parts:
+            part.add_to_caches(st.w, st.V, self.r, self.q)
+
     def _sample_hyper(self) -> None:
         h, rng, st = self.hyper, self.rng, self.state
         if not self.classification and "alpha" not in self.fixed:
             r = self.r.astype(np.float64)
             sse = float(np.dot(self.sw.astype(np.float64), r * r))
             h["alpha"][:] = rng.gamma(0.5 * (A0 + self.n_eff), 2.0 / (B0 + sse))
-        if self.fit_linear:
+        if self.fit_linear and not {"mu_w", "lambda_w"} <= self.fixed.keys():
             mu, lam = sample_group_prior(st.w.astype(np.float64), self.groups, self.group_sizes,
                                          h["lambda_w"], rng)
             if "mu_w" not in self.fixed:
                 h["mu_w"] = mu
             if "lambda_w" not in self.fixed:
                 h["lambda_w"] = lam
-        if st.V.shape[1]:
+        if st.V.shape[1] and not {"mu_V", "lambda_V"} <= self.fixed.keys():
             mu, lam = sample_group_prior(st.V.astype(np.float64), self.groups,
                                          self.group_sizes, h["lambda_V"], rng)
             if "mu_V" not in self.fixed:
@@ -256,7 +276,7 @@ def sample_stats(X, samples: tuple, n_threads: int, link=None, std: bool = True)
 
 
 def kernel_input(X, dtype):
-    """A validated CSR X, or a DesignMatrix materialized to CSR (MCMC sweeps flat rows)."""
+    """A validated CSR X, or a DesignMatrix materialized to CSR (for prediction)."""
     if isinstance(X, DesignMatrix):
         return v.as_kernel_csr(X.to_csr(dtype))
     return X
@@ -268,7 +288,6 @@ def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n
     False), retaining samples as ``kept_sweeps`` says; sets the fitted attributes.
     ``partial`` (partial_fit): a fresh chain may end before burn-in."""
     classification = est._loss == LOGISTIC
-    X = kernel_input(X, dtype)
     if sw.min() < 0:
         raise ValueError("sample_weight must be non-negative")
     groups, n_groups = compact_groups(est.groups, X.shape[1])

@@ -335,11 +335,11 @@ def test_callbacks_see_every_sweep(regression):
     assert [s for _, s, _ in seen] == [0, 0, 0, 1, 2, 3, 4, 5]
 
 
-def test_design_matrix_input_is_materialized(regression):
+def test_design_matrix_short_blocks_sweep_as_flat_columns():
     from fmrec.design import DesignMatrix, RelationBlock
 
     rng = np.random.default_rng(0)
-    users = sp.random(20, 6, density=0.5, format="csr", random_state=1)
+    users = sp.random(20, 6, density=0.5, format="csr", random_state=1)  # ~3 per row: flat
     index = rng.integers(0, 20, 300)
     flat = sp.random(300, 5, density=0.3, format="csr", random_state=2)
     D = DesignMatrix(flat, [RelationBlock(users, index)])
@@ -347,6 +347,74 @@ def test_design_matrix_input_is_materialized(regression):
     a = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(D, y)
     b = FMRegressor(n_factors=2, solver="mcmc", n_epochs=12, random_state=0).fit(D.to_csr(), y)
     np.testing.assert_allclose(a.predict(D), b.predict(D.to_csr()), rtol=1e-6)
+
+
+def long_block_design(n=300, seed=0):
+    from fmrec.design import DesignMatrix, RelationBlock
+
+    rng = np.random.default_rng(seed)
+    users = sp.random(20, 12, density=0.6, format="csr", random_state=seed + 1,
+                      data_rvs=rng.standard_normal)  # ~7 per row: swept per entity
+    users = sp.vstack([users, sp.csr_matrix((1, 12))], format="csr")  # an empty entity
+    users = sp.hstack([users, sp.csr_matrix((21, 1))], format="csr")  # an unused column
+    flat = random_csr(n, 5, 0.4, np.float64, np.int32, seed=seed + 2)
+    return DesignMatrix(flat, [RelationBlock(users, rng.integers(0, 21, n))])
+
+
+@pytest.mark.parametrize("flags", [(True, True), (False, False)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gibbs_sweep_with_relation_block_matches_reference(flags, weighted):
+    from fmrec._mcmc import MCMCSolver, initial_hyper, prior_table
+    from fmrec._solvers import FMState
+
+    D = long_block_design()
+    n, d, k = D.shape[0], D.shape[1], 3
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=n)
+    s = rng.uniform(0.5, 2.0, n) if weighted else np.ones(n)
+    groups = (np.arange(d) % 2).astype(np.int32)
+    fixed = {"alpha": 1.7, "lambda_w": [0.8, 1.5], "mu_w": [0.1, -0.2],
+             "lambda_V": rng.uniform(0.5, 2.0, (2, k)), "mu_V": rng.normal(0, 0.1, (2, k)),
+             "w0_prec": 0.3}
+    w0, w, V = 0.2, rng.normal(0, 0.5, d), rng.normal(0, 0.3, (d, k))
+    fi, fl = flags
+    state = FMState(w0, w.copy(), V.copy())
+    solver = MCMCSolver(D, y, s, False, state, groups=groups, hyper=initial_hyper(2, k),
+                        rng=np.random.default_rng(9), n_threads=1, fit_intercept=fi,
+                        fit_linear=fl, fixed=fixed)
+    assert len(solver.parts) == 1  # the block is swept per entity
+    mse = solver.sweep()
+    normals = np.random.default_rng(9).standard_normal(1 + d * (k + 1))  # the same draws
+    ref = R.gibbs_sweep(D.to_csr(), y, s, w0, w, V, normals=normals, groups=groups,
+                        prior=prior_table(solver.hyper), alpha=1.7, w0_prec=0.3,
+                        fit_intercept=fi, fit_linear=fl, block_starts=[5])
+    np.testing.assert_allclose(state.w0[0], ref[0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state.w, ref[1], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state.V, ref[2], rtol=1e-9, atol=1e-9)
+    yhat = R.predict(D.to_csr(), *ref)
+    np.testing.assert_allclose(solver.r, yhat - y, rtol=1e-9, atol=1e-9)
+    assert mse == pytest.approx(np.sum(s * (yhat - y) ** 2) / np.sum(s), rel=1e-9)
+
+
+@pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
+def test_design_matrix_with_long_block_fits_like_flat_rows(cls):
+    D = long_block_design(n=2000, seed=3)
+    X = D.to_csr()
+    rng = np.random.default_rng(0)
+    truth = R.predict(X, 0.5, rng.normal(0, 0.5, X.shape[1]),
+                      rng.normal(0, 0.2, (X.shape[1], 2)))
+    y = truth + rng.normal(0, 0.1, len(truth))
+    if cls is FMClassifier:
+        y = (y > np.median(y)).astype(int)
+    # this small problem needs a long burn-in (whichever the scan order)
+    kw = dict(n_factors=2, solver="mcmc", n_epochs=500, n_burn_in=250, random_state=0)
+    a, b = cls(**kw).fit(D, y), cls(**kw).fit(X, y)
+    if cls is FMRegressor:
+        ra, rb = rmse(truth, a.predict(D)), rmse(truth, b.predict(X))
+        assert ra < 0.1 and rb < 0.1 and abs(ra - rb) < 0.03
+    else:
+        pa, pb = a.predict_proba(D)[:, 1], b.predict_proba(X)[:, 1]
+        assert auc(y, pa) > 0.9 and abs(auc(y, pa) - auc(y, pb)) < 0.02
 
 
 def test_movielens_u1_ids_only(ml100k_dir):

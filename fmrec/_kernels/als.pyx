@@ -537,30 +537,48 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
 
 def block_linear_pass(const index_t[::1] indptr, const index_t[::1] indices,
                       const floating[::1] data, floating[::1] w, const floating[::1] reg,
-                      double[::1] G, const double[::1] C):
+                      double[::1] G, const double[::1] C, const double[::1] mu=None,
+                      const double[::1] z=None, double alpha=1.0):
     """Update the block's linear weights w_j in column order.
 
     ``indptr``/``indices``/``data``: the block in CSC (rows are entities). G[u] = sum of s*g
     over u's rows, C[u] = sum of s*c; G is kept current as the weights move.
+    Gibbs sampling (square loss): with ``z`` (one standard normal per column), w_j is drawn
+    from its conditional under the prior N(mu[j], 1 / reg[j]) and noise precision ``alpha``.
     """
     cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
-    cdef double num, den, delta, x
+    cdef double num, den, delta, x, step
+    cdef bint gibbs = z is not None and z.shape[0] > 0
+    if gibbs and (z.shape[0] != d or mu is None or mu.shape[0] != d):
+        raise ValueError("mu and z must hold one value per column")
     with nogil:
         for j in range(d):
             if indptr[j] == indptr[j + 1]:
-                if reg[j] > 0:
+                if gibbs:
+                    w[j] = <floating> (mu[j] + z[j] / sqrt(reg[j]))
+                elif reg[j] > 0:
                     w[j] = 0
                 continue
-            num = reg[j] * w[j]
-            den = reg[j]
+            if gibbs:
+                num = 0
+                den = 0
+            else:
+                num = reg[j] * w[j]
+                den = reg[j]
             for p in range(indptr[j], indptr[j + 1]):
                 u = indices[p]
                 x = data[p]
                 num = num + x * G[u]
                 den = den + x * x * C[u]
+            if gibbs:
+                num = alpha * num + reg[j] * (w[j] - mu[j])
+                den = alpha * den + reg[j]
             if den > 0:
                 x = w[j]
-                w[j] = <floating> (x - num / den)
+                step = -num / den
+                if gibbs:
+                    step = step + z[j] / sqrt(den)
+                w[j] = <floating> (x + step)
                 delta = <double> w[j] - x    # the step actually stored
                 for p in range(indptr[j], indptr[j + 1]):
                     u = indices[p]
@@ -570,7 +588,8 @@ def block_linear_pass(const index_t[::1] indptr, const index_t[::1] indices,
 def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                       const floating[::1] data, floating[:, ::1] V, Py_ssize_t f,
                       const floating[::1] reg, double[::1] qB, double[::1] G, double[::1] GQ,
-                      const double[::1] C, const double[::1] A, const double[::1] A2):
+                      const double[::1] C, const double[::1] A, const double[::1] A2,
+                      const double[::1] mu=None, const double[::1] z=None, double alpha=1.0):
     """Update the block's factors v_jf (one f) in column order.
 
     Per entity u, with t_r = q_rf minus the block's own share of it (the rest of row r):
@@ -579,26 +598,41 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
     derivative is h = x_uj (t_r + a_u) with a_u = qB[u] - v_jf x_uj, so the Newton sums are
     sum s g h = x (GQ + a G) and sum s c h^2 = x^2 (A2 + 2 a A + a^2 C). qB, G and GQ are
     kept current; C, A, A2 do not move within the pass.
+    Gibbs sampling: as in ``block_linear_pass`` (``mu``, ``z``, ``alpha`` for factor f).
     """
     cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
     cdef double num, den, delta, x, a, v
+    cdef bint gibbs = z is not None and z.shape[0] > 0
+    if gibbs and (z.shape[0] != d or mu is None or mu.shape[0] != d):
+        raise ValueError("mu and z must hold one value per column")
     with nogil:
         for j in range(d):
             if indptr[j] == indptr[j + 1]:
-                if reg[j] > 0:
+                if gibbs:
+                    V[j, f] = <floating> (mu[j] + z[j] / sqrt(reg[j]))
+                elif reg[j] > 0:
                     V[j, f] = 0
                 continue
             v = V[j, f]
-            num = reg[j] * v
-            den = reg[j]
+            if gibbs:
+                num = 0
+                den = 0
+            else:
+                num = reg[j] * v
+                den = reg[j]
             for p in range(indptr[j], indptr[j + 1]):
                 u = indices[p]
                 x = data[p]
                 a = qB[u] - v * x
                 num = num + x * (GQ[u] + a * G[u])
                 den = den + x * x * (A2[u] + 2 * a * A[u] + a * a * C[u])
+            if gibbs:
+                num = alpha * num + reg[j] * (v - mu[j])
+                den = alpha * den + reg[j]
             if den > 0:
                 delta = -num / den
+                if gibbs:
+                    delta = delta + z[j] / sqrt(den)
                 V[j, f] = <floating> (v + delta)
                 delta = <double> V[j, f] - v    # the step actually stored
                 for p in range(indptr[j], indptr[j + 1]):
