@@ -152,7 +152,8 @@ class MCMCSolver:
                 yhat = self.r.astype(np.float64)
             else:
                 yhat = self.r.astype(np.float64) + self.target
-            z = truncated_latent(yhat, self.positive, self.rng.random(len(yhat)))
+            u = 1.0 - self.rng.random(len(yhat))  # in (0, 1]: log(u) stays finite
+            z = truncated_latent(yhat, self.positive, u)
             self.target[:] = z
             self.r[:] = yhat - self.target
         elif refresh:
