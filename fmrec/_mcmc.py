@@ -137,6 +137,7 @@ class MCMCSolver:
         self.dummy_reg = np.zeros(X.shape[1], dt)
         self.positive = np.asarray(y) > 0.5
         self.sweeps_since_refresh = None  # the caches are not filled yet
+        self.sse = None
 
     def sweep(self) -> float:
         """One Gibbs scan; returns the training loss of the new sample (MSE, or the probit
@@ -182,6 +183,7 @@ class MCMCSolver:
             bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the Gibbs sweep produced non-finite values")
+        self.sse = 2.0 * loss_sum  # Σ s (ŷ - y)² of the new sample: α's next draw reads it
         if not self.classification:
             return 2.0 * loss_sum / weight_sum
         yhat = self.r.astype(np.float64) + self.target
@@ -197,8 +199,10 @@ class MCMCSolver:
     def _sample_hyper(self) -> None:
         h, rng, st = self.hyper, self.rng, self.state
         if not self.classification and "alpha" not in self.fixed:
-            r = self.r.astype(np.float64)
-            sse = float(np.dot(self.sw.astype(np.float64), r * r))
+            sse = self.sse
+            if sse is None:  # first sweep: from the fresh caches
+                r = self.r.astype(np.float64)
+                sse = float(np.sum(self.sw * r * r))
             h["alpha"][:] = rng.gamma(0.5 * (A0 + self.n_eff), 2.0 / (B0 + sse))
         if self.fit_linear and not {"mu_w", "lambda_w"} <= self.fixed.keys():
             mu, lam = sample_group_prior(st.w.astype(np.float64), self.groups, self.group_sizes,
