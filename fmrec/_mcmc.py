@@ -97,7 +97,13 @@ def truncated_latent(yhat: np.ndarray, positive: np.ndarray, u: np.ndarray) -> n
 
 
 class MCMCSolver:
-    """Gibbs sweeps over the flat CSR X (caches rebuilt every sweep)."""
+    """Gibbs sweeps over a CSR X or a DesignMatrix.
+
+    ``hyper`` is the chain's hyperparameter state (see ``initial_hyper``), updated in place.
+    ``fixed`` (a test hook, also reachable as the estimator's private ``_mcmc_fixed``
+    attribute) pins any of ``alpha``, ``lambda_w``, ``mu_w``, ``lambda_V``, ``mu_V`` (values
+    broadcast to their shapes) and sets ``w0_prec``; pinned ones are not drawn.
+    """
 
     def __init__(self, X: sp.csr_matrix, y, sample_weight, classification: bool,
                  state: FMState, *, groups: np.ndarray, hyper: dict, rng: np.random.Generator,
