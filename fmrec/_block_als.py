@@ -41,18 +41,34 @@ class BlockPart:
               + 0.5 * (qB**2 - sB).sum(axis=1)[at]).astype(r.dtype)
         q += qB[at].astype(q.dtype)
 
-    def sweep(self, state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear) -> None:
-        """Linear weights, then factor after factor, each a pass over the block's columns."""
+    def sweep(self, state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear,
+              gibbs: dict | None = None) -> None:
+        """Linear weights, then factor after factor, each a pass over the block's columns.
+
+        ``gibbs`` (square loss; fmrec._mcmc): draw every coordinate from its conditional
+        instead, given per-column arrays over all columns: ``lambda_w``, ``mu_w``, ``z_w``
+        (d,) and ``lambda_V``, ``mu_V``, ``z_V`` (d, k), and the noise precision ``alpha``.
+        """
         at = self.index
-        w_b, V_b = state.w[self.lo:self.hi], state.V[self.lo:self.hi]
-        reg_w, reg_v = reg_linear[self.lo:self.hi], reg_factors[self.lo:self.hi]
+        lo, hi = self.lo, self.hi
+        w_b, V_b = state.w[lo:hi], state.V[lo:hi]
+        dt = w_b.dtype
+        if gibbs is None:
+            reg_w, reg_v = reg_linear[lo:hi], reg_factors[lo:hi]
+            lin_kw, alpha = {}, 1.0
+        else:
+            alpha = float(gibbs["alpha"])
+            reg_w = np.ascontiguousarray(gibbs["lambda_w"][lo:hi], dtype=dt)
+            lin_kw = {"mu": np.ascontiguousarray(gibbs["mu_w"][lo:hi]),
+                      "z": np.ascontiguousarray(gibbs["z_w"][lo:hi]), "alpha": alpha}
         sums = np.zeros((5, self.n_entities))
         G, GQ, C, A, A2 = sums
         if fit_linear:
             unused = np.empty(0)  # the f < 0 (linear) forms read no factor sums
             _als.block_entity_sums(at, r, y, sw, loss, q, -1, unused, G, GQ, C, A, A2)
             before = w_b.astype(np.float64)
-            _als.block_linear_pass(self.indptr, self.indices, self.data, w_b, reg_w, G, C)
+            _als.block_linear_pass(self.indptr, self.indices, self.data, w_b, reg_w, G, C,
+                                   **lin_kw)
             change = self.csr @ (w_b.astype(np.float64) - before)
             _als.block_push(at, r, q, -1, unused, unused, change)
         for f in range(V_b.shape[1]):
@@ -61,8 +77,13 @@ class BlockPart:
             sums[:] = 0
             _als.block_entity_sums(at, r, y, sw, loss, q, f, qB_old, G, GQ, C, A, A2)
             qB = qB_old.copy()
+            kw = {}
+            if gibbs is not None:
+                reg_v = np.ascontiguousarray(gibbs["lambda_V"][lo:hi, f], dtype=dt)
+                kw = {"mu": np.ascontiguousarray(gibbs["mu_V"][lo:hi, f]),
+                      "z": np.ascontiguousarray(gibbs["z_V"][lo:hi, f]), "alpha": alpha}
             _als.block_factor_pass(self.indptr, self.indices, self.data, V_b, f, reg_v,
-                                   qB, G, GQ, C, A, A2)
+                                   qB, G, GQ, C, A, A2, **kw)
             new_v = V_b[:, f].astype(np.float64)
             # Each row's output moves by its rest times the block's change, plus the change
             # of the block's own pairwise term ½(qB² − Σ v² x²).

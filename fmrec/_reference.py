@@ -202,3 +202,55 @@ def als_sweep(X, y, s, w0, w, V, *, loss, reg_bias, reg_linear, reg_factors,
                 V[j, f] = step(h, V[j, f], reg_factors[j])
         frozen = None
     return w0, w, V
+
+
+def gibbs_sweep(X, y, s, w0, w, V, *, normals, groups, prior, alpha, w0_prec, w0_mean=0.0,
+                fit_intercept=True, fit_linear=True, block_starts=None):
+    """One Gibbs sweep of a Bayesian FM (square loss): w0, then for each feature j: w_j,
+    v_j1 … v_jk, in the kernel's order and with its draws.
+
+    Every coordinate θ with prior N(μ, 1/λ) is drawn from its full conditional, a normal with
+    precision P = α Σ s h² + λ and mean (α Σ s h (y − ŷ + θ h) + λ μ) / P, h = ∂ŷ/∂θ, ŷ
+    recomputed from scratch: θ = mean + z / √P with z the next of ``normals`` (normals[0] for
+    w0, normals[1 + j (k + 1)] for w_j, normals[2 + j (k + 1) + f] for v_jf). ``prior`` holds
+    per group [λ_w, μ_w, λ_v1..k, μ_v1..k]; ``groups[j]`` is feature j's group; w0 has the
+    prior N(w0_mean, 1 / w0_prec). ``block_starts``: the order of a DesignMatrix sweep (see
+    ``als_sweep``): each block's w_j first, then its v_j1 for every j, then v_j2, …
+    """
+    Xd = np.asarray(sp.csr_matrix(X).toarray(), dtype=np.float64)
+    y, s = np.asarray(y, np.float64), np.asarray(s, np.float64)
+    w0, w, V = float(w0), w.astype(np.float64).copy(), V.astype(np.float64).copy()
+    k = V.shape[1]
+
+    def draw(h, theta, lam, mu, z):
+        e = y - predict(Xd, w0, w, V)
+        prec = alpha * np.sum(s * h * h) + lam
+        mean = (alpha * np.sum(s * h * (e + theta * h)) + lam * mu) / prec
+        return mean + z / np.sqrt(prec)
+
+    def draw_linear(j):
+        row = prior[groups[j]]
+        w[j] = draw(Xd[:, j], w[j], row[0], row[1], normals[1 + j * (k + 1)])
+
+    def draw_factor(j, f):
+        col, row = Xd[:, j], prior[groups[j]]
+        h = col * (Xd @ V[:, f] - V[j, f] * col)
+        V[j, f] = draw(h, V[j, f], row[2 + f], row[2 + k + f], normals[2 + j * (k + 1) + f])
+
+    d = Xd.shape[1]
+    starts = list(block_starts) if block_starts is not None else []
+    if fit_intercept:
+        w0 = draw(np.ones(len(y)), w0, w0_prec, w0_mean, normals[0])
+    for j in range(starts[0] if starts else d):
+        if fit_linear:
+            draw_linear(j)
+        for f in range(k):
+            draw_factor(j, f)
+    for lo, hi in zip(starts, starts[1:] + [d], strict=False):
+        if fit_linear:
+            for j in range(lo, hi):
+                draw_linear(j)
+        for f in range(k):
+            for j in range(lo, hi):
+                draw_factor(j, f)
+    return w0, w, V

@@ -131,6 +131,31 @@ def split_design(X: DesignMatrix, dtype, max_row_nnz: float | None = None):
     return flat, parts, (skip if skip.any() else np.empty(0, np.uint8))
 
 
+def kernel_csc(X: sp.csr_matrix, dt):
+    """(CSC with sorted indices, values, codes): the column form ``als_sweep`` reads.
+
+    Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC copy
+    keeps a byte per value into a small table (``codes``), or no values at all when every one
+    is 1. Only other matrices pay for a full copy of the values.
+    """
+    table = value_table(X.data)
+    if table is None:
+        csc = X.tocsc()
+        values, codes = csc.data, np.empty(0, np.uint8)
+    else:
+        codes = np.empty(X.nnz, np.uint8)
+        for lo in range(0, X.nnz, _CHUNK):
+            codes[lo:lo + _CHUNK] = np.searchsorted(table, X.data[lo:lo + _CHUNK])
+        csc = sp.csr_matrix((codes, X.indices, X.indptr), X.shape).tocsc()
+        del codes
+        if len(table) == 1 and table[0] == 1:
+            values, codes = np.empty(0, dt), np.empty(0, np.uint8)
+        else:
+            values, codes = table.astype(dt), csc.data
+    csc.sort_indices()
+    return csc, values, codes
+
+
 class SGDSolver:
     """SGD or AdaGrad epochs over a freshly shuffled row order (Hogwild on several threads)."""
 
@@ -184,24 +209,7 @@ class ALSSolver:
             X, self.block_parts, self.skip = split_design(X, dt)
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.n_threads = hp, n_threads
-        # Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC
-        # copy keeps a byte per value into a small table, or no values at all when every one
-        # is 1. Only other matrices pay for a full copy of the values.
-        table = value_table(X.data)
-        if table is None:
-            self.csc = X.tocsc()
-            self.csc_values, self.csc_codes = self.csc.data, np.empty(0, np.uint8)
-        else:
-            codes = np.empty(X.nnz, np.uint8)
-            for lo in range(0, X.nnz, _CHUNK):
-                codes[lo:lo + _CHUNK] = np.searchsorted(table, X.data[lo:lo + _CHUNK])
-            self.csc = sp.csr_matrix((codes, X.indices, X.indptr), X.shape).tocsc()
-            del codes
-            if len(table) == 1 and table[0] == 1:
-                self.csc_values, self.csc_codes = np.empty(0, dt), np.empty(0, np.uint8)
-            else:
-                self.csc_values, self.csc_codes = table.astype(dt), self.csc.data
-        self.csc.sort_indices()
+        self.csc, self.csc_values, self.csc_codes = kernel_csc(X, dt)
         scale = penalty_scale(counts, hp["reg_power"])
         self.reg_linear = (hp["reg_linear"] * scale).astype(dt)
         self.reg_factors = (hp["reg_factors"] * scale).astype(dt)

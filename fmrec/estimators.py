@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -17,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
+from fmrec._mcmc import MCMC_ATTRS, fit_mcmc, kernel_input, sample_stats
 from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
@@ -58,6 +60,9 @@ class _BaseFM(BaseEstimator):
         n_jobs: int | None = 1,
         warm_start: bool = False,
         verbose: int = 0,
+        n_burn_in: int = 10,
+        n_samples: int | None = None,
+        groups=None,
     ):
         self.n_factors = n_factors
         self.solver = solver
@@ -79,11 +84,20 @@ class _BaseFM(BaseEstimator):
         self.n_jobs = n_jobs
         self.warm_start = warm_start
         self.verbose = verbose
+        self.n_burn_in = n_burn_in
+        self.n_samples = n_samples
+        self.groups = groups
 
     # ------------------------------------------------------------------ validation
     def _check_hyperparameters(self) -> None:
         v.check_interval("n_factors", self.n_factors, low=1, integer=True)
-        v.check_choice("solver", self.solver, {"als", "sgd"})
+        v.check_choice("solver", self.solver, {"als", "sgd", "mcmc"})
+        v.check_interval("n_burn_in", self.n_burn_in, low=0, integer=True)
+        v.check_interval("n_samples", self.n_samples, low=1, integer=True, allow_none=True)
+        if self.solver == "mcmc" and self.early_stopping_rounds is not None:
+            raise ValueError("early_stopping_rounds does not apply to solver='mcmc' (the "
+                             "prediction averages the samples; there is no best sweep to "
+                             "keep): leave it None and choose n_epochs and n_burn_in")
         v.check_interval("n_epochs", self.n_epochs, low=1, integer=True)
         v.check_interval("learning_rate", self.learning_rate, low=0, low_open=True)
         v.check_choice("lr_schedule", self.lr_schedule, {"adagrad", "constant"})
@@ -144,6 +158,11 @@ class _BaseFM(BaseEstimator):
         labels on the first call when that batch holds only one of them.
         """
         fitted = hasattr(self, "V_")
+        if self.solver == "mcmc":  # one more sweep of the chain (samples after burn-in)
+            return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
+                             fit_params.get("callbacks"), 1,
+                             reset=not (fitted and hasattr(self, "_mcmc_hyper")),
+                             classes=fit_params.get("classes"), partial=True)
         return self._fit(X, y, sample_weight, fit_params.get("eval_set"),
                          fit_params.get("callbacks"), 1, reset=not fitted,
                          classes=fit_params.get("classes"))
@@ -170,6 +189,9 @@ class _BaseFM(BaseEstimator):
         self
         """
         check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            raise NotImplementedError("grow is not available for models fitted with "
+                                      "solver='mcmc'")
         v.check_interval("n_features", n_features, low=self.n_features_in_, integer=True)
         extra = int(n_features) - self.n_features_in_
         if extra == 0:
@@ -192,10 +214,12 @@ class _BaseFM(BaseEstimator):
         self.n_features_in_ = int(n_features)
         return self
 
-    def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None):
+    def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None,
+             partial=False):
         backup = dict(self.__dict__)
         try:
-            self._fit_unsafe(X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes)
+            self._fit_unsafe(X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes,
+                             partial)
         except BaseException:
             # A failed fit leaves a previously fitted model exactly as it was.
             self.__dict__.clear()
@@ -203,7 +227,8 @@ class _BaseFM(BaseEstimator):
             raise
         return self
 
-    def _fit_unsafe(self, X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes):
+    def _fit_unsafe(self, X, y, sample_weight, eval_set, callbacks, n_epochs, reset, classes,
+                    partial=False):
         self._check_hyperparameters()
         dtype = v.resolve_dtype(self.dtype)
         if not reset and np.dtype(dtype) != self.V_.dtype:
@@ -218,6 +243,13 @@ class _BaseFM(BaseEstimator):
                           UserWarning, stacklevel=3)
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
+        if self.solver == "mcmc":
+            with threadpool_limits(limits=1, user_api="blas"):
+                fit_mcmc(self, X, y, sw, evaluation, callbacks or (), n_epochs, reset,
+                         n_threads, dtype, rng, partial=partial)
+            return
+        for name in MCMC_ATTRS:  # a previous MCMC fit's samples no longer describe the model
+            self.__dict__.pop(name, None)
         hp = self._solver_hyperparameters()
         if isinstance(X, DesignMatrix):
             counts = column_counts(X, sw)
@@ -354,8 +386,29 @@ class _BaseFM(BaseEstimator):
         save_estimator(self, path)
 
     # ------------------------------------------------------------------ prediction
+    def _is_mcmc(self) -> bool:
+        """Fitted by MCMC: predictions average the retained samples."""
+        return hasattr(self, "_mcmc_hyper")
+
+    def _samples(self) -> tuple:
+        """The retained samples; before any (burn-in, through partial_fit) the chain's state."""
+        if len(self.samples_w0_):
+            return self.samples_w0_, self.samples_w_, self.samples_V_
+        return np.array([self.w0_]), self.w_[None], self.V_[None]
+
+    def _mcmc_stats(self, X, link=None, std=False):
+        """Posterior mean (and std) over the samples of ŷ (or link(ŷ)) for raw X."""
+        check_is_fitted(self, "V_")
+        X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
+        X = kernel_input(X, self.V_.dtype)
+        return sample_stats(X, self._samples(), v.resolve_n_jobs(self.n_jobs), link, std)
+
     def _raw_output(self, X, n_threads: int) -> np.ndarray:
-        """ŷ before any link or clipping, for a validated CSR X or DesignMatrix."""
+        """ŷ before any link or clipping, for a validated CSR X or DesignMatrix (for a model
+        fitted by MCMC: the mean over the retained samples)."""
+        if self._is_mcmc():
+            return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
+                                std=False)[0]
         if isinstance(X, DesignMatrix):
             return fm_output(X, self.w0_, self.w_, self.V_)
         out = np.empty(X.shape[0], dtype=self.V_.dtype)
@@ -380,10 +433,15 @@ class FMRegressor(RegressorMixin, _BaseFM):
     ----------
     n_factors : int, default=8
         Rank k of the pairwise interactions (columns of ``V_``).
-    solver : {"als", "sgd"}, default="als"
-        Coordinate descent (exact per-coordinate minimization) or stochastic gradient.
+    solver : {"als", "sgd", "mcmc"}, default="als"
+        Coordinate descent (exact per-coordinate minimization), stochastic gradient, or
+        Bayesian FM by Gibbs sampling (libFM's MCMC; see ``fmrec._mcmc``). MCMC has no
+        regularization or learning rate to tune: priors on w0, w and V and normal-gamma
+        hyperpriors (per group, see ``groups``) are sampled with them, so ``learning_rate``,
+        ``lr_schedule``, ``reg_*`` and ``reg_power`` are ignored; ``init_std`` sets the
+        chain's starting V. Predictions average the retained samples.
     n_epochs : int, default=50
-        Sweeps (ALS) or passes over the shuffled rows (SGD).
+        Sweeps (ALS, MCMC) or passes over the shuffled rows (SGD).
     learning_rate : float, default=0.05
         SGD step size (the AdaGrad base rate with ``lr_schedule="adagrad"``).
     lr_schedule : {"adagrad", "constant"}, default="adagrad"
@@ -419,6 +477,18 @@ class FMRegressor(RegressorMixin, _BaseFM):
         Continue from the fitted parameters on the next ``fit``.
     verbose : int, default=0
         Log each epoch's figures to the ``fmrec`` logger.
+    n_burn_in : int, default=10
+        MCMC: sweeps of a fresh chain whose samples are discarded.
+    n_samples : int or None, default=None
+        MCMC: at most this many samples are retained per ``fit`` call, evenly spaced over the
+        sweeps after burn-in and always including the last (thinning); None keeps every
+        sweep after burn-in. The samples cost n_kept × n_features × (n_factors + 1) × 4 bytes
+        (float32), e.g. 19 MB for 200 samples of 2,625 features at rank 8.
+    groups : array-like of int of shape (n_features,), optional
+        MCMC: the group of every feature (e.g. the encoder field it comes from); each group
+        has its own prior means and precisions of w and of each factor of V. Labels are any
+        non-negative integers. Default: one group for all features. Ignored by the other
+        solvers.
     clip_predictions : bool, default=True
         Clip ``predict`` to the range of the training targets, as libFM does.
 
@@ -433,6 +503,16 @@ class FMRegressor(RegressorMixin, _BaseFM):
     y_range_ : tuple of float
         Training target range used for clipping.
     n_features_in_ : int
+    samples_w0_, samples_w_, samples_V_, samples_alpha_ : ndarray
+        MCMC only: the retained samples of w0, w (float32), V (float32) and of the noise
+        precision α, in sweep order; ``w0_``, ``w_`` and ``V_`` hold the chain's last state
+        (where ``warm_start`` continues), not an average.
+
+    With ``solver="mcmc"``, ``history_`` holds per sweep the current sample's ``train_loss``,
+    its ``noise_precision`` and, with an ``eval_set``, the metric of the running posterior
+    mean over the samples retained so far (the current sample's during burn-in);
+    ``early_stopping_rounds`` must stay None. Sample weights scale each row's noise
+    precision.
 
     Examples
     --------
@@ -443,6 +523,10 @@ class FMRegressor(RegressorMixin, _BaseFM):
     >>> model = FMRegressor(n_factors=4, n_epochs=5, random_state=0).fit(X, y)
     >>> model.predict(X[:3]).shape
     (3,)
+    >>> bayes = FMRegressor(n_factors=4, solver="mcmc", n_epochs=30, random_state=0).fit(X, y)
+    >>> mean, std = bayes.predict(X[:3], return_std=True)
+    >>> bayes.samples_V_.shape
+    (20, 30, 4)
     """
 
     _loss = SQUARE
@@ -472,6 +556,9 @@ class FMRegressor(RegressorMixin, _BaseFM):
         n_jobs: int | None = 1,
         warm_start: bool = False,
         verbose: int = 0,
+        n_burn_in: int = 10,
+        n_samples: int | None = None,
+        groups=None,
         clip_predictions: bool = True,
     ):
         super().__init__(
@@ -495,6 +582,9 @@ class FMRegressor(RegressorMixin, _BaseFM):
             n_jobs=n_jobs,
             warm_start=warm_start,
             verbose=verbose,
+            n_burn_in=n_burn_in,
+            n_samples=n_samples,
+            groups=groups,
         )
         self.clip_predictions = clip_predictions
 
@@ -516,9 +606,29 @@ class FMRegressor(RegressorMixin, _BaseFM):
     def _clip(self, out):
         return np.clip(out, *self.y_range_) if self.clip_predictions else out
 
-    def predict(self, X) -> np.ndarray:
-        """Predicted targets, clipped to the training range unless ``clip_predictions=False``."""
-        return self._clip(self._decision(X))
+    def predict(self, X, return_std: bool = False):
+        """Predicted targets, clipped to the training range unless ``clip_predictions=False``.
+
+        For a model fitted with ``solver="mcmc"`` this is the mean of the retained samples'
+        outputs; ``return_std=True`` also returns their standard deviation per row (the
+        posterior uncertainty of ŷ(x), not including the noise: add ``1 / noise_precision_``
+        to its square for the predictive variance of a new target).
+        """
+        if not return_std:
+            return self._clip(self._decision(X))
+        if not self._is_mcmc():
+            raise ValueError("return_std=True needs a model fitted with solver='mcmc'")
+        mean, std = self._mcmc_stats(X, std=True)
+        return self._clip(mean), std
+
+    @property
+    def noise_precision_(self) -> float:
+        """MCMC: posterior mean of the noise precision α over the retained samples."""
+        if not self._is_mcmc():
+            raise AttributeError("noise_precision_ exists for models fitted with "
+                                 "solver='mcmc'")
+        return float(np.mean(self.samples_alpha_)) if len(self.samples_alpha_) else \
+            float(self._mcmc_hyper["alpha"][0])
 
 
 class FMClassifier(ClassifierMixin, _BaseFM):
@@ -526,7 +636,9 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     Same parameters as :class:`FMRegressor` (without ``clip_predictions``); ``eval_metric``
     is "logloss" (default) or "auc". Labels can be any two values; ``classes_`` holds them
-    sorted and the second is the positive class.
+    sorted and the second is the positive class. With ``solver="mcmc"`` the link is the
+    probit Φ(ŷ) instead of σ(ŷ) (Gibbs sampling with truncated-normal latent targets) and
+    ``predict_proba`` averages Φ(ŷ) over the retained samples.
 
     Examples
     --------
@@ -582,21 +694,41 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         return loss_sum / weight_sum
 
     def _eval_output(self, X, n_threads):
+        if self._is_mcmc():  # the posterior predictive probability
+            return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
+                                ndtr, std=False)[0]
         out = self._raw_output(X, n_threads)
         return out if self._metric_name() == "auc" else _sigmoid(out)
 
     def decision_function(self, X) -> np.ndarray:
-        """The FM output ŷ (log-odds of the positive class ``classes_[1]``)."""
+        """The FM output ŷ (log-odds of the positive class ``classes_[1]``).
+
+        With ``solver="mcmc"``: Φ⁻¹ of the posterior predictive probability (the mean over
+        the samples of Φ(ŷ)), so it ranks rows exactly as ``predict_proba`` does.
+        """
+        if self._is_mcmc():
+            p = self._mcmc_stats(X, link=ndtr)[0]
+            return ndtri(np.clip(p, 1e-300, 1.0 - 1e-16))
         return self._decision(X)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Columns: P(classes_[0]), P(classes_[1])."""
-        p = _sigmoid(self.decision_function(X))
+        """Columns: P(classes_[0]), P(classes_[1]).
+
+        With ``solver="mcmc"``, P(classes_[1]) is the mean over the retained samples of
+        Φ(ŷ) (probit link).
+        """
+        check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            p = self._mcmc_stats(X, link=ndtr)[0]
+        else:
+            p = _sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
         """The more likely of ``classes_`` for each row."""
         check_is_fitted(self, "V_")
+        if self._is_mcmc():
+            return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 

@@ -77,6 +77,7 @@ def _estimator_record(estimator) -> tuple[dict, dict]:
     accumulators = getattr(estimator, "_accumulators", None)
     if accumulators is not None:
         arrays.update(zip(("acc_w0", "acc_w", "acc_V"), accumulators, strict=True))
+    arrays.update(_mcmc_arrays(estimator))
     fitted = {"w0": float(estimator.w0_), "n_features_in": int(estimator.n_features_in_),
               "n_epochs": int(estimator.n_epochs_)}
     for name in ("y_range_", "best_epoch_"):
@@ -91,6 +92,45 @@ def _estimator_record(estimator) -> tuple[dict, dict]:
         "fitted": fitted,
     }
     return arrays, meta
+
+
+# A model fitted by MCMC also keeps its retained samples, the chain's hyperparameters and
+# groups (to continue sampling with warm_start), and a ``groups`` parameter given as an array.
+_SAMPLE_ARRAYS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
+
+
+def _mcmc_arrays(estimator) -> dict:
+    arrays = {}
+    if getattr(estimator, "_mcmc_hyper", None) is not None:
+        for name in _SAMPLE_ARRAYS:
+            arrays[f"mcmc.{name.rstrip('_')}"] = np.asarray(getattr(estimator, name))
+        arrays["mcmc.groups"] = np.asarray(estimator._mcmc_groups)
+        for key, value in estimator._mcmc_hyper.items():
+            arrays[f"mcmc.hyper.{key}"] = np.asarray(value, dtype=np.float64)
+    groups = getattr(estimator, "groups", None)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.dtype.kind not in "iuf":
+            raise TypeError(f"cannot save groups of dtype {groups.dtype}")
+        arrays["param.groups"] = groups
+    return arrays
+
+
+def _restore_mcmc(model, arrays) -> None:
+    if "param.groups" in arrays:
+        model.groups = arrays["param.groups"]
+    if "mcmc.samples_w0" not in arrays:
+        return
+    n, (d, k) = model.n_features_in_, model.V_.shape
+    w0s, ws, Vs = (arrays[f"mcmc.samples_{x}"] for x in ("w0", "w", "V"))
+    s = len(w0s)
+    if ws.shape != (s, n) or Vs.shape != (s, d, k) or arrays["mcmc.samples_alpha"].shape != (s,):
+        raise ValueError(f"inconsistent MCMC sample shapes: w {ws.shape}, V {Vs.shape}")
+    model.samples_w0_, model.samples_w_, model.samples_V_ = w0s, ws, Vs
+    model.samples_alpha_ = arrays["mcmc.samples_alpha"]
+    model._mcmc_groups = arrays["mcmc.groups"].astype(np.int32)
+    model._mcmc_hyper = {key.split(".", 2)[2]: arrays[key] for key in arrays
+                         if key.startswith("mcmc.hyper.")}
 
 
 def _jsonable_deep(value):
@@ -204,4 +244,5 @@ def _restore(cls, meta, arrays):
         model.feature_names_in_ = arrays["feature_names_in"].astype(object)
     if "acc_V" in arrays:
         model._accumulators = (arrays["acc_w0"], arrays["acc_w"], arrays["acc_V"])
+    _restore_mcmc(model, arrays)
     return model

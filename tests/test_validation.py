@@ -96,7 +96,7 @@ def test_predict_before_fit(data):
 
 
 @pytest.mark.parametrize("param,value,error", [
-    ("n_factors", 0, ValueError), ("n_factors", 2.5, TypeError), ("solver", "mcmc", ValueError),
+    ("n_factors", 0, ValueError), ("n_factors", 2.5, TypeError), ("solver", "newton", ValueError),
     ("n_epochs", 0, ValueError), ("learning_rate", 0.0, ValueError),
     ("learning_rate", np.nan, ValueError), ("reg_factors", -1.0, ValueError),
     ("reg_linear", "a lot", TypeError), ("init_std", -0.1, ValueError),

@@ -6,9 +6,10 @@
 # factor sums sum_j v_jf x_ij. Each column's rows are gathered into contiguous scratch once,
 # all k+1 coordinates of the feature are updated on the scratch, and it is scattered back:
 # one random access per non-zero instead of 2k+2.
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint8_t
+from libc.math cimport sqrt
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
@@ -28,6 +29,26 @@ cdef enum:
 # single sum in order, i.e. one add latency (~4 cycles) per element.
 cdef enum:
     LANES = 4
+
+# Conflict-free blocks with fewer non-zeros than this are swept by one thread (als_sweep's
+# ``parallel_min_nnz``; tests lower it to run the parallel path on small data).
+PARALLEL_MIN_NNZ = 32768
+
+
+# Gibbs sampling (fmrec._mcmc) runs the same column pass: each coordinate's Gaussian full
+# conditional under the square loss has precision alpha * den + lambda and mean
+# theta - (alpha * num + lambda * (theta - mu)) / precision, with num and den the sums the ALS
+# step uses; a standard normal draw scaled by 1/sqrt(precision) is added. The draws are
+# pre-drawn, one per parameter and sweep, indexed by parameter (normals[0] for w0, then
+# normals[1 + j * (k + 1)] for w_j and normals[2 + j * (k + 1) + f] for v_jf), so the result
+# is the same for any number of threads. ``prior`` holds, per group g, the row
+# [lambda_w, mu_w, lambda_v1..lambda_vk, mu_v1..mu_vk]; ``group[j]`` is column j's group.
+cdef struct Gibbs:
+    const double* normals
+    const int32_t* group
+    const double* prior
+    Py_ssize_t prior_stride
+    double alpha
 
 
 def compute_caches(const index_t[::1] indptr, const index_t[::1] indices,
@@ -156,10 +177,12 @@ cdef inline void update_column(
         const uint8_t* codes, const floating* y, const floating* sample_weight, int loss, bint unit,
         floating* w, floating* V, Py_ssize_t k, floating* r, floating* q,
         const floating* reg_linear, const floating* reg_factors, bint fit_linear,
-        Py_ssize_t prefetch_stop, floating* scratch, Py_ssize_t stride) noexcept nogil:
+        Py_ssize_t prefetch_stop, floating* scratch, Py_ssize_t stride,
+        const Gibbs* gb) noexcept nogil:
     """Update w_j, then v_j1..v_jk, on the gathered rows of column j; write the caches back.
 
-    ``scratch`` holds (4 + k) * stride elements, stride >= the column's length.
+    ``scratch`` holds (4 + k) * stride elements, stride >= the column's length. With ``gb``
+    (square loss only) each coordinate is drawn from its Gibbs conditional instead.
     """
     cdef Py_ssize_t start = indptr[j], m = indptr[j + 1] - start
     cdef Py_ssize_t i, p, t, f
@@ -173,6 +196,20 @@ cdef inline void update_column(
     cdef floating* bqf
     cdef floating* qrow
     cdef floating vjf, fdelta
+    cdef double alpha = 1, lam, mu = 0
+    cdef const double* z = NULL
+    cdef const double* pr = NULL
+    if gb != NULL:
+        alpha = gb.alpha
+        z = gb.normals + 1 + j * (k + 1)
+        pr = gb.prior + gb.group[j] * gb.prior_stride
+    if m == 0 and gb != NULL:
+        # No data: the conditional is the prior.
+        if fit_linear:
+            w[j] = <floating> (pr[1] + z[0] / sqrt(pr[0]))
+        for f in range(k):
+            V[j * k + f] = <floating> (pr[2 + k + f] + z[1 + f] / sqrt(pr[2 + f]))
+        return
     if m == 0:
         # No data: the penalty alone is minimized at zero.
         if reg_linear[j] > 0 and fit_linear:
@@ -209,17 +246,32 @@ cdef inline void update_column(
             bq[f * m + t] = qrow[f]
 
     if fit_linear:
-        num = reg_linear[j] * w[j]
-        den = reg_linear[j]
-        if square:
-            sums_linear(bx, bs, br, m, unit, &num, &den)
+        if gb != NULL:
+            lam = pr[0]
+            mu = pr[1]
         else:
+            lam = reg_linear[j]
+        if square:
+            num = 0
+            den = 0
+            sums_linear(bx, bs, br, m, unit, &num, &den)
+            if gb != NULL:
+                num = alpha * num + lam * (w[j] - mu)
+                den = alpha * den + lam
+            else:  # the same bits as starting the sums at reg * w_j (a `floating` product)
+                num = num + reg_linear[j] * w[j]
+                den = den + reg_linear[j]
+        else:
+            num = reg_linear[j] * w[j]
+            den = reg_linear[j]
             for t in range(m):
                 st = 1 if unit else bs[t]
                 num = num + st * loss_gradient(loss, br[t], by[t]) * bx[t]
                 den = den + st * loss_curvature(loss, br[t]) * bx[t] * bx[t]
         if den > 0:
             delta = -num / den
+            if z != NULL:
+                delta = delta + z[0] / sqrt(den)
             w[j] += <floating> delta
             fdelta = <floating> delta
             for t in range(m):
@@ -228,11 +280,24 @@ cdef inline void update_column(
     for f in range(k):
         vjf = V[j * k + f]
         bqf = bq + f * m
-        num = reg_factors[j] * vjf
-        den = reg_factors[j]
-        if square:
-            sums_factor(bx, bs, br, bqf, vjf, m, unit, &num, &den)
+        if gb != NULL:
+            lam = pr[2 + f]
+            mu = pr[2 + k + f]
         else:
+            lam = reg_factors[j]
+        if square:
+            num = 0
+            den = 0
+            sums_factor(bx, bs, br, bqf, vjf, m, unit, &num, &den)
+            if gb != NULL:
+                num = alpha * num + lam * (vjf - mu)
+                den = alpha * den + lam
+            else:
+                num = num + reg_factors[j] * vjf
+                den = den + reg_factors[j]
+        else:
+            num = reg_factors[j] * vjf
+            den = reg_factors[j]
             for t in range(m):
                 st = 1 if unit else bs[t]
                 delta = bx[t] * (bqf[t] - vjf * bx[t])    # h
@@ -240,6 +305,8 @@ cdef inline void update_column(
                 den = den + st * loss_curvature(loss, br[t]) * delta * delta
         if den > 0:
             delta = -num / den
+            if z != NULL:
+                delta = delta + z[1 + f] / sqrt(den)
             V[j * k + f] = vjf + <floating> delta
             fdelta = <floating> delta
             for t in range(m):
@@ -292,7 +359,10 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
               floating[::1] r, floating[:, ::1] q,
               double reg_bias, const floating[::1] reg_linear, const floating[::1] reg_factors,
               bint fit_intercept, bint fit_linear,
-              const int64_t[::1] blocks, int n_threads, const uint8_t[::1] skip=None):
+              const int64_t[::1] blocks, int n_threads, const uint8_t[::1] skip=None,
+              const double[::1] normals=None, const int32_t[::1] groups=None,
+              const double[:, ::1] prior=None, double alpha=1.0, double w0_mean=0.0,
+              Py_ssize_t parallel_min_nnz=PARALLEL_MIN_NNZ):
     """Update w0, then every column's w_j and v_j1..v_jk, each by its exact minimizer (square
     loss) or a Newton step (logistic loss), given the caches from ``compute_caches``.
 
@@ -305,15 +375,23 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     share the columns of a block; the result is the same for any number of threads.
     ``skip`` (one byte per column, optional): columns marked 1 are left alone, e.g. those a
     relation block updates (fmrec._block_als).
+    Gibbs sampling (square loss; see the ``Gibbs`` struct): ``normals`` (1 + d * (k + 1)
+    standard normal draws), ``groups`` (int32 group of each column), ``prior`` (one row
+    [lambda_w, mu_w, lambda_v1..k, mu_v1..k] per group) and the noise precision ``alpha``
+    turn every update into a draw from the coordinate's full conditional; w0 has the prior
+    N(w0_mean, 1 / reg_bias).
     Returns (sum_i s_i loss_i after the sweep, sum_i s_i, 0 or 1 if a value became non-finite).
     """
     cdef Py_ssize_t n = r.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
+    cdef Gibbs gibbs
+    cdef const Gibbs* gb = NULL
     cdef Py_ssize_t i, j, b, lo, hi, stride = 1, nnz_all = indptr[d]
     cdef Py_ssize_t n_blocks = blocks.shape[0] - 1
     cdef bint unit = True
     cdef double num, den, st, delta, loss_sum = 0, weight_sum = 0
     cdef floating* scratch
     cdef floating* own
+    cdef floating* pool = NULL
     cdef int bad = 0
     cdef const index_t* ip = &indptr[0]
     cdef const index_t* ix = &indices[0] if indices.shape[0] > 0 else NULL
@@ -333,6 +411,30 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
         if skip.shape[0] != d:
             raise ValueError("skip must hold one byte per column")
         sk = &skip[0]
+    if normals is not None and normals.shape[0] > 0:
+        if loss != SQUARE:
+            raise ValueError("Gibbs sampling needs the square loss")
+        if normals.shape[0] != 1 + d * (k + 1):
+            raise ValueError("normals must hold 1 + n_columns * (k + 1) draws")
+        if groups is None or groups.shape[0] != d:
+            raise ValueError("groups must hold one group per column")
+        if prior is None or prior.shape[1] != 2 + 2 * k:
+            raise ValueError("prior must have 2 + 2k columns")
+        for j in range(d):
+            if groups[j] < 0 or groups[j] >= prior.shape[0]:
+                raise ValueError(f"groups[{j}] = {groups[j]} has no row in prior")
+        for i in range(prior.shape[0]):
+            if not prior[i, 0] > 0:
+                raise ValueError("prior precisions must be positive")
+            for j in range(k):
+                if not prior[i, 2 + j] > 0:
+                    raise ValueError("prior precisions must be positive")
+        gibbs.normals = &normals[0]
+        gibbs.group = &groups[0] if d > 0 else NULL
+        gibbs.prior = &prior[0, 0]
+        gibbs.prior_stride = prior.shape[1]
+        gibbs.alpha = alpha
+        gb = &gibbs
     if codes.shape[0] not in (0, nnz_all):
         raise ValueError("codes must be empty or hold one code per non-zero")
     if cs == NULL and data.shape[0] not in (0, nnz_all):
@@ -355,9 +457,27 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     scratch = <floating*> malloc((4 + k) * stride * sizeof(floating))
     if scratch == NULL:
         raise MemoryError("ALS scratch")
+    if n_threads > 1:
+        pool = <floating*> malloc(n_threads * (4 + k) * stride * sizeof(floating))
+        if pool == NULL:
+            free(scratch)
+            raise MemoryError("ALS scratch")
     try:
         with nogil:
-            if fit_intercept:
+            if fit_intercept and gb != NULL:
+                num = 0
+                den = 0
+                for i in range(n):
+                    num = num + sample_weight[i] * r[i]
+                    den = den + sample_weight[i]
+                num = alpha * num + reg_bias * (w0[0] - w0_mean)
+                den = alpha * den + reg_bias
+                if den > 0:
+                    delta = -num / den + gibbs.normals[0] / sqrt(den)
+                    w0[0] += <floating> delta
+                    for i in range(n):
+                        r[i] += <floating> delta
+            elif fit_intercept:
                 num = reg_bias * w0[0]
                 den = reg_bias
                 for i in range(n):
@@ -373,21 +493,27 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
             for b in range(n_blocks):
                 lo = blocks[b]
                 hi = blocks[b + 1]
-                if n_threads > 1 and hi - lo >= 4 * n_threads:
+                # a parallel region per block only pays when the block holds enough work:
+                # long-tailed data split into thousands of small blocks, and on a busy
+                # machine every fork/join can wait for a time slice
+                if (n_threads > 1 and hi - lo >= 4 * n_threads
+                        and ip[hi] - ip[lo] >= parallel_min_nnz):
+                    # one scratch per thread for the whole sweep: a malloc per parallel block
+                    # (thousands of blocks on long-tailed data, each scratch as long as the
+                    # most popular column) cost more than the updates
                     with parallel(num_threads=n_threads):
-                        own = <floating*> malloc((4 + k) * stride * sizeof(floating))
                         for j in prange(lo, hi, schedule="dynamic", chunksize=8):
                             if sk != NULL and sk[j]:
                                 continue
+                            own = pool + threadid() * (4 + k) * stride
                             update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp,
-                                          qp, rl, rf, fit_linear, hi, own, stride)
-                        free(own)
+                                          qp, rl, rf, fit_linear, hi, own, stride, gb)
                 else:
                     for j in range(lo, hi):
                         if sk != NULL and sk[j]:
                             continue
                         update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp, qp,
-                                      rl, rf, fit_linear, nnz_all, scratch, stride)
+                                      rl, rf, fit_linear, nnz_all, scratch, stride, gb)
 
             for i in range(n):
                 st = sample_weight[i]
@@ -397,6 +523,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                 bad = 1
     finally:
         free(scratch)
+        free(pool)
     return loss_sum, weight_sum, bad
 
 
@@ -410,30 +537,48 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
 
 def block_linear_pass(const index_t[::1] indptr, const index_t[::1] indices,
                       const floating[::1] data, floating[::1] w, const floating[::1] reg,
-                      double[::1] G, const double[::1] C):
+                      double[::1] G, const double[::1] C, const double[::1] mu=None,
+                      const double[::1] z=None, double alpha=1.0):
     """Update the block's linear weights w_j in column order.
 
     ``indptr``/``indices``/``data``: the block in CSC (rows are entities). G[u] = sum of s*g
     over u's rows, C[u] = sum of s*c; G is kept current as the weights move.
+    Gibbs sampling (square loss): with ``z`` (one standard normal per column), w_j is drawn
+    from its conditional under the prior N(mu[j], 1 / reg[j]) and noise precision ``alpha``.
     """
     cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
-    cdef double num, den, delta, x
+    cdef double num, den, delta, x, step
+    cdef bint gibbs = z is not None and z.shape[0] > 0
+    if gibbs and (z.shape[0] != d or mu is None or mu.shape[0] != d):
+        raise ValueError("mu and z must hold one value per column")
     with nogil:
         for j in range(d):
             if indptr[j] == indptr[j + 1]:
-                if reg[j] > 0:
+                if gibbs:
+                    w[j] = <floating> (mu[j] + z[j] / sqrt(reg[j]))
+                elif reg[j] > 0:
                     w[j] = 0
                 continue
-            num = reg[j] * w[j]
-            den = reg[j]
+            if gibbs:
+                num = 0
+                den = 0
+            else:
+                num = reg[j] * w[j]
+                den = reg[j]
             for p in range(indptr[j], indptr[j + 1]):
                 u = indices[p]
                 x = data[p]
                 num = num + x * G[u]
                 den = den + x * x * C[u]
+            if gibbs:
+                num = alpha * num + reg[j] * (w[j] - mu[j])
+                den = alpha * den + reg[j]
             if den > 0:
                 x = w[j]
-                w[j] = <floating> (x - num / den)
+                step = -num / den
+                if gibbs:
+                    step = step + z[j] / sqrt(den)
+                w[j] = <floating> (x + step)
                 delta = <double> w[j] - x    # the step actually stored
                 for p in range(indptr[j], indptr[j + 1]):
                     u = indices[p]
@@ -443,7 +588,8 @@ def block_linear_pass(const index_t[::1] indptr, const index_t[::1] indices,
 def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                       const floating[::1] data, floating[:, ::1] V, Py_ssize_t f,
                       const floating[::1] reg, double[::1] qB, double[::1] G, double[::1] GQ,
-                      const double[::1] C, const double[::1] A, const double[::1] A2):
+                      const double[::1] C, const double[::1] A, const double[::1] A2,
+                      const double[::1] mu=None, const double[::1] z=None, double alpha=1.0):
     """Update the block's factors v_jf (one f) in column order.
 
     Per entity u, with t_r = q_rf minus the block's own share of it (the rest of row r):
@@ -452,26 +598,41 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
     derivative is h = x_uj (t_r + a_u) with a_u = qB[u] - v_jf x_uj, so the Newton sums are
     sum s g h = x (GQ + a G) and sum s c h^2 = x^2 (A2 + 2 a A + a^2 C). qB, G and GQ are
     kept current; C, A, A2 do not move within the pass.
+    Gibbs sampling: as in ``block_linear_pass`` (``mu``, ``z``, ``alpha`` for factor f).
     """
     cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
     cdef double num, den, delta, x, a, v
+    cdef bint gibbs = z is not None and z.shape[0] > 0
+    if gibbs and (z.shape[0] != d or mu is None or mu.shape[0] != d):
+        raise ValueError("mu and z must hold one value per column")
     with nogil:
         for j in range(d):
             if indptr[j] == indptr[j + 1]:
-                if reg[j] > 0:
+                if gibbs:
+                    V[j, f] = <floating> (mu[j] + z[j] / sqrt(reg[j]))
+                elif reg[j] > 0:
                     V[j, f] = 0
                 continue
             v = V[j, f]
-            num = reg[j] * v
-            den = reg[j]
+            if gibbs:
+                num = 0
+                den = 0
+            else:
+                num = reg[j] * v
+                den = reg[j]
             for p in range(indptr[j], indptr[j + 1]):
                 u = indices[p]
                 x = data[p]
                 a = qB[u] - v * x
                 num = num + x * (GQ[u] + a * G[u])
                 den = den + x * x * (A2[u] + 2 * a * A[u] + a * a * C[u])
+            if gibbs:
+                num = alpha * num + reg[j] * (v - mu[j])
+                den = alpha * den + reg[j]
             if den > 0:
                 delta = -num / den
+                if gibbs:
+                    delta = delta + z[j] / sqrt(den)
                 V[j, f] = <floating> (v + delta)
                 delta = <double> V[j, f] - v    # the step actually stored
                 for p in range(indptr[j], indptr[j + 1]):

@@ -1,0 +1,429 @@
+"""Bayesian Factorization Machine by Gibbs sampling (``solver="mcmc"``).
+
+The model of Freudenthaler, Schmidt-Thieme and Rendle (2011), as in libFM and myFM:
+
+    y_i ~ N(ŷ_i, 1 / (α s_i))           (s_i: sample weight, 1 by default)
+    w0 ~ N(0, 1 / λ0)                     λ0 = 0: flat prior
+    w_j ~ N(μ_w[g], 1 / λ_w[g])           g = group of feature j
+    v_jf ~ N(μ_v[g, f], 1 / λ_v[g, f])
+    μ ~ N(μ0, 1 / (γ0 λ)),  λ ~ Gamma(a0 / 2, rate b0 / 2),  α ~ Gamma(a0 / 2, rate b0 / 2)
+
+with μ0 = 0, γ0 = a0 = b0 = 1 (libFM's defaults). Every parameter is drawn from its full
+conditional by the ALS column pass (``als_sweep`` with its Gibbs arguments: O(k·nnz) per
+sweep, the same result for any number of threads); the O(d·k) hyperparameters are drawn here
+in NumPy before each sweep. Classification uses the probit link: each sweep first draws
+latent targets z_i ~ N(ŷ_i, 1) truncated to z_i > 0 (positive rows) or z_i < 0, then sweeps
+the square loss on z with α = 1.
+
+Samples: after ``n_burn_in`` sweeps every retained sweep's (w0, w, V) is copied to float32
+arrays (``n_samples`` thins them), costing n_kept × n_features × (n_factors + 1) × 4 bytes;
+predictions average the retained samples' outputs (or, for the classifier, Φ of them).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
+from sklearn.exceptions import ConvergenceWarning
+
+from fmrec import _validation as v
+from fmrec._kernels import als as _als
+from fmrec._kernels import predict as _predict
+from fmrec._solvers import Diverged, FMState, kernel_csc, split_design
+from fmrec.design import DesignMatrix
+from fmrec.metrics import METRICS
+
+SQUARE, LOGISTIC = 0, 1
+# Hyperpriors (libFM's defaults): Gamma(A0 / 2, rate B0 / 2) on every precision and on α;
+# N(MU0, 1 / (GAMMA0 λ)) on every prior mean; w0 flat.
+A0, B0, GAMMA0, MU0, W0_PREC = 1.0, 1.0, 1.0, 0.0, 0.0
+HYPER_NAMES = ("alpha", "lambda_w", "mu_w", "lambda_V", "mu_V")
+CACHE_REFRESH = 10
+SAMPLE_ATTRS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
+MCMC_ATTRS = (*SAMPLE_ATTRS, "_mcmc_hyper", "_mcmc_groups")
+
+
+def initial_hyper(n_groups: int, k: int) -> dict:
+    """α = 1, every λ = 1 and every μ = 0 (libFM's start)."""
+    return {"alpha": np.ones(1), "lambda_w": np.ones(n_groups), "mu_w": np.zeros(n_groups),
+            "lambda_V": np.ones((n_groups, k)), "mu_V": np.zeros((n_groups, k))}
+
+
+def prior_table(hyper: dict) -> np.ndarray:
+    """One row per group: [λ_w, μ_w, λ_v1..k, μ_v1..k], the kernel's ``prior``."""
+    return np.ascontiguousarray(np.column_stack(
+        [hyper["lambda_w"], hyper["mu_w"], hyper["lambda_V"], hyper["mu_V"]]), dtype=np.float64)
+
+
+def sample_group_prior(theta: np.ndarray, groups: np.ndarray, group_sizes: np.ndarray,
+                       lam: np.ndarray, rng: np.random.Generator):
+    """Draw (μ, λ) of every group (and factor, for 2-D ``theta``) from the normal-gamma
+    conditional: μ | λ first, then λ | μ."""
+    n_groups = len(group_sizes)
+    if theta.ndim == 1:
+        sums = np.bincount(groups, theta, minlength=n_groups)
+        size = group_sizes
+    else:
+        sums = np.column_stack([np.bincount(groups, theta[:, f], minlength=n_groups)
+                                for f in range(theta.shape[1])]).reshape(n_groups, -1)
+        size = group_sizes[:, None]
+    mu = ((sums + GAMMA0 * MU0) / (size + GAMMA0)
+          + rng.standard_normal(sums.shape) / np.sqrt((size + GAMMA0) * lam))
+    dev = (theta - mu[groups]) ** 2
+    if theta.ndim == 1:
+        ss = np.bincount(groups, dev, minlength=n_groups)
+    else:
+        ss = np.column_stack([np.bincount(groups, dev[:, f], minlength=n_groups)
+                              for f in range(theta.shape[1])]).reshape(n_groups, -1)
+    rate = 0.5 * (B0 + ss + GAMMA0 * (mu - MU0) ** 2)
+    lam = rng.gamma(0.5 * (A0 + size + 1), 1.0 / rate)
+    return mu, np.maximum(lam, 1e-300)
+
+
+def truncated_latent(yhat: np.ndarray, positive: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """z ~ N(ŷ, 1) truncated to z > 0 where ``positive``, else to z < 0, by inversion.
+
+    With t ~ N(0, 1) | t > b (b = -ŷ for positives, ŷ for negatives), t = -Φ⁻¹(u Φ(-b)),
+    computed through log Φ so it stays exact far in the tails; z = ŷ ± t.
+    """
+    b = np.where(positive, -yhat, yhat)
+    t = -ndtri_exp(np.log(u) + log_ndtr(-b))
+    t = np.maximum(t, b)  # rounding at the boundary
+    return np.where(positive, yhat + t, yhat - t)
+
+
+class MCMCSolver:
+    """Gibbs sweeps over a CSR X or a DesignMatrix.
+
+    ``hyper`` is the chain's hyperparameter state (see ``initial_hyper``), updated in place.
+    ``fixed`` (a test hook, also reachable as the estimator's private ``_mcmc_fixed``
+    attribute) pins any of ``alpha``, ``lambda_w``, ``mu_w``, ``lambda_V``, ``mu_V`` (values
+    broadcast to their shapes) and sets ``w0_prec``; pinned ones are not drawn.
+    """
+
+    def __init__(self, X: sp.csr_matrix, y, sample_weight, classification: bool,
+                 state: FMState, *, groups: np.ndarray, hyper: dict, rng: np.random.Generator,
+                 n_threads: int, fit_intercept: bool, fit_linear: bool, fixed: dict | None = None):
+        dt = state.w.dtype
+        # A DesignMatrix's long relation blocks are swept per entity (fmrec._block_als), after
+        # the flat columns, as in ALS; short ones join the flat columns.
+        self.parts, self.skip = [], np.empty(0, np.uint8)
+        if isinstance(X, DesignMatrix):
+            X, self.parts, self.skip = split_design(X, dt)
+        self.X, self.y, self.sw, self.state = X, y, sample_weight, state
+        self.classification, self.rng, self.n_threads = classification, rng, n_threads
+        self.fit_intercept, self.fit_linear = fit_intercept, fit_linear
+        self.groups = np.ascontiguousarray(groups, dtype=np.int32)
+        self.n_groups = len(hyper["mu_w"])
+        self.group_sizes = np.bincount(self.groups, minlength=self.n_groups).astype(np.float64)
+        self.hyper = {key: np.array(val, dtype=np.float64) for key, val in hyper.items()}
+        self.fixed = dict(fixed or {})
+        for key, val in self.fixed.items():
+            if key in self.hyper:
+                self.hyper[key] = np.broadcast_to(np.asarray(val, np.float64),
+                                                  self.hyper[key].shape).copy()
+        if classification:
+            self.hyper["alpha"][:] = 1.0
+        self.w0_prec = float(self.fixed.get("w0_prec", W0_PREC))
+        self.csc, self.values, self.codes = kernel_csc(X, dt)
+        n, k = X.shape[0], state.V.shape[1]
+        if n_threads > 1:
+            self.blocks = _als.conflict_free_blocks(self.csc.indptr, self.csc.indices, n)
+        else:
+            self.blocks = np.array([0, X.shape[1]], dtype=np.int64)
+        self.r = np.empty(n, dt)
+        self.q = np.empty((n, k), dt)
+        self.target = np.array(y, dtype=dt)  # y, or the latent z of the probit model
+        # weights count as repetitions of rows (as in the other solvers), also in α's shape
+        self.n_eff = float(np.sum(sample_weight, dtype=np.float64))
+        self.dummy_reg = np.zeros(X.shape[1], dt)
+        self.positive = np.asarray(y) > 0.5
+        self.sweeps_since_refresh = None  # the caches are not filled yet
+        self.sse = None
+
+    def sweep(self) -> float:
+        """One Gibbs scan; returns the training loss of the new sample (MSE, or the probit
+        model's log loss)."""
+        st, X = self.state, self.X
+        # The sweep leaves the caches current (r = ŷ - target, q), so they are rebuilt from
+        # scratch only every CACHE_REFRESH sweeps, against the slow drift of rounding.
+        refresh = (self.sweeps_since_refresh is None
+                   or self.sweeps_since_refresh >= CACHE_REFRESH - 1)
+        if self.classification:
+            if refresh:
+                self._fill_caches(LOGISTIC)
+                yhat = self.r.astype(np.float64)
+            else:
+                yhat = self.r.astype(np.float64) + self.target
+            u = 1.0 - self.rng.random(len(yhat))  # in (0, 1]: log(u) stays finite
+            z = truncated_latent(yhat, self.positive, u)
+            self.target[:] = z
+            self.r[:] = yhat - self.target
+        elif refresh:
+            self._fill_caches(SQUARE)
+        self.sweeps_since_refresh = 0 if refresh else self.sweeps_since_refresh + 1
+        self._sample_hyper()
+        k = st.V.shape[1]
+        normals = self.rng.standard_normal(1 + X.shape[1] * (k + 1))
+        loss_sum, weight_sum, bad = _als.als_sweep(
+            self.csc.indptr, self.csc.indices, self.values, self.codes, self.target, self.sw,
+            SQUARE, st.w0, st.w, st.V, self.r, self.q, self.w0_prec, self.dummy_reg,
+            self.dummy_reg, self.fit_intercept, self.fit_linear, self.blocks, self.n_threads,
+            self.skip, normals, self.groups, prior_table(self.hyper),
+            float(self.hyper["alpha"][0]), MU0,
+        )
+        if self.parts:
+            h, g, z = self.hyper, self.groups, normals[1:].reshape(X.shape[1], k + 1)
+            gibbs = {"alpha": float(h["alpha"][0]), "lambda_w": h["lambda_w"][g],
+                     "mu_w": h["mu_w"][g], "z_w": z[:, 0], "lambda_V": h["lambda_V"][g],
+                     "mu_V": h["mu_V"][g], "z_V": z[:, 1:]}
+            for part in self.parts:
+                part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
+                           self.fit_linear, gibbs=gibbs)
+            r = self.r.astype(np.float64)
+            loss_sum = 0.5 * float(np.dot(self.sw.astype(np.float64), r * r))
+            bad = bad or not np.isfinite(loss_sum)
+        if bad or not st.is_finite():
+            raise Diverged("the Gibbs sweep produced non-finite values")
+        self.sse = 2.0 * loss_sum  # Σ s (ŷ - y)² of the new sample: α's next draw reads it
+        if not self.classification:
+            return 2.0 * loss_sum / weight_sum
+        yhat = self.r.astype(np.float64) + self.target
+        return probit_log_loss(self.y, yhat, self.sw)
+
+    def _fill_caches(self, loss: int) -> None:
+        st, X = self.state, self.X
+        _als.compute_caches(X.indptr, X.indices, X.data, self.target, loss, float(st.w0[0]),
+                            st.w, st.V, self.r, self.q, self.n_threads)
+        for part in self.parts:
+            part.add_to_caches(st.w, st.V, self.r, self.q)
+
+    def _sample_hyper(self) -> None:
+        h, rng, st = self.hyper, self.rng, self.state
+        if not self.classification and "alpha" not in self.fixed:
+            sse = self.sse
+            if sse is None:  # first sweep: from the fresh caches
+                r = self.r.astype(np.float64)
+                sse = float(np.sum(self.sw * r * r))
+            h["alpha"][:] = rng.gamma(0.5 * (A0 + self.n_eff), 2.0 / (B0 + sse))
+        if self.fit_linear and not {"mu_w", "lambda_w"} <= self.fixed.keys():
+            mu, lam = sample_group_prior(st.w.astype(np.float64), self.groups, self.group_sizes,
+                                         h["lambda_w"], rng)
+            if "mu_w" not in self.fixed:
+                h["mu_w"] = mu
+            if "lambda_w" not in self.fixed:
+                h["lambda_w"] = lam
+        if st.V.shape[1] and not {"mu_V", "lambda_V"} <= self.fixed.keys():
+            mu, lam = sample_group_prior(st.V.astype(np.float64), self.groups,
+                                         self.group_sizes, h["lambda_V"], rng)
+            if "mu_V" not in self.fixed:
+                h["mu_V"] = mu
+            if "lambda_V" not in self.fixed:
+                h["lambda_V"] = lam
+
+
+def probit_log_loss(y, yhat, sw) -> float:
+    p = np.clip(ndtr(yhat), 1e-15, 1 - 1e-15)
+    losses = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    return float(np.average(losses, weights=sw))
+
+
+def compact_groups(groups, n_features: int) -> tuple[np.ndarray, int]:
+    """The validated ``groups`` as int32 codes 0..G-1 (one group for all when None)."""
+    if groups is None:
+        return np.zeros(n_features, np.int32), 1
+    arr = np.asarray(groups)
+    if arr.ndim != 1 or arr.shape[0] != n_features:
+        raise ValueError(f"groups must hold one integer per feature, i.e. have shape "
+                         f"({n_features},), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"groups must be integers, got dtype {arr.dtype}")
+    if n_features and arr.min() < 0:
+        raise ValueError(f"groups must be non-negative, got {int(arr.min())} at position "
+                         f"{int(np.argmin(arr))}")
+    values, codes = np.unique(arr, return_inverse=True)
+    return codes.astype(np.int32), len(values)
+
+
+def kept_sweeps(start: int, n_epochs: int, n_burn_in: int, n_samples: int | None) -> set:
+    """Global sweep indices (from ``start`` on) whose samples are retained: after burn-in,
+    at most ``n_samples`` of them evenly spaced, always including the last sweep."""
+    post = [t for t in range(start, start + n_epochs) if t >= n_burn_in]
+    if n_samples is None or len(post) <= n_samples:
+        return set(post)
+    thin = math.ceil(len(post) / n_samples)
+    return set(post[::-1][::thin][:n_samples])
+
+
+def sample_stats(X, samples: tuple, n_threads: int, link=None, std: bool = True):
+    """Mean (and standard deviation) over the samples of the output (or of link(output))."""
+    w0s, ws, Vs = samples
+    dt = X.dtype
+    total = np.zeros(X.shape[0])
+    total2 = np.zeros(X.shape[0]) if std else None
+    out = np.empty(X.shape[0], dt)
+    for s in range(len(w0s)):
+        if X.shape[0]:
+            _predict.predict(X.indptr, X.indices, X.data, float(w0s[s]),
+                             np.ascontiguousarray(ws[s], dtype=dt),
+                             np.ascontiguousarray(Vs[s], dtype=dt), out, n_threads)
+        o = out.astype(np.float64)
+        if link is not None:
+            o = link(o)
+        total += o
+        if std:
+            total2 += o * o
+    mean = total / len(w0s)
+    if not std:
+        return mean, None
+    return mean, np.sqrt(np.maximum(total2 / len(w0s) - mean * mean, 0.0))
+
+
+def kernel_input(X, dtype):
+    """A validated CSR X, or a DesignMatrix materialized to CSR (for prediction)."""
+    if isinstance(X, DesignMatrix):
+        return v.as_kernel_csr(X.to_csr(dtype))
+    return X
+
+
+def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n_threads: int,
+             dtype, rng, partial: bool = False) -> None:
+    """Run ``n_epochs`` Gibbs sweeps for the estimator (a fresh chain unless ``reset`` is
+    False), retaining samples as ``kept_sweeps`` says; sets the fitted attributes.
+    ``partial`` (partial_fit): a fresh chain may end before burn-in."""
+    classification = est._loss == LOGISTIC
+    if sw.min() < 0:
+        raise ValueError("sample_weight must be non-negative")
+    groups, n_groups = compact_groups(est.groups, X.shape[1])
+    k = int(est.n_factors)
+    fixed = getattr(est, "_mcmc_fixed", None)
+    if reset:
+        if n_epochs <= est.n_burn_in and not partial:
+            raise ValueError(f"n_epochs={n_epochs} leaves no sample after n_burn_in="
+                             f"{est.n_burn_in} sweeps; raise n_epochs or lower n_burn_in")
+        mean = float(np.average(y.astype(np.float64), weights=sw.astype(np.float64)))
+        if classification:
+            mean = float(ndtri(np.clip(mean, 1e-6, 1 - 1e-6)))
+        V = rng.normal(0.0, est.init_std, size=(X.shape[1], k)).astype(dtype)
+        state = FMState(mean if est.fit_intercept else 0.0, np.zeros(X.shape[1], dtype), V)
+        hyper = initial_hyper(n_groups, k)
+        est.history_ = {"train_loss": []}
+        for name in MCMC_ATTRS:
+            est.__dict__.pop(name, None)
+        est._mcmc_groups = groups
+    else:
+        if est.V_.shape[1] != k:
+            raise ValueError(f"n_factors changed from {est.V_.shape[1]} to {k} since the "
+                             "model was fitted; refit with warm_start=False")
+        if not hasattr(est, "_mcmc_hyper"):
+            raise ValueError("warm_start with solver='mcmc' needs a model fitted by MCMC; "
+                             "refit with warm_start=False")
+        if not np.array_equal(groups, est._mcmc_groups):
+            raise ValueError("groups changed since the model was fitted; refit with "
+                             "warm_start=False")
+        state = FMState(est.w0_, est.w_.copy(), est.V_.copy())
+        hyper = est._mcmc_hyper
+        est.history_ = {key: list(val) for key, val in est.history_.items()}
+    if not classification:
+        lo, hi = float(np.min(y)), float(np.max(y))
+        if not reset:
+            lo, hi = min(lo, est.y_range_[0]), max(hi, est.y_range_[1])
+        est.y_range_ = (lo, hi)
+    start = len(est.history_["train_loss"])
+    # A new stream for every fit call: continuing a chain never reuses its draws.
+    seed = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)), spawn_key=(start,))
+    solver = MCMCSolver(X, y, sw, classification, state, groups=groups, hyper=hyper,
+                        rng=np.random.Generator(np.random.PCG64(seed)), n_threads=n_threads,
+                        fit_intercept=bool(est.fit_intercept),
+                        fit_linear=bool(est.fit_linear), fixed=fixed)
+    est._publish(state)
+    est._mcmc_hyper = solver.hyper  # live during the sweeps (callbacks may predict)
+    _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start)
+    est._mcmc_hyper = {key: val.copy() for key, val in solver.hyper.items()}
+    est.n_epochs_ = len(est.history_["train_loss"])
+
+
+def _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start) -> None:
+    classification = solver.classification
+    keep = kept_sweeps(start, n_epochs, est.n_burn_in, est.n_samples)
+    state = solver.state
+    d, k = state.V.shape
+    old = [getattr(est, name, None) for name in SAMPLE_ATTRS]
+    n_old = 0 if old[0] is None else len(old[0])
+    n_new = len(keep)
+    w0s = np.empty(n_old + n_new)
+    ws = np.empty((n_old + n_new, d), np.float32)
+    Vs = np.empty((n_old + n_new, d, k), np.float32)
+    alphas = np.empty(n_old + n_new)
+    if n_old:
+        w0s[:n_old], ws[:n_old], Vs[:n_old], alphas[:n_old] = old
+    n_kept = n_old
+    est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
+    est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
+    name = est._metric_name()
+    metric, _ = METRICS[name]
+    key = f"val_{name}"
+    link = ndtr if classification else None
+    val_sum, val_count = None, 0
+    if evaluation is not None:
+        X_val = kernel_input(evaluation[0], state.w.dtype)
+        if n_old:  # the running posterior mean continues over the earlier samples
+            val_sum = n_old * sample_stats(X_val, (w0s[:n_old], ws[:n_old], Vs[:n_old]),
+                                           n_threads, link, std=False)[0]
+            val_count = n_old
+    last_good = state.copy()
+    for epoch in range(start, start + n_epochs):
+        try:
+            train_loss = solver.sweep()
+        except Diverged as exc:
+            state.assign(last_good)
+            est._publish(state)
+            hint = f"Gibbs sampling diverged at sweep {epoch} ({exc}); check the data scale"
+            if epoch == start:
+                raise ValueError(hint) from None
+            warnings.warn(hint + "; keeping the samples so far", ConvergenceWarning,
+                          stacklevel=5)
+            break
+        last_good = state.copy()
+        est._publish(state)
+        logs = {"train_loss": train_loss}
+        if not classification:
+            logs["noise_precision"] = float(solver.hyper["alpha"][0])
+        if epoch in keep:
+            w0s[n_kept], ws[n_kept], Vs[n_kept] = state.w0[0], state.w, state.V
+            alphas[n_kept] = solver.hyper["alpha"][0]
+            n_kept += 1
+            # views: callbacks see the samples so far
+            est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
+            est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
+        if evaluation is not None:
+            _, y_val, w_val = evaluation
+            current = sample_stats(X_val, (state.w0, state.w[None], state.V[None]), n_threads,
+                                   link, std=False)[0]
+            if epoch in keep:
+                val_sum = current if val_sum is None else val_sum + current
+                val_count += 1
+            pred = val_sum / val_count if val_count else current
+            if not classification:
+                pred = est._clip(pred)
+            logs[key] = metric(y_val, pred, w_val)
+        for name_, value in logs.items():
+            est.history_.setdefault(name_, []).append(value)
+        if est.verbose:
+            from fmrec.estimators import _log_epoch
+
+            _log_epoch(epoch, logs)
+        stop = False
+        for callback in callbacks:
+            stop = bool(callback(est, epoch, logs)) or stop
+        if stop:
+            break
+    est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
+    est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
