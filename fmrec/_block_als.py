@@ -71,9 +71,12 @@ class BlockPart:
                                    **lin_kw)
             change = self.csr @ (w_b.astype(np.float64) - before)
             _als.block_push(at, r, q, -1, unused, unused, change)
+        # The block's share of every row's q, for all factors at once: factor f's column
+        # only moves in f's own pass, so these are each pass's starting values.
+        QB = np.asarray(self.csr @ V_b.astype(np.float64))
+        sq_change = np.empty(self.n_entities)
         for f in range(V_b.shape[1]):
-            old_v = V_b[:, f].astype(np.float64)
-            qB_old = self.csr @ old_v
+            qB_old = np.ascontiguousarray(QB[:, f])
             sums[:] = 0
             _als.block_entity_sums(at, r, y, sw, loss, q, f, qB_old, G, GQ, C, A, A2)
             qB = qB_old.copy()
@@ -82,10 +85,10 @@ class BlockPart:
                 reg_v = np.ascontiguousarray(gibbs["lambda_V"][lo:hi, f], dtype=dt)
                 kw = {"mu": np.ascontiguousarray(gibbs["mu_V"][lo:hi, f]),
                       "z": np.ascontiguousarray(gibbs["z_V"][lo:hi, f]), "alpha": alpha}
+            sq_change[:] = 0
             _als.block_factor_pass(self.indptr, self.indices, self.data, V_b, f, reg_v,
-                                   qB, G, GQ, C, A, A2, **kw)
-            new_v = V_b[:, f].astype(np.float64)
+                                   qB, G, GQ, C, A, A2, **kw, sq_change=sq_change)
             # Each row's output moves by its rest times the block's change, plus the change
             # of the block's own pairwise term ½(qB² − Σ v² x²).
-            own = 0.5 * (qB**2 - qB_old**2 - self.squared @ (new_v**2 - old_v**2))
+            own = 0.5 * (qB**2 - qB_old**2 - sq_change)
             _als.block_push(at, r, q, f, qB_old, qB - qB_old, own)

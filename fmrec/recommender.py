@@ -16,6 +16,7 @@ import numbers
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
@@ -281,9 +282,25 @@ class Recommender(BaseEstimator):
         self.seen_ = sp.csr_matrix((self._users.widths[0], self._items.widths[0]))
         self._add_seen(df)
         X, y = self._training_rows(df)
+        if model.solver == "mcmc" and model.groups is None:
+            model.set_params(groups=self._feature_fields())
         self.model_ = model.fit(X, y)
         self._describe()
         return self
+
+    def _feature_fields(self) -> np.ndarray:
+        """A field number for every feature (each context column, the user ids, each user
+        feature column, the user implicit set, and the same for items): the hyperprior
+        groups of a model sampled by MCMC, as in libFM and myFM."""
+        encoders = [self._context, self._users.ids, self._users.side_enc, self._users.implicit,
+                    self._items.ids, self._items.side_enc, self._items.implicit]
+        fields, first = [], 0
+        for enc in encoders:
+            if enc is None:
+                continue
+            fields.append(first + enc.field_of_feature_)
+            first += len(enc.fields_)
+        return np.concatenate(fields).astype(np.int64)
 
     def _add_seen(self, df: pd.DataFrame) -> None:
         u = self._users.index(df[self.user_col])
@@ -364,6 +381,10 @@ class Recommender(BaseEstimator):
     def _output(self, raw: np.ndarray) -> np.ndarray:
         """What ``predict`` reports for raw FM outputs: the (clipped) rating or P(positive)."""
         model = self.model_
+        if is_classifier(model) and model._is_mcmc():
+            # Probit link at the posterior-mean ŷ; predict averages Φ(ŷ) over the samples
+            # instead, so scores differ slightly while ranking almost alike.
+            return ndtr(raw)
         if is_classifier(model):
             return 0.5 * (1.0 + np.tanh(0.5 * raw))
         if getattr(model, "clip_predictions", False):
@@ -399,14 +420,20 @@ class Recommender(BaseEstimator):
         return self.model_.predict(X)
 
     # ---------------------------------------------------------------------- recommend
-    def _parts(self) -> tuple[float, dict]:
-        """w0 and the float64 (w, V) of the context, user and item columns."""
+    def _parts(self) -> list[tuple[float, dict]]:
+        """w0 and the float64 (w, V) of the context, user and item columns: one pair, or one
+        per retained sample of a model fitted by MCMC (whose scores average the samples')."""
         m, g = self.model_, self.feature_groups_
-        w, V = m.w_.astype(np.float64), m.V_.astype(np.float64)
         spans = {"context": g["context"],
                  "user": slice(g["user_id"].start, g["user_implicit"].stop),
                  "item": slice(g["item_id"].start, g["item_implicit"].stop)}
-        return float(m.w0_), {name: (w[s], V[s]) for name, s in spans.items()}
+        samples = (zip(*m._samples(), strict=True) if m._is_mcmc()
+                   else [(m.w0_, m.w_, m.V_)])
+        out = []
+        for w0, w, V in samples:
+            w, V = w.astype(np.float64), V.astype(np.float64)
+            out.append((float(w0), {name: (w[s], V[s]) for name, s in spans.items()}))
+        return out
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True, items=None,
                   context=None, history=None, unknown: str = "error") -> pd.DataFrame:
@@ -459,9 +486,7 @@ class Recommender(BaseEstimator):
             users = users[np.argsort(users, kind="stable")]
         except TypeError:  # ids of mixed types: keep the given order
             pass
-        w0, parts = self._parts()
         candidates = self._candidates(items)
-        t_i, q_i = _scoring.part_terms(self._item_rows(candidates), *parts["item"])
         hist = self._history_frame(history)
         folded = (np.zeros(len(users), bool) if hist is None
                   else pd.Index(users).isin(pd.unique(hist[self.user_col])))
@@ -469,12 +494,14 @@ class Recommender(BaseEstimator):
         if cold.any() and unknown == "error":
             raise ValueError(f"unknown user(s) {shown(users[cold])}: not in the training "
                              "data, user_features or history (use unknown='popular')")
-        t_u, q_u = _scoring.part_terms(self._user_rows(users), *parts["user"])
-        if folded.any():
-            t_u[folded], q_u[folded] = self._fold_in(hist, users[folded], w0, parts)
-        t_c, q_c = self._context_terms(context, users, parts["context"])
-        a = q_u + q_c
-        b = w0 + t_u + t_c + rowdot(q_u, q_c)
+        terms = [self._score_terms(users, candidates, hist, folded, context, w0, parts)
+                 for w0, parts in self._parts()]
+        # The mean of S samples' scores b + t_i + a·q_i is one score of the same form: mean
+        # b and t_i, and a·q_i over the samples' vectors side by side (a divided by S).
+        a, b, q_i, t_i = (np.hstack([t[0] for t in terms]) / len(terms),
+                          np.mean([t[1] for t in terms], axis=0),
+                          np.hstack([t[2] for t in terms]),
+                          np.mean([t[3] for t in terms], axis=0))
         exclude = self._exclusions(users, candidates, hist) if exclude_seen else None
         top, raw = _scoring.top_n(a, b, q_i, t_i, n, exclude)
         if cold.any():
@@ -487,6 +514,16 @@ class Recommender(BaseEstimator):
             top[rows] = best
             raw[rows] = b[rows, None] + t_i[best] + a[rows] @ q_i[best].T
         return _ranked("user", users, "item", candidates, top, self._output(raw))
+
+    def _score_terms(self, users, candidates, hist, folded, context, w0, parts):
+        """(a, b, q_i, t_i) of one parameter set: the score of user u and item i is
+        b[u] + t_i[i] + a[u]·q_i[i]."""
+        t_i, q_i = _scoring.part_terms(self._item_rows(candidates), *parts["item"])
+        t_u, q_u = _scoring.part_terms(self._user_rows(users), *parts["user"])
+        if folded.any():
+            t_u[folded], q_u[folded] = self._fold_in(hist, users[folded], w0, parts)
+        t_c, q_c = self._context_terms(context, users, parts["context"])
+        return q_u + q_c, w0 + t_u + t_c + rowdot(q_u, q_c), q_i, t_i
 
     def _candidates(self, items) -> np.ndarray:
         if items is None:
@@ -574,6 +611,10 @@ class Recommender(BaseEstimator):
             counts = np.bincount(group, minlength=len(users))
             lists = np.split(hist[self.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
             return _scoring.part_terms(self._users.rows(users, lists), *parts["user"])
+        if self.model_._is_mcmc():
+            raise ValueError("history= folds new users in by a ridge solve of the model's "
+                             "penalties, which a model fitted by MCMC does not have; use "
+                             "implicit='users' (their history is then their row) or refit")
         t_s, q_s = _scoring.part_terms(self._users.rows(users), *parts["user"])
         items = hist[self.item_col].to_numpy()
         cols = [c for c in self._context_cols() if c in hist.columns]
@@ -653,8 +694,10 @@ class Recommender(BaseEstimator):
         at = pd.Index(keys).get_indexer(query)
         if (at < 0).any():
             raise ValueError(f"unknown {what}(s) {shown(query[at < 0])}")
-        _, parts = self._parts()
-        q = _scoring.part_terms(rows, *parts[part])[1]
+        # A model fitted by MCMC: every sample's q side by side, so that the cosine weighs
+        # all samples (each chain state is one rotation of the embedding).
+        q = np.hstack([_scoring.part_terms(rows, *parts[part])[1]
+                       for _, parts in self._parts()])
         top, score = _scoring.cosine_top_n(q, at, n)
         return _ranked(what, query, f"similar_{what}", keys, top, score)
 

@@ -589,7 +589,8 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                       const floating[::1] data, floating[:, ::1] V, Py_ssize_t f,
                       const floating[::1] reg, double[::1] qB, double[::1] G, double[::1] GQ,
                       const double[::1] C, const double[::1] A, const double[::1] A2,
-                      const double[::1] mu=None, const double[::1] z=None, double alpha=1.0):
+                      const double[::1] mu=None, const double[::1] z=None, double alpha=1.0,
+                      double[::1] sq_change=None):
     """Update the block's factors v_jf (one f) in column order.
 
     Per entity u, with t_r = q_rf minus the block's own share of it (the rest of row r):
@@ -599,10 +600,13 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
     sum s g h = x (GQ + a G) and sum s c h^2 = x^2 (A2 + 2 a A + a^2 C). qB, G and GQ are
     kept current; C, A, A2 do not move within the pass.
     Gibbs sampling: as in ``block_linear_pass`` (``mu``, ``z``, ``alpha`` for factor f).
+    ``sq_change`` (optional, per entity): gets sum_j x_uj^2 (v_jf new^2 - v_jf old^2) added,
+    the change of the block's own squared term.
     """
     cdef Py_ssize_t d = indptr.shape[0] - 1, j, p, u
-    cdef double num, den, delta, x, a, v
+    cdef double num, den, delta, x, a, v, dsq
     cdef bint gibbs = z is not None and z.shape[0] > 0
+    cdef bint track = sq_change is not None and sq_change.shape[0] > 0
     if gibbs and (z.shape[0] != d or mu is None or mu.shape[0] != d):
         raise ValueError("mu and z must hold one value per column")
     with nogil:
@@ -635,6 +639,7 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                     delta = delta + z[j] / sqrt(den)
                 V[j, f] = <floating> (v + delta)
                 delta = <double> V[j, f] - v    # the step actually stored
+                dsq = <double> V[j, f] * <double> V[j, f] - v * v
                 for p in range(indptr[j], indptr[j + 1]):
                     u = indices[p]
                     x = data[p]
@@ -642,6 +647,8 @@ def block_factor_pass(const index_t[::1] indptr, const index_t[::1] indices,
                     G[u] += delta * x * (A[u] + a * C[u])
                     GQ[u] += delta * x * (A2[u] + a * A[u])
                     qB[u] += delta * x
+                    if track:
+                        sq_change[u] += x * x * dsq
 
 
 def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const floating[::1] y,
@@ -652,11 +659,27 @@ def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const flo
     s*c*t^2) to its entity u = index[i]: the sums block_factor_pass and block_linear_pass
     read. r is the ALS cache (see the module comment). With f < 0 only G and C are filled.
     """
-    cdef Py_ssize_t n = index.shape[0], i, u
-    cdef double g, c, t, s, out
+    cdef Py_ssize_t n = index.shape[0], i, u, cur = -1
+    cdef double g, c, t, s, out, qb = 0
+    # Sums of the current run of rows of one entity, kept in registers: rows usually come
+    # grouped by user, and adding into G[u] row after row would chain every add through
+    # memory.
+    cdef double sg = 0, sc = 0, sgq = 0, sa = 0, sa2 = 0
     with nogil:
         for i in range(n):
             u = index[i]
+            if u != cur:
+                if cur >= 0:
+                    G[cur] += sg
+                    C[cur] += sc
+                    if f >= 0:
+                        GQ[cur] += sgq
+                        A[cur] += sa
+                        A2[cur] += sa2
+                cur = u
+                sg = sc = sgq = sa = sa2 = 0
+                if f >= 0:
+                    qb = qB[u]
             s = sample_weight[i]
             if loss == SQUARE:
                 g = s * r[i]
@@ -665,13 +688,20 @@ def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const flo
                 out = r[i]
                 g = s * loss_gradient(loss, out, y[i])
                 c = s * loss_curvature(loss, out)
-            G[u] += g
-            C[u] += c
+            sg += g
+            sc += c
             if f >= 0:
-                t = q[i, f] - qB[u]
-                GQ[u] += g * t
-                A[u] += c * t
-                A2[u] += c * t * t
+                t = q[i, f] - qb
+                sgq += g * t
+                sa += c * t
+                sa2 += c * t * t
+        if cur >= 0:
+            G[cur] += sg
+            C[cur] += sc
+            if f >= 0:
+                GQ[cur] += sgq
+                A[cur] += sa
+                A2[cur] += sa2
 
 
 def block_push(const int64_t[::1] index, floating[::1] r, floating[:, ::1] q, Py_ssize_t f,
