@@ -16,13 +16,20 @@ SearchSpace = Mapping[str, BaseDistribution] | Callable[[optuna.Trial], dict]
 
 
 def default_space(solver: str, implicit: bool = False) -> dict[str, BaseDistribution]:
-    """The default distributions for ``solver`` ("als" or "sgd"), and for a Recommender with
-    implicit features (``implicit=True``) their weight.
+    """The default distributions for ``solver`` ("als", "sgd" or "mcmc"), and for a
+    Recommender with implicit features (``implicit=True``) their weight.
 
     Penalties, the init scale and the implicit weight span orders of magnitude, so they are
     drawn log-uniformly; ALS has no learning rate.
     """
-    space: dict[str, BaseDistribution] = {
+    if solver == "mcmc":
+        # The sampler draws its own penalties (the hyperpriors): only the rank is left.
+        space: dict[str, BaseDistribution] = {
+            "n_factors": CategoricalDistribution([4, 8, 16, 32])}
+        if implicit:
+            space["implicit_weight"] = FloatDistribution(0.25, 8.0, log=True)
+        return space
+    space = {
         "n_factors": CategoricalDistribution([4, 8, 16, 32]),
         "reg_linear": FloatDistribution(1e-2, 10.0, log=True),
         "reg_factors": FloatDistribution(1e-2, 10.0, log=True),

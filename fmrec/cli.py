@@ -412,8 +412,9 @@ def _add_tune_command(sub, common: argparse.ArgumentParser, fmt: dict) -> None:
     model = p.add_argument_group("model (the searched parameters are not options)")
     model.add_argument("--task", choices=("auto", "regression", "classification"),
                        default="auto", help="as train (default: auto)")
-    model.add_argument("--solver", choices=("als", "sgd"), default="als",
-                       help="SGD also tunes the learning rate (default: als)")
+    model.add_argument("--solver", choices=("als", "sgd", "mcmc"), default="als",
+                       help="SGD also tunes the learning rate, MCMC only the rank "
+                       "(default: als)")
     model.add_argument("--epochs", type=_positive_int, metavar="N",
                        help="most epochs of a trial; early stopping picks fewer (50)")
     model.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -469,8 +470,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--task", choices=("auto", "regression", "classification"),
                        default="auto", help="auto: classification when the target has "
                        "exactly two distinct values (default: auto)")
-    group.add_argument("--solver", choices=("als", "sgd"), default="als",
-                       help="coordinate descent (no learning rate) or SGD (default: als)")
+    group.add_argument("--solver", choices=("als", "sgd", "mcmc"), default="als",
+                       help="coordinate descent (no learning rate), SGD, or Bayesian FM by "
+                       "Gibbs sampling (no penalties to set; --epochs sweeps, 10 of burn-in; "
+                       "default: als)")
     group.add_argument("--factors", type=_positive_int, metavar="K",
                        help="rank of the interactions (8)")
     group.add_argument("--epochs", type=_positive_int, metavar="N", help="sweeps or passes (50)")

@@ -108,7 +108,8 @@ def embeddings(model, feature_names: Sequence[str] | None = None) -> Embeddings:
     """The factor vectors (float64) of ``model`` with their names and groups.
 
     ``model`` is a fitted ``FMRegressor`` / ``FMClassifier`` (names from ``feature_names``:
-    a sequence, or a fitted ``FeatureEncoder``) or a fitted ``Recommender``.
+    a sequence, or a fitted ``FeatureEncoder``) or a fitted ``Recommender``. For a model
+    fitted by MCMC a feature's vector is its vectors of all retained samples, concatenated.
     """
     groups: dict = {}
     # A fitted FeatureEncoder stands for its names.
@@ -121,6 +122,12 @@ def embeddings(model, feature_names: Sequence[str] | None = None) -> Embeddings:
     else:
         check_is_fitted(model, "V_")
         V, names = model.V_, feature_names
+    estimator = model.model_ if isinstance(model, Recommender) else model
+    if estimator._is_mcmc():
+        # Every retained sample's vectors side by side: cosines then weigh all samples, as
+        # the Recommender's similar_items does.
+        samples = estimator._samples()[2]
+        V = np.concatenate(list(samples), axis=1)
     V = np.asarray(V, dtype=np.float64)
     if names is not None:
         names = np.asarray(names, dtype=str)

@@ -126,7 +126,8 @@ def tune(
         ``name -> optuna distribution`` (or a list of choices), or ``space(trial) -> dict``
         of parameters. Default: n_factors in {4, 8, 16, 32}; reg_linear, reg_factors
         log-uniform in [1e-2, 10]; init_std log-uniform in [1e-3, 0.3]; with SGD also
-        learning_rate log-uniform in [1e-3, 0.3]; for a Recommender with implicit features
+        learning_rate log-uniform in [1e-3, 0.3]; with MCMC only n_factors (the sampler
+        draws its own penalties); for a Recommender with implicit features
         also implicit_weight log-uniform in [0.25, 8]. For a Recommender the space may hold
         its ``implicit``, ``implicit_weight``, ``negatives`` and ``negative_sampling``: the
         data is then encoded again for each new combination of them.
@@ -147,7 +148,8 @@ def tune(
     refit : bool, default=True
         Refit the best configuration on all the data (train and validation).
     early_stopping_rounds : int or None, default=5
-        A trial stops after this many epochs without a better validation score.
+        A trial stops after this many epochs without a better validation score (not with
+        ``solver="mcmc"``, whose trials and refit run every sweep).
     callbacks : sequence of callables, optional
         Optuna study callbacks ``cb(study, frozen_trial)``, called after every trial.
 
@@ -188,6 +190,10 @@ def tune(
     _tune_space.check_space(space, allowed)
 
     parallel, model_threads = _threads(n_jobs)
+    # A Gibbs chain's posterior mean improves with every sample: no early stopping, and the
+    # refit runs the template's sweeps (pruning still stops hopeless trials).
+    mcmc = template.solver == "mcmc"
+    patience = None if mcmc else early_stopping_rounds
     metric, greater = task.metric, task.greater_is_better
     study = optuna.create_study(
         storage=storage, study_name=study_name, load_if_exists=True,
@@ -214,7 +220,7 @@ def tune(
             # Only the first fold reports to the pruner: every trial's curve then comes from
             # the same data, and a hopeless trial stops before its other folds run.
             watch = _EpochWatch(trial if number == 0 else None, fold.score, greater,
-                                early_stopping_rounds)
+                                patience)
             try:
                 fold.fit(model, watch)
             except ValueError as exc:
@@ -251,7 +257,8 @@ def tune(
         inner = {k: v for k, v in best_params.items() if k not in task.outer_params}
         # From the caller's own settings: eval_metric was only set for the trials.
         model = clone(task.user_model).set_params(**inner)
-        model.set_params(n_epochs=int(best.user_attrs.get("n_epochs", model.n_epochs)))
+        if not mcmc:
+            model.set_params(n_epochs=int(best.user_attrs.get("n_epochs", model.n_epochs)))
         if model.random_state is None:
             model.set_params(random_state=random_state)
         best_model = task.refit(model, outer)

@@ -118,6 +118,18 @@ def test_implicit_sides_and_weight(files, tmp_path):
     assert groups["item_implicit"].stop > groups["item_implicit"].start
 
 
+def test_mcmc_solver_from_the_command_line(files, tmp_path):
+    path = tmp_path / "bayes.npz"
+    assert main(["train", str(files["train"]), "--out", str(path), "--solver", "mcmc",
+                 "--user-features", str(files["users"]), "--epochs", "20", "-q"]) == 0
+    rec = fmrec.load_model(path)
+    assert rec.model_.solver == "mcmc" and len(rec.model_.samples_V_) == 10
+    assert len(np.unique(rec.model_.groups)) >= 3  # one hyperprior group per field
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(path), str(files["test"]), "--out", str(out), "-q"]) == 0
+    assert np.isfinite(pd.read_csv(out)["prediction"]).all()
+
+
 def test_implicit_feedback_recommend_to_stdout(files, tmp_path):
     model = tmp_path / "implicit.npz"
     result = fmrec_cmd("train", files["train"], "--out", model, "--no-target", "--epochs", "3",

@@ -235,3 +235,15 @@ def test_feature_encoder_supplies_names():
     model = FMRegressor(n_factors=2, n_epochs=3, random_state=0).fit(X, y)
     out = most_similar(model, "genre=a", field="size", feature_names=enc)
     assert sorted(out["feature"]) == ["size=x", "size=y", "size=z"]
+
+
+def test_mcmc_embeddings_concatenate_the_samples():
+    from fmrec.inspect import embeddings
+
+    X = sp.random(300, 12, density=0.3, format="csr", random_state=0)
+    y = np.asarray(X.sum(axis=1)).ravel()
+    model = FMRegressor(n_factors=3, solver="mcmc", n_epochs=10, n_burn_in=6,
+                        random_state=0).fit(X, y)
+    V = embeddings(model).V
+    assert V.shape == (12, 3 * 4)
+    np.testing.assert_allclose(V[:, 3:6], model.samples_V_[1])

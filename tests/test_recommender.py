@@ -488,7 +488,7 @@ def test_similar_items_and_users(data):
     assert list(out.columns) == ["item", "similar_item", "score", "rank"]
     assert "i3" not in set(out["similar_item"]) and len(out) == 4
     keys = rec.items_
-    _, parts = rec._parts()
+    [(_, parts)] = rec._parts()
     q = _scoring.part_terms(rec._items.rows(keys), *parts["item"])[1]
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     cos = q @ q[list(keys).index("i3")]
@@ -671,3 +671,85 @@ def test_movielens_recommend_all_users_is_fast(movielens):
           f"{elapsed:.3f} s")
     assert len(out) == 10 * len(users)
     assert elapsed < 2.0
+
+
+# -------------------------------------------------------------------------------- MCMC
+def mcmc(cls=FMRegressor, **kw):
+    return cls(**{"n_factors": 4, "solver": "mcmc", "n_epochs": 12, "n_burn_in": 4,
+                  "random_state": 0, **kw})
+
+
+@pytest.mark.parametrize("name", ["plain", "everything", "both_implicit"])
+def test_mcmc_recommend_averages_the_samples_like_predict(data, name):
+    rec, _ = build(data, name, model=mcmc())
+    assert len(rec.model_.samples_V_) == 8
+    ctx = context_of(name)
+    users = np.arange(N_USERS)
+    out = rec.recommend(users, n=N_ITEMS, exclude_seen=False, context=ctx)
+    np.testing.assert_allclose(out["score"], rec.predict(pairs_of(out, ctx)), rtol=0, atol=1e-5)
+    # Not the last sample's scores: those differ.
+    last = rec.model_.V_
+    assert not np.allclose(rec.model_.samples_V_.mean(axis=0), last)
+
+
+def test_mcmc_groups_are_the_encoder_fields(data):
+    rec, _ = build(data, "everything", model=mcmc())
+    groups = rec.model_.groups
+    assert len(groups) == len(rec.feature_names_)
+    # context hour, device; user id, group, age; user implicit; item id, genres.
+    assert len(np.unique(groups)) == 8
+    names = rec.feature_names_
+    for prefix in ("context:device=", "user:group=", "item:genres=", "user:implicit_item_id="):
+        at = [i for i, n in enumerate(names) if n.startswith(prefix)]
+        assert len(at) > 1 and len(set(groups[at])) == 1, prefix
+    assert groups[list(names).index("user:user_id=0")] != groups[
+        list(names).index("item:item_id=i0")]
+    # A user-given grouping is kept.
+    own = np.zeros(len(names), dtype=int)
+    rec2, _ = build(data, "everything", model=mcmc(groups=own))
+    assert (rec2.model_.groups == own).all()
+
+
+def test_mcmc_fold_in_needs_implicit_user_features(data):
+    hist = pd.DataFrame({"user_id": [-5, -5], "item_id": ["i1", "i2"], "rating": [5.0, 1.0]})
+    rec, _ = build(data, "side", model=mcmc())
+    with pytest.raises(ValueError, match="MCMC"):
+        rec.recommend([-5], history=hist)
+    rec, _ = build(data, "implicit", model=mcmc())
+    out = rec.recommend([-5], history=hist, n=3)
+    assert len(out) == 3 and not set(out["item"]) & {"i1", "i2"}
+
+
+def test_mcmc_classifier_scores_are_probit_of_the_mean(data):
+    rec, df = build(data, "labels", model=mcmc(FMClassifier))
+    out = rec.recommend(np.arange(N_USERS), n=N_ITEMS, exclude_seen=False)
+    X = rec._design(out["user"].to_numpy(), out["item"].to_numpy(), None)
+    from scipy.special import ndtr
+
+    mean_raw = np.mean([rec.model_.samples_w0_[s] + _raw_of_sample(rec.model_, X, s)
+                        for s in range(len(rec.model_.samples_w0_))], axis=0)
+    np.testing.assert_allclose(out["score"], ndtr(mean_raw), atol=1e-5)
+    # predict averages Φ over the samples instead: close, and ranked almost alike.
+    p = rec.predict(pairs_of(out))
+    assert np.corrcoef(p, out["score"])[0, 1] > 0.99
+
+
+def _raw_of_sample(model, X, s):
+    """ŷ − w0 of sample s, from the materialized rows (shares no code with _scoring)."""
+    Xc = X.to_csr().astype(np.float64)
+    w, V = model.samples_w_[s].astype(np.float64), model.samples_V_[s].astype(np.float64)
+    q = Xc @ V
+    return Xc @ w + 0.5 * (q * q - Xc.multiply(Xc) @ (V * V)).sum(axis=1)
+
+
+def test_mcmc_recommender_save_load_and_similar(data, tmp_path):
+    rec, df = build(data, "everything", model=mcmc())
+    rec.save(tmp_path / "rec.npz")
+    loaded = load_model(tmp_path / "rec.npz")
+    np.testing.assert_array_equal(loaded.predict(df), rec.predict(df))
+    ctx = context_of("everything")
+    pd.testing.assert_frame_equal(loaded.recommend(np.arange(5), n=4, context=ctx),
+                                  rec.recommend(np.arange(5), n=4, context=ctx))
+    similar = rec.similar_items("i0", n=5)
+    assert len(similar) == 5 and "i0" not in set(similar["similar_item"])
+    pd.testing.assert_frame_equal(loaded.similar_items("i0", n=5), similar)

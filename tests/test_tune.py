@@ -456,3 +456,15 @@ def test_cli_tune_libsvm(regression, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[0].split()[:2] == ["trial", "mae"]
     model = load_model(out)
     assert isinstance(model, FMRegressor) and model.eval_metric is None
+
+
+def test_mcmc_tunes_the_rank_only_and_refits_every_sweep(regression):
+    X, y = regression
+    template = FMRegressor(solver="mcmc", n_epochs=12, n_burn_in=4)
+    result = tune(template, (X, y), n_trials=3, random_state=0,
+                  pruner=optuna.pruners.NopPruner())
+    assert list(result.best_params) == ["n_factors"]
+    # No early stopping inside a trial: every trial ran all its sweeps.
+    assert all(t.user_attrs["epochs_run"] == 12 for t in result.study.trials)
+    assert result.best_model.n_epochs == 12
+    assert len(result.best_model.samples_V_) == 8
