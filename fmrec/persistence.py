@@ -13,7 +13,10 @@ import zipfile
 import numpy as np
 
 FORMAT = "fmrec-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this fmrec reads and writes
+# Version 2 adds MCMC samples. Files without them still say 1, so older fmrec reads them;
+# an older fmrec refuses a file with samples instead of predicting from the last one.
+_PLAIN_VERSION = 1
 
 _FITTED_ARRAYS = ("w_", "V_")
 _OPTIONAL_ARRAYS = ("classes_", "feature_names_in_")
@@ -43,7 +46,7 @@ def save_recommender(recommender, path) -> None:
     arrays.update({f"model.{key}": value for key, value in model_arrays.items()})
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": model_meta["format_version"],
         "fmrec_version": __version__,
         "class": "Recommender",
         "params": params,
@@ -85,7 +88,7 @@ def _estimator_record(estimator) -> tuple[dict, dict]:
             fitted[name.rstrip("_")] = _jsonable_deep(getattr(estimator, name))
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if "mcmc.samples_w0" in arrays else _PLAIN_VERSION,
         "fmrec_version": __version__,
         "class": type(estimator).__name__,
         "params": {k: _jsonable(val) for k, val in estimator.get_params(deep=False).items()},
