@@ -273,14 +273,14 @@ def bpr_triple_step(u, i, j, w, V, *, learning_rate, adagrad, reg_linear, reg_fa
     return w, V, (aw, aV), loss
 
 
-def bpr_epoch(U, I, users, items, negatives, order, w, V, *, learning_rate, adagrad,
+def bpr_epoch(U, I, users, items, negatives, order, w, V, *, learning_rate, adagrad,  # noqa: E741
               reg_linear, reg_factors, acc=None):
     """``bpr_triple_step`` over the triples (users[t], items[t], negatives[t]), t in ``order``.
 
     Returns (w, V, acc, sum of -ln σ(d) before each step).
     """
     U = np.asarray(sp.csr_matrix(U).toarray(), dtype=np.float64)
-    I = np.asarray(sp.csr_matrix(I).toarray(), dtype=np.float64)
+    I = np.asarray(sp.csr_matrix(I).toarray(), dtype=np.float64)  # noqa: E741
     loss_sum = 0.0
     for t in order:
         w, V, acc, loss = bpr_triple_step(
