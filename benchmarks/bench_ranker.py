@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a smaller grid")
     ap.add_argument("--implicit-path", default="/tmp/implicit_pkg")
     ap.add_argument("--max-epochs", type=int, default=100)
+    ap.add_argument("--no-fm", action="store_true", help="only the baselines")
     args = ap.parse_args()
 
     n_users, n_items, train, val, train_full, test = load()
@@ -113,7 +114,7 @@ def main():
     }
     if args.quick:
         grid = {"n_factors": [32], "learning_rate": [0.05, 0.1], "reg": [0.001, 0.01]}
-    variants = {
+    variants = {} if args.no_fm else {
         "BPR uniform, n_candidates=1": dict(negative_sampling="uniform", n_candidates=1),
         "BPR popularity, n_candidates=1": dict(negative_sampling="popularity", n_candidates=1),
         "BPR uniform, n_candidates=5": dict(negative_sampling="uniform", n_candidates=5),
@@ -186,11 +187,12 @@ def implicit_results(path, results, n_users, n_items, train, val, train_full, te
 
     specs = {
         "implicit BPR": (BayesianPersonalizedRanking,
-                         dict(factors=[32, 64], learning_rate=[0.01, 0.05, 0.1],
-                              regularization=[0.001, 0.01], iterations=[50, 100, 200])),
+                         dict(factors=[32, 64], learning_rate=[0.001, 0.003, 0.01, 0.03],
+                              regularization=[0.001, 0.01],
+                              iterations=[50, 100, 200, 400])),
         "implicit ALS": (AlternatingLeastSquares,
-                         dict(factors=[32, 64], regularization=[0.01, 0.1, 1.0],
-                              alpha=[1.0, 5.0, 20.0], iterations=[15])),
+                         dict(factors=[32, 64], regularization=[1.0, 5.0, 20.0, 50.0, 100.0],
+                              alpha=[1.0, 3.0, 10.0], iterations=[15])),
     }
     for name, (cls, space) in specs.items():
         best = None
