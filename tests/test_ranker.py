@@ -363,3 +363,19 @@ def test_failed_fit_leaves_the_fitted_model_intact(synthetic):
         elif key != "history_":
             assert model.__dict__[key] == val, key
     assert model.history_ == history
+
+
+def test_docstring_example_and_sklearn_params():
+    import doctest
+
+    from sklearn.base import clone
+
+    import fmrec.ranker
+
+    result = doctest.testmod(fmrec.ranker, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+    model = FMRanker(8, n_candidates=3, negative_sampling="popularity")
+    assert clone(model).get_params() == model.get_params()
+    assert model.get_params()["n_factors"] == 8
+    with pytest.raises(Exception, match="not fitted"):
+        model.score_matrix(np.eye(2), np.eye(2))
