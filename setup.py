@@ -16,7 +16,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["predict", "sgd", "als", "_openmp"]
+KERNELS = ["predict", "sgd", "als", "bpr", "_openmp"]
 
 _OPENMP_PROBE = r"""
 #include <omp.h>

@@ -254,3 +254,89 @@ def gibbs_sweep(X, y, s, w0, w, V, *, normals, groups, prior, alpha, w0_prec, w0
             for j in range(lo, hi):
                 draw_factor(j, f)
     return w0, w, V
+
+
+# --------------------------------------------------------------------------------------------
+# BPR (Bayesian Personalized Ranking) for fmrec.ranker.FMRanker.
+#
+# A triple (u, i, j) compares the FM outputs of the dense rows z = U[u] + I[i] (positive) and
+# z' = U[u] + I[j] (negative). Its loss is
+#
+#     ℓ = -ln σ(ŷ(z) - ŷ(z')) + ½ reg_linear Σ_{c ∈ I[i] ∪ I[j]} w_c²
+#                              + ½ reg_factors Σ_{c ∈ U[u] ∪ I[i] ∪ I[j]} |v_c|²
+#
+# (c ∈ R: column c is non-zero in row R). w0 cancels in the difference and is not trained.
+# --------------------------------------------------------------------------------------------
+
+def _bpr_masks(u, i, j):
+    touched_w = (i != 0) | (j != 0)
+    return touched_w, touched_w | (u != 0)
+
+
+def bpr_triple_loss(u, i, j, w, V, reg_linear, reg_factors) -> float:
+    """ℓ of one triple for dense rows u, i, j, through ``predict_pairwise`` (the O(d²) sum)."""
+    u, i, j = (np.asarray(r, dtype=np.float64) for r in (u, i, j))
+    w, V = np.asarray(w, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    d = float(predict_pairwise((u + i)[None, :], 0.0, w, V)[0]
+              - predict_pairwise((u + j)[None, :], 0.0, w, V)[0])
+    mw, mv = _bpr_masks(u, i, j)
+    pen = reg_linear * np.sum(w[mw] ** 2) + reg_factors * np.sum(V[mv] ** 2)
+    return float(np.logaddexp(0.0, -d)) + 0.5 * float(pen)
+
+
+def bpr_triple_gradient(u, i, j, w, V, reg_linear, reg_factors):
+    """(-ln σ(d), ∂ℓ/∂w, ∂ℓ/∂V) of one triple: d's gradient is the difference of the two
+    rows' ``output_gradients``; the loss returned excludes the penalties."""
+    u, i, j = (np.asarray(r, dtype=np.float64) for r in (u, i, j))
+    w, V = np.asarray(w, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    zp, zn = u + i, u + j
+    d = float(predict(zp[None, :], 0.0, w, V)[0] - predict(zn[None, :], 0.0, w, V)[0])
+    _, dw_p, dV_p = output_gradients(zp, V)
+    _, dw_n, dV_n = output_gradients(zn, V)
+    g = -0.5 * (1.0 - np.tanh(0.5 * d))  # d(-ln σ(d))/dd = -σ(-d)
+    mw, mv = _bpr_masks(u, i, j)
+    gw = g * (dw_p - dw_n) + reg_linear * np.where(mw, w, 0.0)
+    gV = g * (dV_p - dV_n) + reg_factors * np.where(mv[:, None], V, 0.0)
+    return float(np.logaddexp(0.0, -d)), gw, gV
+
+
+def bpr_triple_step(u, i, j, w, V, *, learning_rate, adagrad, reg_linear, reg_factors,
+                    acc=None, eps=1e-8):
+    """One SGD (or AdaGrad) step of one triple on copies of w, V (and of acc = (acc_w, acc_V)).
+
+    Only the penalized ("touched") parameters move; AdaGrad adds g² to their accumulators and
+    steps θ -= lr g / sqrt(acc + eps). Returns (w, V, acc, -ln σ(d) before the step).
+    """
+    u, i, j = (np.asarray(r, dtype=np.float64) for r in (u, i, j))
+    w, V = w.astype(np.float64).copy(), V.astype(np.float64).copy()
+    if acc is None:
+        acc = (np.zeros_like(w), np.zeros_like(V))
+    aw, aV = acc[0].astype(np.float64).copy(), acc[1].astype(np.float64).copy()
+    loss, gw, gV = bpr_triple_gradient(u, i, j, w, V, reg_linear, reg_factors)
+    mw, mv = _bpr_masks(u, i, j)
+    if adagrad:
+        aw[mw] += gw[mw] ** 2
+        aV[mv] += gV[mv] ** 2
+        w[mw] -= learning_rate * gw[mw] / np.sqrt(aw[mw] + eps)
+        V[mv] -= learning_rate * gV[mv] / np.sqrt(aV[mv] + eps)
+    else:
+        w[mw] -= learning_rate * gw[mw]
+        V[mv] -= learning_rate * gV[mv]
+    return w, V, (aw, aV), loss
+
+
+def bpr_epoch(U, I, users, items, negatives, order, w, V, *, learning_rate, adagrad,  # noqa: E741
+              reg_linear, reg_factors, acc=None):
+    """``bpr_triple_step`` over the triples (users[t], items[t], negatives[t]), t in ``order``.
+
+    Returns (w, V, acc, sum of -ln σ(d) before each step).
+    """
+    U = np.asarray(sp.csr_matrix(U).toarray(), dtype=np.float64)
+    I = np.asarray(sp.csr_matrix(I).toarray(), dtype=np.float64)  # noqa: E741
+    loss_sum = 0.0
+    for t in order:
+        w, V, acc, loss = bpr_triple_step(
+            U[users[t]], I[items[t]], I[negatives[t]], w, V, learning_rate=learning_rate,
+            adagrad=adagrad, reg_linear=reg_linear, reg_factors=reg_factors, acc=acc)
+        loss_sum += loss
+    return w, V, acc, loss_sum

@@ -1,0 +1,427 @@
+"""FMRanker: a Factorization Machine trained for top-N ranking by BPR (implicit feedback)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from fmrec import _validation as v
+from fmrec._kernels import bpr as _bpr
+from fmrec._kernels import predict as _predict
+from fmrec._scoring import part_terms
+
+logger = logging.getLogger("fmrec")
+
+Callback = Callable[["FMRanker", int, dict], bool | None]
+
+# A positive whose user rejects this many sampled items in a row is skipped for the epoch
+# (users who have seen nearly every item).
+MAX_DRAWS = 100
+# Popularity sampling draws item i with probability ∝ (n_i + 1) ** POPULARITY_POWER, n_i its
+# number of training positives (word2vec's 3/4; the +1 keeps items without positives in play).
+POPULARITY_POWER = 0.75
+
+
+class FMRanker(BaseEstimator):
+    """Factorization Machine for implicit feedback, trained by Bayesian Personalized Ranking.
+
+    Users and items are sparse rows over one feature space: user u is ``U[u]`` (a one-hot id,
+    demographics, implicit sets...) and item i is ``I[i]``. The score of (u, i) is the FM
+    output ŷ of the row ``U[u] + I[i]`` (sum-of-squares identity; the columns of users and
+    items may overlap). Training runs SGD over triples (u, i, j), i a positive of u and j a
+    sampled item u has not interacted with, and each step descends
+
+        ℓ(u, i, j) = -ln σ(ŷ(U[u] + I[i]) - ŷ(U[u] + I[j]))
+                     + ½ reg_linear Σ_{c ∈ I[i] ∪ I[j]} w_c²
+                     + ½ reg_factors Σ_{c ∈ U[u] ∪ I[i] ∪ I[j]} |v_c|²
+
+    (c ∈ R: column c is non-zero in row R); that is, the objective minimized is
+    Σ_(u,i) E_j ℓ(u, i, j): the negative BPR log-likelihood plus L2 penalties applied once per
+    occurrence of a parameter in a triple. The terms of the user's columns alone cancel in
+    the difference, so a step costs O(k (nnz(U[u]) + nnz(I[i]) + nnz(I[j]))). The intercept
+    cancels too: ``w0_`` is 0, and the linear weights of columns found only in user rows stay
+    0 (they do not affect any ranking of items for a user).
+
+    Parameters
+    ----------
+    n_factors : int, default=32
+        Rank k of the pairwise interactions.
+    n_epochs : int, default=30
+        Passes over the (shuffled) positives, one sampled negative each.
+    learning_rate : float, default=0.05
+        Step size (the AdaGrad base rate with ``lr_schedule="adagrad"``).
+    lr_schedule : {"adagrad", "constant"}, default="adagrad"
+        AdaGrad (per-parameter accumulated squared gradients) or plain SGD.
+    reg_linear, reg_factors : float, default=0.01
+        L2 penalties of w and V, applied to the parameters each step touches (see above).
+    init_std : float, default=0.01
+        Standard deviation of the normal initialization of ``V_`` (columns that no user or
+        item row uses start at 0).
+    negative_sampling : {"uniform", "popularity"}, default="uniform"
+        Uniform over the items, or item i with probability ∝ (n_i + 1)^0.75, n_i its number
+        of training positives. Either way items in the user's ``seen`` row are rejected and
+        redrawn; after 100 rejections in a row the positive is skipped for that epoch.
+    n_candidates : int, default=1
+        With more than 1, a hard-negative scheme: draw that many negatives, score them with
+        the current parameters and train on the highest scoring one.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the parameters and of the data copies.
+    random_state : int, RandomState or None
+        Seeds the initialization, the order of the positives and the per-thread samplers.
+        With ``n_jobs=1`` training is bit-for-bit reproducible; Hogwild on several threads
+        is not.
+    n_jobs : int or None, default=1
+        Threads (-1: every core). Several threads update the shared parameters without locks.
+    verbose : int, default=0
+        Log each epoch's figures to the ``fmrec`` logger.
+
+    Attributes
+    ----------
+    w0_ : float
+        Always 0.0: BPR does not identify it.
+    w_ : ndarray of shape (n_features,)
+    V_ : ndarray of shape (n_features, n_factors)
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_bpr_loss`` (mean -ln σ(d) of the epoch's triples, each
+        measured before its step), ``seconds``, ``n_skipped`` (positives without a negative),
+        plus whatever the callbacks put in ``logs``.
+    n_features_in_ : int
+    n_epochs_ : int
+        Epochs actually run.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from fmrec.ranker import FMRanker
+    >>> n_users, n_items = 30, 20
+    >>> U = sp.hstack([sp.eye(n_users), sp.csr_matrix((n_users, n_items))]).tocsr()
+    >>> I = sp.hstack([sp.csr_matrix((n_items, n_users)), sp.eye(n_items)]).tocsr()
+    >>> rng = np.random.default_rng(0)
+    >>> users, items = rng.integers(0, n_users, 100), rng.integers(0, n_items, 100)
+    >>> model = FMRanker(n_factors=4, n_epochs=3, random_state=0).fit(U, I, users, items)
+    >>> model.score_matrix(U[:2], I).shape
+    (2, 20)
+    """
+
+    def __init__(
+        self,
+        n_factors: int = 32,
+        *,
+        n_epochs: int = 30,
+        learning_rate: float = 0.05,
+        lr_schedule: str = "adagrad",
+        reg_linear: float = 0.01,
+        reg_factors: float = 0.01,
+        init_std: float = 0.01,
+        negative_sampling: str = "uniform",
+        n_candidates: int = 1,
+        dtype: str = "float32",
+        random_state=None,
+        n_jobs: int | None = 1,
+        verbose: int = 0,
+    ):
+        self.n_factors = n_factors
+        self.n_epochs = n_epochs
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.reg_linear = reg_linear
+        self.reg_factors = reg_factors
+        self.init_std = init_std
+        self.negative_sampling = negative_sampling
+        self.n_candidates = n_candidates
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def _check_hyperparameters(self) -> None:
+        v.check_interval("n_factors", self.n_factors, low=1, integer=True)
+        v.check_interval("n_epochs", self.n_epochs, low=1, integer=True)
+        v.check_interval("learning_rate", self.learning_rate, low=0, low_open=True)
+        v.check_choice("lr_schedule", self.lr_schedule, {"adagrad", "constant"})
+        v.check_interval("reg_linear", self.reg_linear, low=0)
+        v.check_interval("reg_factors", self.reg_factors, low=0)
+        v.check_interval("init_std", self.init_std, low=0)
+        v.check_choice("negative_sampling", self.negative_sampling, {"uniform", "popularity"})
+        v.check_interval("n_candidates", self.n_candidates, low=1, integer=True)
+        v.check_interval("verbose", self.verbose, low=0, integer=True)
+        v.resolve_dtype(self.dtype)
+        v.resolve_n_jobs(self.n_jobs)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, U, I, users, items, seen=None,  # noqa: E741
+            callbacks: Sequence[Callback] | None = None):
+        """Learn w_ and V_ from the positive pairs ``(users[t], items[t])``.
+
+        Parameters
+        ----------
+        U : {sparse matrix, array-like} of shape (n_users, n_features)
+            One row per user.
+        I : {sparse matrix, array-like} of shape (n_items, n_features)
+            One row per item, over the same columns as ``U``.
+        users, items : integer array-likes of shape (n_positives,)
+            The positives, as row positions in ``U`` and ``I``.
+        seen : {sparse matrix, array-like} of shape (n_users, n_items), optional
+            Non-zeros are items never to sample as a user's negatives (for instance every
+            known interaction, validation included). The positives are always added to it.
+        callbacks : sequence of callables, optional
+            Each is called after every epoch as ``callback(estimator, epoch, logs)``, with
+            ``w_`` and ``V_`` holding that epoch's parameters and ``logs`` the epoch's
+            ``history_`` entry (a callback may add keys to it, e.g. a validation metric);
+            returning True stops training.
+
+        Returns
+        -------
+        self
+        """
+        backup = dict(self.__dict__)
+        try:
+            self._fit_unsafe(U, I, users, items, seen, callbacks or ())
+        except BaseException:
+            # A failed fit leaves a previously fitted model exactly as it was.
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            raise
+        return self
+
+    def _fit_unsafe(self, U, I, users, items, seen, callbacks) -> None:  # noqa: E741
+        self._check_hyperparameters()
+        dtype = v.resolve_dtype(self.dtype)
+        U = _check_rows(U, "U", dtype)
+        I = _check_rows(I, "I", dtype)  # noqa: E741
+        if U.shape[1] != I.shape[1]:
+            raise ValueError(f"U and I must have the same number of columns (one feature "
+                             f"space), got {U.shape[1]} and {I.shape[1]}")
+        n_users, n_items = U.shape[0], I.shape[0]
+        users = _check_positions(users, "users", n_users, "U")
+        items = _check_positions(items, "items", n_items, "I")
+        if len(users) != len(items):
+            raise ValueError(f"users and items must have the same length, got {len(users)} "
+                             f"and {len(items)}")
+        if len(users) == 0:
+            raise ValueError("no positives: users and items are empty")
+        seen = _check_seen(seen, users, items, n_users, n_items)
+        U, I, seen = _common_index_dtype(U, I, seen)  # noqa: E741
+        n_threads = v.resolve_n_jobs(self.n_jobs)
+        rng = check_random_state(self.random_state)
+
+        n_features = U.shape[1]
+        V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
+        used = np.zeros(n_features, dtype=bool)
+        used[U[np.unique(users)].indices] = True
+        used[I.indices] = True
+        V[~used] = 0
+        w = np.zeros(n_features, dtype)
+        adagrad = self.lr_schedule == "adagrad"
+        acc_w = np.zeros_like(w) if adagrad else np.zeros(1, dtype)
+        acc_V = np.zeros_like(V) if adagrad else np.zeros((1, 1), dtype)
+        cdf = np.empty(0)
+        if self.negative_sampling == "popularity":
+            cdf = popularity_cdf(items, n_items)
+
+        self.w0_ = 0.0
+        self.n_features_in_ = n_features
+        self.history_ = []
+        self._publish(w, V)
+        last_good = (w.copy(), V.copy())
+        no_negatives = np.empty(0, np.int64)
+        for epoch in range(self.n_epochs):
+            order = rng.permutation(len(users)).astype(np.int64)
+            seeds = np.random.SeedSequence(rng.randint(2**31)).generate_state(
+                max(n_threads, 1), np.uint64)
+            start = time.perf_counter()
+            loss_sum, n_done, n_skipped, n_bad = _bpr.bpr_epoch(
+                U.indptr, U.indices, U.data, I.indptr, I.indices, I.data,
+                seen.indptr, seen.indices, users, items, no_negatives, order, cdf,
+                w, V, acc_w, acc_V, float(self.learning_rate), adagrad,
+                float(self.reg_linear), float(self.reg_factors), int(self.n_candidates),
+                MAX_DRAWS, seeds, n_threads)
+            seconds = time.perf_counter() - start
+            if n_bad or not (np.isfinite(loss_sum) and np.isfinite(w).all()
+                             and np.isfinite(V).all()):
+                w[:], V[:] = last_good
+                hint = (f"training diverged at epoch {epoch} ({n_bad} triples had a "
+                        f"non-finite score difference); try a smaller learning_rate (now "
+                        f"{self.learning_rate}) or more regularization")
+                if epoch == 0:
+                    raise ValueError(hint)
+                warnings.warn(hint + "; keeping the last finite parameters",
+                              ConvergenceWarning, stacklevel=3)
+                break
+            last_good = (w.copy(), V.copy())
+            logs = {
+                "epoch": epoch,
+                "train_bpr_loss": loss_sum / n_done if n_done else float("nan"),
+                "seconds": seconds,
+                "n_skipped": int(n_skipped),
+            }
+            self.history_.append(logs)
+            if self.verbose:
+                _log_epoch(logs)
+            stop = False
+            for callback in callbacks:
+                stop = bool(callback(self, epoch, logs)) or stop
+            if stop:
+                break
+        self.n_epochs_ = len(self.history_)
+
+    def _publish(self, w: np.ndarray, V: np.ndarray) -> None:
+        """Expose the live parameters (the kernel updates these arrays in place)."""
+        self.w_ = w
+        self.V_ = V
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, U_rows, I_rows) -> np.ndarray:
+        """ŷ of the rows ``U_rows[r] + I_rows[r]``: one score per (user, item) pair.
+
+        Parameters
+        ----------
+        U_rows, I_rows : {sparse matrix, array-like} of shape (n_pairs, n_features)
+            The user and item rows of each pair, e.g. ``U[users]`` and ``I[items]``.
+
+        Returns
+        -------
+        ndarray of shape (n_pairs,), float64
+            The FM output (user-only terms included; they do not change a user's ranking).
+        """
+        check_is_fitted(self, "V_")
+        dt = self.V_.dtype
+        Ur, Ir = self._check_fitted_rows(U_rows, "U_rows"), self._check_fitted_rows(I_rows,
+                                                                                       "I_rows")
+        if Ur.shape[0] != Ir.shape[0]:
+            raise ValueError(f"U_rows and I_rows must have as many rows, got {Ur.shape[0]} "
+                             f"and {Ir.shape[0]}")
+        X = v.as_kernel_csr((Ur + Ir).astype(dt))
+        out = np.empty(X.shape[0], dtype=dt)
+        if X.shape[0]:
+            _predict.predict(X.indptr, X.indices, X.data, self.w0_, self.w_, self.V_, out,
+                             v.resolve_n_jobs(self.n_jobs))
+        return out.astype(np.float64)
+
+    def score_matrix(self, U_rows, I_rows) -> np.ndarray:
+        """ŷ of ``U_rows[a] + I_rows[b]`` for every a and b: a dense (n_u, n_i) float64 array.
+
+        Exact when user and item columns overlap: with t and q the within-row linear plus
+        pairwise terms and factor sums, ŷ = t_u + t_i + q_u·q_i - Σ_c u_c i_c |v_c|².
+        """
+        check_is_fitted(self, "V_")
+        Ur, Ir = self._check_fitted_rows(U_rows, "U_rows"), self._check_fitted_rows(I_rows,
+                                                                                       "I_rows")
+        w, V = self.w_.astype(np.float64), self.V_.astype(np.float64)
+        t_u, q_u = part_terms(Ur, w, V)
+        t_i, q_i = part_terms(Ir, w, V)
+        S = q_u @ q_i.T
+        S += np.asarray(t_u).ravel()[:, None] + self.w0_
+        S += np.asarray(t_i).ravel()[None, :]
+        overlap = Ur.multiply((V * V).sum(axis=1)[None, :]).tocsr() @ Ir.T
+        if overlap.nnz:
+            S -= overlap.toarray()
+        return S
+
+    def _check_fitted_rows(self, rows, name: str) -> sp.csr_matrix:
+        rows = _check_rows(rows, name, np.float64, allow_empty=True)
+        if rows.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {rows.shape[1]} columns, but FMRanker was fitted "
+                             f"with {self.n_features_in_}")
+        return rows
+
+
+def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
+    """Cumulative sampling distribution ∝ (n_i + 1)^0.75 over the items (float64)."""
+    p = (np.bincount(items, minlength=n_items) + 1.0) ** POPULARITY_POWER
+    cdf = np.cumsum(p / p.sum())
+    cdf[-1] = 1.0
+    return cdf
+
+
+def _check_rows(M, name: str, dtype, allow_empty: bool = False) -> sp.csr_matrix:
+    """Canonical CSR of finite values without stored zeros."""
+    if M is None:
+        raise TypeError(f"{name} must be a sparse matrix or a 2-D array, got None")
+    if not sp.issparse(M):
+        arr = np.asarray(M)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+        M = arr
+    elif M.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {M.shape}")
+    M = sp.csr_matrix(M, dtype=dtype)
+    if not allow_empty and (M.shape[0] == 0 or M.shape[1] == 0):
+        raise ValueError(f"{name} is empty (shape {M.shape})")
+    bad = ~np.isfinite(M.data)
+    if bad.any():
+        row = int(np.searchsorted(M.indptr, np.flatnonzero(bad)[0], side="right") - 1)
+        raise ValueError(f"{name} contains NaN or infinity (row {row})")
+    M = v.as_kernel_csr(M)
+    if (M.data == 0).any():
+        M = M.copy()
+        M.eliminate_zeros()
+    return M
+
+
+def _check_positions(values, name: str, n_rows: int, matrix: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer row positions, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_rows):
+        bad = int(np.flatnonzero((arr < 0) | (arr >= n_rows))[0])
+        raise ValueError(f"{name}[{bad}] = {arr[bad]} is not a row of {matrix} "
+                         f"(it has {n_rows} rows)")
+    return np.ascontiguousarray(arr)
+
+
+def _check_seen(seen, users, items, n_users: int, n_items: int) -> sp.csr_matrix:
+    pairs = sp.csr_matrix((np.ones(len(users), np.int8), (users, items)),
+                          shape=(n_users, n_items))
+    if seen is not None:
+        if not sp.issparse(seen):
+            seen = np.asarray(seen)
+            if seen.ndim != 2:
+                raise ValueError(f"seen must be 2-D, got shape {seen.shape}")
+        if seen.shape != (n_users, n_items):
+            raise ValueError(f"seen must have shape (n_users, n_items) = ({n_users}, "
+                             f"{n_items}), got {seen.shape}")
+        seen = sp.csr_matrix(seen)
+        seen = sp.csr_matrix((seen != 0).astype(np.int8))
+        pairs = pairs + seen
+    pairs = sp.csr_matrix(pairs)
+    pairs.sum_duplicates()
+    pairs.sort_indices()
+    return pairs
+
+
+def _common_index_dtype(*matrices):
+    """The matrices with indptr/indices all int32, or all int64 if any needs it."""
+    big = any(M.indices.dtype == np.int64 and max(M.nnz, max(M.shape)) > np.iinfo(np.int32).max
+              for M in matrices)
+    dt = np.int64 if big else np.int32
+    out = []
+    for M in matrices:
+        if M.indices.dtype != dt or M.indptr.dtype != dt:
+            M = M.copy()
+            M.indices = M.indices.astype(dt)
+            M.indptr = M.indptr.astype(dt)
+        out.append(M)
+    return out
+
+
+def _log_epoch(logs: dict) -> None:
+    if not logger.hasHandlers():
+        logger.addHandler(logging.StreamHandler())
+        logger.setLevel(logging.INFO)
+    logger.info("epoch %d %s", logs["epoch"],
+                " ".join(f"{k}={val:.6g}" for k, val in logs.items() if k != "epoch"))

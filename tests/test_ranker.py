@@ -1,0 +1,381 @@
+"""FMRanker (BPR): reference gradients, kernel vs reference, sampler, ranking quality, API."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy import stats
+
+from fmrec import _reference as ref
+from fmrec._kernels import bpr as _bpr
+from fmrec.ranker import MAX_DRAWS, FMRanker, popularity_cdf
+
+
+def _csr(M, index_dtype=np.int32, dtype=np.float64):
+    M = sp.csr_matrix(M, dtype=dtype)
+    M.sum_duplicates()
+    M.sort_indices()
+    M.eliminate_zeros()
+    M.indices = M.indices.astype(index_dtype)
+    M.indptr = M.indptr.astype(index_dtype)
+    return M
+
+
+def _random_rows(n_rows, n_cols, density, seed, empty_rows=()):
+    rng = np.random.default_rng(seed)
+    M = sp.random(n_rows, n_cols, density=density, format="lil", random_state=seed,
+                  data_rvs=rng.standard_normal)
+    for r in empty_rows:
+        M.rows[r], M.data[r] = [], []
+    return sp.csr_matrix(M)
+
+
+def _one_hot(n_users, n_items):
+    U = sp.hstack([sp.eye(n_users), sp.csr_matrix((n_users, n_items))]).tocsr()
+    I = sp.hstack([sp.csr_matrix((n_items, n_users)), sp.eye(n_items)]).tocsr()  # noqa: E741
+    return U, I
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Users and items with latent vectors; each user's positives are its 25 best items."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, d, n_pos = 200, 120, 4, 25
+    P, Q = rng.normal(size=(n_users, d)), rng.normal(size=(n_items, d))
+    top = np.argsort(-(P @ Q.T), axis=1)[:, :n_pos]
+    users, items = np.repeat(np.arange(n_users), n_pos), top.ravel()
+    test = rng.random(len(users)) < 0.2
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    return U, I, users, items, test
+
+
+def _heldout_auc(model, data) -> float:
+    """Mean over users of P(score of a held-out positive > score of a non-positive)."""
+    U, I, users, items, test = data  # noqa: E741
+    S = model.score_matrix(U, I)
+    positive = np.zeros(S.shape, bool)
+    positive[users, items] = True
+    held = np.zeros(S.shape, bool)
+    held[users[test], items[test]] = True
+    aucs = [np.mean(S[u, held[u]][:, None] > S[u, ~positive[u]][None, :])
+            for u in range(S.shape[0]) if held[u].any()]
+    return float(np.mean(aucs))
+
+
+def _fit(data, **params):
+    U, I, users, items, test = data  # noqa: E741
+    defaults = dict(n_factors=16, n_epochs=20, random_state=0)
+    return FMRanker(**{**defaults, **params}).fit(U, I, users[~test], items[~test])
+
+
+# ------------------------------------------------------------------ 1. gradients and steps
+def test_reference_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    n, k = 9, 3
+    # Overlapping rows: column 2 is in all three, column 5 in both items, column 7 in u and i.
+    u = np.zeros(n)
+    i = np.zeros(n)
+    j = np.zeros(n)
+    u[[0, 2, 7]] = rng.normal(size=3)
+    i[[2, 3, 5, 7]] = rng.normal(size=4)
+    j[[2, 5, 8]] = rng.normal(size=3)
+    w, V = rng.normal(size=n), rng.normal(size=(n, k))
+    loss, gw, gV = ref.bpr_triple_gradient(u, i, j, w, V, 0.3, 0.2)
+    assert loss > 0
+    h = 1e-6
+    for c in range(n):
+        e = np.zeros(n)
+        e[c] = h
+        fd = (ref.bpr_triple_loss(u, i, j, w + e, V, 0.3, 0.2)
+              - ref.bpr_triple_loss(u, i, j, w - e, V, 0.3, 0.2)) / (2 * h)
+        assert gw[c] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+        for f in range(k):
+            E = np.zeros_like(V)
+            E[c, f] = h
+            fd = (ref.bpr_triple_loss(u, i, j, w, V + E, 0.3, 0.2)
+                  - ref.bpr_triple_loss(u, i, j, w, V - E, 0.3, 0.2)) / (2 * h)
+            assert gV[c, f] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+    # Untouched parameters have no gradient: column 1 is in no row, column 0 only in u.
+    assert gw[1] == 0 and not gV[1].any() and gw[0] == 0
+
+
+def _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, *, lr, adagrad, rw, rv,  # noqa: E741
+                  dtype=np.float64, index_dtype=np.int32):
+    U, I = _csr(U, index_dtype, dtype), _csr(I, index_dtype, dtype)  # noqa: E741
+    seen = _csr(sp.csr_matrix((np.ones(len(users)), (users, items)),
+                              shape=(U.shape[0], I.shape[0])), index_dtype)
+    w, V = w.astype(dtype), V.astype(dtype)
+    aw, aV = acc[0].astype(dtype), acc[1].astype(dtype)
+    out = _bpr.bpr_epoch(U.indptr, U.indices, U.data, I.indptr, I.indices, I.data,
+                         seen.indptr, seen.indices, users.astype(np.int64),
+                         items.astype(np.int64), negatives.astype(np.int64),
+                         order.astype(np.int64), np.empty(0), w, V, aw, aV, lr, adagrad, rw, rv,
+                         1, MAX_DRAWS, np.array([7], np.uint64), 1)
+    return w, V, (aw, aV), out
+
+
+@pytest.mark.parametrize("adagrad", [False, True], ids=["constant", "adagrad"])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_kernel_epoch_matches_reference(adagrad, index_dtype):
+    rng = np.random.default_rng(2)
+    n_features, k = 15, 4
+    # Random rows share columns between users and items and between items; some are empty.
+    U = _random_rows(8, n_features, 0.3, seed=3, empty_rows=(1,))
+    I = _random_rows(10, n_features, 0.3, seed=4, empty_rows=(2,))  # noqa: E741
+    users = rng.integers(0, 8, 40)
+    items = rng.integers(0, 10, 40)
+    negatives = rng.integers(0, 10, 40)
+    order = rng.permutation(40)
+    w, V = rng.normal(size=n_features) * 0.3, rng.normal(size=(n_features, k)) * 0.3
+    acc = (rng.random(n_features), rng.random((n_features, k)))
+    hp = dict(learning_rate=0.1, adagrad=adagrad, reg_linear=0.05, reg_factors=0.02)
+    w_ref, V_ref, acc_ref, loss_ref = ref.bpr_epoch(U, I, users, items, negatives, order, w, V,
+                                                    acc=acc, **hp)
+    w_k, V_k, acc_k, (loss_k, n_done, n_skipped, n_bad) = _kernel_epoch(
+        U, I, users, items, negatives, order, w, V, acc, lr=0.1, adagrad=adagrad, rw=0.05,
+        rv=0.02, index_dtype=index_dtype)
+    assert (n_done, n_skipped, n_bad) == (40, 0, 0)
+    assert loss_k == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(w_k, w_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(V_k, V_ref, rtol=1e-9, atol=1e-12)
+    if adagrad:
+        np.testing.assert_allclose(acc_k[0], acc_ref[0], rtol=1e-9)
+        np.testing.assert_allclose(acc_k[1], acc_ref[1], rtol=1e-9)
+    assert not np.allclose(V_k, V)  # the epoch did move the parameters
+
+    # float32 follows the same arithmetic to single precision.
+    w32, V32, _, _ = _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, lr=0.1,
+                                   adagrad=adagrad, rw=0.05, rv=0.02, dtype=np.float32)
+    np.testing.assert_allclose(V32, V_ref, rtol=1e-3, atol=1e-4)
+
+
+# ------------------------------------------------------------------ 2. the sampler
+def _seen_matrix(n_users, n_items, density, seed):
+    seen = sp.random(n_users, n_items, density=density, format="csr", random_state=seed)
+    seen.data[:] = 1
+    return _csr(seen)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "popularity"])
+def test_sampler_never_returns_a_seen_item(sampling):
+    n_users, n_items = 30, 50
+    seen = _seen_matrix(n_users, n_items, 0.6, seed=5)
+    seen = _csr(seen + sp.csr_matrix(([1], ([0], [n_items - 1])), shape=seen.shape))
+    cdf = np.empty(0) if sampling == "uniform" else popularity_cdf(seen.indices.astype(
+        np.int64), n_items)
+    users = np.repeat(np.arange(n_users), 2000).astype(np.int64)
+    out = _bpr.sample_negatives(seen.indptr, seen.indices, users, n_items, cdf, 11, MAX_DRAWS)
+    assert (out >= 0).all() and (out < n_items).all()
+    assert not np.asarray(seen[users, out]).any()
+    # Every unseen item turns up (nothing is systematically excluded).
+    found = sp.csr_matrix((np.ones(len(out)), (users, out)), shape=seen.shape)
+    found.data[:] = 1
+    assert (found + seen).nnz == n_users * n_items
+
+
+def test_sampler_gives_up_for_users_who_have_seen_everything():
+    n_items = 20
+    seen = _csr(np.vstack([np.ones(n_items), np.r_[np.ones(n_items - 1), 0]]))
+    out = _bpr.sample_negatives(seen.indptr, seen.indices, np.array([0, 0, 1, 1], np.int64),
+                                n_items, np.empty(0), 3, 1000)
+    assert out[0] == out[1] == -1
+    assert out[2] == out[3] == n_items - 1  # the one unseen item, found by rejection
+    # In an epoch such a positive is skipped, not trained on.
+    U, I = _one_hot(2, n_items)  # noqa: E741
+    model = FMRanker(n_factors=2, n_epochs=1, random_state=0).fit(
+        U, I, np.array([0, 1]), np.array([0, 1]), seen=seen)
+    assert model.history_[0]["n_skipped"] == 1
+
+
+def test_popularity_frequencies_follow_the_stated_distribution():
+    n_items = 40
+    rng = np.random.default_rng(6)
+    positives = rng.zipf(1.5, 3000) % n_items  # skewed item counts
+    cdf = popularity_cdf(positives, n_items)
+    expected = (np.bincount(positives, minlength=n_items) + 1.0) ** 0.75
+    np.testing.assert_allclose(np.diff(np.r_[0, cdf]), expected / expected.sum(), rtol=1e-12)
+    # User 0 has seen nothing; user 1 has seen items 0..9, so draws follow the same weights
+    # renormalized over items 10..39.
+    seen = _csr(sp.csr_matrix((np.ones(10), (np.ones(10, int), np.arange(10))),
+                              shape=(2, n_items)))
+    n = 200_000
+    for user, allowed in ((0, np.arange(n_items)), (1, np.arange(10, n_items))):
+        out = _bpr.sample_negatives(seen.indptr, seen.indices, np.full(n, user, np.int64),
+                                    n_items, cdf, 17 + user, MAX_DRAWS)
+        counts = np.bincount(out, minlength=n_items)
+        assert counts[np.setdiff1d(np.arange(n_items), allowed)].sum() == 0
+        p = expected[allowed] / expected[allowed].sum()
+        assert stats.chisquare(counts[allowed], p * n).pvalue > 1e-4
+        # ...and clearly not uniform
+        assert stats.chisquare(counts[allowed]).pvalue < 1e-10
+
+
+# ------------------------------------------------------------------ 3. ranking quality
+def test_heldout_auc_on_a_known_ranking(synthetic):
+    untrained = _fit(synthetic, n_epochs=1, learning_rate=1e-9)
+    assert abs(_heldout_auc(untrained, synthetic) - 0.5) < 0.1
+    model = _fit(synthetic)
+    auc = _heldout_auc(model, synthetic)
+    assert auc > 0.9, auc
+    losses = [h["train_bpr_loss"] for h in model.history_]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("params", [dict(negative_sampling="popularity"),
+                                    dict(n_candidates=5), dict(lr_schedule="constant")],
+                         ids=["popularity", "hard-negatives", "constant-lr"])
+def test_variants_also_learn_the_ranking(synthetic, params):
+    if params.get("lr_schedule") == "constant":
+        params = {**params, "learning_rate": 0.05, "init_std": 0.1}
+    assert _heldout_auc(_fit(synthetic, **params), synthetic) > 0.85
+
+
+def test_user_and_item_features_beyond_ids(synthetic):
+    """Side features on top of the ids (overlapping columns between items) still train."""
+    U, I, users, items, test = synthetic  # noqa: E741
+    rng = np.random.default_rng(8)
+    genres = sp.csr_matrix((rng.random((I.shape[0], 5)) < 0.3).astype(float))
+    I2 = sp.hstack([I, genres]).tocsr()
+    U2 = sp.hstack([U, sp.csr_matrix((U.shape[0], 5))]).tocsr()
+    model = _fit((U2, I2, users, items, test))
+    assert _heldout_auc(model, (U2, I2, users, items, test)) > 0.85
+
+
+# ------------------------------------------------------------------ 4. reproducibility
+def test_reproducible_with_one_thread(synthetic):
+    a = _fit(synthetic, n_epochs=3, random_state=5)
+    b = _fit(synthetic, n_epochs=3, random_state=5)
+    c = _fit(synthetic, n_epochs=3, random_state=6)
+    assert np.array_equal(a.V_, b.V_) and np.array_equal(a.w_, b.w_)
+    assert a.history_[-1]["train_bpr_loss"] == b.history_[-1]["train_bpr_loss"]
+    assert not np.array_equal(a.V_, c.V_)
+    h = _fit(synthetic, n_epochs=3, random_state=5, n_candidates=3, negative_sampling="popularity")
+    h2 = _fit(synthetic, n_epochs=3, random_state=5, n_candidates=3,
+              negative_sampling="popularity")
+    assert np.array_equal(h.V_, h2.V_)
+
+
+def test_two_threads_reach_a_similar_auc(synthetic):
+    one = _heldout_auc(_fit(synthetic, n_jobs=1), synthetic)
+    two = _heldout_auc(_fit(synthetic, n_jobs=2), synthetic)
+    assert two > 0.85 and abs(one - two) < 0.03
+
+
+# ------------------------------------------------------------------ 5. API, errors, state
+def test_score_and_score_matrix_are_the_fm_output():
+    rng = np.random.default_rng(9)
+    U = _random_rows(6, 12, 0.4, seed=10)
+    I = _random_rows(7, 12, 0.4, seed=11)  # noqa: E741 (shares columns with U)
+    users, items = rng.integers(0, 6, 30), rng.integers(0, 7, 30)
+    model = FMRanker(n_factors=3, n_epochs=2, init_std=0.3, dtype="float64",
+                     random_state=0).fit(U, I, users, items)
+    S = model.score_matrix(U, I)
+    a, b = np.repeat(np.arange(6), 7), np.tile(np.arange(7), 6)
+    expected = ref.predict_pairwise(U[a] + I[b], 0.0, model.w_, model.V_)
+    np.testing.assert_allclose(S.ravel(), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.score(U[a], I[b]), expected, rtol=1e-10, atol=1e-12)
+    assert model.w0_ == 0.0 and model.n_features_in_ == 12
+    assert set(model.history_[0]) >= {"epoch", "train_bpr_loss", "seconds"}
+
+
+def test_callbacks_see_each_epoch_and_can_stop(synthetic):
+    seen_params = []
+
+    def callback(est, epoch, logs):
+        seen_params.append(est.V_.copy())
+        logs["val_auc"] = _heldout_auc(est, synthetic)
+        return epoch == 2
+
+    model = _fit(synthetic, n_epochs=10)
+    stopped = FMRanker(n_factors=16, n_epochs=10, random_state=0)
+    U, I, users, items, test = synthetic  # noqa: E741
+    stopped.fit(U, I, users[~test], items[~test], callbacks=[callback])
+    assert stopped.n_epochs_ == 3 and len(seen_params) == 3
+    assert np.array_equal(seen_params[-1], stopped.V_)
+    assert not np.array_equal(seen_params[0], seen_params[1])
+    assert [h["epoch"] for h in stopped.history_] == [0, 1, 2]
+    assert "val_auc" in stopped.history_[-1]
+    assert model.n_epochs_ == 10
+
+
+def _good_inputs():
+    U, I = _one_hot(4, 5)  # noqa: E741
+    return dict(U=U, I=I, users=np.array([0, 1, 2, 3]), items=np.array([0, 1, 2, 4]))
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(users=np.array([0, 1, 2, 4])), ValueError, r"users\[3\] = 4 is not a row of U"),
+    (dict(items=np.array([0, 1, -1, 4])), ValueError, r"items\[2\] = -1"),
+    (dict(users=np.array([0.0, 1, 2, 3])), TypeError, "integer row positions"),
+    (dict(items=np.array([0, 1, 2])), ValueError, "same length"),
+    (dict(users=np.array([], int), items=np.array([], int)), ValueError, "no positives"),
+    (dict(I=sp.csr_matrix((5, 8))), ValueError, "same number of columns"),
+    (dict(U=sp.csr_matrix((0, 9))), ValueError, "U is empty"),
+    (dict(U=np.where(np.eye(4, 9) > 0, np.nan, 0.0)), ValueError, r"U contains NaN.*row 0"),
+    (dict(I=sp.csr_matrix(([np.inf], ([3], [6])), shape=(5, 9))), ValueError,
+     r"I contains NaN or infinity \(row 3\)"),
+    (dict(seen=sp.csr_matrix((4, 4))), ValueError, r"seen must have shape"),
+    (dict(users=np.zeros((2, 2), int)), ValueError, "users must be 1-D"),
+])
+def test_bad_inputs_raise_clear_errors(change, error, match):
+    with pytest.raises(error, match=match):
+        FMRanker(n_epochs=1).fit(**{**_good_inputs(), **change})
+
+
+@pytest.mark.parametrize("params, error, match", [
+    (dict(n_factors=0), ValueError, "n_factors must be >= 1"),
+    (dict(n_epochs=2.5), TypeError, "n_epochs must be an integer"),
+    (dict(learning_rate=0), ValueError, "learning_rate must be > 0"),
+    (dict(lr_schedule="adam"), ValueError, "lr_schedule must be one of"),
+    (dict(reg_linear=-1), ValueError, "reg_linear must be >= 0"),
+    (dict(reg_factors=np.nan), ValueError, "reg_factors must be finite"),
+    (dict(negative_sampling="hard"), ValueError, "negative_sampling must be one of"),
+    (dict(n_candidates=0), ValueError, "n_candidates must be >= 1"),
+    (dict(dtype="int8"), ValueError, "dtype must be"),
+    (dict(n_jobs=0), ValueError, "n_jobs must not be 0"),
+])
+def test_bad_hyperparameters_raise(params, error, match):
+    with pytest.raises(error, match=match):
+        FMRanker(**params).fit(**_good_inputs())
+
+
+def test_failed_fit_leaves_the_fitted_model_intact(synthetic):
+    model = _fit(synthetic, n_epochs=2)
+    before = {k: (val.copy() if isinstance(val, np.ndarray) else val)
+              for k, val in model.__dict__.items() if k.endswith("_")}
+    history = [dict(h) for h in model.history_]
+
+    with pytest.raises(ValueError, match="not a row of U"):
+        model.fit(**{**_good_inputs(), "users": np.array([0, 1, 2, 9])})
+
+    def boom(est, epoch, logs):  # fails mid-training, after parameters were replaced
+        raise RuntimeError("callback failed")
+
+    U, I, users, items, test = synthetic  # noqa: E741
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.fit(U, I, users, items, callbacks=[boom])
+    model.set_params(learning_rate=1e30, init_std=1e10)
+    with pytest.raises(ValueError, match="diverged"):
+        model.fit(U, I, users, items)
+    assert {k for k in model.__dict__ if k.endswith("_")} == set(before)
+    for key, val in before.items():
+        if isinstance(val, np.ndarray):
+            assert np.array_equal(model.__dict__[key], val), key
+        elif key != "history_":
+            assert model.__dict__[key] == val, key
+    assert model.history_ == history
+
+
+def test_docstring_example_and_sklearn_params():
+    import doctest
+
+    from sklearn.base import clone
+
+    import fmrec.ranker
+
+    result = doctest.testmod(fmrec.ranker, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+    model = FMRanker(8, n_candidates=3, negative_sampling="popularity")
+    assert clone(model).get_params() == model.get_params()
+    assert model.get_params()["n_factors"] == 8
+    with pytest.raises(Exception, match="not fitted"):
+        model.score_matrix(np.eye(2), np.eye(2))
