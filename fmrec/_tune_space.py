@@ -16,16 +16,26 @@ SearchSpace = Mapping[str, BaseDistribution] | Callable[[optuna.Trial], dict]
 
 
 def default_space(solver: str, implicit: bool = False) -> dict[str, BaseDistribution]:
-    """The default distributions for ``solver`` ("als", "sgd" or "mcmc"), and for a
+    """The default distributions for ``solver`` ("als", "sgd", "mcmc", or "bpr" for an
+    ``FMRanker``), and for a
     Recommender with implicit features (``implicit=True``) their weight.
 
     Penalties, the init scale and the implicit weight span orders of magnitude, so they are
     drawn log-uniformly; ALS has no learning rate.
     """
+    if solver == "bpr":  # FMRanker: SGD on BPR, penalties per step (not count-scaled)
+        space: dict[str, BaseDistribution] = {
+            "n_factors": CategoricalDistribution([16, 32, 64, 128]),
+            "learning_rate": FloatDistribution(1e-2, 0.3, log=True),
+            "reg_linear": FloatDistribution(1e-4, 1.0, log=True),
+            "reg_factors": FloatDistribution(1e-4, 1.0, log=True),
+        }
+        if implicit:
+            space["implicit_weight"] = FloatDistribution(0.25, 8.0, log=True)
+        return space
     if solver == "mcmc":
         # The sampler draws its own penalties (the hyperpriors): only the rank is left.
-        space: dict[str, BaseDistribution] = {
-            "n_factors": CategoricalDistribution([4, 8, 16, 32])}
+        space = {"n_factors": CategoricalDistribution([4, 8, 16, 32])}
         if implicit:
             space["implicit_weight"] = FloatDistribution(0.25, 8.0, log=True)
         return space

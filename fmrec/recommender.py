@@ -33,9 +33,10 @@ from fmrec._entities import (
     shown,
 )
 from fmrec._validation import check_frame
-from fmrec.design import DesignMatrix, RelationBlock
+from fmrec.design import DesignMatrix, RelationBlock, fm_output
 from fmrec.encoder import FeatureEncoder
 from fmrec.estimators import FMClassifier, FMRegressor
+from fmrec.ranker import FMRanker
 
 _UNKNOWN = ("error", "popular")
 _SAMPLING = ("uniform", "popularity")
@@ -51,6 +52,13 @@ def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
     return pd.DataFrame({owner_col: np.repeat(owners, counts), col: keys[top[valid]],
                          "score": score[valid],
                          "rank": np.arange(int(counts.sum())) - starts + 1})
+
+
+_MODELS = (FMRegressor, FMClassifier, FMRanker)
+
+
+def _is_mcmc(model) -> bool:
+    return not isinstance(model, FMRanker) and model._is_mcmc()
 
 
 class Recommender(BaseEstimator):
@@ -185,9 +193,17 @@ class Recommender(BaseEstimator):
         if self.negative_sampling not in _SAMPLING:
             raise ValueError(f"negative_sampling must be one of {list(_SAMPLING)}, got "
                              f"{self.negative_sampling!r}")
-        if self.model is not None and not isinstance(self.model, FMRegressor | FMClassifier):
-            raise TypeError(f"model must be an FMRegressor or FMClassifier, got "
+        if self.model is not None and not isinstance(self.model, _MODELS):
+            raise TypeError(f"model must be an FMRegressor, FMClassifier or FMRanker, got "
                             f"{type(self.model).__name__}")
+        if isinstance(self.model, FMRanker):
+            if self.target is not None:
+                raise ValueError(f"FMRanker learns from implicit feedback (positives only): "
+                                 f"target must be None, got {self.target!r}; use an "
+                                 "FMRegressor or FMClassifier for a target")
+            if self._context_cols():
+                raise ValueError("FMRanker does not take context columns yet; use an "
+                                 "FMClassifier with sampled negatives for context")
         clash = {self.user_col, self.item_col, self.target} & set(self._context_cols())
         if clash:
             raise ValueError(f"context must not include the id or target column(s) {clash}")
@@ -281,12 +297,30 @@ class Recommender(BaseEstimator):
         self._context = encoder_for(df, cols) if cols else None
         self.seen_ = sp.csr_matrix((self._users.widths[0], self._items.widths[0]))
         self._add_seen(df)
+        if isinstance(model, FMRanker):
+            self.model_ = model.fit(*self._ranking_data(df))
+            self._describe()
+            return self
         X, y = self._training_rows(df)
         if model.solver == "mcmc" and model.groups is None:
             model.set_params(groups=self._feature_fields())
         self.model_ = model.fit(X, y)
         self._describe()
         return self
+
+    def _ranking_data(self, df: pd.DataFrame) -> tuple:
+        """FMRanker's ``fit`` arguments: every training user's and item's row over the
+        design's columns, the positives as row positions, and the seen matrix."""
+        user_keys = self._users.ids.field_values(self.user_col)
+        item_keys = self._items.ids.field_values(self.item_col)
+        U, I = self._user_rows(user_keys), self._item_rows(item_keys)  # noqa: E741
+        # Columns [context | user block | item block], as in the design (no context here).
+        U, I = (sp.hstack([sp.csr_matrix((U.shape[0], 0)), U,  # noqa: E741
+                           sp.csr_matrix((U.shape[0], I.shape[1]))], format="csr"),
+                sp.hstack([sp.csr_matrix((I.shape[0], U.shape[1])), I], format="csr"))
+        users = self._users.index(df[self.user_col])
+        items = self._items.index(df[self.item_col])
+        return U, I, users, items, self.seen_
 
     def _feature_fields(self) -> np.ndarray:
         """A field number for every feature (each context column, the user ids, each user
@@ -381,6 +415,8 @@ class Recommender(BaseEstimator):
     def _output(self, raw: np.ndarray) -> np.ndarray:
         """What ``predict`` reports for raw FM outputs: the (clipped) rating or P(positive)."""
         model = self.model_
+        if isinstance(model, FMRanker):
+            return raw  # a ranking score, on no particular scale
         if is_classifier(model) and model._is_mcmc():
             # Probit link at the posterior-mean ŷ; predict averages Φ(ŷ) over the samples
             # instead, so scores differ slightly while ranking almost alike.
@@ -415,6 +451,9 @@ class Recommender(BaseEstimator):
         cols = self._context_cols()
         X = self._design(df[self.user_col].to_numpy(), df[self.item_col].to_numpy(),
                          df[cols].reset_index(drop=True) if cols else None)
+        if isinstance(self.model_, FMRanker):
+            m = self.model_
+            return fm_output(X, m.w0_, m.w_, m.V_)
         if is_classifier(self.model_):
             return self.model_.predict_proba(X)[:, 1]
         return self.model_.predict(X)
@@ -427,7 +466,7 @@ class Recommender(BaseEstimator):
         spans = {"context": g["context"],
                  "user": slice(g["user_id"].start, g["user_implicit"].stop),
                  "item": slice(g["item_id"].start, g["item_implicit"].stop)}
-        samples = (zip(*m._samples(), strict=True) if m._is_mcmc()
+        samples = (zip(*m._samples(), strict=True) if _is_mcmc(m)
                    else [(m.w0_, m.w_, m.V_)])
         out = []
         for w0, w, V in samples:
@@ -611,6 +650,9 @@ class Recommender(BaseEstimator):
             counts = np.bincount(group, minlength=len(users))
             lists = np.split(hist[self.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
             return _scoring.part_terms(self._users.rows(users, lists), *parts["user"])
+        if isinstance(self.model_, FMRanker):
+            raise ValueError("history= folds new users into an FMRanker only through "
+                             "implicit user features: use implicit='users'")
         if self.model_._is_mcmc():
             raise ValueError("history= folds new users in by a ridge solve of the model's "
                              "penalties, which a model fitted by MCMC does not have; use "
@@ -733,6 +775,8 @@ class Recommender(BaseEstimator):
         if not hasattr(self, "model_"):
             return self.fit(interactions)
         self._check_params()
+        if isinstance(self.model_, FMRanker):
+            raise ValueError("partial_fit does not continue an FMRanker yet: refit with fit")
         df = self._check_interactions(interactions)
         groups = self.feature_groups_
         at = []

@@ -30,6 +30,7 @@ from fmrec import _tune_space
 from fmrec._validation import resolve_n_jobs
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import METRICS, ranking_metrics
+from fmrec.ranker import FMRanker
 from fmrec.recommender import Recommender
 from fmrec.split import kfold_split, train_test_split
 
@@ -184,15 +185,16 @@ def tune(
         _check_count("early_stopping_rounds", early_stopping_rounds)
     template = task.template
     allowed = (set(template.get_params()) - {"n_jobs", "verbose"}) | task.outer_params
+    solver = getattr(template, "solver", "bpr")  # FMRanker: BPR, by SGD
     space = search_space
     if space is None:
-        space = _tune_space.default_space(template.solver, implicit=task.has_implicit)
+        space = _tune_space.default_space(solver, implicit=task.has_implicit)
     _tune_space.check_space(space, allowed)
 
     parallel, model_threads = _threads(n_jobs)
     # A Gibbs chain's posterior mean improves with every sample: no early stopping, and the
     # refit runs the template's sweeps (pruning still stops hopeless trials).
-    mcmc = template.solver == "mcmc"
+    mcmc = solver == "mcmc"
     patience = None if mcmc else early_stopping_rounds
     metric, greater = task.metric, task.greater_is_better
     study = optuna.create_study(
@@ -368,7 +370,12 @@ class _RecommenderFold:
         base = clone(recommender).set_params(model=clone(model).set_params(n_epochs=1))
         base.fit(train)
         self.base = base
-        self.X, self.y = base._training_rows(base._check_interactions(train))
+        rows = base._check_interactions(train)
+        self.ranking = isinstance(model, FMRanker)
+        if self.ranking:
+            self.data = base._ranking_data(rows)
+        else:
+            self.X, self.y = base._training_rows(rows)
         user, item, target = recommender.user_col, recommender.item_col, recommender.target
         if k is None:
             cols = list(base._context_cols())
@@ -395,7 +402,10 @@ class _RecommenderFold:
         return ranking_metrics(recs, self.relevant, k=self.k)[self.metric]
 
     def fit(self, model, watch):
-        model.fit(self.X, self.y, eval_set=self.eval_set, callbacks=[watch])
+        if self.ranking:
+            model.fit(*self.data, callbacks=[watch])
+        else:
+            model.fit(self.X, self.y, eval_set=self.eval_set, callbacks=[watch])
 
 
 class _RecommenderTask:

@@ -753,3 +753,58 @@ def test_mcmc_recommender_save_load_and_similar(data, tmp_path):
     similar = rec.similar_items("i0", n=5)
     assert len(similar) == 5 and "i0" not in set(similar["similar_item"])
     pd.testing.assert_frame_equal(loaded.similar_items("i0", n=5), similar)
+
+
+# ---------------------------------------------------------------------------- FMRanker
+def ranker(**kw):
+    from fmrec.ranker import FMRanker
+
+    return FMRanker(**{"n_factors": 8, "n_epochs": 15, "random_state": 0, **kw})
+
+
+@pytest.mark.parametrize("side,implicit", [(False, False), (True, False), (True, "both")])
+def test_ranker_recommend_equals_predict_and_learns_tastes(data, side, implicit):
+    df, users, items, user_group, item_group = data
+    liked = df[df["rating"] > 3][["user_id", "item_id"]]
+    kw = {"user_features": users, "item_features": items} if side else {}
+    rec = Recommender(random_state=0, model=ranker(), implicit=implicit, **kw).fit(liked)
+    out = rec.recommend(np.arange(N_USERS), n=3)
+    hit = item_group[out["item"].str[1:].astype(int)] == user_group[out["user"]]
+    assert hit.mean() > 0.8
+    assert not set(zip(out["user"], out["item"])) & set(zip(liked["user_id"],
+                                                            liked["item_id"]))
+    full = rec.recommend(np.arange(N_USERS), n=N_ITEMS, exclude_seen=False)
+    np.testing.assert_allclose(full["score"], rec.predict(pairs_of(full)), atol=1e-5)
+    # The ranker sees every user's and item's row once, in the design's columns.
+    assert rec.model_.n_features_in_ == len(rec.feature_names_)
+
+
+def test_ranker_errors_and_fold_in(data):
+    df, *_ = data
+    liked = df[df["rating"] > 3]
+    with pytest.raises(ValueError, match="target must be None"):
+        Recommender(target="rating", model=ranker()).fit(liked)
+    with pytest.raises(ValueError, match="context"):
+        Recommender(context="device", model=ranker()).fit(liked)
+    rec = Recommender(model=ranker(), random_state=0).fit(liked[["user_id", "item_id"]])
+    with pytest.raises(ValueError, match="partial_fit"):
+        rec.partial_fit(liked[["user_id", "item_id"]].head())
+    with pytest.raises(ValueError, match="implicit='users'"):
+        rec.recommend([-5], history={-5: ["i1", "i2"]})
+    rec = Recommender(model=ranker(), implicit="users", random_state=0).fit(
+        liked[["user_id", "item_id"]])
+    assert len(rec.recommend([-5], history={-5: ["i1", "i2"]}, n=3)) == 3
+
+
+def test_ranker_recommender_save_load(data, tmp_path):
+    df, users, items, *_ = data
+    liked = df[df["rating"] > 3][["user_id", "item_id"]]
+    rec = Recommender(model=ranker(), user_features=users, random_state=0).fit(liked)
+    rec.save(tmp_path / "r.npz")
+    loaded = load_model(tmp_path / "r.npz")
+    assert type(loaded.model_).__name__ == "FMRanker"
+    pd.testing.assert_frame_equal(loaded.recommend(np.arange(10), n=5),
+                                  rec.recommend(np.arange(10), n=5))
+    assert len(loaded.model_.history_) == 15
+    assert loaded.model_.history_[-1]["train_bpr_loss"] == pytest.approx(
+        rec.model_.history_[-1]["train_bpr_loss"])

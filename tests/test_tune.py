@@ -468,3 +468,21 @@ def test_mcmc_tunes_the_rank_only_and_refits_every_sweep(regression):
     assert all(t.user_attrs["epochs_run"] == 12 for t in result.study.trials)
     assert result.best_model.n_epochs == 12
     assert len(result.best_model.samples_V_) == 8
+
+
+def test_ranker_tuned_on_ndcg(ratings):
+    from fmrec.ranker import FMRanker
+
+    positives = ratings.loc[ratings["rating"] >= ratings["rating"].median(),
+                            ["user_id", "item_id"]]
+    template = Recommender(model=FMRanker(n_epochs=8), random_state=0)
+    result = tune(template, positives, n_trials=3, random_state=0)
+    assert result.metric == "ndcg@10"
+    assert set(result.best_params) == {"n_factors", "learning_rate", "reg_linear",
+                                       "reg_factors"}
+    # Each epoch's NDCG went to the pruner, and the refit runs the best trial's epochs.
+    assert len(result.study.best_trial.intermediate_values) >= 1
+    best = result.best_model.model_
+    assert isinstance(best, FMRanker)
+    assert best.n_epochs == result.study.best_trial.user_attrs["n_epochs"]
+    assert 0.0 < result.best_score <= 1.0
