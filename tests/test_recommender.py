@@ -771,8 +771,8 @@ def test_ranker_recommend_equals_predict_and_learns_tastes(data, side, implicit)
     out = rec.recommend(np.arange(N_USERS), n=3)
     hit = item_group[out["item"].str[1:].astype(int)] == user_group[out["user"]]
     assert hit.mean() > 0.8
-    assert not set(zip(out["user"], out["item"])) & set(zip(liked["user_id"],
-                                                            liked["item_id"]))
+    pairs = set(zip(out["user"], out["item"], strict=True))
+    assert not pairs & set(zip(liked["user_id"], liked["item_id"], strict=True))
     full = rec.recommend(np.arange(N_USERS), n=N_ITEMS, exclude_seen=False)
     np.testing.assert_allclose(full["score"], rec.predict(pairs_of(full)), atol=1e-5)
     # The ranker sees every user's and item's row once, in the design's columns.
