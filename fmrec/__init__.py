@@ -5,9 +5,11 @@ from fmrec._kernels._openmp import openmp_enabled
 from fmrec.encoder import FeatureEncoder
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.persistence import load_model
+from fmrec.ranker import FMRanker
 from fmrec.recommender import Recommender
 
-__all__ = ["FMClassifier", "FMRegressor", "FeatureEncoder", "Recommender", "TuneResult",
+__all__ = ["FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder", "Recommender",
+           "TuneResult",
            "inspect", "load_model", "openmp_enabled", "plot", "tune"]
 __version__ = "0.1.0"
 

@@ -16,6 +16,7 @@ from fmrec import _cli_io as io
 from fmrec.datasets import load_movielens, make_recsys
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import mae, ranking_metrics, rmse
+from fmrec.ranker import FMRanker
 from fmrec.recommender import Recommender
 from fmrec.split import train_test_split
 
@@ -28,6 +29,7 @@ DEMO_FM_FEATURES = {"solver": "als", "n_factors": 16, "n_epochs": 100, "reg_line
                     "reg_factors": 3.0, "init_std": 0.01}
 DEMO_IMPLICIT_WEIGHT = 4.0
 DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
+DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5}
 DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
 DEMO_K = 10
 DEMO_TUNE = {"n_trials": 12, "n_epochs": 30}  # a short search on ids, for its figures
@@ -155,6 +157,8 @@ def run_demo(args: argparse.Namespace, console) -> None:
                      **features), FMRegressor(**DEMO_FM_FEATURES)),
         ("FM ranker: rated vs 4 sampled unrated, features",
          Recommender(target=None, negatives=4, **features), FMClassifier(**DEMO_RANKER)),
+        ("FM ranker: BPR, hard negatives, features", Recommender(target=None, **features),
+         FMRanker(**DEMO_BPR)),
     ]
     fitted = {}
     for name, rec, model in models:

@@ -27,6 +27,7 @@ from fmrec._cli_demo import run_demo
 from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import auc, log_loss, mae, ranking_metrics, rmse
 from fmrec.persistence import load_model
+from fmrec.ranker import FMRanker
 from fmrec.recommender import Recommender
 
 USAGE_ERROR = 2
@@ -107,6 +108,16 @@ def _estimator(task: str, args: argparse.Namespace, verbose: int):
     return cls(**params, random_state=args.seed, n_jobs=args.n_jobs, verbose=verbose)
 
 
+def _ranker(args: argparse.Namespace, verbose: int) -> FMRanker:
+    """An unfitted FMRanker (BPR) for implicit feedback, from the same model options."""
+    given = {"n_factors": args.factors, "n_epochs": args.epochs,
+             "reg_linear": args.reg_linear, "reg_factors": args.reg_factors,
+             "learning_rate": args.learning_rate}
+    params = {name: value for name, value in given.items() if value is not None}
+    return FMRanker(**params, negative_sampling=args.negative_sampling,
+                    random_state=args.seed, n_jobs=args.n_jobs, verbose=verbose)
+
+
 def _load(path: str):
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file {path!r} not found")
@@ -173,15 +184,17 @@ def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: 
         task = "classification"  # implicit feedback: rows are positives, negatives sampled
     else:
         task = _task(args.task, df[target].dropna())
+    ranking = target is None and args.loss == "bpr"
     rec = Recommender(
         user_col=args.user_col, item_col=args.item_col, target=target,
-        model=_estimator(task, args, verbose),
+        model=_ranker(args, verbose) if ranking else _estimator(task, args, verbose),
         user_features=_side_table(args.user_features, args.user_col, "user features file"),
         item_features=_side_table(args.item_features, args.item_col, "item features file"),
         context=context, implicit=args.implicit, implicit_weight=args.implicit_weight,
         negatives=args.negatives, negative_sampling=args.negative_sampling,
         random_state=args.seed)
-    what = f"target {target!r}, {task}" if target else "implicit feedback (no target)"
+    what = (f"target {target!r}, {task}" if target else
+            f"implicit feedback (no target), {'BPR' if ranking else 'log loss'}")
     console.note(f"{args.input}: {len(df)} interactions; {what}")
     return rec, df
 
@@ -459,8 +472,12 @@ def _interaction_options(parser: argparse.ArgumentParser) -> None:
                       "(items), or both (SVD++-style)")
     data.add_argument("--implicit-weight", type=float, default=1.0, metavar="W",
                       help="value of an implicit feature is W/sqrt(n) (default: 1)")
+    data.add_argument("--loss", choices=("bpr", "logloss"), default="bpr",
+                      help="without a target: rank by BPR (FMRanker; the default) or "
+                      "classify positives against sampled negatives (log loss; also takes "
+                      "--context)")
     data.add_argument("--negatives", type=_positive_int, default=4, metavar="N",
-                      help="negatives per positive without a target (default: 4)")
+                      help="negatives per positive with --loss logloss (default: 4)")
     data.add_argument("--negative-sampling", choices=("uniform", "popularity"),
                       default="uniform", help="default: uniform")
 

@@ -133,9 +133,13 @@ def test_mcmc_solver_from_the_command_line(files, tmp_path):
 def test_implicit_feedback_recommend_to_stdout(files, tmp_path):
     model = tmp_path / "implicit.npz"
     result = fmrec_cmd("train", files["train"], "--out", model, "--no-target", "--epochs", "3",
-                       "--negatives", "2", "-q", cwd=tmp_path)
+                       "--negatives", "2", "--loss", "logloss", "-q", cwd=tmp_path)
     assert_ok(result)
     assert isinstance(fmrec.load_model(model).model_, fmrec.FMClassifier)
+    result = fmrec_cmd("train", files["train"], "--out", model, "--no-target", "--epochs", "3",
+                       "-q", cwd=tmp_path)
+    assert_ok(result)
+    assert isinstance(fmrec.load_model(model).model_, fmrec.FMRanker)  # BPR by default
     result = fmrec_cmd("recommend", model, "--users", "1", "2", "-n", "4", cwd=tmp_path)
     assert_ok(result)
     lines = result.stdout.splitlines()
