@@ -93,7 +93,12 @@ def main():
     ap.add_argument("--implicit-path", default="/tmp/implicit_pkg")
     ap.add_argument("--max-epochs", type=int, default=100)
     ap.add_argument("--no-fm", action="store_true", help="only the baselines")
+    ap.add_argument("--scaling", action="store_true",
+                    help="only the 1 vs 2 thread epoch times on a larger synthetic problem")
     args = ap.parse_args()
+    if args.scaling:
+        thread_scaling()
+        return
 
     n_users, n_items, train, val, train_full, test = load()
     U, I = one_hot(n_users, n_items)  # noqa: E741
@@ -164,6 +169,18 @@ def main():
             nd = [s[0] for s in r["seeds"]]
             print(f"{'':34s} test NDCG@10 over seeds 0,1,2: {np.mean(nd):.4f} ± "
                   f"{np.std(nd):.4f}")
+
+
+def thread_scaling(n_users=50_000, n_items=20_000, n_pos=1_000_000, k=32):
+    """Hogwild epoch times on one-hot ids with Zipf-distributed item popularity."""
+    rng = np.random.default_rng(0)
+    U, I = one_hot(n_users, n_items)  # noqa: E741
+    users, items = rng.integers(0, n_users, n_pos), rng.zipf(1.3, n_pos) % n_items
+    print(f"{n_pos} positives, {n_users} users, {n_items} items, k={k}")
+    for params in (dict(n_jobs=1), dict(n_jobs=2), dict(n_jobs=1, lr_schedule="constant"),
+                   dict(n_jobs=1, n_candidates=5)):
+        model = FMRanker(k, n_epochs=3, random_state=0, **params).fit(U, I, users, items)
+        print(f"  {params}: {epoch_seconds(model):.3f} s per epoch")
 
 
 def implicit_results(path, results, n_users, n_items, train, val, train_full, test):

@@ -12,7 +12,16 @@ from libc.stdint cimport uint64_t, int64_t
 
 import numpy as np
 
-from fmrec._kernels._common cimport floating, index_t, sigmoid
+from fmrec._kernels._common cimport floating, index_t, prefetch, sigmoid
+
+# How far ahead (in positives of the epoch's order) memory is requested: first the positive's
+# user and item, then their rows' offsets, then the rows' columns, then the rows of V (and of
+# its accumulator) they touch. A large model's rows are cache misses otherwise.
+cdef enum:
+    AHEAD_PAIR = 16
+    AHEAD_PTR = 12
+    AHEAD_IDX = 8
+    AHEAD_PARAMS = 4
 
 # Keeps the first AdaGrad step finite when a gradient is exactly zero (as sgd.pyx).
 cdef double ADAGRAD_EPS = 1e-8
@@ -335,6 +344,50 @@ cdef int train_positive(
     return DONE
 
 
+cdef inline void prefetch_row_params(const index_t* idx, Py_ssize_t nnz, const floating* V,
+                                     const floating* aV, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t p, off
+    for p in range(nnz):
+        off = 0
+        while off < k:  # every cache line of the row
+            prefetch(V + idx[p] * k + off)
+            if aV != NULL:
+                prefetch(aV + idx[p] * k + off)
+            off += 64 // sizeof(floating)
+
+
+cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
+                                const int64_t* up, const int64_t* ip,
+                                const index_t* Up, const index_t* Ui,
+                                const index_t* Ip, const index_t* Ii,
+                                const floating* V, const floating* aV, Py_ssize_t k
+                                ) noexcept nogil:
+    """Ask for what the positives AHEAD_* places later in the order will read."""
+    cdef int64_t pos, u, i
+    if t + AHEAD_PAIR < n:
+        pos = op[t + AHEAD_PAIR]
+        prefetch(up + pos)
+        prefetch(ip + pos)
+    if t + AHEAD_PTR < n:
+        pos = op[t + AHEAD_PTR]
+        prefetch(Up + up[pos])
+        prefetch(Ip + ip[pos])
+    if t + AHEAD_IDX < n:
+        pos = op[t + AHEAD_IDX]
+        if Ui != NULL:
+            prefetch(Ui + Up[up[pos]])
+        if Ii != NULL:
+            prefetch(Ii + Ip[ip[pos]])
+    if t + AHEAD_PARAMS < n:
+        pos = op[t + AHEAD_PARAMS]
+        u = up[pos]
+        i = ip[pos]
+        if Ui != NULL:
+            prefetch_row_params(Ui + Up[u], Up[u + 1] - Up[u], V, aV, k)
+        if Ii != NULL:
+            prefetch_row_params(Ii + Ip[i], Ip[i + 1] - Ip[i], V, aV, k)
+
+
 cdef inline const index_t* index_ptr(const index_t[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
@@ -419,6 +472,7 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             if scratch == NULL or rng == NULL or buf == NULL:
                 n_oom += 1
                 continue
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Vp, aVp, k)
             pos = op[t]
             jg = negp[pos] if negp != NULL else -1
             lrow = 0
