@@ -84,7 +84,7 @@ def fit_ranker(params, n_epochs, U, I, train, heldout, n_users, n_items, every=5
 
 
 def epoch_seconds(model):
-    return float(np.median([h["seconds"] for h in model.history_]))
+    return float(np.median(model.history_["seconds"]))
 
 
 def main():

@@ -75,7 +75,7 @@ def _estimator_record(estimator) -> tuple[dict, dict]:
                 raise TypeError(f"cannot save {name} of dtype {arr.dtype} without pickle; use "
                                 "labels that are numbers, booleans or strings")
             arrays[name.rstrip("_")] = arr
-    for name, values in _history_columns(estimator.history_).items():
+    for name, values in estimator.history_.items():
         arrays[f"history.{name}"] = np.asarray(values, dtype=np.float64)
     accumulators = getattr(estimator, "_accumulators", None)
     if accumulators is not None:
@@ -117,16 +117,6 @@ def _mcmc_arrays(estimator) -> dict:
             raise TypeError(f"cannot save groups of dtype {groups.dtype}")
         arrays["param.groups"] = groups
     return arrays
-
-
-def _history_columns(history) -> dict:
-    """name -> values of a history: the estimators' dict of lists, or FMRanker's list of one
-    dict per epoch (its numeric entries, one column per key)."""
-    if isinstance(history, dict):
-        return history
-    keys = [key for key in (history[0] if history else {})
-            if all(isinstance(row.get(key), int | float | np.number) for row in history)]
-    return {key: [row[key] for row in history] for key in keys}
 
 
 def _restore_mcmc(model, arrays) -> None:
@@ -248,11 +238,7 @@ def _restore(cls, meta, arrays):
     model.n_epochs_ = int(fitted["n_epochs"])
     model.history_ = {key.split(".", 1)[1]: arrays[key].tolist()
                       for key in arrays if key.startswith("history.")}
-    if cls.__name__ == "FMRanker":  # one dict per epoch, as fit leaves it
-        columns = model.history_
-        n = len(next(iter(columns.values()), []))
-        model.history_ = [{key: values[e] for key, values in columns.items()}
-                          for e in range(n)]
+
     if "y_range" in fitted:
         model.y_range_ = tuple(float(x) for x in fitted["y_range"])
     if "best_epoch" in fitted:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,8 +17,7 @@ from fmrec import _validation as v
 from fmrec._kernels import bpr as _bpr
 from fmrec._kernels import predict as _predict
 from fmrec._scoring import part_terms
-
-logger = logging.getLogger("fmrec")
+from fmrec.estimators import _log_epoch
 
 Callback = Callable[["FMRanker", int, dict], bool | None]
 
@@ -70,9 +68,12 @@ class FMRanker(BaseEstimator):
         Uniform over the items, or item i with probability ∝ (n_i + 1)^0.75, n_i its number
         of training positives. Either way items in the user's ``seen`` row are rejected and
         redrawn; after 100 rejections in a row the positive is skipped for that epoch.
-    n_candidates : int, default=1
-        With more than 1, a hard-negative scheme: draw that many negatives, score them with
-        the current parameters and train on the highest scoring one.
+    n_candidates : int, default=5
+        With more than 1, a hard-negative scheme (in the spirit of WARP): draw that many
+        negatives, score them with the current parameters and train on the highest scoring
+        one. 1 is plain BPR. On MovieLens 100K, 5 raised test NDCG@10 from 0.286 to 0.312
+        with uniform sampling (``benchmarks/bench_ranker.py``); it does not help popularity
+        sampling.
     dtype : {"float32", "float64"}, default="float32"
         Precision of the parameters and of the data copies.
     random_state : int, RandomState or None
@@ -90,10 +91,10 @@ class FMRanker(BaseEstimator):
         Always 0.0: BPR does not identify it.
     w_ : ndarray of shape (n_features,)
     V_ : ndarray of shape (n_features, n_factors)
-    history_ : list of dict
-        Per epoch: ``epoch``, ``train_bpr_loss`` (mean -ln σ(d) of the epoch's triples, each
-        measured before its step), ``seconds``, ``n_skipped`` (positives without a negative),
-        plus whatever the callbacks put in ``logs``.
+    history_ : dict of lists
+        One value per epoch of ``train_loss`` (the mean BPR loss -ln σ(d) of the epoch's
+        triples, each measured before its step), ``seconds``, ``n_skipped`` (positives
+        without a negative), plus whatever the callbacks put in ``logs``.
     n_features_in_ : int
     n_epochs_ : int
         Epochs actually run.
@@ -123,7 +124,7 @@ class FMRanker(BaseEstimator):
         reg_factors: float = 0.01,
         init_std: float = 0.01,
         negative_sampling: str = "uniform",
-        n_candidates: int = 1,
+        n_candidates: int = 5,
         dtype: str = "float32",
         random_state=None,
         n_jobs: int | None = 1,
@@ -176,7 +177,8 @@ class FMRanker(BaseEstimator):
         callbacks : sequence of callables, optional
             Each is called after every epoch as ``callback(estimator, epoch, logs)``, with
             ``w_`` and ``V_`` holding that epoch's parameters and ``logs`` the epoch's
-            ``history_`` entry (a callback may add keys to it, e.g. a validation metric);
+            figures (a callback may add keys, e.g. a validation metric, and they go to
+            ``history_``);
             returning True stops training.
 
         Returns
@@ -230,7 +232,7 @@ class FMRanker(BaseEstimator):
 
         self.w0_ = 0.0
         self.n_features_in_ = n_features
-        self.history_ = []
+        self.history_ = {}
         self._publish(w, V)
         last_good = (w.copy(), V.copy())
         no_negatives = np.empty(0, np.int64)
@@ -259,20 +261,21 @@ class FMRanker(BaseEstimator):
                 break
             last_good = (w.copy(), V.copy())
             logs = {
-                "epoch": epoch,
-                "train_bpr_loss": loss_sum / n_done if n_done else float("nan"),
+                "train_loss": loss_sum / n_done if n_done else float("nan"),
                 "seconds": seconds,
                 "n_skipped": int(n_skipped),
             }
-            self.history_.append(logs)
-            if self.verbose:
-                _log_epoch(logs)
             stop = False
             for callback in callbacks:
                 stop = bool(callback(self, epoch, logs)) or stop
+            # As the other estimators: one list per quantity, callbacks' keys included.
+            for key, value in logs.items():
+                self.history_.setdefault(key, []).append(value)
+            if self.verbose:
+                _log_epoch(epoch, logs)
             if stop:
                 break
-        self.n_epochs_ = len(self.history_)
+        self.n_epochs_ = len(self.history_.get("train_loss", []))
 
     def _publish(self, w: np.ndarray, V: np.ndarray) -> None:
         """Expose the live parameters (the kernel updates these arrays in place)."""
@@ -417,11 +420,3 @@ def _common_index_dtype(*matrices):
             M.indptr = M.indptr.astype(dt)
         out.append(M)
     return out
-
-
-def _log_epoch(logs: dict) -> None:
-    if not logger.hasHandlers():
-        logger.addHandler(logging.StreamHandler())
-        logger.setLevel(logging.INFO)
-    logger.info("epoch %d %s", logs["epoch"],
-                " ".join(f"{k}={val:.6g}" for k, val in logs.items() if k != "epoch"))

@@ -75,11 +75,14 @@ class Recommender(BaseEstimator):
     target : str, optional
         Target column: ratings for a regressor (the default model) or two-valued labels for
         an ``FMClassifier`` passed as ``model``. None means implicit feedback: every row is
-        a positive and an ``FMClassifier`` learns them against sampled negatives.
-    model : FMRegressor or FMClassifier, optional
+        a positive, learnt for ranking by an ``FMRanker`` (BPR; the default) or, with an
+        ``FMClassifier`` as ``model``, against ``negatives`` sampled negatives by log loss.
+    model : FMRegressor, FMClassifier or FMRanker, optional
         Unfitted estimator whose hyperparameters to use (it is cloned; a ``random_state``
-        of None takes this recommender's). Default: ``FMRegressor`` with a target,
-        ``FMClassifier`` without, both with 16 factors and 20 ALS sweeps.
+        of None takes this recommender's). Default: with a target, ``FMRegressor`` with 16
+        factors and 20 ALS sweeps; without, ``FMRanker()`` (BPR with hard negatives; an
+        ``FMClassifier`` of 16 factors when there is ``context``, which FMRanker does not
+        take yet).
     user_features, item_features : pandas.DataFrame, optional
         One row per user (item): the id column plus side columns. Numeric columns are
         standardized numbers, columns whose cells are lists/tuples/sets are multi-valued
@@ -101,11 +104,12 @@ class Recommender(BaseEstimator):
         (``reg_power``), scaling these features by c divides their effective penalty by c²:
         a per-field regularization knob. On MovieLens 100K, 2 was chosen on validation.
     negatives : int, default=4
-        Implicit feedback: negatives sampled per positive (once per ``fit`` and per
-        ``partial_fit`` batch), paired with the positive's user and context.
+        Implicit feedback with an ``FMClassifier``: negatives sampled per positive (once per
+        ``fit`` and per ``partial_fit`` batch), paired with the positive's user and context.
     negative_sampling : {"uniform", "popularity"}, default="uniform"
-        Draw negatives uniformly from the training items or ∝ count^0.75 (word2vec's
-        smoothing). An item the user interacted with is never drawn.
+        Draw those negatives uniformly from the training items or ∝ count^0.75 (word2vec's
+        smoothing). An item the user interacted with is never drawn. (An ``FMRanker``
+        samples its own negatives, every epoch, by its own ``negative_sampling``.)
     random_state : int or None
         Seeds negative sampling and, unless the model has its own, the model.
 
@@ -253,9 +257,16 @@ class Recommender(BaseEstimator):
 
     @property
     def _classifier(self) -> bool:
-        if self.model is not None:
-            return is_classifier(self.model)
-        return self.target is None
+        return is_classifier(self.model if self.model is not None else self._default_model())
+
+    def _default_model(self):
+        """The model used when ``model`` is None: BPR ranking for implicit feedback (log loss
+        against sampled negatives when there is context, which FMRanker does not take), 16
+        factors and 20 ALS sweeps for a target."""
+        if self.target is None and not self._context_cols():
+            return FMRanker()
+        cls = FMClassifier if self.target is None else FMRegressor
+        return cls(n_factors=16, n_epochs=20)
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng(self.random_state)
@@ -278,8 +289,7 @@ class Recommender(BaseEstimator):
         df = self._check_interactions(interactions)
         seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
         if self.model is None:
-            cls = FMClassifier if self.target is None else FMRegressor
-            model = cls(n_factors=16, n_epochs=20, random_state=seed)
+            model = self._default_model().set_params(random_state=seed)
         else:
             model = clone(self.model)
             if model.random_state is None:

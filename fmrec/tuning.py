@@ -443,9 +443,7 @@ class _RecommenderTask:
         self.has_implicit = bool(recommender._implicit_sides())
         model = recommender.model
         if model is None:
-            # What Recommender.fit uses without a model; mirrored so that it can be tuned.
-            cls = FMClassifier if recommender.target is None else FMRegressor
-            model = cls(n_factors=16, n_epochs=20)
+            model = recommender._default_model()  # what fit would use, so it can be tuned
         if model.random_state is None and isinstance(recommender.random_state,
                                                      numbers.Integral):
             model = clone(model).set_params(random_state=recommender.random_state)

@@ -45,5 +45,5 @@ def test_cold_start_users_from_demographics_beat_popularity(ml):
     baseline = ranking_metrics(popular_lists(train, cold), truth, k=10)["ndcg@10"]
     print(f"\ncold users, NDCG@10: FMRanker with demographics {ndcg:.4f}, popularity "
           f"{baseline:.4f}")
-    # Measured: 0.4004 against 0.3837.
+    # Measured: 0.4020 against 0.3837.
     assert ndcg > baseline + 0.01
