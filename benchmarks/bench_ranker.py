@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from fmrec import FMClassifier, Recommender
 from fmrec._scoring import top_n
+from fmrec.datasets import load_movielens
 from fmrec.metrics import ranking_metrics
 from fmrec.ranker import FMRanker
 from fmrec.split import train_test_split
@@ -33,7 +35,8 @@ DATA = Path(os.environ.get("FMREC_DATA_HOME", Path(__file__).resolve().parents[2
                            / "datasets")) / "ml-100k" / "u.data"
 
 
-def load():
+def load(frames: bool = False):
+    """The split (codes as ``user``/``item``); with ``frames`` also the MovieLens tables."""
     df = pd.read_csv(DATA, sep="\t", names=["user_id", "item_id", "rating", "timestamp"])
     df["user"] = df["user_id"].astype("category").cat.codes.astype(np.int64)
     df["item"] = df["item_id"].astype("category").cat.codes.astype(np.int64)
@@ -41,6 +44,9 @@ def load():
     pos = df[df["rating"] >= 4].reset_index(drop=True)
     train_full, test = train_test_split(pos, method="per_user", test_size=0.2, random_state=0)
     train, val = train_test_split(train_full, method="per_user", test_size=0.2, random_state=0)
+    if frames:
+        return load_movielens("100k", DATA.parent.parent, download=False), train, val, \
+            train_full, test
     return n_users, n_items, train, val, train_full, test
 
 
@@ -95,6 +101,9 @@ def main():
     ap.add_argument("--no-fm", action="store_true", help="only the baselines")
     ap.add_argument("--scaling", action="store_true",
                     help="only the 1 vs 2 thread epoch times on a larger synthetic problem")
+    ap.add_argument("--only-recommender", action="store_true",
+                    help="popularity and the Recommender rows only (log loss with sampled "
+                    "negatives; BPR with side features)")
     args = ap.parse_args()
     if args.scaling:
         thread_scaling()
@@ -119,7 +128,7 @@ def main():
     }
     if args.quick:
         grid = {"n_factors": [32], "learning_rate": [0.05, 0.1], "reg": [0.001, 0.01]}
-    variants = {} if args.no_fm else {
+    variants = {} if args.no_fm or args.only_recommender else {
         "BPR uniform, n_candidates=1": dict(negative_sampling="uniform", n_candidates=1),
         "BPR popularity, n_candidates=1": dict(negative_sampling="popularity", n_candidates=1),
         "BPR uniform, n_candidates=5": dict(negative_sampling="uniform", n_candidates=5),
@@ -156,8 +165,11 @@ def main():
                              seeds=[t, *seeds])
         print(f"  {name}: search {search:.0f} s, best {shown} at {epochs} epochs", flush=True)
 
-    implicit_results(args.implicit_path, results, n_users, n_items, train, val, train_full,
-                     test)
+    if not args.no_fm:
+        recommender_results(results, load(frames=True), quick=args.quick)
+    if not args.only_recommender:
+        implicit_results(args.implicit_path, results, n_users, n_items, train, val,
+                         train_full, test)
 
     print()
     print(f"{'model':34s} {'val NDCG@10':>11s} {'test NDCG@10':>12s} {'test P@10':>9s}  "
@@ -169,6 +181,48 @@ def main():
             nd = [s[0] for s in r["seeds"]]
             print(f"{'':34s} test NDCG@10 over seeds 0,1,2: {np.mean(nd):.4f} ± "
                   f"{np.std(nd):.4f}")
+
+
+def recommender_results(results, split, quick=False):
+    """The same split through ``fmrec.Recommender`` (original ids; side features from the
+    MovieLens tables): an FMClassifier on positives against sampled negatives (log loss),
+    and FMRanker (BPR, hard negatives) with the users' age, gender, occupation and the
+    items' genres. Each picks its settings on validation NDCG@10, then refits on train +
+    validation."""
+    data, train, val, train_full, test = split
+    side = {"user_features": data.users[["user_id", "age", "gender", "occupation"]],
+            "item_features": data.items[["item_id", "genres"]]}
+
+    def score(rec, heldout):
+        truth = heldout.rename(columns={"user_id": "user", "item_id": "item"})
+        recs = rec.recommend(truth["user"].unique(), n=10, unknown="popular")
+        m = ranking_metrics(recs, truth[["user", "item"]], k=10)
+        return m["ndcg@10"], m["precision@10"]
+
+    specs = {
+        "fmrec log loss, 4 sampled negatives": (
+            {}, lambda p: FMClassifier(n_factors=p[0], reg_factors=p[1], n_epochs=p[2],
+                                       random_state=0, n_jobs=1),
+            list(itertools.product([16, 32], [0.5, 2.0], [10, 20, 40]))),
+        "fmrec BPR + side features": (
+            side, lambda p: FMRanker(n_factors=p[0], reg_linear=p[1], reg_factors=p[1],
+                                     n_epochs=p[2], learning_rate=0.05, random_state=0),
+            list(itertools.product([32, 64], [0.01, 0.05], [30, 65]))),
+    }
+    for name, (features, make, grid) in specs.items():
+        if quick:
+            grid = grid[:2]
+        cols = ["user_id", "item_id"]
+        best = max(((score(Recommender(model=make(p), random_state=0, **features)
+                           .fit(train[cols]), val), p) for p in grid),
+                   key=lambda r: r[0][0])
+        start = time.perf_counter()
+        final = Recommender(model=make(best[1]), random_state=0, **features).fit(
+            train_full[cols])
+        seconds = time.perf_counter() - start
+        results[name] = dict(val=best[0], test=score(final, test), params=best[1],
+                             epochs=best[1][2], sec=f"fit {seconds:.1f} s")
+        print(f"  {name}: best (k, reg, epochs) = {best[1]}", flush=True)
 
 
 def thread_scaling(n_users=50_000, n_items=20_000, n_pos=1_000_000, k=32):
