@@ -194,7 +194,8 @@ def recommender_results(results, split, quick=False):
             "item_features": data.items[["item_id", "genres"]]}
 
     def score(rec, heldout):
-        truth = heldout.rename(columns={"user_id": "user", "item_id": "item"})
+        truth = heldout[["user_id", "item_id"]].rename(columns={"user_id": "user",
+                                                               "item_id": "item"})
         recs = rec.recommend(truth["user"].unique(), n=10, unknown="popular")
         m = ranking_metrics(recs, truth[["user", "item"]], k=10)
         return m["ndcg@10"], m["precision@10"]
