@@ -339,7 +339,8 @@ def test_design_matrix_short_blocks_sweep_as_flat_columns():
     from fmrec.design import DesignMatrix, RelationBlock
 
     rng = np.random.default_rng(0)
-    users = sp.random(20, 6, density=0.5, format="csr", random_state=1)  # ~3 per row: flat
+    # ~1.5 per row: flat (MCMC samples blocks of more than 2 per row per entity)
+    users = sp.random(20, 6, density=0.25, format="csr", random_state=1)
     index = rng.integers(0, 20, 300)
     flat = sp.random(300, 5, density=0.3, format="csr", random_state=2)
     D = DesignMatrix(flat, [RelationBlock(users, index)])
