@@ -33,7 +33,13 @@ from sklearn.exceptions import ConvergenceWarning
 from fmrec import _validation as v
 from fmrec._kernels import als as _als
 from fmrec._kernels import predict as _predict
-from fmrec._solvers import Diverged, FMState, kernel_csc, split_design
+from fmrec._solvers import (
+    Diverged,
+    FMState,
+    column_blocks_and_caches,
+    kernel_csc,
+    split_design,
+)
 from fmrec.design import DesignMatrix
 from fmrec.metrics import METRICS
 
@@ -137,13 +143,8 @@ class MCMCSolver:
             self.hyper["alpha"][:] = 1.0
         self.w0_prec = float(self.fixed.get("w0_prec", W0_PREC))
         self.csc, self.values, self.codes = kernel_csc(X, dt)
-        n, k = X.shape[0], state.V.shape[1]
-        if n_threads > 1:
-            self.blocks = _als.conflict_free_blocks(self.csc.indptr, self.csc.indices, n)
-        else:
-            self.blocks = np.array([0, X.shape[1]], dtype=np.int64)
-        self.r = np.empty(n, dt)
-        self.q = np.empty((n, k), dt)
+        self.blocks, self.r, self.q = column_blocks_and_caches(self.csc, state.V.shape[1],
+                                                               n_threads, dt)
         self.target = np.array(y, dtype=dt)  # y, or the latent z of the probit model
         # weights count as repetitions of rows (as in the other solvers), also in α's shape
         self.n_eff = float(np.sum(sample_weight, dtype=np.float64))

@@ -156,6 +156,20 @@ def kernel_csc(X: sp.csr_matrix, dt):
     return csc, values, codes
 
 
+def column_blocks_and_caches(csc: sp.csc_matrix, k: int, n_threads: int, dtype):
+    """The column blocks of a sweep and its empty row caches r (n,) and q (n, k).
+
+    Threads share the columns of blocks that touch disjoint rows (e.g. one one-hot field):
+    exact, and the same result for any number of threads. One thread sweeps one block.
+    """
+    n, d = csc.shape
+    if n_threads > 1:
+        blocks = _als.conflict_free_blocks(csc.indptr, csc.indices, n)
+    else:
+        blocks = np.array([0, d], dtype=np.int64)
+    return blocks, np.empty(n, dtype), np.empty((n, k), dtype)
+
+
 class SGDSolver:
     """SGD or AdaGrad epochs over a freshly shuffled row order (Hogwild on several threads)."""
 
@@ -215,15 +229,8 @@ class ALSSolver:
         self.reg_factors = (hp["reg_factors"] * scale).astype(dt)
         total = float(sample_weight.sum(dtype=np.float64))
         self.reg_bias = hp["reg_bias"] * total ** hp["reg_power"]
-        n, k = X.shape[0], state.V.shape[1]
-        # Threads share the columns of blocks that touch disjoint rows (e.g. one one-hot
-        # field): exact, and the same result for any number of threads.
-        if n_threads > 1:
-            self.blocks = _als.conflict_free_blocks(self.csc.indptr, self.csc.indices, n)
-        else:
-            self.blocks = np.array([0, X.shape[1]], dtype=np.int64)
-        self.r = np.empty(n, dt)
-        self.q = np.empty((n, k), dt)
+        self.blocks, self.r, self.q = column_blocks_and_caches(self.csc, state.V.shape[1],
+                                                               n_threads, dt)
 
     def epoch(self) -> tuple[float, float]:
         hp, st = self.hp, self.state
