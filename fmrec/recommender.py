@@ -324,9 +324,8 @@ class Recommender(BaseEstimator):
         user_keys = self._users.ids.field_values(self.user_col)
         item_keys = self._items.ids.field_values(self.item_col)
         U, I = self._user_rows(user_keys), self._item_rows(item_keys)  # noqa: E741
-        # Columns [context | user block | item block], as in the design (no context here).
-        U, I = (sp.hstack([sp.csr_matrix((U.shape[0], 0)), U,  # noqa: E741
-                           sp.csr_matrix((U.shape[0], I.shape[1]))], format="csr"),
+        # Columns [user block | item block], as in the design (an FMRanker has no context).
+        U, I = (sp.hstack([U, sp.csr_matrix((U.shape[0], I.shape[1]))], format="csr"),  # noqa: E741
                 sp.hstack([sp.csr_matrix((I.shape[0], U.shape[1])), I], format="csr"))
         users = self._users.index(df[self.user_col])
         items = self._items.index(df[self.item_col])

@@ -669,13 +669,6 @@ def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const flo
         for i in range(n):
             u = index[i]
             if u != cur:
-                if cur >= 0:
-                    G[cur] += sg
-                    C[cur] += sc
-                    if f >= 0:
-                        GQ[cur] += sgq
-                        A[cur] += sa
-                        A2[cur] += sa2
                 cur = u
                 sg = sc = sgq = sa = sa2 = 0
                 if f >= 0:
@@ -695,13 +688,13 @@ def block_entity_sums(const int64_t[::1] index, const floating[::1] r, const flo
                 sgq += g * t
                 sa += c * t
                 sa2 += c * t * t
-        if cur >= 0:
-            G[cur] += sg
-            C[cur] += sc
-            if f >= 0:
-                GQ[cur] += sgq
-                A[cur] += sa
-                A2[cur] += sa2
+            if i + 1 == n or index[i + 1] != u:  # the run ends: add it to its entity
+                G[u] += sg
+                C[u] += sc
+                if f >= 0:
+                    GQ[u] += sgq
+                    A[u] += sa
+                    A2[u] += sa2
 
 
 def block_push(const int64_t[::1] index, floating[::1] r, floating[:, ::1] q, Py_ssize_t f,
