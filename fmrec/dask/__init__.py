@@ -1,0 +1,14 @@
+"""Training and encoding on a Dask cluster (``pip install 'fmrec[dask]'``).
+
+The models these classes fit are ordinary fmrec models: ``to_local()`` returns an
+``FMRegressor``/``FMClassifier``/``Recommender`` that is saved, loaded and used without Dask.
+"""
+
+try:
+    import dask  # noqa: F401
+    import distributed  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(f"fmrec.dask needs dask and distributed: pip install 'fmrec[dask]' "
+                      f"({exc})") from exc
+
+__all__: list[str] = []
