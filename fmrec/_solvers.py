@@ -175,7 +175,7 @@ class SGDSolver:
 
     def __init__(self, X: sp.csr_matrix, y, sample_weight, loss: int, state: FMState, *,
                  counts: np.ndarray, hp: dict, rng: np.random.RandomState, n_threads: int,
-                 accumulators=None):
+                 accumulators=None, total_weight: float | None = None):
         self.X, self.y, self.sw, self.loss, self.state = X, y, sample_weight, loss, state
         self.hp, self.rng, self.n_threads = hp, rng, n_threads
         self.adagrad = hp["lr_schedule"] == "adagrad"
@@ -184,8 +184,11 @@ class SGDSolver:
             accumulators = (np.zeros(1, dt), np.zeros_like(state.w), np.zeros_like(state.V))
         self.accumulators = accumulators
         # Each row carries n^p / n of a parameter's penalty; p = 1 needs no per-feature scale.
+        # A pass over part of the data (a Dask shard) passes the whole data's counts and
+        # total weight, so that it minimizes the same objective.
         power = hp["reg_power"]
-        total = float(sample_weight.sum(dtype=np.float64))
+        total = (float(sample_weight.sum(dtype=np.float64)) if total_weight is None
+                 else float(total_weight))
         self.reg_bias = hp["reg_bias"] * total ** (power - 1.0)
         if power == 1.0:
             self.reg_scale = np.empty(0, dt)

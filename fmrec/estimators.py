@@ -348,8 +348,7 @@ class _BaseFM(BaseEstimator):
             if isinstance(solver, ALSSolver):
                 logs["objective"] = solver.objective(loss_sum)
             if evaluation is not None:
-                X_val, y_val, w_val = evaluation
-                logs[key] = metric(y_val, self._eval_output(X_val, n_threads), w_val)
+                logs[key] = self._score_eval_set(evaluation, metric, n_threads)
             for name_, value in logs.items():
                 self.history_.setdefault(name_, []).append(value)
             if self.verbose:
@@ -373,6 +372,11 @@ class _BaseFM(BaseEstimator):
         if evaluation is not None and rounds is not None and best_state is not None:
             state.assign(best_state)
             self._publish(state)
+
+    def _score_eval_set(self, evaluation, metric, n_threads: int) -> float:
+        """The validation metric of the current parameters on a prepared eval set."""
+        X_val, y_val, w_val = evaluation
+        return metric(y_val, self._eval_output(X_val, n_threads), w_val)
 
     def _publish(self, state: FMState) -> None:
         """Expose the live parameters as fitted attributes."""

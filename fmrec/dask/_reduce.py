@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import dask
-from dask.delayed import Delayed
 
 FAN_IN = 8  # pieces combined per task: a tree of depth log_8(partitions)
 
