@@ -11,4 +11,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fmrec.dask needs dask and distributed: pip install 'fmrec[dask]' "
                       f"({exc})") from exc
 
-__all__: list[str] = []
+from fmrec.dask.encoder import DaskFeatureEncoder
+
+__all__: list[str] = ["DaskFeatureEncoder"]
