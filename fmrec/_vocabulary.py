@@ -98,9 +98,14 @@ class Vocabulary:
     @classmethod
     def fit(cls, values, min_frequency: int | None, weights=None) -> Vocabulary:
         """Vocabulary of ``values``, ``values[i]`` occurring ``weights[i]`` times (default 1)."""
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        uniques = typed(np.asarray(uniques))
-        counts = _counts(codes, uniques, weights)
+        counted = ValueCounts.of(values, weights)
+        return cls.from_counts(counted.values, counted.counts, min_frequency)
+
+    @classmethod
+    def from_counts(cls, uniques: np.ndarray, counts: np.ndarray,
+                    min_frequency: int | None) -> Vocabulary:
+        """Vocabulary of distinct ``uniques`` (first-seen order) seen ``counts`` times each."""
+        uniques, counts = typed(uniques), np.asarray(counts, dtype=np.int64)
         try:
             order = np.argsort(uniques, kind="stable")
         except TypeError:  # mixed types do not compare: keep first-seen order
@@ -182,6 +187,79 @@ class Vocabulary:
             return None
 
 
+class ValueCounts:
+    """Distinct values of a field in first-seen order, with how often each occurs.
+
+    The mergeable statistic a vocabulary is built from: merging the counts of the parts of
+    a column, in order, gives the counts (and first-seen order) of the whole column.
+    """
+
+    def __init__(self, values: np.ndarray, counts: np.ndarray):
+        self.values, self.counts = values, counts
+
+    @classmethod
+    def of(cls, values, weights=None) -> ValueCounts:
+        """Counts of ``values``, ``values[i]`` occurring ``weights[i]`` times; NA is skipped."""
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        uniques = typed(np.asarray(uniques))
+        return cls(uniques, _counts(codes, uniques, weights))
+
+    @classmethod
+    def merge(cls, pieces: list[ValueCounts]) -> ValueCounts:
+        dtypes = {p.values.dtype for p in pieces if len(p.values)}
+        # Concatenating ints with strings would turn the ints into strings: mixed (or no)
+        # dtypes are joined as objects and typed again after the merge.
+        dtype = dtypes.pop() if len(dtypes) == 1 else object
+        values = np.concatenate([np.asarray(p.values, dtype=dtype) for p in pieces])
+        counts = np.concatenate([np.asarray(p.counts, dtype=np.int64) for p in pieces])
+        return cls.of(values, counts)
+
+    def __repr__(self) -> str:
+        return f"ValueCounts({len(self.values)} values, {int(self.counts.sum())} occurrences)"
+
+
+class Moments:
+    """Count, mean, sum of squared deviations (M2) and minimum of a numeric column.
+
+    Parts merge with Chan et al.'s pairwise update ("Updating formulae and a pairwise
+    algorithm for computing sample variances", 1979), which, unlike summing squares, does
+    not lose the variance of a column far from zero to cancellation.
+    """
+
+    def __init__(self, n: int, mean: float, m2: float, low: float):
+        self.n, self.mean, self.m2, self.low = int(n), float(mean), float(m2), float(low)
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        if not len(x):
+            return cls(0, 0.0, 0.0, np.inf)
+        mean = x.mean()
+        d = x - mean
+        # np.std's own arithmetic, so a one-part fit keeps np.std's bits.
+        return cls(len(x), mean, np.sum(d * d), x.min())
+
+    @classmethod
+    def merge(cls, pieces: list[Moments]) -> Moments:
+        n, mean, m2, low = 0, 0.0, 0.0, np.inf
+        for p in pieces:
+            if not p.n:
+                continue
+            total = n + p.n
+            delta = p.mean - mean
+            mean += delta * p.n / total
+            m2 += p.m2 + delta * delta * n * p.n / total
+            n, low = total, min(low, p.low)
+        return cls(n, mean, m2, low)
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (``ddof=0``), as ``np.std``."""
+        return float(np.sqrt(self.m2 / self.n)) if self.n else 0.0
+
+    def __repr__(self) -> str:
+        return f"Moments(n={self.n}, mean={self.mean!r}, std={self.std!r}, min={self.low!r})"
+
+
 def _counts(codes: np.ndarray, uniques, weights) -> np.ndarray:
     # How often each factorized value occurs: once per code, or its summed weights.
     present = codes >= 0
@@ -200,6 +278,11 @@ def split_cells(cells: np.ndarray, delimiter: str) -> tuple[np.ndarray, np.ndarr
     counts = np.strings.count(cells.astype(np.dtypes.StringDType()), delimiter)
     owner = np.repeat(np.arange(len(cells)), counts + 1)
     return owner, np.array(delimiter.join(cells).split(delimiter), dtype=object)
+
+
+def quantile_levels(n_bins: int) -> np.ndarray:
+    """The 1/n, ..., (n-1)/n quantile levels whose values are the inner edges of n bins."""
+    return np.arange(1, n_bins) / n_bins
 
 
 def edge_str(edge: float) -> str:
@@ -232,10 +315,15 @@ class Bins:
             return cls(spec)
         if not len(x):
             return cls([])
-        edges = np.unique(np.quantile(x, np.arange(1, spec) / spec))
+        return cls.from_quantiles(np.quantile(x, quantile_levels(spec)), x.min())
+
+    @classmethod
+    def from_quantiles(cls, quantiles: np.ndarray, low: float) -> Bins:
+        """Bins with edges at ``quantiles`` of data whose minimum is ``low``."""
+        edges = np.unique(np.asarray(quantiles, dtype=np.float64))
         # Ties make quantiles coincide (np.unique merges them); an edge at the minimum would
         # leave the first bin, the values below it, empty on the fit data.
-        return cls(edges[edges > x.min()])
+        return cls(edges[edges > low])
 
     def feature_values(self) -> list[str]:
         """Interval label of each bin, e.g. ``"(-inf, 18)"``, ``"[18, 25)"``, ``"[25, inf)"``."""

@@ -18,9 +18,12 @@ from fmrec._vocabulary import (
     MAX_UNSEEN_SHOWN,
     NORMALIZATIONS,
     Bins,
+    Moments,
+    ValueCounts,
     Vocabulary,
     as_columns,
     from_str,
+    quantile_levels,
     row_error,
     split_cells,
     to_str,
@@ -321,26 +324,83 @@ class FeatureEncoder(BaseEstimator):
         -------
         self : FeatureEncoder
         """
+        stats = self._statistics(df)
+        quantiles = {c: np.quantile(self._numeric(df, c), quantile_levels(n))
+                     for c, n in self._quantile_bins().items() if stats[c].n}
+        return self._fit_statistics(stats, quantiles)
+
+    # Fitting in two steps lets the statistics of the parts of a frame (e.g. the partitions
+    # of a Dask DataFrame) be computed where they live and merged: only they travel.
+    def _quantile_bins(self) -> dict:
+        """Bin count of each column binned at quantiles of the fit data."""
+        specs = self._check_params()
+        return {c: spec for c, spec in self._bin_specs(
+            [c for c, kind in specs if kind == "numeric"]).items() if isinstance(spec, int)}
+
+    def _statistics(self, df: pd.DataFrame) -> dict:
+        """Mergeable statistics of ``df``, one entry per configured column, in field order.
+
+        ``ValueCounts`` of the categories or tokens of a categorical or multi-valued column,
+        ``Moments`` of a standardized or quantile-binned numeric column, None for any other
+        numeric column (checked for NaN/inf all the same). Their size grows with the
+        vocabularies, not with the rows.
+        """
         specs = self._check_params()
         self._check_frame(df, [c for c, _ in specs])
         bin_specs = self._bin_specs([c for c, kind in specs if kind == "numeric"])
-        vocabs, means, stds = [], [], []
+        stats: dict = {}
         for c, kind in specs:
-            mean, std, vocab = 0.0, 1.0, None
-            if c in bin_specs:
-                vocab = Bins.fit(self._numeric(df, c), bin_specs[c])
-            elif kind == "categorical":
-                vocab = Vocabulary.fit(self._categorical(df, c), self.min_frequency)
+            if kind == "categorical":
+                stats[c] = ValueCounts.of(self._categorical(df, c))
             elif kind == "multi_valued":
                 units, owner, tokens = self._tokens(df, c)
-                vocab = Vocabulary.fit(tokens, self.min_frequency,
-                                       self._occurrences(units, owner))
-            elif self.standardize and len(df):
-                x = self._numeric(df, c)
-                mean, std = float(x.mean()), float(x.std())
-                std = std if std > 0 else 1.0  # a constant column stays finite (all zeros)
+                stats[c] = ValueCounts.of(tokens, self._occurrences(units, owner))
+            elif isinstance(bin_specs.get(c), int) or (self.standardize and c not in bin_specs):
+                stats[c] = Moments.of(self._numeric(df, c))
             else:
                 self._numeric(df, c)
+                stats[c] = None
+        return stats
+
+    @staticmethod
+    def _merge_statistics(pieces: list[dict]) -> dict:
+        """The statistics of the concatenation of the frames ``pieces`` came from, in order.
+
+        Associative, so pieces can be merged in any grouping (a reduction tree) as long as
+        their order is kept: it decides the first-seen order of unsortable categories.
+        """
+        if not pieces:
+            raise ValueError("no statistics to merge")
+        merged = {}
+        for c, first in pieces[0].items():
+            parts = [p[c] for p in pieces]
+            merged[c] = None if first is None else type(first).merge(parts)
+        return merged
+
+    def _fit_statistics(self, stats: dict, quantiles: dict | None = None) -> FeatureEncoder:
+        """Set the fitted state from (merged) ``_statistics``.
+
+        ``quantiles`` maps each quantile-binned column with data to the values of that
+        column at ``quantile_levels(n)``: statistics of parts cannot give exact quantiles.
+        """
+        specs = self._check_params()
+        missing = [c for c, _ in specs if c not in stats]
+        if missing:
+            raise ValueError(f"statistics are missing column(s) {missing}")
+        bin_specs = self._bin_specs([c for c, kind in specs if kind == "numeric"])
+        quantiles = quantiles or {}
+        vocabs, means, stds = [], [], []
+        for c, kind in specs:
+            mean, std, vocab, stat = 0.0, 1.0, None, stats[c]
+            if isinstance(bin_specs.get(c), np.ndarray):
+                vocab = Bins(bin_specs[c])
+            elif c in bin_specs:
+                vocab = Bins.from_quantiles(quantiles[c], stat.low) if stat.n else Bins([])
+            elif kind != "numeric":
+                vocab = Vocabulary.from_counts(stat.values, stat.counts, self.min_frequency)
+            elif stat is not None and stat.n:
+                mean, std = stat.mean, stat.std
+                std = std if std > 0 else 1.0  # a constant column stays finite (all zeros)
             vocabs.append(vocab)
             means.append(mean)
             stds.append(std)

@@ -719,3 +719,58 @@ def test_property_transform_matches_row_by_row_reference(data):
         for t in known:
             expected[r, enc.feature_index("m", t)] += 1 / len(known)
     np.testing.assert_allclose(X.toarray(), expected, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_property_merged_statistics_of_parts_fit_as_the_whole(data):
+    # The fit of a frame split into parts, from the merged statistics of the parts (what
+    # fmrec.dask does per partition), equals the fit of the whole frame.
+    n = data.draw(st.integers(0, 30))
+    df = pd.DataFrame({
+        "c": data.draw(st.lists(st.sampled_from([3, 1, 2, 7]), min_size=n, max_size=n)),
+        "s": data.draw(st.lists(st.sampled_from(["b", "a", "c"]), min_size=n, max_size=n)),
+        "x": data.draw(st.lists(st.floats(-1e3, 1e3), min_size=n, max_size=n)),
+        "m": data.draw(st.lists(st.lists(st.sampled_from("abcd"), max_size=3).map("|".join),
+                                min_size=n, max_size=n))}).astype({"x": float})
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
+    parts = [df.iloc[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+    kw = dict(categorical=["c", "s"], numeric=["x"], multi_valued=["m"], standardize=True,
+              min_frequency=data.draw(st.sampled_from([None, 2, 3])))
+    whole = FeatureEncoder(**kw).fit(df)
+    enc = FeatureEncoder(**kw)
+    stats = FeatureEncoder._merge_statistics([enc._statistics(p) for p in parts])
+    enc._fit_statistics(stats)
+    assert enc.feature_names_.tolist() == whole.feature_names_.tolist()
+    np.testing.assert_allclose(enc._means, whole._means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(enc._stds, whole._stds, rtol=1e-9)
+    assert stats["c"].counts.sum() == stats["x"].n == n
+
+
+def test_merge_statistics_is_associative_and_keeps_first_seen_order():
+    # Unsortable (mixed) categories keep first-seen order, so merging must keep part order
+    # whatever the grouping of the merges.
+    df = pd.DataFrame({"c": pd.Series(["b", 2, "a", 1, "b", 3.5], dtype=object),
+                       "x": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]})
+    enc = FeatureEncoder(categorical=["c"], numeric=["x"], standardize=True)
+    pieces = [enc._statistics(df.iloc[i:i + 2]) for i in (0, 2, 4)]
+    merge = FeatureEncoder._merge_statistics
+    for stats in (merge(pieces), merge([merge(pieces[:2]), pieces[2]]),
+                  merge([pieces[0], merge(pieces[1:])]), merge([merge([p]) for p in pieces])):
+        assert stats["c"].values.tolist() == ["b", 2, "a", 1, 3.5]
+        assert stats["c"].counts.tolist() == [2, 1, 1, 1, 1]
+        assert (stats["x"].n, stats["x"].mean, stats["x"].low) == (6, 10.5, 1.0)
+        np.testing.assert_allclose(stats["x"].std, np.std(df["x"]), rtol=1e-15)
+    fitted = FeatureEncoder(categorical=["c"], numeric=["x"], standardize=True).fit(df)
+    assert enc._fit_statistics(merge(pieces)).feature_names_.tolist() == \
+        fitted.feature_names_.tolist()
+
+
+def test_statistics_of_an_empty_part_merge_as_nothing():
+    df = pd.DataFrame({"c": [5, 6, 5], "x": [1.0, 2.0, 3.0]})
+    enc = FeatureEncoder(categorical=["c"], numeric=["x"], standardize=True)
+    empty = enc._statistics(df.iloc[:0])
+    assert len(empty["c"].values) == 0 and empty["x"].n == 0
+    stats = FeatureEncoder._merge_statistics([empty, enc._statistics(df), empty])
+    assert stats["c"].values.dtype == np.int64 and stats["c"].counts.tolist() == [2, 1]
+    assert (stats["x"].n, stats["x"].mean) == (3, 2.0)

@@ -11,6 +11,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"fmrec.dask needs dask and distributed: pip install 'fmrec[dask]' "
                       f"({exc})") from exc
 
+from fmrec.dask.encoder import DaskFeatureEncoder  # noqa: E402
 from fmrec.dask.estimators import DaskFMClassifier, DaskFMRegressor  # noqa: E402
 
-__all__ = ["DaskFMClassifier", "DaskFMRegressor"]
+__all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFeatureEncoder"]
