@@ -13,5 +13,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from fmrec.dask.encoder import DaskFeatureEncoder  # noqa: E402
 from fmrec.dask.estimators import DaskFMClassifier, DaskFMRegressor  # noqa: E402
+from fmrec.dask.recommender import DaskRecommender  # noqa: E402
 
-__all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFeatureEncoder"]
+__all__ = ["DaskFMClassifier", "DaskFMRegressor", "DaskFeatureEncoder", "DaskRecommender"]

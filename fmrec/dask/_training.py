@@ -4,9 +4,9 @@ Each worker holds a *shard*: its share of the partitions, validated, with the co
 touches renumbered 0..m-1. A round sends every shard only the parameters of its own columns
 (w, V and their AdaGrad sums: O(touched features · k) bytes, not O(all features · k)), runs
 the single-machine SGD kernel over the shard's rows, and returns the updated rows. The client
-then sets each parameter to the average of the shards' values, weighted by how often each
-shard's rows use it; a feature one shard alone touches takes that shard's value as it is.
-AdaGrad sums add up every shard's increments, as one pass over all the rows would.
+then sets each touched row to the average of the shards' values, weighted by how often each
+shard's rows use it (or, with ``combine="sum"``, adds up every shard's change); a feature one
+shard alone touches takes that shard's value as it is.
 
 Every task is a pure function of its inputs (the shard's partitions, the parameters, a seed
 fixed by round and shard), so when a worker dies Dask recomputes its shard elsewhere from the

@@ -264,14 +264,16 @@ _DASK_DOC = """
     n_shards : int, optional
         How many shards the training rows are split into (one per worker by default):
         shard s holds partitions s, s + n_shards, ... and runs on the s-th worker.
-    combine : {"sum", "average"}, default="sum"
-        How a round folds the shards' parameters together (touched rows only). "sum" adds
-        every shard's change, which is what one pass over all the rows makes of them to
-        first order (a shard does not see the others' changes within the round); on
-        MovieLens it keeps the single-machine progress per round at 2 to 8 shards.
-        "average" is classic model averaging, weighted by how often each shard's rows use
-        a row: safe from overshooting at any shard count, but a row that S shards touch
-        moves about 1/S as far per round, so it needs several times the rounds.
+    combine : {"average", "sum"}, default="average"
+        How a round folds the shards' parameters together (touched rows only). "average"
+        is model averaging: a row becomes the average of the shards' values, weighted by how
+        often each shard's rows use it (AdaGrad sums alike). It is right when a shard's pass
+        settles a parameter, as it does for frequent features on large data: on 1M
+        synthetic rows one averaged round scored 0.691 validation RMSE (one in-memory pass:
+        0.711). "sum" adds every shard's change instead, what one pass over all the rows
+        makes of them to first order. It keeps the in-memory progress per round when the
+        shards see each parameter only a few times a round (MovieLens ids: 2 to 8 shards),
+        but overshoots parameters that every shard settles: 0.885 after the same round.
 """
 
 
@@ -279,10 +281,11 @@ class DaskFMRegressor(_DaskFM, FMRegressor):
     """:class:`fmrec.FMRegressor` trained by data-parallel SGD on a Dask cluster.
 
     Same parameters as FMRegressor (``solver`` must be ``"sgd"``, the default here), plus
-    ``client`` and ``n_shards``. Each round (one of ``n_epochs``) runs the SGD/AdaGrad
-    kernel over every worker's rows from the current parameters, then averages the rows of
-    w and V each worker touched (weighted by how often its rows use them); only those rows
-    travel, so a round moves O(touched features · n_factors) numbers, never the data.
+    ``client``, ``n_shards`` and ``combine``. Each round (one of ``n_epochs``) runs the
+    SGD/AdaGrad kernel over every worker's rows from the current parameters, then averages
+    the rows of w and V each worker touched (weighted by how often its rows use them); only
+    those rows travel, so a round moves O(touched features · n_factors) numbers, never the
+    data.
     Early stopping reads a distributed ``eval_set``. A worker lost during a fit is replaced
     by Dask's recomputation of its shard, with the same result.
 
@@ -317,7 +320,7 @@ class DaskFMRegressor(_DaskFM, FMRegressor):
     _local_class = FMRegressor
 
     def __init__(self, n_factors: int = 8, *, client=None, n_shards: int | None = None,
-                 combine: str = "sum", solver: str = "sgd", n_epochs: int = 50,
+                 combine: str = "average", solver: str = "sgd", n_epochs: int = 50,
                  learning_rate: float = 0.05,
                  lr_schedule: str = "adagrad", reg_bias: float = 0.0, reg_linear: float = 0.5,
                  reg_factors: float = 1.0, reg_power: float = 0.5, init_std: float = 0.1,
@@ -355,14 +358,14 @@ class DaskFMClassifier(_DaskFM, FMClassifier):
 
     Same parameters as FMClassifier (``solver`` must be ``"sgd"``, the default here;
     ``eval_metric`` "logloss", as AUC does not split into per-row sums), plus ``client``
-    and ``n_shards``. Training, prediction and ``to_local`` work as in
+    ``n_shards`` and ``combine``. Training, prediction and ``to_local`` work as in
     :class:`DaskFMRegressor`; the labels' distinct values are found on the cluster.
     """ + _DASK_DOC
 
     _local_class = FMClassifier
 
     def __init__(self, n_factors: int = 8, *, client=None, n_shards: int | None = None,
-                 combine: str = "sum", solver: str = "sgd", n_epochs: int = 50,
+                 combine: str = "average", solver: str = "sgd", n_epochs: int = 50,
                  learning_rate: float = 0.05,
                  lr_schedule: str = "adagrad", reg_bias: float = 0.0, reg_linear: float = 0.5,
                  reg_factors: float = 1.0, reg_power: float = 0.5, init_std: float = 0.1,
