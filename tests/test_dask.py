@@ -365,3 +365,12 @@ def test_bad_input_names_the_problem_and_keeps_the_fitted_model(client):
     with pytest.raises(ValueError, match="combine"):
         DaskFMRegressor(client=client, combine="max").fit(*dask_rows(X, y))
     np.testing.assert_array_equal(model.V_, V)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import fmrec.dask.estimators
+
+    result = doctest.testmod(fmrec.dask.estimators, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

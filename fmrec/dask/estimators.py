@@ -256,25 +256,6 @@ def _apply(part, model, method: str):
     return out
 
 
-_DASK_DOC = """
-    Dask parameters
-    ---------------
-    client : distributed.Client, optional
-        The cluster to train on; default: the current default client.
-    n_shards : int, optional
-        How many shards the training rows are split into (one per worker by default):
-        shard s holds partitions s, s + n_shards, ... and runs on the s-th worker.
-    combine : {"average", "sum"}, default="average"
-        How a round folds the shards' parameters together (touched rows only). "average"
-        is model averaging: a row becomes the average of the shards' values, weighted by how
-        often each shard's rows use it (AdaGrad sums alike). It is right when a shard's pass
-        settles a parameter, as it does for frequent features on large data: on 1M
-        synthetic rows one averaged round scored 0.691 validation RMSE (one in-memory pass:
-        0.711). "sum" adds every shard's change instead, what one pass over all the rows
-        makes of them to first order. It keeps the in-memory progress per round when the
-        shards see each parameter only a few times a round (MovieLens ids: 2 to 8 shards),
-        but overshoots parameters that every shard settles: 0.885 after the same round.
-"""
 
 
 class DaskFMRegressor(_DaskFM, FMRegressor):
@@ -292,7 +273,26 @@ class DaskFMRegressor(_DaskFM, FMRegressor):
     The fitted estimator predicts in memory like an FMRegressor, and on dask collections
     (``predict`` returns a dask array, or a dask Series for a dask DataFrame) partition by
     partition on the workers. ``to_local()`` gives a plain FMRegressor.
-    """ + _DASK_DOC + """
+
+    Parameters
+    ----------
+    n_factors, solver, n_epochs, learning_rate, ... : see FMRegressor
+    client : distributed.Client, optional
+        The cluster to train on; default: the current default client.
+    n_shards : int, optional
+        How many shards the training rows are split into (one per worker by default):
+        shard s holds partitions s, s + n_shards, ... and runs on the s-th worker.
+    combine : {"average", "sum"}, default="average"
+        How a round folds the shards' parameters together (touched rows only). "average"
+        is model averaging: a row becomes the average of the shards' values, weighted by how
+        often each shard's rows use it (AdaGrad sums alike). It is right when a shard's pass
+        settles a parameter, as it does for frequent features on large data: on 1M
+        synthetic rows one averaged round scored 0.691 validation RMSE (one in-memory pass:
+        0.711). "sum" adds every shard's change instead, what one pass over all the rows
+        makes of them to first order. It keeps the in-memory progress per round when the
+        shards see each parameter only a few times a round (MovieLens ids: 2 to 8 shards),
+        but overshoots parameters that every shard settles: 0.885 after the same round.
+
     Attributes
     ----------
     As FMRegressor, plus ``n_shards_`` (shards used) and ``sync_bytes_`` (bytes of
@@ -360,7 +360,26 @@ class DaskFMClassifier(_DaskFM, FMClassifier):
     ``eval_metric`` "logloss", as AUC does not split into per-row sums), plus ``client``
     ``n_shards`` and ``combine``. Training, prediction and ``to_local`` work as in
     :class:`DaskFMRegressor`; the labels' distinct values are found on the cluster.
-    """ + _DASK_DOC
+
+    Parameters
+    ----------
+    n_factors, solver, n_epochs, learning_rate, ... : see FMClassifier
+    client : distributed.Client, optional
+        The cluster to train on; default: the current default client.
+    n_shards : int, optional
+        How many shards the training rows are split into (one per worker by default):
+        shard s holds partitions s, s + n_shards, ... and runs on the s-th worker.
+    combine : {"average", "sum"}, default="average"
+        How a round folds the shards' parameters together (touched rows only). "average"
+        is model averaging: a row becomes the average of the shards' values, weighted by how
+        often each shard's rows use it (AdaGrad sums alike). It is right when a shard's pass
+        settles a parameter, as it does for frequent features on large data: on 1M
+        synthetic rows one averaged round scored 0.691 validation RMSE (one in-memory pass:
+        0.711). "sum" adds every shard's change instead, what one pass over all the rows
+        makes of them to first order. It keeps the in-memory progress per round when the
+        shards see each parameter only a few times a round (MovieLens ids: 2 to 8 shards),
+        but overshoots parameters that every shard settles: 0.885 after the same round.
+    """
 
     _local_class = FMClassifier
 
