@@ -36,3 +36,13 @@ def random_csr(n_rows, n_cols, density, dtype=np.float64, index_dtype=np.int32, 
     X.indices = X.indices.astype(index_dtype)
     X.indptr = X.indptr.astype(index_dtype)
     return X
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A LocalCluster of 2 worker processes (1 thread each) shared by the Dask tests."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield client

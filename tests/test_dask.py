@@ -37,11 +37,8 @@ HP = {"learning_rate": 0.05, "lr_schedule": "adagrad", "reg_bias": 0.01, "reg_li
 
 
 @pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 def dask_rows(X, y=None, chunk=100):
@@ -170,7 +167,7 @@ def test_movielens_rmse_within_one_percent_of_single_machine_sgd(client, ml100k_
                 "early_stopping_rounds": 10, "random_state": 0}
     local = FMRegressor(**settings).fit(X[~val], y[~val], eval_set=(X[val], y[val]))
     start = time.perf_counter()
-    model = DaskFMRegressor(**settings).fit(
+    model = DaskFMRegressor(**settings, client=client).fit(
         *dask_rows(X[~val], y[~val], chunk=8000), eval_set=dask_rows(X[val], y[val], 8000))
     seconds = time.perf_counter() - start
     local_rmse = rmse(y_test, local.predict(X_test))
