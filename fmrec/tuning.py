@@ -169,9 +169,9 @@ def tune(
     callbacks : sequence of callables, optional
         Optuna study callbacks ``cb(study, frozen_trial)``, called after every trial. With a
         client they run in this process as trials end (the study is polled every half
-        second), in order of completion; ``study`` may then already hold trials that ended
-        after ``frozen_trial``, and ``study.stop()`` is not available (raise to stop: the
-        workers' loops then end after their current trial).
+        second), in order of completion, and ``study`` may then already hold trials that
+        ended after ``frozen_trial``. ``study.stop()`` (or an exception) ends the workers'
+        loops after their current trials.
     client : distributed.Client, optional
         Run the trials on the workers of this Dask cluster (needs ``distributed`` and
         ``optuna-integration``). The study then lives on the scheduler in Optuna's
@@ -702,8 +702,8 @@ def _optimize_on_cluster(client, study: optuna.Study, storage, objective: _Objec
                                           t.number))
                 for trial in ended:
                     seen.add(trial.number)
-                    for callback in callbacks:
-                        callback(study, trial)
+                    if _run_callbacks(callbacks, study, trial):
+                        stop.set()
             if all(future.done() for future in futures):
                 break
     except BaseException:
@@ -713,6 +713,24 @@ def _optimize_on_cluster(client, study: optuna.Study, storage, objective: _Objec
         raise
     finally:
         shared.release()
+
+
+def _run_callbacks(callbacks: list, study: optuna.Study, trial) -> bool:
+    """Call the study callbacks for one ended trial; True if one of them stopped the study.
+
+    ``study.stop()`` only works inside an optimize loop, which this process is not in: the
+    flags it checks and sets are Optuna's private ones, so without them stop() still raises.
+    """
+    local = getattr(study, "_thread_local", None)
+    if local is not None and hasattr(study, "_stop_flag"):
+        local.in_optimize_loop, study._stop_flag = True, False
+    try:
+        for callback in callbacks:
+            callback(study, trial)
+    finally:
+        if local is not None:
+            local.in_optimize_loop = False
+    return bool(getattr(study, "_stop_flag", False))
 
 
 def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
@@ -762,9 +780,17 @@ def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
 
 def _local_copy(study: optuna.Study, storage, *, owned: bool) -> optuna.Study:
     """The study copied into memory here; the scheduler then drops the storage we made."""
+    # Storage calls rather than optuna.copy_study, which would log every trial once more.
     memory = optuna.storages.InMemoryStorage()
-    optuna.copy_study(from_study_name=study.study_name, from_storage=storage,
-                      to_storage=memory)
+    study_id = memory.create_new_study(directions=study.directions,
+                                       study_name=study.study_name)
+    for key, value in study.user_attrs.items():
+        memory.set_study_user_attr(study_id, key, value)
+    source_id = storage.get_study_id_from_name(study.study_name)
+    for key, value in storage.get_study_system_attrs(source_id).items():
+        memory.set_study_system_attr(study_id, key, value)
+    for trial in study.get_trials(deepcopy=False):
+        memory.create_new_trial(study_id, template_trial=trial)
     copied = optuna.load_study(study_name=study.study_name, storage=memory,
                                sampler=study.sampler, pruner=study.pruner)
     if owned:

@@ -18,8 +18,9 @@ from fmrec.tuning import _loop_plan, tune  # noqa: E402
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def quiet_optuna():
+    # Module-wide, before the module's searches; the workers follow this verbosity too.
     saved = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     yield
@@ -91,6 +92,8 @@ def test_trials_on_the_cluster_give_an_ordinary_model(dask_run, regression, tmp_
     np.testing.assert_allclose(load_model(tmp_path / "best.npz").predict(X), model.predict(X))
     # The study is a copy in this process, readable without the cluster.
     assert isinstance(result.study._storage, optuna.storages.InMemoryStorage)
+    assert result.study.user_attrs["fmrec_metric"] == "rmse"
+    assert all(t.intermediate_values for t in result.study.trials)
     # A worker's trial is the fit this process would make: same split, same seed, same score.
     again = tune(FMRegressor(solver="als", n_epochs=15), (X, y), n_trials=1, random_state=0,
                  search_space={k: [v] for k, v in result.best_params.items()},
@@ -113,6 +116,26 @@ def test_trials_ran_in_the_worker_processes(dask_run, client):
 def test_callbacks_run_here_once_per_trial(dask_run):
     result, ended = dask_run
     assert sorted(ended) == [t.number for t in result.study.trials]
+
+
+def test_a_callback_stops_the_loops_on_the_workers(client, regression):
+    def slow_space(trial):
+        time.sleep(1.0)  # longer than a poll: the client sees a trial end before the next ends
+        return {"n_factors": trial.suggest_categorical("n_factors", [2, 4])}
+
+    def stop_at_once(study, trial):
+        calls.append(trial.number)
+        study.stop()
+
+    calls = []
+    study = tune(FMRegressor(n_epochs=2), regression, n_trials=10, search_space=slow_space,
+                 client=client, refit=False, callbacks=[stop_at_once]).study
+    # 2 loops of 5 trials. The client sees the first trials end within a poll (0.5 s) and
+    # sets the stop; each loop has by then begun its next trial, and ends after it.
+    print("stopped after", len(study.trials), "trials")
+    assert 2 <= len(study.trials) <= 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert sorted(calls) == [t.number for t in study.trials]
 
 
 def test_pruning_through_the_dask_storage(client, regression):
