@@ -232,46 +232,28 @@ def tune(
         parallel, model_threads = _threads(1 if n_jobs is None else n_jobs)
     else:
         _check_n_jobs(n_jobs, allow_none=True)
-        # Each loop on the cluster sets its own kernel threads, from its worker's share.
-        parallel, model_threads = None, 1
-        dask_storage, owned = _open_dask_storage(client, storage)
-        storage = dask_storage
+        model_threads = 1  # each loop on the cluster sets its own, from its worker's share
     # A Gibbs chain's posterior mean improves with every sample: no early stopping, and the
     # refit runs the template's sweeps (pruning still stops hopeless trials).
     mcmc = solver == "mcmc"
     patience = None if mcmc else early_stopping_rounds
-    metric, greater = task.metric, task.greater_is_better
+    metric = task.metric
     sampler = optuna.samplers.TPESampler(seed=random_state) if sampler is None else sampler
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
               if pruner is None else pruner)
-    if client is not None and study_name in optuna.get_all_study_names(storage):
-        # Not create_study(load_if_exists=True): its failed creation would log a traceback
-        # on the scheduler.
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
-                                  pruner=pruner)
-    else:
-        study = optuna.create_study(
-            storage=storage, study_name=study_name, load_if_exists=True,
-            direction="maximize" if greater else "minimize", sampler=sampler, pruner=pruner)
-    known = study.user_attrs.get("fmrec_metric")
-    if known is not None and known != metric:
-        raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
-                         f"{metric!r}; use another study_name")
-    study.set_user_attr("fmrec_metric", metric)
-
     objective = _Objective(task, space, allowed, model_threads, random_state, patience)
-    remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
-    if remaining > 0 and client is not None:
-        _optimize_on_cluster(client, study, dask_storage, objective, remaining,
-                             n_jobs=n_jobs, timeout=timeout, callbacks=list(callbacks or ()))
-    elif remaining > 0:
-        with threadpool_limits(limits=1, user_api="blas"):
-            study.optimize(objective, n_trials=remaining, timeout=timeout, n_jobs=parallel,
-                           callbacks=list(callbacks or ()), gc_after_trial=False)
-    if client is not None:
-        # A copy in this process: the result outlives the client, and the scheduler lets go
-        # of the study (the user's storage, if any, keeps the lasting record).
-        study = _local_copy(study, dask_storage, owned=owned)
+    callbacks = list(callbacks or ())
+    if client is None:
+        study = _open_study(storage, study_name, task, sampler, pruner)
+        remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
+        if remaining > 0:
+            with threadpool_limits(limits=1, user_api="blas"):
+                study.optimize(objective, n_trials=remaining, timeout=timeout,
+                               n_jobs=parallel, callbacks=callbacks, gc_after_trial=False)
+    else:
+        study = _search_on_cluster(client, storage, study_name, task, sampler, pruner,
+                                   objective, n_trials=n_trials, n_jobs=n_jobs,
+                                   timeout=timeout, callbacks=callbacks)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise RuntimeError(f"no trial of study {study.study_name!r} completed (all pruned or "
                            "failed); allow more trials, a gentler pruner or another space")
@@ -290,6 +272,25 @@ def tune(
         best_model = task.refit(model, outer)
     return TuneResult(study=study, best_params=best_params, best_score=float(best.value),
                       best_model=best_model, metric=metric)
+
+
+def _open_study(storage, study_name: str | None, task, sampler, pruner,
+                exists: bool = False) -> optuna.Study:
+    """Create the study or resume it, refusing one tuned on another metric."""
+    if exists:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    else:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, load_if_exists=True,
+            direction="maximize" if task.greater_is_better else "minimize",
+            sampler=sampler, pruner=pruner)
+    known = study.user_attrs.get("fmrec_metric")
+    if known is not None and known != task.metric:
+        raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
+                         f"{task.metric!r}; use another study_name")
+    study.set_user_attr("fmrec_metric", task.metric)
+    return study
 
 
 class _Objective:
@@ -629,6 +630,35 @@ def _open_dask_storage(client, storage) -> tuple[optuna.storages.BaseStorage, bo
                              f"{type(exc).__name__}: {exc}") from exc
 
 
+def _search_on_cluster(client, storage, study_name: str | None, task, sampler, pruner,
+                       objective: _Objective, *, n_trials: int, n_jobs: int | None,
+                       timeout: float | None, callbacks: list) -> optuna.Study:
+    """The search of :func:`tune` with a client; returns a copy of the study in memory here.
+
+    The copy outlives the client; the user's storage, if any, keeps the lasting record.
+    """
+    dask_storage, owned = _open_dask_storage(client, storage)
+    try:
+        # Not create_study(load_if_exists=True) on an existing study: its failed creation
+        # would log a traceback on the scheduler.
+        exists = study_name in optuna.get_all_study_names(dask_storage)
+        study = _open_study(dask_storage, study_name, task, sampler, pruner, exists=exists)
+        remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
+        if remaining > 0:
+            _optimize_on_cluster(client, study, dask_storage, objective, remaining,
+                                 n_jobs=n_jobs, timeout=timeout, callbacks=callbacks)
+        return _local_copy(study, dask_storage)
+    finally:
+        if owned:
+            # Also after an error: loops still running then fail at their next report
+            # rather than keep a storage on the scheduler for good.
+            try:
+                client.run_on_scheduler(_forget_storage, name=dask_storage.name)
+            except Exception as exc:  # e.g. a scheduler without fmrec: only memory at stake
+                logger.debug("the scheduler kept Dask storage %s: %s", dask_storage.name,
+                             exc)
+
+
 def _loop_plan(nthreads: dict, n_jobs: int | None, remaining: int) -> list[tuple]:
     """``(worker or None, trials, kernel threads)`` for each optimize loop on the cluster.
 
@@ -722,13 +752,14 @@ def _run_callbacks(callbacks: list, study: optuna.Study, trial) -> bool:
     flags it checks and sets are Optuna's private ones, so without them stop() still raises.
     """
     local = getattr(study, "_thread_local", None)
-    if local is not None and hasattr(study, "_stop_flag"):
+    patched = local is not None and hasattr(study, "_stop_flag")
+    if patched:
         local.in_optimize_loop, study._stop_flag = True, False
     try:
         for callback in callbacks:
             callback(study, trial)
     finally:
-        if local is not None:
+        if patched:
             local.in_optimize_loop = False
     return bool(getattr(study, "_stop_flag", False))
 
@@ -770,7 +801,7 @@ def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
     saved = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(verbosity)  # as quiet as the caller's process
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _WORKER_BLAS:
             study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[check],
                            gc_after_trial=False)
     finally:
@@ -778,8 +809,36 @@ def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
     return len(ran)
 
 
-def _local_copy(study: optuna.Study, storage, *, owned: bool) -> optuna.Study:
-    """The study copied into memory here; the scheduler then drops the storage we made."""
+class _SharedBlasLimit:
+    """BLAS held to one thread while any optimize loop of this worker process runs.
+
+    The first loop in sets the limit and the last one out restores it: loops nesting
+    ``threadpool_limits`` of their own would restore the original limit while others still
+    run, and leave the worker at one thread when the first one in exits last.
+    """
+
+    def __init__(self):
+        self._lock, self._users, self._limits = threading.Lock(), 0, None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limits.restore_original_limits()
+                self._limits = None
+
+
+_WORKER_BLAS = _SharedBlasLimit()
+
+
+def _local_copy(study: optuna.Study, storage) -> optuna.Study:
+    """The study copied into memory in this process."""
     # Storage calls rather than optuna.copy_study, which would log every trial once more.
     memory = optuna.storages.InMemoryStorage()
     study_id = memory.create_new_study(directions=study.directions,
@@ -791,14 +850,8 @@ def _local_copy(study: optuna.Study, storage, *, owned: bool) -> optuna.Study:
         memory.set_study_system_attr(study_id, key, value)
     for trial in study.get_trials(deepcopy=False):
         memory.create_new_trial(study_id, template_trial=trial)
-    copied = optuna.load_study(study_name=study.study_name, storage=memory,
-                               sampler=study.sampler, pruner=study.pruner)
-    if owned:
-        try:
-            storage.client.run_on_scheduler(_forget_storage, name=storage.name)
-        except Exception as exc:  # e.g. a scheduler without fmrec: only memory is at stake
-            logger.debug("the scheduler kept Dask storage %s: %s", storage.name, exc)
-    return copied
+    return optuna.load_study(study_name=study.study_name, storage=memory,
+                             sampler=study.sampler, pruner=study.pruner)
 
 
 def _forget_storage(dask_scheduler, name: str) -> None:

@@ -13,7 +13,7 @@ pytest.importorskip("optuna_integration")
 from fmrec import FMRegressor, Recommender, load_model  # noqa: E402
 from fmrec.cli import main  # noqa: E402
 from fmrec.datasets import make_fm_regression, make_recsys  # noqa: E402
-from fmrec.tuning import _loop_plan, tune  # noqa: E402
+from fmrec.tuning import _loop_plan, _SharedBlasLimit, tune  # noqa: E402
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -159,6 +159,32 @@ def test_pruning_through_the_dask_storage(client, regression):
             assert t.user_attrs["epochs_run"] == 12
 
 
+def test_the_pruner_weighs_the_trials_of_every_worker(client, regression):
+    def space(trial):
+        if trial.number > 0:
+            # Hopeless, and held back until the one good trial is in: the pruner can then
+            # only have pruned on a worker that did not run trial 0 by seeing it through the
+            # scheduler's storage.
+            deadline = time.monotonic() + 30
+            while not trial.study.get_trials(deepcopy=False,
+                                             states=(optuna.trial.TrialState.COMPLETE,)):
+                assert time.monotonic() < deadline, "trial 0 never completed"
+                time.sleep(0.05)
+        reg = 1e-2 if trial.number == 0 else 1e3
+        return {"n_factors": 4, "reg_linear": reg, "reg_factors": reg}
+
+    study = tune(FMRegressor(solver="als", n_epochs=8), regression, n_trials=6,
+                 search_space=space, client=client, refit=False,
+                 pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+                 ).study
+    first, *rest = study.trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in rest)
+    assert all(t.user_attrs["epochs_run"] == 1 for t in rest)
+    others = [t for t in rest if t.user_attrs["worker"] != first.user_attrs["worker"]]
+    assert others  # pruned on the other worker, against trial 0
+
+
 def test_resume_from_sqlite_runs_only_the_remainder(client, regression, tmp_path):
     storage = f"sqlite:///{tmp_path / 'tune.db'}"
     kwargs = dict(storage=storage, study_name="fm", random_state=0, refit=False,
@@ -230,6 +256,24 @@ def test_loop_plan_spreads_loops_over_the_workers():
     with pytest.raises(ValueError, match="no worker yet"):
         _loop_plan({}, None, 3)
     assert _loop_plan({}, 2, 3) == [(None, 2, 1), (None, 1, 1)]
+
+
+def test_blas_limit_is_shared_by_the_loops_of_a_process():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) == 1:
+        pytest.skip("no multi-threaded BLAS here to limit")
+    limit = _SharedBlasLimit()
+    limit.__enter__()
+    limit.__enter__()  # a second loop of the same worker
+    limit.__exit__(None, None, None)  # the first one ends: the other still runs
+    assert set(blas_threads()) == {1}
+    limit.__exit__(None, None, None)
+    assert blas_threads() == before
 
 
 # -------------------------------------------------------------------------------------- CLI
