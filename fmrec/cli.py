@@ -450,7 +450,8 @@ def _add_tune_command(sub, common: argparse.ArgumentParser, fmt: dict) -> None:
                         "with --scheduler one per worker thread)")
     search.add_argument("--scheduler", metavar="ADDRESS", help="run the trials on the "
                         "workers of this Dask scheduler, e.g. tcp://10.0.0.5:8786 (needs "
-                        "'pip install fmrec[dask]'); the best model is refitted here")
+                        "'pip install fmrec[dask]'); the scheduler opens --storage, the best "
+                        "model is refitted here")
     _interaction_options(p)
     model = p.add_argument_group("model (the searched parameters are not options)")
     model.add_argument("--task", choices=("auto", "regression", "classification"),

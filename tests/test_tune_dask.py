@@ -138,6 +138,19 @@ def test_a_callback_stops_the_loops_on_the_workers(client, regression):
     assert sorted(calls) == [t.number for t in study.trials]
 
 
+def test_timeout_reaches_the_loops(client, regression):
+    def slow_space(trial):
+        time.sleep(0.3)
+        return {"n_factors": trial.suggest_categorical("n_factors", [2, 4])}
+
+    start = time.perf_counter()
+    study = tune(FMRegressor(n_epochs=2), regression, n_trials=100, timeout=1.0,
+                 search_space=slow_space, client=client, refit=False).study
+    # Each loop starts no trial after a second: about 4 trials each, not 50.
+    assert 2 <= len(study.trials) <= 12
+    assert time.perf_counter() - start < 10
+
+
 def test_pruning_through_the_dask_storage(client, regression):
     def space(trial):
         # Every other trial is hopeless: penalties so strong it predicts the mean.
