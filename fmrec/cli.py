@@ -318,6 +318,7 @@ def _ranking(rec: Recommender, relevant: pd.DataFrame, k: int, console: Console)
 
 # -------------------------------------------------------------------------------------- tune
 _TUNE_TABLE_ROWS = 5
+_SCHEDULER_TIMEOUT = 10  # seconds to reach a --scheduler before giving up
 
 
 def cmd_tune(args: argparse.Namespace, console: Console) -> None:
@@ -336,6 +337,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
         console.note(f"{args.input}: {X.shape[0]} rows, {X.shape[1]} features")
     else:
         target, data = _recommender_from_args(args, console, 0)
+    client = None if args.scheduler is None else _dask_client(args.scheduler, console)
     saved = optuna.logging.get_verbosity()
     # Optuna's own per-trial log lines would repeat ours; its warnings still show.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -344,14 +346,33 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
                       metric=args.metric, validation=args.validation, cv=args.cv,
                       storage=args.storage,
                       study_name=args.study_name, random_state=args.seed,
-                      n_jobs=args.parallel, callbacks=[_trial_line(console, args.trials)])
+                      n_jobs=args.parallel, callbacks=[_trial_line(console, args.trials)],
+                      client=client)
     except RuntimeError as exc:  # no trial completed: a fixable setting, not a crash
         raise ValueError(str(exc)) from None
     finally:
         optuna.logging.set_verbosity(saved)
+        if client is not None:
+            client.close()
     _print_best_trials(result)
     result.best_model.save(args.out)
     console.note(f"best model ({result.metric} {result.best_score:.4f}) written to {args.out}")
+
+
+def _dask_client(address: str, console: Console):
+    """A client of the Dask scheduler at ``address``, or a usage error saying why not."""
+    try:
+        import distributed
+    except ImportError:
+        raise ValueError("--scheduler needs Dask: pip install 'fmrec[dask]'") from None
+    try:
+        client = distributed.Client(address, timeout=_SCHEDULER_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"could not reach the Dask scheduler at {address} ({exc})") from None
+    threads = sum(client.nthreads().values())
+    console.note(f"Dask scheduler {address}: {len(client.nthreads())} workers, "
+                 f"{threads} threads")
+    return client
 
 
 def _trial_line(console: Console, n_trials: int):
@@ -359,11 +380,16 @@ def _trial_line(console: Console, n_trials: int):
     of finished trials against the study's target and the best value so far."""
 
     def note(study, trial) -> None:
-        done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-        try:
-            best = f" (best {study.best_value:.4f})"
-        except ValueError:  # no trial completed yet
-            best = ""
+        # Counted up to this trial's end, not from the whole study: with --scheduler the
+        # callbacks of trials that ended together run after the study holds all of them.
+        end = trial.datetime_complete
+        before = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")
+                  and (end is None or t.datetime_complete is None
+                       or t.datetime_complete <= end)]
+        values = [t.value for t in before if t.state.name == "COMPLETE"]
+        pick = max if study.direction.name == "MAXIMIZE" else min
+        best = f" (best {pick(values):.4f})" if values else ""
+        done = len(before)
         metric = study.user_attrs.get("fmrec_metric", "value")
         params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         epochs = trial.user_attrs.get("epochs_run")
@@ -419,8 +445,13 @@ def _add_tune_command(sub, common: argparse.ArgumentParser, fmt: dict) -> None:
     search.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. "
                         "sqlite:///tune.db, to resume an interrupted search")
     search.add_argument("--study-name", metavar="NAME", help="study to create or resume")
-    search.add_argument("--parallel", type=int, default=1, metavar="N",
-                        help="trials at once; each model gets cores/N threads (default: 1)")
+    search.add_argument("--parallel", type=int, metavar="N",
+                        help="trials at once; each model gets cores/N threads (default: 1; "
+                        "with --scheduler one per worker thread)")
+    search.add_argument("--scheduler", metavar="ADDRESS", help="run the trials on the "
+                        "workers of this Dask scheduler, e.g. tcp://10.0.0.5:8786 (needs "
+                        "'pip install fmrec[dask]'); the scheduler opens --storage, the best "
+                        "model is refitted here")
     _interaction_options(p)
     model = p.add_argument_group("model (the searched parameters are not options)")
     model.add_argument("--task", choices=("auto", "regression", "classification"),

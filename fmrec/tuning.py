@@ -5,19 +5,25 @@ part through the estimators' ``callback(estimator, epoch, logs)``: the score is 
 Optuna (so a pruner can stop a hopeless trial early) and drives early stopping, and the
 best epoch count is kept as the trial's ``n_epochs`` user attribute so that the refit on all
 the data runs exactly as long as the best trial needed.
+
+With a Dask client the same trials run in optimize loops on the workers, sharing the study
+through Optuna's ``DaskStorage`` on the scheduler; only the refit runs in the caller's process.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import numbers
 import os
 import re
 import threading
+import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -34,6 +40,9 @@ from fmrec.ranker import FMRanker
 from fmrec.recommender import Recommender
 from fmrec.split import kfold_split, train_test_split
 
+if TYPE_CHECKING:
+    import distributed
+
 __all__ = ["TuneResult", "tune"]
 
 _RANKING = re.compile(r"^(precision|recall|ndcg|map|hit_rate)@([1-9][0-9]*)$")
@@ -43,6 +52,7 @@ _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RECOMMENDER_PARAMS = frozenset({"implicit", "implicit_weight", "negatives",
                                 "negative_sampling"})
 _CACHED_ENCODINGS = 4
+logger = logging.getLogger("fmrec")
 
 
 @dataclass
@@ -87,10 +97,11 @@ def tune(
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     random_state: int | None = None,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     refit: bool = True,
     early_stopping_rounds: int | None = 5,
     callbacks: Sequence[Callable] | None = None,
+    client: distributed.Client | None = None,
 ) -> TuneResult:
     """Search the hyperparameters of an FM estimator or a Recommender with Optuna.
 
@@ -141,18 +152,37 @@ def tune(
         ``optuna.pruners.NopPruner()`` to never prune.
     random_state : int, optional
         Seeds the split, the sampler and (unless they have their own) the models. With
-        ``n_jobs=1`` and the ALS solver a search is reproducible.
-    n_jobs : int, default=1
-        Trials run at once (threads; -1: one per core). Each model then gets
-        ``max(1, cores // n_jobs)`` kernel threads so that the trials together stay within
-        the cores, and BLAS is held to one thread during the search.
+        ``n_jobs=1`` and the ALS solver a search is reproducible; with a client it is not
+        (trials end in whatever order the workers finish them).
+    n_jobs : int, optional
+        Trials run at once. Without a client: threads (default 1; -1: one per core); each
+        model then gets ``max(1, cores // n_jobs)`` kernel threads so that the trials
+        together stay within the cores, and BLAS is held to one thread during the search.
+        With a client: optimize loops on the workers (default and -1: one per worker
+        thread of the cluster, -2 one fewer, ...), dealt over the workers in turn; the
+        fits of a worker's loops share its threads (one each when every thread has a loop).
     refit : bool, default=True
         Refit the best configuration on all the data (train and validation).
     early_stopping_rounds : int or None, default=5
         A trial stops after this many epochs without a better validation score (not with
         ``solver="mcmc"``, whose trials and refit run every sweep).
     callbacks : sequence of callables, optional
-        Optuna study callbacks ``cb(study, frozen_trial)``, called after every trial.
+        Optuna study callbacks ``cb(study, frozen_trial)``, called after every trial. With a
+        client they run in this process as trials end (the study is polled every half
+        second), in order of completion, and ``study`` may then already hold trials that
+        ended after ``frozen_trial``. ``study.stop()`` (or an exception) ends the workers'
+        loops after their current trials.
+    client : distributed.Client, optional
+        Run the trials on the workers of this Dask cluster (needs ``distributed`` and
+        ``optuna-integration``). The study then lives on the scheduler in Optuna's
+        ``DaskStorage``, wrapping ``storage`` (a URL is opened by the scheduler, so a
+        relative sqlite path is relative to the scheduler's working directory) or, without
+        one, a study in memory there. The data goes to each worker once; each trial is an
+        ordinary fit there, reporting every epoch through the scheduler so that the pruner
+        weighs the trials of all workers. ``n_trials``, ``timeout`` (per loop, from its
+        start) and resuming mean what they mean without a client, the refit runs here and
+        ``TuneResult.study`` is a copy in this process's memory. The workers need fmrec
+        and their Optuna logging follows this process's.
 
     Returns
     -------
@@ -169,6 +199,13 @@ def tune(
     >>> result = tune(FMRegressor(n_epochs=10), (X, y), n_trials=3, random_state=0)
     >>> sorted(result.best_params)
     ['init_std', 'n_factors', 'reg_factors', 'reg_linear']
+
+    On a Dask cluster (here two local worker processes):
+
+    >>> from distributed import Client, LocalCluster  # doctest: +SKIP
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
+    >>> result = tune(FMRegressor(n_epochs=10), (X, y), n_trials=8,
+    ...               client=client)  # doctest: +SKIP
     """
     _check_cv(cv, validation)
     if isinstance(estimator_or_recommender, Recommender):
@@ -191,38 +228,102 @@ def tune(
         space = _tune_space.default_space(solver, implicit=task.has_implicit)
     _tune_space.check_space(space, allowed)
 
-    parallel, model_threads = _threads(n_jobs)
+    if client is None:
+        parallel, model_threads = _threads(1 if n_jobs is None else n_jobs)
+    else:
+        _check_n_jobs(n_jobs, allow_none=True)
+        model_threads = 1  # each loop on the cluster sets its own, from its worker's share
     # A Gibbs chain's posterior mean improves with every sample: no early stopping, and the
     # refit runs the template's sweeps (pruning still stops hopeless trials).
     mcmc = solver == "mcmc"
     patience = None if mcmc else early_stopping_rounds
-    metric, greater = task.metric, task.greater_is_better
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, load_if_exists=True,
-        direction="maximize" if greater else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=random_state) if sampler is None else sampler,
-        pruner=(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
-                if pruner is None else pruner))
-    known = study.user_attrs.get("fmrec_metric")
-    if known is not None and known != metric:
-        raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
-                         f"{metric!r}; use another study_name")
-    study.set_user_attr("fmrec_metric", metric)
+    metric = task.metric
+    sampler = optuna.samplers.TPESampler(seed=random_state) if sampler is None else sampler
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5)
+              if pruner is None else pruner)
+    objective = _Objective(task, space, allowed, model_threads, random_state, patience)
+    callbacks = list(callbacks or ())
+    if client is None:
+        study = _open_study(storage, study_name, task, sampler, pruner)
+        remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
+        if remaining > 0:
+            with threadpool_limits(limits=1, user_api="blas"):
+                study.optimize(objective, n_trials=remaining, timeout=timeout,
+                               n_jobs=parallel, callbacks=callbacks, gc_after_trial=False)
+    else:
+        study = _search_on_cluster(client, storage, study_name, task, sampler, pruner,
+                                   objective, n_trials=n_trials, n_jobs=n_jobs,
+                                   timeout=timeout, callbacks=callbacks)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise RuntimeError(f"no trial of study {study.study_name!r} completed (all pruned or "
+                           "failed); allow more trials, a gentler pruner or another space")
+    best = study.best_trial
+    best_params = dict(best.user_attrs.get("params", best.params))
+    best_model = None
+    if refit:
+        outer = {k: v for k, v in best_params.items() if k in task.outer_params}
+        inner = {k: v for k, v in best_params.items() if k not in task.outer_params}
+        # From the caller's own settings: eval_metric was only set for the trials.
+        model = clone(task.user_model).set_params(**inner)
+        if not mcmc:
+            model.set_params(n_epochs=int(best.user_attrs.get("n_epochs", model.n_epochs)))
+        if model.random_state is None:
+            model.set_params(random_state=random_state)
+        best_model = task.refit(model, outer)
+    return TuneResult(study=study, best_params=best_params, best_score=float(best.value),
+                      best_model=best_model, metric=metric)
 
-    def objective(trial: optuna.Trial) -> float:
-        params = _tune_space.sample(trial, space, allowed)
+
+def _open_study(storage, study_name: str | None, task, sampler, pruner,
+                exists: bool = False) -> optuna.Study:
+    """Create the study or resume it, refusing one tuned on another metric."""
+    if exists:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    else:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, load_if_exists=True,
+            direction="maximize" if task.greater_is_better else "minimize",
+            sampler=sampler, pruner=pruner)
+    known = study.user_attrs.get("fmrec_metric")
+    if known is not None and known != task.metric:
+        raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
+                         f"{task.metric!r}; use another study_name")
+    study.set_user_attr("fmrec_metric", task.metric)
+    return study
+
+
+class _Objective:
+    """One trial: sample a configuration, fit it on each fold, keep the best epoch count.
+
+    A class rather than a closure so that it pickles: with a Dask client it is sent to the
+    workers once and each of their optimize loops runs it.
+    """
+
+    def __init__(self, task, space, allowed: set, model_threads: int,
+                 random_state: int | None, patience: int | None):
+        self.task, self.space, self.allowed = task, space, allowed
+        self.model_threads, self.random_state, self.patience = (model_threads, random_state,
+                                                                 patience)
+        self.worker = None  # a Dask worker's address, recorded on its trials
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        task = self.task
+        if self.worker is not None:
+            trial.set_user_attr("worker", self.worker)
+        params = _tune_space.sample(trial, self.space, self.allowed)
         outer = {k: v for k, v in params.items() if k in task.outer_params}
         inner = {k: v for k, v in params.items() if k not in task.outer_params}
         best, best_epochs, epochs_run = [], [], 0
         for number, fold in enumerate(task.folds(outer)):
-            model = clone(template).set_params(**inner)
-            model.set_params(n_jobs=model_threads, verbose=0)
+            model = clone(task.template).set_params(**inner)
+            model.set_params(n_jobs=self.model_threads, verbose=0)
             if model.random_state is None:
-                model.set_params(random_state=random_state)
+                model.set_params(random_state=self.random_state)
             # Only the first fold reports to the pruner: every trial's curve then comes from
             # the same data, and a hopeless trial stops before its other folds run.
-            watch = _EpochWatch(trial if number == 0 else None, fold.score, greater,
-                                patience)
+            watch = _EpochWatch(trial if number == 0 else None, fold.score,
+                                task.greater_is_better, self.patience)
             try:
                 fold.fit(model, watch)
             except ValueError as exc:
@@ -242,30 +343,6 @@ def tune(
         if len(best) > 1:
             trial.set_user_attr("fold_scores", [float(b) for b in best])
         return float(np.mean(best))
-
-    remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
-    if remaining > 0:
-        with threadpool_limits(limits=1, user_api="blas"):
-            study.optimize(objective, n_trials=remaining, timeout=timeout, n_jobs=parallel,
-                           callbacks=list(callbacks or ()), gc_after_trial=False)
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        raise RuntimeError(f"no trial of study {study.study_name!r} completed (all pruned or "
-                           "failed); allow more trials, a gentler pruner or another space")
-    best = study.best_trial
-    best_params = dict(best.user_attrs.get("params", best.params))
-    best_model = None
-    if refit:
-        outer = {k: v for k, v in best_params.items() if k in task.outer_params}
-        inner = {k: v for k, v in best_params.items() if k not in task.outer_params}
-        # From the caller's own settings: eval_metric was only set for the trials.
-        model = clone(task.user_model).set_params(**inner)
-        if not mcmc:
-            model.set_params(n_epochs=int(best.user_attrs.get("n_epochs", model.n_epochs)))
-        if model.random_state is None:
-            model.set_params(random_state=random_state)
-        best_model = task.refit(model, outer)
-    return TuneResult(study=study, best_params=best_params, best_score=float(best.value),
-                      best_model=best_model, metric=metric)
 
 
 class _EpochWatch:
@@ -456,6 +533,16 @@ class _RecommenderTask:
         self._lock = threading.Lock()
         self.folds({})  # encodes the data now, so that bad input fails before any trial
 
+    def __getstate__(self) -> dict:
+        # Sent to Dask workers: a lock does not pickle, and each process needs its own.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def folds(self, outer: dict) -> list[_RecommenderFold]:
         key = tuple(sorted((k, repr(v)) for k, v in outer.items()))
         with self._lock:
@@ -487,6 +574,290 @@ class _RecommenderTask:
         return clone(self.recommender).set_params(model=model, **outer).fit(self.full)
 
 
+# --------------------------------------------------------------------------------------- Dask
+_ENDED = (*_FINISHED, optuna.trial.TrialState.FAIL)
+_POLL_SECONDS = 0.5  # how often the client looks for finished trials and failed loops
+
+
+def _dask_storage_class() -> type:
+    try:
+        from optuna_integration import DaskStorage
+    except ImportError:
+        try:  # Optuna before the integrations moved out shipped it itself
+            from optuna.integration import DaskStorage
+        except ImportError:
+            raise ImportError("tune(client=...) needs Optuna's Dask storage: pip install "
+                              "optuna-integration distributed") from None
+    return DaskStorage
+
+
+def _open_dask_storage(client, storage) -> tuple[optuna.storages.BaseStorage, bool]:
+    """The study's storage on the scheduler, wrapping ``storage``; and whether we made it."""
+    try:
+        import distributed
+        from distributed.protocol import pickle as dask_pickle
+    except ImportError:
+        raise ImportError("tune(client=...) needs distributed: pip install 'fmrec[dask]'") \
+            from None
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
+    if client.asynchronous:
+        raise ValueError("tune needs a synchronous distributed.Client (asynchronous=False)")
+    DaskStorage = _dask_storage_class()
+    if isinstance(storage, DaskStorage):
+        return storage, False
+    if isinstance(storage, optuna.storages.InMemoryStorage):
+        raise ValueError("an InMemoryStorage lives in this process and the workers cannot "
+                         "write to it: with a client pass storage=None (a study in memory on "
+                         "the scheduler), a URL such as 'sqlite:///tune.db' or an RDBStorage")
+    if storage is not None and not isinstance(storage, str | optuna.storages.BaseStorage):
+        raise TypeError(f"storage must be None, a URL or an Optuna storage, got "
+                        f"{type(storage).__name__}")
+    if isinstance(storage, optuna.storages.BaseStorage):
+        try:
+            dask_pickle.dumps(storage)
+        except Exception as exc:
+            raise ValueError(f"storage {type(storage).__name__} cannot be sent to the Dask "
+                             f"scheduler ({exc}); pass its URL instead") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            # The scheduler opens the inner storage: a relative sqlite path is relative to
+            # the scheduler's working directory, on its machine.
+            return DaskStorage(storage, client=client), True
+        except Exception as exc:
+            raise ValueError(f"the Dask scheduler could not open storage {storage!r}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def _search_on_cluster(client, storage, study_name: str | None, task, sampler, pruner,
+                       objective: _Objective, *, n_trials: int, n_jobs: int | None,
+                       timeout: float | None, callbacks: list) -> optuna.Study:
+    """The search of :func:`tune` with a client; returns a copy of the study in memory here.
+
+    The copy outlives the client; the user's storage, if any, keeps the lasting record.
+    """
+    dask_storage, owned = _open_dask_storage(client, storage)
+    try:
+        # Not create_study(load_if_exists=True) on an existing study: its failed creation
+        # would log a traceback on the scheduler.
+        exists = study_name in optuna.get_all_study_names(dask_storage)
+        study = _open_study(dask_storage, study_name, task, sampler, pruner, exists=exists)
+        remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
+        if remaining > 0:
+            _optimize_on_cluster(client, study, dask_storage, objective, remaining,
+                                 n_jobs=n_jobs, timeout=timeout, callbacks=callbacks)
+        return _local_copy(study, dask_storage)
+    finally:
+        if owned:
+            # Also after an error: loops still running then fail at their next report
+            # rather than keep a storage on the scheduler for good.
+            try:
+                client.run_on_scheduler(_forget_storage, name=dask_storage.name)
+            except Exception as exc:  # e.g. a scheduler without fmrec: only memory at stake
+                logger.debug("the scheduler kept Dask storage %s: %s", dask_storage.name,
+                             exc)
+
+
+def _loop_plan(nthreads: dict, n_jobs: int | None, remaining: int) -> list[tuple]:
+    """``(worker or None, trials, kernel threads)`` for each optimize loop on the cluster.
+
+    The loops are dealt over the workers' threads in turn, so that they spread over the
+    workers before doubling up on one; a worker's threads are shared by its loops' fits.
+    """
+    total = sum(nthreads.values())
+    if n_jobs is None or n_jobs < 0:
+        if total == 0:
+            raise ValueError("the Dask cluster has no worker yet: wait for them "
+                             "(client.wait_for_workers) or pass n_jobs")
+        loops = total if n_jobs is None else max(1, total + 1 + int(n_jobs))
+    else:
+        loops = int(n_jobs)
+    loops = min(loops, remaining)
+    addresses = sorted(nthreads)
+    slots = [a for i in range(max(nthreads.values(), default=0)) for a in addresses
+             if nthreads[a] > i] or [None]
+    placed = [slots[i % len(slots)] for i in range(loops)]
+    plan = []
+    for i, worker in enumerate(placed):
+        trials = remaining // loops + (i < remaining % loops)
+        threads = 1 if worker is None else max(1, nthreads[worker] // placed.count(worker))
+        plan.append((worker, trials, threads))
+    return plan
+
+
+def _optimize_on_cluster(client, study: optuna.Study, storage, objective: _Objective,
+                         remaining: int, *, n_jobs: int | None, timeout: float | None,
+                         callbacks: list) -> None:
+    """Run ``remaining`` trials in optimize loops on the Dask workers; callbacks run here."""
+    import distributed
+
+    plan = _loop_plan(client.nthreads(), n_jobs, remaining)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    total = storage.get_n_trials(study_id, state=_FINISHED) + remaining
+    workers = sorted({worker for worker, _, _ in plan if worker is not None})
+    # The data goes to each worker once; every loop there shares that copy. The full data
+    # stays here for the refit.
+    shipped = copy.copy(objective)
+    shipped.task = copy.copy(objective.task)
+    del shipped.task.full
+    shared = client.scatter(shipped, workers=workers or None, broadcast=bool(workers),
+                            hash=False)
+    run = uuid.uuid4().hex
+    stop = distributed.Event(f"fmrec-tune-stop-{run}", client=client)
+    futures = [
+        client.submit(_optimize_loop, shared, study_name=study.study_name,
+                      storage_name=storage.name, n_trials=trials, total=total,
+                      timeout=timeout,
+                      threads=threads, sampler=study.sampler, pruner=study.pruner,
+                      stop=stop.name, verbosity=optuna.logging.get_verbosity(),
+                      key=f"fmrec-tune-{i}-{run}", pure=False,
+                      **({} if worker is None else {"workers": [worker],
+                                                    "allow_other_workers": True}))
+        for i, (worker, trials, threads) in enumerate(plan)]
+    seen = {t.number for t in study.get_trials(deepcopy=False, states=_ENDED)}
+    try:
+        while True:
+            try:
+                distributed.wait(futures, timeout=_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            for future in futures:
+                if future.status == "error":
+                    future.result()  # raises the loop's exception here
+            if callbacks and storage.get_n_trials(study_id, state=_ENDED) > len(seen):
+                ended = [t for t in study.get_trials(deepcopy=False, states=_ENDED)
+                         if t.number not in seen]
+                ended.sort(key=lambda t: (t.datetime_complete is None, t.datetime_complete,
+                                          t.number))
+                for trial in ended:
+                    seen.add(trial.number)
+                    if _run_callbacks(callbacks, study, trial):
+                        stop.set()
+            if all(future.done() for future in futures):
+                break
+    except BaseException:
+        # Loops cannot be interrupted mid-trial: they stop after their current one.
+        stop.set()
+        client.cancel(futures)
+        raise
+    finally:
+        shared.release()
+
+
+def _run_callbacks(callbacks: list, study: optuna.Study, trial) -> bool:
+    """Call the study callbacks for one ended trial; True if one of them stopped the study.
+
+    ``study.stop()`` only works inside an optimize loop, which this process is not in: the
+    flags it checks and sets are Optuna's private ones, so without them stop() still raises.
+    """
+    local = getattr(study, "_thread_local", None)
+    patched = local is not None and hasattr(study, "_stop_flag")
+    if patched:
+        local.in_optimize_loop, study._stop_flag = True, False
+    try:
+        for callback in callbacks:
+            callback(study, trial)
+    finally:
+        if patched:
+            local.in_optimize_loop = False
+    return bool(getattr(study, "_stop_flag", False))
+
+
+def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
+                   n_trials: int, total: int, timeout: float | None, threads: int, sampler,
+                   pruner, stop: str, verbosity: int) -> int:
+    """One optimize loop on a Dask worker: ``n_trials`` trials, fewer if the study already
+    holds ``total`` finished ones; returns the number of trials it ran.
+    """
+    import distributed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = _dask_storage_class()(name=storage_name, register=False)
+    # Every loop unpickled the same seeded sampler: without a new seed they would all
+    # propose the same configurations.
+    sampler.reseed_rng()
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                              pruner=pruner)
+    study_id = storage.get_study_id_from_name(study_name)
+
+    def enough() -> bool:
+        # A loop that Dask runs again after its worker died must not run its share twice.
+        return storage.get_n_trials(study_id, state=_FINISHED) >= total
+
+    if enough():
+        return 0
+    objective = copy.copy(objective)
+    objective.model_threads = threads
+    objective.worker = distributed.get_worker().address
+    event, ran = distributed.Event(stop), []
+
+    def check(study, trial) -> None:
+        ran.append(trial.number)
+        if event.is_set() or enough():
+            study.stop()
+
+    saved = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(verbosity)  # as quiet as the caller's process
+    try:
+        with _WORKER_BLAS:
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[check],
+                           gc_after_trial=False)
+    finally:
+        optuna.logging.set_verbosity(saved)
+    return len(ran)
+
+
+class _SharedBlasLimit:
+    """BLAS held to one thread while any optimize loop of this worker process runs.
+
+    The first loop in sets the limit and the last one out restores it: loops nesting
+    ``threadpool_limits`` of their own would restore the original limit while others still
+    run, and leave the worker at one thread when the first one in exits last.
+    """
+
+    def __init__(self):
+        self._lock, self._users, self._limits = threading.Lock(), 0, None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limits.restore_original_limits()
+                self._limits = None
+
+
+_WORKER_BLAS = _SharedBlasLimit()
+
+
+def _local_copy(study: optuna.Study, storage) -> optuna.Study:
+    """The study copied into memory in this process."""
+    # Storage calls rather than optuna.copy_study, which would log every trial once more.
+    memory = optuna.storages.InMemoryStorage()
+    study_id = memory.create_new_study(directions=study.directions,
+                                       study_name=study.study_name)
+    for key, value in study.user_attrs.items():
+        memory.set_study_user_attr(study_id, key, value)
+    source_id = storage.get_study_id_from_name(study.study_name)
+    for key, value in storage.get_study_system_attrs(source_id).items():
+        memory.set_study_system_attr(study_id, key, value)
+    for trial in study.get_trials(deepcopy=False):
+        memory.create_new_trial(study_id, template_trial=trial)
+    return optuna.load_study(study_name=study.study_name, storage=memory,
+                             sampler=study.sampler, pruner=study.pruner)
+
+
+def _forget_storage(dask_scheduler, name: str) -> None:
+    dask_scheduler.extensions["optuna"].storages.pop(name, None)
+
+
 # ------------------------------------------------------------------------------------ helpers
 def _check_cv(cv, validation) -> None:
     if cv is None:
@@ -504,10 +875,16 @@ def _check_count(name: str, value) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _threads(n_jobs) -> tuple[int, int]:
-    """Trials at once and kernel threads per model, whose product stays within the cores."""
+def _check_n_jobs(n_jobs, allow_none: bool = False) -> None:
+    if n_jobs is None and allow_none:
+        return
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer, got {n_jobs!r}")
+
+
+def _threads(n_jobs) -> tuple[int, int]:
+    """Trials at once and kernel threads per model, whose product stays within the cores."""
+    _check_n_jobs(n_jobs)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     parallel = int(n_jobs) if n_jobs > 0 else max(1, cores + 1 + int(n_jobs))
