@@ -11,9 +11,10 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("optuna_integration")
 
 from fmrec import FMRegressor, Recommender, load_model  # noqa: E402
+from fmrec._tune_dask import _loop_plan, _SharedBlasLimit  # noqa: E402
 from fmrec.cli import main  # noqa: E402
 from fmrec.datasets import make_fm_regression, make_recsys  # noqa: E402
-from fmrec.tuning import _loop_plan, _SharedBlasLimit, tune  # noqa: E402
+from fmrec.tuning import tune  # noqa: E402
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
