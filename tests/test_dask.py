@@ -371,3 +371,28 @@ def test_docstring_examples():
 
     result = doctest.testmod(fmrec.dask.estimators, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_sample_weights_partial_fit_and_encoder_output(client):
+    from fmrec.dask import DaskFeatureEncoder
+    from fmrec.datasets import make_recsys
+
+    data = make_recsys(n_users=100, n_items=60, n_interactions=2000, random_state=0)
+    ratings = dd.from_pandas(data.interactions, npartitions=4)
+    encoder = DaskFeatureEncoder(categorical=["user_id", "item_id", "device"]).fit(ratings)
+    X = encoder.transform(ratings)  # CSR chunks of unknown length
+    y, ones = ratings["rating"], ratings["rating"] * 0 + 1.0
+    plain = DaskFMRegressor(n_epochs=3, random_state=0, client=client).fit(X, y)
+    weighted = DaskFMRegressor(n_epochs=3, random_state=0, client=client).fit(
+        X, y, sample_weight=ones)
+    np.testing.assert_array_equal(weighted.V_, plain.V_)  # unit weights change nothing
+    heavier = DaskFMRegressor(n_epochs=3, random_state=0, client=client).fit(
+        X, y, sample_weight=ones * (ratings["rating"] > 3) + 0.1)
+    assert not np.allclose(heavier.V_, plain.V_)
+    assert plain.predict(X).compute().shape == (2000,)
+    plain.partial_fit(X, y)
+    assert len(plain.history_["train_loss"]) == 4
+    with pytest.raises(ValueError, match="no rows with positive weight"):
+        DaskFMRegressor(client=client).fit(X, y, sample_weight=ones * 0)
+    with pytest.raises(ValueError, match=r"sample_weight partition \d has negative values"):
+        DaskFMRegressor(client=client).fit(X, y, sample_weight=ones - 2)
