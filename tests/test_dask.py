@@ -130,7 +130,7 @@ def test_one_round_matches_the_numpy_reference(client, combine):
     state = FMState(w0, w.copy(), V.copy())
     accumulators = (np.array([acc[0]]), acc[1].copy(), acc[2].copy())
     solver = DistributedSGD(client, shards, summaries, state, accumulators, counts,
-                            dict(HP, combine=combine), 0, seed=11, n_threads=1)
+                            dict(HP, combine=combine), 0, seed=11, n_jobs=1)
     seeds = [solver._seed(0), solver._seed(1)]
     solver.epoch()
     parts = [(0, 60), (60, 120), (120, 180), (180, 240)]

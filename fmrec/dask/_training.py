@@ -15,6 +15,7 @@ partitions' lineage and reruns the round's task: the fit goes on with the same r
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dask
@@ -115,12 +116,16 @@ def build_shard(parts: list, indices: list[int], n_features: int, dtype, classes
     features = np.flatnonzero(touched)
     local = np.full(n_features, -1, dtype=np.int64)
     local[features] = np.arange(len(features))
-    shard_parts = []
-    for X, y, w in checked:
+    if len(features) == n_features:
+        # Every column is touched (the usual case for a large shard): the local numbering is
+        # the global one, so keep the partitions' indices rather than a second copy of the
+        # largest array (half of a float32 CSR), which would be alive beside the inputs.
+        shard_parts = checked
+    else:
         # The local matrix shares data and indptr with the partition: only indices are new.
-        indices_local = local[X.indices].astype(X.indices.dtype)
-        shard_parts.append((sp.csr_matrix((X.data, indices_local, X.indptr),
-                                          shape=(X.shape[0], len(features))), y, w))
+        shard_parts = [(sp.csr_matrix((X.data, local[X.indices].astype(X.indices.dtype),
+                                       X.indptr), shape=(X.shape[0], len(features))), y, w)
+                       for X, y, w in checked]
     ys = [y.astype(np.float64) for _, y, _ in checked if y is not None and len(y)]
     ws = [w.astype(np.float64) for _, y, w in checked if y is not None and len(y)]
     y_all = np.concatenate(ys) if ys else np.zeros(0)
@@ -183,9 +188,13 @@ def distinct_labels(client, partitions: list) -> np.ndarray:
 
 
 def local_pass(shard: Shard, params: tuple, counts, total_weight: float, hp: dict, loss: int,
-               seed: int, n_threads: int) -> tuple:
+               seed: int, n_jobs) -> tuple:
     """One SGD pass over a shard's rows (partitions in random order, rows shuffled in each),
-    from the given parameters of its columns. Returns the updated ones and the loss sums."""
+    from the given parameters of its columns. Returns the updated ones and the loss sums.
+
+    ``n_jobs`` is resolved here, on the worker: -1 means that machine's cores.
+    """
+    n_threads = v.resolve_n_jobs(n_jobs)
     w0, w, V, a0, aw, aV = (np.array(p, copy=True) for p in params)
     state = FMState(float(w0[0]), w, V)
     accumulators = (a0, aw, aV)
@@ -204,6 +213,18 @@ def local_pass(shard: Shard, params: tuple, counts, total_weight: float, hp: dic
     return state.w0, state.w, state.V, a0, aw, aV, loss_sum, weight_sum
 
 
+@contextmanager
+def _parameters_in_tasks():
+    """Let the round's parameters travel inside its tasks without a warning per round.
+
+    They are in the tasks on purpose, not scattered: a task whose worker dies is rerun
+    elsewhere from its own arguments, which scattered data (lost with the worker) would not
+    allow. Their size is what ``sync_bytes_`` reports.
+    """
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "2GiB"}):
+        yield
+
+
 class DistributedSGD:
     """The ``solver`` of an estimator's epoch loop: one round over every shard per epoch.
 
@@ -212,10 +233,10 @@ class DistributedSGD:
 
     def __init__(self, client, shards: list, summaries: list[dict], state: FMState,
                  accumulators: tuple, counts: np.ndarray, hp: dict, loss: int, seed: int,
-                 n_threads: int, first_epoch: int = 0):
+                 n_jobs, first_epoch: int = 0):
         self.client, self.shards, self.summaries = client, shards, summaries
         self.state, self.accumulators, self.counts = state, accumulators, counts
-        self.hp, self.loss, self.seed, self.n_threads = hp, loss, seed, n_threads
+        self.hp, self.loss, self.seed, self.n_jobs = hp, loss, seed, n_jobs
         self.total_weight = float(sum(s["weight"] for s in summaries))
         self.epoch_number = first_epoch
         self.sync_bytes: list[int] = []
@@ -227,13 +248,15 @@ class DistributedSGD:
     def epoch(self) -> tuple[float, float]:
         st, (a0, aw, aV) = self.state, self.accumulators
         futures, sent = [], 0
-        for s, (shard, summary) in enumerate(zip(self.shards, self.summaries, strict=True)):
-            f = summary["features"]
-            params = (st.w0, st.w[f], st.V[f], a0, aw[f], aV[f])
-            sent += sum(p.nbytes for p in params) + summary["counts"].nbytes
-            futures.append(self.client.submit(
-                local_pass, shard, params, self.counts[f], self.total_weight, self.hp,
-                self.loss, self._seed(s), self.n_threads, pure=False))
+        with _parameters_in_tasks():
+            for s, (shard, summary) in enumerate(zip(self.shards, self.summaries,
+                                                     strict=True)):
+                f = summary["features"]
+                params = (st.w0, st.w[f], st.V[f], a0, aw[f], aV[f])
+                sent += sum(p.nbytes for p in params) + summary["counts"].nbytes
+                futures.append(self.client.submit(
+                    local_pass, shard, params, self.counts[f], self.total_weight, self.hp,
+                    self.loss, self._seed(s), self.n_jobs, pure=False))
         results = self.client.gather(futures)
         received = sum(r[i].nbytes for r in results for i in range(6))
         self.sync_bytes.append(sent + received)
@@ -316,10 +339,12 @@ class DistributedEval:
 
     def score(self, w0: float, w: np.ndarray, V: np.ndarray, y_range) -> float:
         futures = []
-        for shard, summary in zip(self.shards, self.summaries, strict=True):
-            f = summary["features"]
-            futures.append(self.client.submit(evaluate_shard, shard, (w0, w[f], V[f]),
-                                              self.metric, y_range, self.link, pure=False))
+        with _parameters_in_tasks():
+            for shard, summary in zip(self.shards, self.summaries, strict=True):
+                f = summary["features"]
+                futures.append(self.client.submit(evaluate_shard, shard, (w0, w[f], V[f]),
+                                                  self.metric, y_range, self.link,
+                                                  pure=False))
         sums = self.client.gather(futures)
         num, den = sum(s[0] for s in sums), sum(s[1] for s in sums)
         if den <= 0:

@@ -160,7 +160,7 @@ class _DaskFM:
         hp = dict(self._solver_hyperparameters(), combine=self.combine)
         solver = DistributedSGD(client, shards, summaries, state, accumulators, counts,
                                 hp, self._loss,
-                                int(rng.randint(np.iinfo(np.int32).max)), n_threads,
+                                int(rng.randint(np.iinfo(np.int32).max)), self.n_jobs,
                                 first_epoch=len(self.history_["train_loss"]))
         self._publish(state)
         self.n_shards_ = len(shards)
