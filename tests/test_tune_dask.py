@@ -273,21 +273,21 @@ def test_loop_plan_spreads_loops_over_the_workers():
 
 
 def test_blas_limit_is_shared_by_the_loops_of_a_process():
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas_threads():
         return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
-    before = blas_threads()
-    if not before or max(before) == 1:
-        pytest.skip("no multi-threaded BLAS here to limit")
-    limit = _SharedBlasLimit()
-    limit.__enter__()
-    limit.__enter__()  # a second loop of the same worker
-    limit.__exit__(None, None, None)  # the first one ends: the other still runs
-    assert set(blas_threads()) == {1}
-    limit.__exit__(None, None, None)
-    assert blas_threads() == before
+    with threadpool_limits(limits=2, user_api="blas"):  # NumPy's BLAS, on any machine
+        before = blas_threads()
+        assert before and max(before) == 2
+        limit = _SharedBlasLimit()
+        limit.__enter__()
+        limit.__enter__()  # a second loop of the same worker
+        limit.__exit__(None, None, None)  # the first one ends: the other still runs
+        assert set(blas_threads()) == {1}
+        limit.__exit__(None, None, None)
+        assert blas_threads() == before
 
 
 # -------------------------------------------------------------------------------------- CLI

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.array as da
 import dask.dataframe as dd
@@ -12,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
+from fmrec._solvers import FMState
 from fmrec.dask._collections import aligned_partitions, column_names, is_dask, n_columns
 from fmrec.dask._training import (
     DistributedEval,
@@ -138,8 +141,6 @@ class _DaskFM:
             else:
                 self.__dict__.pop("feature_names_in_", None)
         else:
-            from fmrec._solvers import FMState
-
             state = FMState(self.w0_, self.w_.copy(), self.V_.copy())
             accumulators = tuple(a.copy() for a in getattr(
                 self, "_accumulators",
@@ -153,8 +154,6 @@ class _DaskFM:
             self.y_range_ = (lo, hi)
         evaluation = self._dask_eval_set(client, eval_set, n_features, dtype)
         if evaluation is None and self.early_stopping_rounds is not None:
-            import warnings
-
             warnings.warn("early_stopping_rounds needs an eval_set; every round will run",
                           UserWarning, stacklevel=4)
         hp = dict(self._solver_hyperparameters(), combine=self.combine)
