@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
 from fmrec._solvers import FMState, SGDSolver
+from fmrec.dask._reduce import tree_reduce
 from fmrec.metrics import log_loss
 
 # Per-row terms whose weighted mean is the metric (rmse: the square root of it).
@@ -126,16 +127,14 @@ def build_shard(parts: list, indices: list[int], n_features: int, dtype, classes
         shard_parts = [(sp.csr_matrix((X.data, local[X.indices].astype(X.indices.dtype),
                                        X.indptr), shape=(X.shape[0], len(features))), y, w)
                        for X, y, w in checked]
-    ys = [y.astype(np.float64) for _, y, _ in checked if y is not None and len(y)]
-    ws = [w.astype(np.float64) for _, y, w in checked if y is not None and len(y)]
-    y_all = np.concatenate(ys) if ys else np.zeros(0)
-    w_all = np.concatenate(ws) if ws else np.zeros(0)
+    labelled = [(y, w) for _, y, w in checked if y is not None and len(y)]
     return Shard(features, shard_parts, counts[features],
                  n_rows=sum(X.shape[0] for X, _, _ in checked),
                  weight=float(sum(w.sum(dtype=np.float64) for _, _, w in checked)),
-                 y_sum=float(w_all @ y_all),
-                 y_min=float(y_all.min()) if len(y_all) else np.inf,
-                 y_max=float(y_all.max()) if len(y_all) else -np.inf)
+                 y_sum=float(sum(w.astype(np.float64) @ y.astype(np.float64)
+                                 for y, w in labelled)),
+                 y_min=min((float(y.min()) for y, _ in labelled), default=np.inf),
+                 y_max=max((float(y.max()) for y, _ in labelled), default=-np.inf))
 
 
 def shard_summary(shard: Shard) -> dict:
@@ -171,7 +170,6 @@ def shard_futures(client, partitions: list[tuple], n_shards: int | None, n_featu
 
 def distinct_labels(client, partitions: list) -> np.ndarray:
     """The sorted distinct labels of y, reduced on the cluster."""
-    from fmrec.dask._reduce import tree_reduce
 
     def labels(y):
         y = np.asarray(y.to_numpy() if isinstance(y, pd.Series | pd.DataFrame) else y)
