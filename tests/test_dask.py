@@ -347,7 +347,7 @@ def test_bad_input_names_the_problem_and_keeps_the_fitted_model(client):
     np.testing.assert_array_equal(model.V_, V)
     with pytest.raises(ValueError, match="same partitions"):
         model.fit(dask_rows(X, chunk=100), da.from_array(y, chunks=200))
-    with pytest.raises(ValueError, match="y partition 0 has shape"):
+    with pytest.raises(ValueError, match=r"y partition \d has shape"):
         model.fit(dask_rows(X, chunk=100),
                   da.from_array(y, chunks=100).map_blocks(lambda b: b[:-1], dtype=float))
     with pytest.raises(ValueError, match="expecting 40 features"):
