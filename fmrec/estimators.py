@@ -231,9 +231,8 @@ class _BaseFM(BaseEstimator):
                     partial=False):
         self._check_hyperparameters()
         dtype = v.resolve_dtype(self.dtype)
-        if not reset and np.dtype(dtype) != self.V_.dtype:
-            raise ValueError(f"dtype changed from {self.V_.dtype} to {np.dtype(dtype).name} "
-                             "since the model was fitted; refit with warm_start=False")
+        if not reset:
+            self._check_warm(dtype)
         X, y = v.check_X_y(self, X, y, dtype=dtype, reset=reset, y_numeric=self._loss == SQUARE)
         y = self._encode_targets(y, reset=reset, classes=classes).astype(dtype)
         sw = v.check_sample_weight(sample_weight, X, dtype)
@@ -258,22 +257,9 @@ class _BaseFM(BaseEstimator):
         else:
             counts = weighted_column_counts(X, sw)
 
-        if reset:
-            state = self._initial_state(counts, y, sw, dtype, rng)
-            self.history_ = {"train_loss": []}
-            accumulators = None
-        else:
-            if self.V_.shape[1] != self.n_factors:
-                raise ValueError(f"n_factors changed from {self.V_.shape[1]} to {self.n_factors} "
-                                 "since the model was fitted; refit with warm_start=False")
-            state = FMState(self.w0_, self.w_.copy(), self.V_.copy())
-            accumulators = getattr(self, "_accumulators", None)
-            self.history_ = {key: list(val) for key, val in self.history_.items()}
+        state, accumulators = self._starting_state(counts, y, sw, dtype, rng, reset)
         if self._loss == SQUARE:
-            lo, hi = float(np.min(y)), float(np.max(y))
-            if not reset:
-                lo, hi = min(lo, self.y_range_[0]), max(hi, self.y_range_[1])
-            self.y_range_ = (lo, hi)
+            self._widen_y_range(float(np.min(y)), float(np.max(y)), reset)
 
         if self.solver == "sgd":
             solver = SGDSolver(X, y, sw, self._loss, state, counts=counts, hp=hp, rng=rng,
@@ -287,6 +273,32 @@ class _BaseFM(BaseEstimator):
         if self.solver == "sgd":
             self._accumulators = solver.accumulators
         self.n_epochs_ = len(self.history_["train_loss"])
+
+    def _check_warm(self, dtype) -> None:
+        """Continuing a fitted model needs its dtype and rank."""
+        if np.dtype(dtype) != self.V_.dtype:
+            raise ValueError(f"dtype changed from {self.V_.dtype} to {np.dtype(dtype).name} "
+                             "since the model was fitted; refit with warm_start=False")
+        if self.V_.shape[1] != self.n_factors:
+            raise ValueError(f"n_factors changed from {self.V_.shape[1]} to {self.n_factors} "
+                             "since the model was fitted; refit with warm_start=False")
+
+    def _starting_state(self, counts, y, sw, dtype, rng, reset: bool) -> tuple:
+        """(parameters, AdaGrad sums or None) to train from, with ``history_`` to extend:
+        a fresh start (``_initial_state``, from the targets ``y`` weighted by ``sw``) or
+        copies of the fitted parameters."""
+        if reset:
+            self.history_ = {"train_loss": []}
+            return self._initial_state(counts, y, sw, dtype, rng), None
+        self.history_ = {key: list(val) for key, val in self.history_.items()}
+        return (FMState(self.w0_, self.w_.copy(), self.V_.copy()),
+                getattr(self, "_accumulators", None))
+
+    def _widen_y_range(self, lo: float, hi: float, reset: bool) -> None:
+        """The clipping range: this fit's targets, and those of earlier fits when continuing."""
+        if not reset:
+            lo, hi = min(lo, self.y_range_[0]), max(hi, self.y_range_[1])
+        self.y_range_ = (lo, hi)
 
     def _solver_hyperparameters(self) -> dict:
         return {

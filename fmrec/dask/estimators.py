@@ -14,7 +14,6 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
-from fmrec._solvers import FMState
 from fmrec.dask._collections import aligned_partitions, column_names, is_dask, n_columns
 from fmrec.dask._training import (
     DistributedEval,
@@ -108,14 +107,7 @@ class _DaskFM:
             if n_features != self.n_features_in_:
                 raise ValueError(f"X has {n_features} features, but {type(self).__name__} "
                                  f"is expecting {self.n_features_in_} features as input")
-            if np.dtype(dtype) != self.V_.dtype:
-                raise ValueError(f"dtype changed from {self.V_.dtype} to "
-                                 f"{np.dtype(dtype).name} since the model was fitted; refit "
-                                 "with warm_start=False")
-            if self.V_.shape[1] != self.n_factors:
-                raise ValueError(f"n_factors changed from {self.V_.shape[1]} to "
-                                 f"{self.n_factors} since the model was fitted; refit with "
-                                 "warm_start=False")
+            self._check_warm(dtype)
         partitions = aligned_partitions(X, y, sample_weight)
         labels = self._dask_classes(client, partitions, reset, classes)
         shards = shard_futures(client, partitions, self.n_shards, n_features, dtype, labels)
@@ -129,29 +121,22 @@ class _DaskFM:
             raise ValueError("the training data has no rows with positive weight")
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
+        # The intercept starts at the (weighted) mean target, as in memory: one row holding it.
+        mean = np.array([sum(s["y_sum"] for s in summaries) / weight])
+        state, accumulators = self._starting_state(counts, mean, np.ones(1), dtype, rng, reset)
+        # The client keeps its own AdaGrad sums: the rounds update them in place.
+        accumulators = ((np.zeros(1, dtype), np.zeros_like(state.w), np.zeros_like(state.V))
+                        if accumulators is None else tuple(a.copy() for a in accumulators))
         if reset:
-            mean = np.array([sum(s["y_sum"] for s in summaries) / weight])
-            state = self._initial_state(counts, mean, np.ones(1), dtype, rng)
-            accumulators = (np.zeros(1, dtype), np.zeros_like(state.w), np.zeros_like(state.V))
-            self.history_ = {"train_loss": []}
             self.n_features_in_ = n_features
             names = column_names(X)
             if names is not None:
                 self.feature_names_in_ = names
             else:
                 self.__dict__.pop("feature_names_in_", None)
-        else:
-            state = FMState(self.w0_, self.w_.copy(), self.V_.copy())
-            accumulators = tuple(a.copy() for a in getattr(
-                self, "_accumulators",
-                (np.zeros(1, dtype), np.zeros_like(state.w), np.zeros_like(state.V))))
-            self.history_ = {key: list(val) for key, val in self.history_.items()}
         if self._loss == 0:
-            lo = min(s["y_min"] for s in summaries)
-            hi = max(s["y_max"] for s in summaries)
-            if not reset:
-                lo, hi = min(lo, self.y_range_[0]), max(hi, self.y_range_[1])
-            self.y_range_ = (lo, hi)
+            self._widen_y_range(min(s["y_min"] for s in summaries),
+                                max(s["y_max"] for s in summaries), reset)
         evaluation = self._dask_eval_set(client, eval_set, n_features, dtype)
         if evaluation is None and self.early_stopping_rounds is not None:
             warnings.warn("early_stopping_rounds needs an eval_set; every round will run",
@@ -187,8 +172,7 @@ class _DaskFM:
             raise ValueError(f"eval_set X has {n_columns(X_val)} features, X has {n_features}")
         partitions = aligned_partitions(X_val, y_val, w_val)
         labels = getattr(self, "classes_", None) if self._loss == 1 else None
-        shards = shard_futures(self._get_client(), partitions, self.n_shards, n_features,
-                               dtype, labels)
+        shards = shard_futures(client, partitions, self.n_shards, n_features, dtype, labels)
         summaries = client.gather([client.submit(shard_summary, s, pure=False)
                                    for s in shards])
         link = "sigmoid" if self._loss == 1 else "identity"

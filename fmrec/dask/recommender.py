@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from sklearn.base import clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec._entities import SEP, Entities, as_keys, column_kinds
+from fmrec._entities import SEP, Entities, as_keys, check_keys, column_kinds
 from fmrec._validation import resolve_dtype
 from fmrec.dask._reduce import tree_reduce
 from fmrec.dask.encoder import DaskFeatureEncoder
@@ -214,10 +214,7 @@ implicit_weight, random_state
 def _check_partition(df: pd.DataFrame, index: int, user_col, item_col, target) -> tuple:
     """(distinct users, distinct items) of a partition, in order of first appearance."""
     for col in (user_col, item_col, target):
-        na = df[col].isna().to_numpy()
-        if na.any():
-            raise ValueError(f"interactions partition {index}: column {col!r} has "
-                             f"{int(na.sum())} missing value(s)")
+        check_keys(df, col, f"interactions partition {index}:")
     return as_keys(pd.unique(df[user_col])), as_keys(pd.unique(df[item_col]))
 
 
