@@ -13,7 +13,6 @@ through Optuna's ``DaskStorage`` on the scheduler; only the refit runs in the ca
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import numbers
 import os
@@ -50,7 +49,6 @@ _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 RECOMMENDER_PARAMS = frozenset({"implicit", "implicit_weight", "negatives",
                                 "negative_sampling"})
 _CACHED_ENCODINGS = 4
-logger = logging.getLogger("fmrec")
 
 
 @dataclass
