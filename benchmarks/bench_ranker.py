@@ -25,10 +25,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec import FMClassifier, Recommender
-from fmrec._scoring import top_n
 from fmrec.datasets import load_movielens
 from fmrec.metrics import ranking_metrics
-from fmrec.ranker import FMRanker
+from fmrec.models.ranker import FMRanker
+from fmrec.recommend.scoring import top_n
 from fmrec.split import train_test_split
 
 DATA = Path(os.environ.get("FMREC_DATA_HOME", Path(__file__).resolve().parents[2] / "shared"

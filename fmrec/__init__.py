@@ -1,15 +1,27 @@
-"""fmrec: Factorization Machines for recommenders."""
+"""fmrec: Factorization Machines for recommenders.
+
+The package in layers, each importing only the ones below it:
+
+- ``fmrec.models``: the estimators (FMRegressor, FMClassifier, FMRanker) and their one
+  training loop;
+- ``fmrec.solvers``: one epoch of ALS, SGD, MCMC or BPR at a time, over ``fmrec._kernels``;
+- ``fmrec.features``: pandas columns to sparse rows (FeatureEncoder);
+- ``fmrec.recommend``: interactions to rows (InteractionDataset) and top-N lists
+  (Recommender);
+- ``fmrec.tuning``, ``fmrec.cli``, ``fmrec.dask``: built on the public API.
+"""
 
 from fmrec import inspect, plot  # plot imports matplotlib only when a figure is drawn
 from fmrec._kernels._openmp import openmp_enabled
-from fmrec.encoder import FeatureEncoder
-from fmrec.estimators import FMClassifier, FMRegressor
+from fmrec.design import DesignMatrix, RelationBlock
+from fmrec.features.encoder import FeatureEncoder
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
-from fmrec.ranker import FMRanker
-from fmrec.recommender import Recommender
+from fmrec.recommend.recommender import Recommender
 
-__all__ = ["FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder", "Recommender",
-           "TuneResult",
+__all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
+           "Recommender", "RelationBlock", "TuneResult",
            "inspect", "load_model", "openmp_enabled", "plot", "tune"]
 __version__ = "0.1.0"
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec.recommender import Recommender, _is_mcmc
+from fmrec.recommend.recommender import Recommender, _is_mcmc
 
 __all__ = ["most_similar", "similarity_matrix"]
 

@@ -143,8 +143,8 @@ def _jsonable_deep(value):
 
 
 def _model_classes():
-    from fmrec.estimators import FMClassifier, FMRegressor
-    from fmrec.ranker import FMRanker
+    from fmrec.models.fm import FMClassifier, FMRegressor
+    from fmrec.models.ranker import FMRanker
 
     return {cls.__name__: cls for cls in (FMRegressor, FMClassifier, FMRanker)}
 
@@ -209,7 +209,7 @@ def load_model(path):
 
 
 def _restore_recommender(meta, arrays, classes):
-    from fmrec.recommender import Recommender
+    from fmrec.recommend.recommender import Recommender
 
     model_meta = meta["model"]
     if model_meta.get("class") not in classes:

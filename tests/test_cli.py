@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import dump_svmlight_file
 
 import fmrec
-from fmrec import _cli_io
+from fmrec.cli import io as _cli_io
 from fmrec.cli import main
 from fmrec.datasets import make_fm_classification, make_fm_regression, make_recsys
 from fmrec.split import train_test_split

@@ -19,9 +19,9 @@ dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
 import pandas as pd  # noqa: E402
+import reference as R  # noqa: E402
 
 from fmrec import FMClassifier, FMRegressor, load_model  # noqa: E402
-from fmrec import _reference as R  # noqa: E402
 from fmrec.dask import DaskFMClassifier, DaskFMRegressor  # noqa: E402
 from fmrec.dask._training import (  # noqa: E402
     DistributedSGD,
@@ -125,7 +125,7 @@ def test_one_round_matches_the_numpy_reference(client, combine):
     rng = np.random.default_rng(3)
     w0, w, V = 0.3, rng.normal(0, 0.1, 30), rng.normal(0, 0.1, (30, 4))
     acc = (0.5, rng.uniform(0, 1, 30), rng.uniform(0, 1, (30, 4)))
-    from fmrec._solvers import FMState
+    from fmrec.solvers._state import FMState
 
     state = FMState(w0, w.copy(), V.copy())
     accumulators = (np.array([acc[0]]), acc[1].copy(), acc[2].copy())

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from reference import predict
 
 from fmrec import FMRegressor, datasets
-from fmrec._reference import predict
 from fmrec.metrics import rmse
 
 

@@ -3,12 +3,14 @@ against the NumPy reference on the materialized rows."""
 
 import numpy as np
 import pytest
+import reference as R
 import scipy.sparse as sp
 
-from fmrec import FMClassifier, FMRegressor, _solvers
-from fmrec import _reference as R
-from fmrec._solvers import ALSSolver, FMState, penalty_scale, weighted_column_counts
+from fmrec import FMClassifier, FMRegressor
 from fmrec.design import DesignMatrix, RelationBlock, column_counts, fm_output
+from fmrec.solvers import _blocks
+from fmrec.solvers._state import FMState, penalty_scale, weighted_column_counts
+from fmrec.solvers.als import ALSSolver
 
 
 def relational(n=120, flat_cols=4, seed=0, dtype=np.float64):
@@ -86,7 +88,7 @@ def one_block_epoch(X, y, s, loss, w0, w, V, hp, dtype):
 def block_layout(request, monkeypatch):
     """Sweep the blocks per entity, or let split_design turn them into ordinary columns."""
     per_entity = request.param == "per entity"
-    monkeypatch.setattr(_solvers, "BLOCK_MIN_ROW_NNZ", 0.0 if per_entity else np.inf)
+    monkeypatch.setattr(_blocks, "BLOCK_MIN_ROW_NNZ", 0.0 if per_entity else np.inf)
     return per_entity
 
 
@@ -162,7 +164,7 @@ def test_split_design_keeps_long_blocks_and_materializes_short_ones():
     long_users = RelationBlock(sp.random(15, 30, density=0.5, format="csr", random_state=0),
                                X.blocks[0].index)
     X = DesignMatrix(X.flat, [long_users, X.blocks[1]])
-    flat, parts, skip = _solvers.split_design(X, np.float64)
+    flat, parts, skip = _blocks.split_design(X, np.float64)
     assert [(p.lo, p.hi) for p in parts] == [(4, 34)]
     np.testing.assert_array_equal(np.flatnonzero(skip), np.arange(4, 34))
     expected = X.to_csr().toarray()

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 import fmrec.design
-import fmrec.estimators
+import fmrec.models.fm
 import fmrec.persistence
-import fmrec.recommender
+import fmrec.recommend.recommender
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@pytest.mark.parametrize("module", [fmrec.estimators, fmrec.persistence, fmrec.design,
-                                    fmrec.recommender])
+@pytest.mark.parametrize("module", [fmrec.models.fm, fmrec.persistence, fmrec.design,
+                                    fmrec.recommend.recommender])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -9,9 +9,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fmrec.encoder
+import fmrec.features.encoder
 from fmrec import FMRegressor
-from fmrec.encoder import FeatureEncoder
+from fmrec.features.encoder import FeatureEncoder
 
 
 def assert_csr_equal(X, expected):
@@ -279,7 +279,7 @@ def test_empty_frame_transforms_to_empty_matrix(frame):
 
 
 def test_docstring_example():
-    result = doctest.testmod(fmrec.encoder, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(fmrec.features.encoder, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -649,7 +649,7 @@ def test_split_once_per_distinct_cell_equals_splitting_every_cell(monkeypatch, k
     results = []
     # Share 1.0: cells always go through the distinct-cell shortcut; 0.0: never.
     for share in (1.0, 0.0):
-        monkeypatch.setattr(fmrec.encoder, "_MAX_DISTINCT_SHARE", share)
+        monkeypatch.setattr(fmrec.features.encoder, "_MAX_DISTINCT_SHARE", share)
         enc = FeatureEncoder(categorical=["u"], multi_valued=["m"], **kwargs).fit(train)
         results.append((enc.feature_names_.tolist(), enc.transform(test), enc))
     (names, X, enc), (direct_names, direct, _) = results
@@ -673,7 +673,8 @@ def test_multi_valued_rows_written_across_chunks(monkeypatch, frame):
     enc = FeatureEncoder(categorical=["user_id"], multi_valued=["tags"]).fit(frame)
     big = pd.concat([frame] * 7, ignore_index=True)
     X = enc.transform(big)
-    monkeypatch.setattr(fmrec._csr_build, "CHUNK_ROWS", 3)  # chunks end mid-frame, empty rows
+    # chunks end mid-frame, empty rows
+    monkeypatch.setattr(fmrec.features._csr_build, "CHUNK_ROWS", 3)
     assert_same_bits(enc.transform(big), X)
 
 

@@ -376,6 +376,6 @@ def test_als_same_model_whatever_the_value_storage(values, monkeypatch):
     X.data = {"ones": np.ones(X.nnz), "few": rng.choice([0.5, 1.0, 2.0], X.nnz),
               "many": rng.uniform(0.5, 1.5, X.nnz)}[values].astype(X.dtype)
     model = FMRegressor(n_epochs=3, dtype="float64", random_state=0).fit(X, y)
-    monkeypatch.setattr("fmrec._solvers.value_table", lambda data, max_size=256: None)
+    monkeypatch.setattr("fmrec.solvers._blocks.value_table", lambda data, max_size=256: None)
     reference = FMRegressor(n_epochs=3, dtype="float64", random_state=0).fit(X, y)  # plain CSC
     np.testing.assert_array_equal(model.V_, reference.V_)

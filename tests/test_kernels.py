@@ -1,11 +1,11 @@
-"""Each Cython kernel against the NumPy reference (fmrec._reference)."""
+"""Each Cython kernel against the NumPy reference (reference)."""
 
 import numpy as np
 import pytest
+import reference as R
 import scipy.sparse as sp
 from conftest import random_csr
 
-from fmrec import _reference as R
 from fmrec._kernels import als, predict, sgd
 
 NO_CODES = np.empty(0, np.uint8)

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import pytest
+import reference as R
 import scipy.sparse as sp
 from conftest import random_csr
 
-from fmrec import _reference as R
 from fmrec._kernels import als
 
 NO_CODES = np.empty(0, np.uint8)
@@ -280,7 +280,7 @@ def test_other_misuse(regression):
         model.set_params(solver="mcmc").fit(X[:300], y[:300])
     model.set_params(solver="als", warm_start=False).fit(X[:300], y[:300])
     assert not hasattr(model, "samples_w0_")
-    from fmrec._reference import predict as ref_predict
+    from reference import predict as ref_predict
     np.testing.assert_allclose(model.predict(X_val), np.clip(
         ref_predict(X_val, model.w0_, model.w_, model.V_), *model.y_range_), rtol=1e-4,
         atol=1e-4)
@@ -365,8 +365,8 @@ def long_block_design(n=300, seed=0):
 @pytest.mark.parametrize("flags", [(True, True), (False, False)])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gibbs_sweep_with_relation_block_matches_reference(flags, weighted):
-    from fmrec._mcmc import MCMCSolver, initial_hyper, prior_table
-    from fmrec._solvers import FMState
+    from fmrec.solvers._state import FMState
+    from fmrec.solvers.mcmc import MCMCSolver, initial_hyper, prior_table
 
     D = long_block_design()
     n, d, k = D.shape[0], D.shape[1], 3
@@ -436,7 +436,7 @@ def test_movielens_u1_ids_only(ml100k_dir):
 def test_truncated_latent_targets():
     from scipy.stats import truncnorm
 
-    from fmrec._mcmc import truncated_latent
+    from fmrec.solvers.mcmc import truncated_latent
 
     rng = np.random.default_rng(0)
     for mean in (-40.0, -3.0, 0.0, 2.0, 40.0):
@@ -452,7 +452,7 @@ def test_truncated_latent_targets():
 
 
 def test_hyperparameter_conditionals_concentrate():
-    from fmrec._mcmc import sample_group_prior
+    from fmrec.solvers.mcmc import sample_group_prior
 
     rng = np.random.default_rng(0)
     groups = np.repeat([0, 1], 20000).astype(np.int32)
@@ -471,7 +471,7 @@ def test_hyperparameter_conditionals_concentrate():
 @pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
 def test_cache_reuse_between_refreshes_is_exact(regression, classification, cls, monkeypatch):
     """The caches the sweep leaves behind equal a rebuild (up to rounding)."""
-    import fmrec._mcmc as M
+    import fmrec.solvers.mcmc as M
 
     X, y, X_val, _ = regression if cls is FMRegressor else classification
     X, y = X[:800], y[:800]

@@ -9,7 +9,7 @@ import pytest
 from fmrec import Recommender
 from fmrec.datasets import load_movielens
 from fmrec.metrics import ranking_metrics
-from fmrec.ranker import FMRanker
+from fmrec.models.ranker import FMRanker
 
 
 @pytest.fixture(scope="module")

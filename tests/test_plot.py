@@ -267,7 +267,7 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, model):
 
 
 def test_demo_writes_non_blank_figures(tmp_path):
-    from fmrec._cli_demo import _demo_figures, _DemoData
+    from fmrec.cli.demo import _demo_figures, _DemoData
     from fmrec.datasets import make_recsys
 
     class Console:
@@ -287,7 +287,7 @@ def test_demo_writes_non_blank_figures(tmp_path):
 
 
 def test_demo_writes_tuning_figures(tmp_path):
-    from fmrec._cli_demo import DEMO_TUNE, _demo_tuning
+    from fmrec.cli.demo import DEMO_TUNE, _demo_tuning
     from fmrec.datasets import make_recsys
 
     class Console:

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+import reference as ref
 import scipy.sparse as sp
 from scipy import stats
 
-from fmrec import _reference as ref
 from fmrec._kernels import bpr as _bpr
-from fmrec.ranker import MAX_DRAWS, FMRanker, popularity_cdf
+from fmrec.models.ranker import MAX_DRAWS, FMRanker, popularity_cdf
 
 
 def _csr(M, index_dtype=np.int32, dtype=np.float64):
@@ -371,9 +371,9 @@ def test_docstring_example_and_sklearn_params():
 
     from sklearn.base import clone
 
-    import fmrec.ranker
+    import fmrec.models.ranker
 
-    result = doctest.testmod(fmrec.ranker, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(fmrec.models.ranker, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
     model = FMRanker(8, n_candidates=3, negative_sampling="popularity")
     assert clone(model).get_params() == model.get_params()

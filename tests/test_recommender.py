@@ -10,11 +10,12 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 from sklearn.exceptions import NotFittedError
 
-import fmrec.recommender
-from fmrec import FMClassifier, FMRegressor, Recommender, _scoring, load_model
+import fmrec.recommend.recommender
+from fmrec import FMClassifier, FMRegressor, Recommender, load_model
 from fmrec.datasets import load_ml100k_split
 from fmrec.design import DesignMatrix, RelationBlock
 from fmrec.metrics import ranking_metrics
+from fmrec.recommend import scoring as _scoring
 
 N_USERS, N_ITEMS = 60, 40
 
@@ -616,7 +617,7 @@ def test_save_before_fit_fails(tmp_path):
 
 
 def test_docstring_example():
-    result = doctest.testmod(fmrec.recommender, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(fmrec.recommend.recommender, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -757,7 +758,7 @@ def test_mcmc_recommender_save_load_and_similar(data, tmp_path):
 
 # ---------------------------------------------------------------------------- FMRanker
 def ranker(**kw):
-    from fmrec.ranker import FMRanker
+    from fmrec.models.ranker import FMRanker
 
     return FMRanker(**{"n_factors": 8, "n_epochs": 15, "random_state": 0, **kw})
 

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
+import reference as R
 from conftest import random_csr
-
-from fmrec import _reference as R
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fmrec import FMClassifier, FMRegressor, Recommender, load_model  # noqa: E4
 from fmrec.cli import main  # noqa: E402
 from fmrec.datasets import make_fm_classification, make_fm_regression, make_recsys  # noqa: E402
 from fmrec.metrics import rmse  # noqa: E402
-from fmrec.tuning import TuneResult, _threads, tune  # noqa: E402
+from fmrec.tuning.search import TuneResult, _threads, tune  # noqa: E402
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -471,7 +471,7 @@ def test_mcmc_tunes_the_rank_only_and_refits_every_sweep(regression):
 
 
 def test_ranker_tuned_on_ndcg(ratings):
-    from fmrec.ranker import FMRanker
+    from fmrec.models.ranker import FMRanker
 
     positives = ratings.loc[ratings["rating"] >= ratings["rating"].median(),
                             ["user_id", "item_id"]]

@@ -11,10 +11,10 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("optuna_integration")
 
 from fmrec import FMRegressor, Recommender, load_model  # noqa: E402
-from fmrec._tune_dask import _loop_plan, _SharedBlasLimit  # noqa: E402
 from fmrec.cli import main  # noqa: E402
 from fmrec.datasets import make_fm_regression, make_recsys  # noqa: E402
-from fmrec.tuning import tune  # noqa: E402
+from fmrec.tuning.cluster import _loop_plan, _SharedBlasLimit  # noqa: E402
+from fmrec.tuning.search import tune  # noqa: E402
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -307,7 +307,7 @@ def test_cli_tune_on_a_scheduler(cluster, tmp_path, capsys):
 
 
 def test_cli_unreachable_scheduler(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("fmrec.cli._SCHEDULER_TIMEOUT", 1)
+    monkeypatch.setattr("fmrec.cli.commands._SCHEDULER_TIMEOUT", 1)
     ratings = make_recsys(n_users=10, n_items=10, n_interactions=100,
                           random_state=0).interactions
     csv = tmp_path / "ratings.csv"

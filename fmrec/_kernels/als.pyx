@@ -374,7 +374,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
     ``blocks`` (from ``conflict_free_blocks``, or [0, n_columns]) lets ``n_threads`` threads
     share the columns of a block; the result is the same for any number of threads.
     ``skip`` (one byte per column, optional): columns marked 1 are left alone, e.g. those a
-    relation block updates (fmrec._block_als).
+    relation block updates (fmrec.solvers._blocks).
     Gibbs sampling (square loss; see the ``Gibbs`` struct): ``normals`` (1 + d * (k + 1)
     standard normal draws), ``groups`` (int32 group of each column), ``prior`` (one row
     [lambda_w, mu_w, lambda_v1..k, mu_v1..k] per group) and the noise precision ``alpha``

@@ -25,9 +25,11 @@ import scipy.sparse as sp
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
-from fmrec._solvers import FMState, SGDSolver
+from fmrec._links import sigmoid
 from fmrec.dask._reduce import tree_reduce
 from fmrec.metrics import log_loss
+from fmrec.solvers._state import FMState
+from fmrec.solvers.sgd import SGDSolver
 
 # Per-row terms whose weighted mean is the metric (rmse: the square root of it).
 _ROW_METRICS = ("rmse", "mae", "logloss")
@@ -314,7 +316,7 @@ def evaluate_shard(shard: Shard, params: tuple, metric: str, y_range, link: str)
         out = out.astype(np.float64)
         yy, ww = y.astype(np.float64), sw.astype(np.float64)
         if link == "sigmoid":
-            term = log_loss(yy, 0.5 * (1.0 + np.tanh(0.5 * out)), ww) * ww.sum()
+            term = log_loss(yy, sigmoid(out), ww) * ww.sum()
         else:
             if y_range is not None:
                 out = np.clip(out, *y_range)

@@ -20,9 +20,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec._validation import resolve_dtype
-from fmrec._vocabulary import quantile_levels
 from fmrec.dask._reduce import tree_reduce
-from fmrec.encoder import FeatureEncoder
+from fmrec.features._vocabulary import quantile_levels
+from fmrec.features.encoder import FeatureEncoder
 
 # A token that reads like the repr of a Python list/tuple/set/array: the trace of list cells
 # that dask turned into strings (see the class docstring).

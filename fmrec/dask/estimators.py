@@ -22,7 +22,7 @@ from fmrec.dask._training import (
     shard_futures,
     shard_summary,
 )
-from fmrec.estimators import FMClassifier, FMRegressor
+from fmrec.models.fm import FMClassifier, FMRegressor
 
 
 def _client(client):

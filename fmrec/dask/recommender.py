@@ -11,13 +11,13 @@ import scipy.sparse as sp
 from sklearn.base import clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec._entities import SEP, Entities, as_keys, check_keys, column_kinds
 from fmrec._validation import resolve_dtype
 from fmrec.dask._reduce import tree_reduce
 from fmrec.dask.encoder import DaskFeatureEncoder
 from fmrec.dask.estimators import DaskFMClassifier, DaskFMRegressor, _client
-from fmrec.estimators import FMClassifier, FMRegressor
-from fmrec.recommender import Recommender
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.recommend._entities import SEP, Entities, as_keys, check_keys, column_kinds
+from fmrec.recommend.recommender import Recommender
 
 _DASK_PARAMS = ("client", "n_shards", "combine")
 

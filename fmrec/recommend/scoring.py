@@ -1,6 +1,6 @@
 """The recommender's numerical core: FM scores split by entity, top-N, fold-in, sampling.
 
-Everything here works on NumPy/SciPy arrays; ``fmrec.recommender`` turns DataFrames into them.
+Everything here works on NumPy/SciPy arrays; ``fmrec.recommend`` turns DataFrames into them.
 
 An FM row that is the concatenation of a user part u, an item part i and a context part c
 scores
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+from fmrec._links import sigmoid
 
 # Scores of this many (user, item) pairs are held at once (32 MB of float64).
 _BATCH_ENTRIES = 1 << 22
@@ -135,7 +137,7 @@ def fold_in(Z: np.ndarray, offset: np.ndarray, y: np.ndarray, group: np.ndarray,
     for _ in range(n_newton if logistic else 1):
         out = offset + np.einsum("rm,rm->r", Z, theta[group])
         if logistic:
-            p = 0.5 * (1.0 + np.tanh(0.5 * out))
+            p = sigmoid(out)
             weight, grad_r = sw * p * (1.0 - p), sw * (p - y)
         else:
             weight, grad_r = sw, sw * (out - y)

@@ -257,7 +257,7 @@ def gibbs_sweep(X, y, s, w0, w, V, *, normals, groups, prior, alpha, w0_prec, w0
 
 
 # --------------------------------------------------------------------------------------------
-# BPR (Bayesian Personalized Ranking) for fmrec.ranker.FMRanker.
+# BPR (Bayesian Personalized Ranking) for fmrec.models.ranker.FMRanker.
 #
 # A triple (u, i, j) compares the FM outputs of the dense rows z = U[u] + I[i] (positive) and
 # z' = U[u] + I[j] (negative). Its loss is

@@ -1,4 +1,6 @@
-"""The relation-block half of an ALS sweep (see fmrec.design and the block passes in als.pyx).
+"""What a coordinate sweep (ALS, MCMC) reads: the column form of X and its relation blocks.
+
+The relation-block half of a sweep (see fmrec.design and the block passes in als.pyx):
 
 Row caches stay what the flat sweep uses: r (residual for the square loss, output for the
 logistic loss) and q (factor sums, blocks included). A block's pass reduces the rows to
@@ -13,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmrec._kernels import als as _als
+from fmrec.design import DesignMatrix
+from fmrec.solvers._state import CHUNK
 
 
 class BlockPart:
@@ -45,7 +49,7 @@ class BlockPart:
               gibbs: dict | None = None) -> None:
         """Linear weights, then factor after factor, each a pass over the block's columns.
 
-        ``gibbs`` (square loss; fmrec._mcmc): draw every coordinate from its conditional
+        ``gibbs`` (square loss; fmrec.solvers.mcmc): draw every coordinate from its conditional
         instead, given per-column arrays over all columns: ``lambda_w``, ``mu_w``, ``z_w``
         (d,) and ``lambda_V``, ``mu_V``, ``z_V`` (d, k), and the noise precision ``alpha``.
         """
@@ -92,3 +96,96 @@ class BlockPart:
             # of the block's own pairwise term ½(qB² − Σ v² x²).
             own = 0.5 * (qB**2 - qB_old**2 - sq_change)
             _als.block_push(at, r, q, f, qB_old, qB - qB_old, own)
+
+
+def value_table(values: np.ndarray, max_size: int = 256) -> np.ndarray | None:
+    """The sorted distinct values, or None when there are more than ``max_size``.
+
+    Reads ~1M values at a time, sorting only values not already in the table.
+    """
+    table = np.empty(0, values.dtype)
+    for lo in range(0, len(values), CHUNK):
+        chunk = values[lo:lo + CHUNK]
+        if len(table):
+            at = np.minimum(np.searchsorted(table, chunk), len(table) - 1)
+            chunk = chunk[table[at] != chunk]
+        if len(chunk):
+            table = np.union1d(table, chunk)
+            if len(table) > max_size:
+                return None
+    return table
+
+
+# Relation blocks whose materialized rows average at most this many non-zeros are swept as
+# ordinary columns (see split_design).
+BLOCK_MIN_ROW_NNZ = 4.0
+
+
+def split_design(X: DesignMatrix, dtype, max_row_nnz: float | None = None):
+    """(CSR over all columns, block parts, skip mask) for an ALS sweep of a DesignMatrix.
+
+    A block whose materialized rows would hold at most ``max_row_nnz`` (default
+    ``BLOCK_MIN_ROW_NNZ``) non-zeros on average
+    (ids, a few categories) is cheaper as ordinary CSR columns: the flat sweep touches them
+    once per non-zero and in parallel, whereas a block pass costs a few passes over all rows
+    per factor. Longer blocks (implicit feedback sets) are swept per entity; their columns
+    are empty in the CSR and marked in the skip mask.
+    """
+    max_row_nnz = BLOCK_MIN_ROW_NNZ if max_row_nnz is None else max_row_nnz
+    offsets = X.block_offsets
+    d = int(offsets[-1])
+    parts, columns, skip = [], [X.flat], np.zeros(d, np.uint8)
+    for i, block in enumerate(X.blocks):
+        matrix = sp.csr_matrix(block.matrix, dtype=dtype)
+        lo, hi = int(offsets[i + 1]), int(offsets[i + 2])
+        row_nnz = np.diff(matrix.indptr)[block.index]
+        if row_nnz.mean() <= max_row_nnz:
+            columns.append(matrix[block.index])
+        else:
+            parts.append(BlockPart(matrix, block.index, lo, hi, dtype))
+            columns.append(sp.csr_matrix((len(block.index), hi - lo), dtype=dtype))
+            skip[lo:hi] = 1
+    flat = sp.hstack(columns, format="csr", dtype=dtype)
+    flat.sort_indices()
+    if flat.indices.dtype != flat.indptr.dtype:
+        flat.indptr = flat.indptr.astype(flat.indices.dtype)
+    return flat, parts, (skip if skip.any() else np.empty(0, np.uint8))
+
+
+def kernel_csc(X: sp.csr_matrix, dt):
+    """(CSC with sorted indices, values, codes): the column form ``als_sweep`` reads.
+
+    Recommender matrices hold few distinct values (one-hot 1s, 1/n weights): their CSC copy
+    keeps a byte per value into a small table (``codes``), or no values at all when every one
+    is 1. Only other matrices pay for a full copy of the values.
+    """
+    table = value_table(X.data)
+    if table is None:
+        csc = X.tocsc()
+        values, codes = csc.data, np.empty(0, np.uint8)
+    else:
+        codes = np.empty(X.nnz, np.uint8)
+        for lo in range(0, X.nnz, CHUNK):
+            codes[lo:lo + CHUNK] = np.searchsorted(table, X.data[lo:lo + CHUNK])
+        csc = sp.csr_matrix((codes, X.indices, X.indptr), X.shape).tocsc()
+        del codes
+        if len(table) == 1 and table[0] == 1:
+            values, codes = np.empty(0, dt), np.empty(0, np.uint8)
+        else:
+            values, codes = table.astype(dt), csc.data
+    csc.sort_indices()
+    return csc, values, codes
+
+
+def column_blocks_and_caches(csc: sp.csc_matrix, k: int, n_threads: int, dtype):
+    """The column blocks of a sweep and its empty row caches r (n,) and q (n, k).
+
+    Threads share the columns of blocks that touch disjoint rows (e.g. one one-hot field):
+    exact, and the same result for any number of threads. One thread sweeps one block.
+    """
+    n, d = csc.shape
+    if n_threads > 1:
+        blocks = _als.conflict_free_blocks(csc.indptr, csc.indices, n)
+    else:
+        blocks = np.array([0, d], dtype=np.int64)
+    return blocks, np.empty(n, dtype), np.empty((n, k), dtype)

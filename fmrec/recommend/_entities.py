@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec._validation import check_frame
-from fmrec.encoder import FeatureEncoder
+from fmrec.features.encoder import FeatureEncoder
 
 # Multi-valued side columns hold list-likes; this separator never splits a real token.
 SEP = "\x1f"

@@ -5,7 +5,7 @@ columns of the row itself, then the user's block row ``[user id | user side feat
 items the user interacted with (1/√n each, with implicit=True)]`` and the item's block row
 ``[item id | item side features]``, each stored once per entity (``fmrec.design``).
 Recommendation never materializes a (user, item) row: the FM splits into user, item and
-context parts (``fmrec._scoring``), so scoring every item for a batch of users is one
+context parts (``fmrec.recommend.scoring``), so scoring every item for a batch of users is one
 matrix product.
 """
 
@@ -20,8 +20,14 @@ from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec import _scoring
-from fmrec._entities import (
+from fmrec._links import sigmoid
+from fmrec._validation import check_frame
+from fmrec.design import DesignMatrix, RelationBlock, fm_output
+from fmrec.features.encoder import FeatureEncoder
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.models.ranker import FMRanker
+from fmrec.recommend import scoring as _scoring
+from fmrec.recommend._entities import (
     Entities,
     as_keys,
     check_keys,
@@ -32,11 +38,6 @@ from fmrec._entities import (
     rowdot,
     shown,
 )
-from fmrec._validation import check_frame
-from fmrec.design import DesignMatrix, RelationBlock, fm_output
-from fmrec.encoder import FeatureEncoder
-from fmrec.estimators import FMClassifier, FMRegressor
-from fmrec.ranker import FMRanker
 
 _UNKNOWN = ("error", "popular")
 _SAMPLING = ("uniform", "popularity")
@@ -431,7 +432,7 @@ class Recommender(BaseEstimator):
             # instead, so scores differ slightly while ranking almost alike.
             return ndtr(raw)
         if is_classifier(model):
-            return 0.5 * (1.0 + np.tanh(0.5 * raw))
+            return sigmoid(raw)
         if getattr(model, "clip_predictions", False):
             return np.clip(raw, *model.y_range_)
         return raw

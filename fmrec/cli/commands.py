@@ -2,7 +2,7 @@
 demo.
 
 Every command is a thin layer over the public API (``Recommender``, ``FMRegressor``,
-``FMClassifier``, ``load_model``, ``fmrec.metrics``); file formats live in ``fmrec._cli_io``.
+``FMClassifier``, ``load_model``, ``fmrec.metrics``); file formats live in ``fmrec.cli.io``.
 Results go to stdout or files, progress to stderr (``-q`` silences it), and any error the
 user can fix ends the run with exit code 2 and one ``fmrec: error: ...`` line.
 """
@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from fmrec import __version__
-from fmrec import _cli_io as io
-from fmrec._cli_demo import run_demo
-from fmrec.estimators import FMClassifier, FMRegressor
+from fmrec.cli import io
+from fmrec.cli.demo import run_demo
 from fmrec.metrics import auc, log_loss, mae, ranking_metrics, rmse
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
-from fmrec.ranker import FMRanker
-from fmrec.recommender import Recommender
+from fmrec.recommend.recommender import Recommender
 
 USAGE_ERROR = 2
 _EPOCH_FORMAT = "epoch %d %s"  # what estimators log per epoch with verbose=1
@@ -326,7 +326,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
     try:
         import optuna
 
-        from fmrec.tuning import tune
+        from fmrec.tuning.search import tune
     except ImportError:
         raise ValueError("fmrec tune needs Optuna: pip install 'fmrec[tune]'") from None
     if (args.storage is None) != (args.study_name is None):

@@ -11,9 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
-from fmrec._csr_build import Part, assemble, index_dtype, token_block
 from fmrec._validation import resolve_dtype
-from fmrec._vocabulary import (
+from fmrec.features._csr_build import Part, assemble, index_dtype, token_block
+from fmrec.features._vocabulary import (
     KINDS,
     MAX_UNSEEN_SHOWN,
     NORMALIZATIONS,

@@ -18,15 +18,16 @@ from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
 from fmrec._kernels import predict as _predict
-from fmrec._mcmc import MCMC_ATTRS, fit_mcmc, kernel_input, sample_stats
-from fmrec._solvers import ALSSolver, Diverged, FMState, SGDSolver, weighted_column_counts
+from fmrec._links import LOGISTIC, SQUARE, sigmoid
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
 from fmrec.persistence import save_estimator
+from fmrec.solvers._state import Diverged, FMState, weighted_column_counts
+from fmrec.solvers.als import ALSSolver
+from fmrec.solvers.mcmc import MCMC_ATTRS, fit_mcmc, kernel_input, sample_stats
+from fmrec.solvers.sgd import SGDSolver
 
 logger = logging.getLogger("fmrec")
-
-SQUARE, LOGISTIC = 0, 1
 
 Callback = Callable[["BaseEstimator", int, dict], bool | None]
 
@@ -451,7 +452,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
         Rank k of the pairwise interactions (columns of ``V_``).
     solver : {"als", "sgd", "mcmc"}, default="als"
         Coordinate descent (exact per-coordinate minimization), stochastic gradient, or
-        Bayesian FM by Gibbs sampling (libFM's MCMC; see ``fmrec._mcmc``). MCMC has no
+        Bayesian FM by Gibbs sampling (libFM's MCMC; see ``fmrec.solvers.mcmc``). MCMC has no
         regularization or learning rate to tune: priors on w0, w and V and normal-gamma
         hyperpriors (per group, see ``groups``) are sampled with them, so ``learning_rate``,
         ``lr_schedule``, ``reg_*`` and ``reg_power`` are ignored; ``init_std`` sets the
@@ -714,7 +715,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
             return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
                                 ndtr, std=False)[0]
         out = self._raw_output(X, n_threads)
-        return out if self._metric_name() == "auc" else _sigmoid(out)
+        return out if self._metric_name() == "auc" else sigmoid(out)
 
     def decision_function(self, X) -> np.ndarray:
         """The FM output ŷ (log-odds of the positive class ``classes_[1]``).
@@ -737,7 +738,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         if self._is_mcmc():
             p = self._mcmc_stats(X, link=ndtr)[0]
         else:
-            p = _sigmoid(self.decision_function(X))
+            p = sigmoid(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X) -> np.ndarray:
@@ -755,6 +756,3 @@ def _log_epoch(epoch: int, logs: dict) -> None:
         logger.setLevel(logging.INFO)
     logger.info("epoch %d %s", epoch, " ".join(f"{k}={val:.6g}" for k, val in logs.items()))
 
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))

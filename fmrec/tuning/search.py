@@ -29,13 +29,13 @@ import scipy.sparse as sp
 from sklearn.base import clone, is_classifier
 from threadpoolctl import threadpool_limits
 
-from fmrec import _tune_space
 from fmrec._validation import resolve_n_jobs
-from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import METRICS, ranking_metrics
-from fmrec.ranker import FMRanker
-from fmrec.recommender import Recommender
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.models.ranker import FMRanker
+from fmrec.recommend.recommender import Recommender
 from fmrec.split import kfold_split, train_test_split
+from fmrec.tuning import space as _tune_space
 
 if TYPE_CHECKING:
     import distributed
@@ -247,7 +247,7 @@ def tune(
                 study.optimize(objective, n_trials=remaining, timeout=timeout,
                                n_jobs=parallel, callbacks=callbacks, gc_after_trial=False)
     else:
-        from fmrec._tune_dask import search_on_cluster
+        from fmrec.tuning.cluster import search_on_cluster
 
         study = search_on_cluster(client, storage, study_name, task, sampler, pruner,
                                    objective, n_trials=n_trials, n_jobs=n_jobs,

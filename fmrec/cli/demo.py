@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmrec import _cli_io as io
+from fmrec.cli import io
 from fmrec.datasets import load_movielens, make_recsys
-from fmrec.estimators import FMClassifier, FMRegressor
 from fmrec.metrics import mae, ranking_metrics, rmse
-from fmrec.ranker import FMRanker
-from fmrec.recommender import Recommender
+from fmrec.models.fm import FMClassifier, FMRegressor
+from fmrec.models.ranker import FMRanker
+from fmrec.recommend.recommender import Recommender
 from fmrec.split import train_test_split
 
 # -------------------------------------------------------------------------------------- demo
@@ -234,7 +234,7 @@ def _demo_tuning(train: pd.DataFrame, out: Path, console) -> str:
         console.note("tuning figures skipped: they need pip install 'fmrec[tune,plot]'")
         return ""
     from fmrec import plot
-    from fmrec.tuning import tune
+    from fmrec.tuning.search import tune
 
     saved = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -16,8 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 from fmrec import _validation as v
 from fmrec._kernels import bpr as _bpr
 from fmrec._kernels import predict as _predict
-from fmrec._scoring import part_terms
-from fmrec.estimators import _log_epoch
+from fmrec.models.fm import _log_epoch
+from fmrec.recommend.scoring import part_terms
 
 Callback = Callable[["FMRanker", int, dict], bool | None]
 
@@ -102,7 +102,7 @@ class FMRanker(BaseEstimator):
     Examples
     --------
     >>> import numpy as np, scipy.sparse as sp
-    >>> from fmrec.ranker import FMRanker
+    >>> from fmrec.models.ranker import FMRanker
     >>> n_users, n_items = 30, 20
     >>> U = sp.hstack([sp.eye(n_users), sp.csr_matrix((n_users, n_items))]).tocsr()
     >>> I = sp.hstack([sp.csr_matrix((n_items, n_users)), sp.eye(n_items)]).tocsr()

@@ -33,17 +33,12 @@ from sklearn.exceptions import ConvergenceWarning
 from fmrec import _validation as v
 from fmrec._kernels import als as _als
 from fmrec._kernels import predict as _predict
-from fmrec._solvers import (
-    Diverged,
-    FMState,
-    column_blocks_and_caches,
-    kernel_csc,
-    split_design,
-)
+from fmrec._links import LOGISTIC, SQUARE
 from fmrec.design import DesignMatrix
 from fmrec.metrics import METRICS
+from fmrec.solvers._blocks import column_blocks_and_caches, kernel_csc, split_design
+from fmrec.solvers._state import Diverged, FMState
 
-SQUARE, LOGISTIC = 0, 1
 # Hyperpriors (libFM's defaults): Gamma(A0 / 2, rate B0 / 2) on every precision and on α;
 # N(MU0, 1 / (GAMMA0 λ)) on every prior mean; w0 flat.
 A0, B0, GAMMA0, MU0, W0_PREC = 1.0, 1.0, 1.0, 0.0, 0.0
@@ -122,7 +117,7 @@ class MCMCSolver:
                  state: FMState, *, groups: np.ndarray, hyper: dict, rng: np.random.Generator,
                  n_threads: int, fit_intercept: bool, fit_linear: bool, fixed: dict | None = None):
         dt = state.w.dtype
-        # A DesignMatrix's long relation blocks are swept per entity (fmrec._block_als), after
+        # A DesignMatrix's long relation blocks are swept per entity (fmrec.solvers._blocks), after
         # the flat columns, as in ALS; short ones join the flat columns.
         self.parts, self.skip = [], np.empty(0, np.uint8)
         if isinstance(X, DesignMatrix):
@@ -425,7 +420,7 @@ def _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start) 
         for name_, value in logs.items():
             est.history_.setdefault(name_, []).append(value)
         if est.verbose:
-            from fmrec.estimators import _log_epoch
+            from fmrec.models.fm import _log_epoch
 
             _log_epoch(epoch, logs)
         stop = False

@@ -17,7 +17,7 @@ import warnings
 import optuna
 from threadpoolctl import threadpool_limits
 
-from fmrec.tuning import _FINISHED, _Objective, _open_study
+from fmrec.tuning.search import _FINISHED, _Objective, _open_study
 
 logger = logging.getLogger("fmrec")
 _ENDED = (*_FINISHED, optuna.trial.TrialState.FAIL)

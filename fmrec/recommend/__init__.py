@@ -1,0 +1,5 @@
+"""From interaction tables to FM rows, and from a fitted FM to top-N lists."""
+
+from fmrec.recommend.recommender import Recommender
+
+__all__ = ["Recommender"]
