@@ -384,7 +384,7 @@ def test_gibbs_sweep_with_relation_block_matches_reference(flags, weighted):
                         rng=np.random.default_rng(9), n_threads=1, fit_intercept=fi,
                         fit_linear=fl, fixed=fixed)
     assert len(solver.parts) == 1  # the block is swept per entity
-    mse = solver.sweep()
+    mse = solver.epoch()
     normals = np.random.default_rng(9).standard_normal(1 + d * (k + 1))  # the same draws
     ref = R.gibbs_sweep(D.to_csr(), y, s, w0, w, V, normals=normals, groups=groups,
                         prior=prior_table(solver.hyper), alpha=1.7, w0_prec=0.3,

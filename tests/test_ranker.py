@@ -7,7 +7,8 @@ import scipy.sparse as sp
 from scipy import stats
 
 from fmrec._kernels import bpr as _bpr
-from fmrec.models.ranker import MAX_DRAWS, FMRanker, popularity_cdf
+from fmrec.models.ranker import FMRanker
+from fmrec.solvers.bpr import MAX_DRAWS, popularity_cdf
 
 
 def _csr(M, index_dtype=np.int32, dtype=np.float64):

@@ -24,11 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec import _validation as v
-from fmrec._kernels import predict as _predict
 from fmrec._links import sigmoid
 from fmrec.dask._reduce import tree_reduce
 from fmrec.metrics import log_loss
-from fmrec.solvers._state import FMState
+from fmrec.solvers._state import FMState, predict_csr
 from fmrec.solvers.sgd import SGDSolver
 
 # Per-row terms whose weighted mean is the metric (rmse: the square root of it).
@@ -311,9 +310,7 @@ def evaluate_shard(shard: Shard, params: tuple, metric: str, y_range, link: str)
     for X, y, sw in shard.parts:
         if X.shape[0] == 0:
             continue
-        out = np.empty(X.shape[0], dtype=V.dtype)
-        _predict.predict(X.indptr, X.indices, X.data, float(w0), w, V, out, 1)
-        out = out.astype(np.float64)
+        out = predict_csr(X, w0, w, V, 1)
         yy, ww = y.astype(np.float64), sw.astype(np.float64)
         if link == "sigmoid":
             term = log_loss(yy, sigmoid(out), ww) * ww.sum()

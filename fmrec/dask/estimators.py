@@ -22,6 +22,7 @@ from fmrec.dask._training import (
     shard_futures,
     shard_summary,
 )
+from fmrec.models._base import check_warm
 from fmrec.models.fm import FMClassifier, FMRegressor
 
 
@@ -104,10 +105,7 @@ class _DaskFM:
         dtype = v.resolve_dtype(self.dtype)
         n_features = n_columns(X)
         if not reset:
-            if n_features != self.n_features_in_:
-                raise ValueError(f"X has {n_features} features, but {type(self).__name__} "
-                                 f"is expecting {self.n_features_in_} features as input")
-            self._check_warm(dtype)
+            check_warm(self, dtype, n_features)
         partitions = aligned_partitions(X, y, sample_weight)
         labels = self._dask_classes(client, partitions, reset, classes)
         shards = shard_futures(client, partitions, self.n_shards, n_features, dtype, labels)

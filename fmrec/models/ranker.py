@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from fmrec import _validation as v
-from fmrec._kernels import bpr as _bpr
-from fmrec._kernels import predict as _predict
-from fmrec.models.fm import _log_epoch
+from fmrec.models._base import check_warm, restore_on_failure
+from fmrec.models._training import Callback, run_epochs
 from fmrec.recommend.scoring import part_terms
-
-Callback = Callable[["FMRanker", int, dict], bool | None]
-
-# A positive whose user rejects this many sampled items in a row is skipped for the epoch
-# (users who have seen nearly every item).
-MAX_DRAWS = 100
-# Popularity sampling draws item i with probability ∝ (n_i + 1) ** POPULARITY_POWER, n_i its
-# number of training positives (word2vec's 3/4; the +1 keeps items without positives in play).
-POPULARITY_POWER = 0.75
+from fmrec.solvers._state import FMState, predict_csr
+from fmrec.solvers.bpr import BPREpoch, BPRSolver
 
 
 class FMRanker(BaseEstimator):
@@ -82,6 +71,9 @@ class FMRanker(BaseEstimator):
         is not.
     n_jobs : int or None, default=1
         Threads (-1: every core). Several threads update the shared parameters without locks.
+    warm_start : bool, default=False
+        Continue from the fitted ``w_``, ``V_`` and AdaGrad sums on the next ``fit`` (which
+        must use the same columns, ``dtype`` and ``n_factors``), extending ``history_``.
     verbose : int, default=0
         Log each epoch's figures to the ``fmrec`` logger.
 
@@ -128,6 +120,7 @@ class FMRanker(BaseEstimator):
         dtype: str = "float32",
         random_state=None,
         n_jobs: int | None = 1,
+        warm_start: bool = False,
         verbose: int = 0,
     ):
         self.n_factors = n_factors
@@ -142,6 +135,7 @@ class FMRanker(BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.warm_start = warm_start
         self.verbose = verbose
 
     def _check_hyperparameters(self) -> None:
@@ -161,7 +155,8 @@ class FMRanker(BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def fit(self, U, I, users, items, seen=None,  # noqa: E741
             callbacks: Sequence[Callback] | None = None):
-        """Learn w_ and V_ from the positive pairs ``(users[t], items[t])``.
+        """Learn w_ and V_ from the positive pairs ``(users[t], items[t])``, starting afresh
+        unless ``warm_start`` is set.
 
         Parameters
         ----------
@@ -185,14 +180,8 @@ class FMRanker(BaseEstimator):
         -------
         self
         """
-        backup = dict(self.__dict__)
-        try:
+        with restore_on_failure(self):
             self._fit_unsafe(U, I, users, items, seen, callbacks or ())
-        except BaseException:
-            # A failed fit leaves a previously fitted model exactly as it was.
-            self.__dict__.clear()
-            self.__dict__.update(backup)
-            raise
         return self
 
     def _fit_unsafe(self, U, I, users, items, seen, callbacks) -> None:  # noqa: E741
@@ -215,72 +204,42 @@ class FMRanker(BaseEstimator):
         U, I, seen = _common_index_dtype(U, I, seen)  # noqa: E741
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
+        if self.warm_start and hasattr(self, "V_"):
+            check_warm(self, dtype, U.shape[1], "U")
+            state = FMState(0.0, self.w_.copy(), self.V_.copy())
+            accumulators = tuple(a.copy() for a in getattr(self, "_accumulators", ()))
+            self.history_ = {key: list(val) for key, val in self.history_.items()}
+        else:
+            state = FMState(0.0, *self._initial_parameters(U, I, users, dtype, rng))
+            accumulators = None
+            self.n_features_in_ = U.shape[1]
+            self.history_ = {"train_loss": []}
+        self.w0_ = 0.0
+        hp = {"learning_rate": float(self.learning_rate), "lr_schedule": self.lr_schedule,
+              "reg_linear": float(self.reg_linear), "reg_factors": float(self.reg_factors),
+              "n_candidates": int(self.n_candidates),
+              "negative_sampling": self.negative_sampling}
+        solver = BPRSolver(U, I, users, items, seen, state, hp=hp, rng=rng,
+                           n_threads=n_threads, accumulators=accumulators or None)
+        self._publish(state)
+        run_epochs(self, solver, state, _figures, n_epochs=int(self.n_epochs),
+                   callbacks=callbacks)
+        self._accumulators = solver.accumulators
 
+    def _initial_parameters(self, U, I, users, dtype, rng) -> tuple:  # noqa: E741
+        """w = 0, V ~ N(0, init_std²) on the columns some user or item row uses, else 0."""
         n_features = U.shape[1]
         V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
         used = np.zeros(n_features, dtype=bool)
         used[U[np.unique(users)].indices] = True
         used[I.indices] = True
         V[~used] = 0
-        w = np.zeros(n_features, dtype)
-        adagrad = self.lr_schedule == "adagrad"
-        acc_w = np.zeros_like(w) if adagrad else np.zeros(1, dtype)
-        acc_V = np.zeros_like(V) if adagrad else np.zeros((1, 1), dtype)
-        cdf = np.empty(0)
-        if self.negative_sampling == "popularity":
-            cdf = popularity_cdf(items, n_items)
+        return np.zeros(n_features, dtype), V
 
-        self.w0_ = 0.0
-        self.n_features_in_ = n_features
-        self.history_ = {}
-        self._publish(w, V)
-        last_good = (w.copy(), V.copy())
-        no_negatives = np.empty(0, np.int64)
-        for epoch in range(self.n_epochs):
-            order = rng.permutation(len(users)).astype(np.int64)
-            seeds = np.random.SeedSequence(rng.randint(2**31)).generate_state(
-                max(n_threads, 1), np.uint64)
-            start = time.perf_counter()
-            loss_sum, n_done, n_skipped, n_bad = _bpr.bpr_epoch(
-                U.indptr, U.indices, U.data, I.indptr, I.indices, I.data,
-                seen.indptr, seen.indices, users, items, no_negatives, order, cdf,
-                w, V, acc_w, acc_V, float(self.learning_rate), adagrad,
-                float(self.reg_linear), float(self.reg_factors), int(self.n_candidates),
-                MAX_DRAWS, seeds, n_threads)
-            seconds = time.perf_counter() - start
-            if n_bad or not (np.isfinite(loss_sum) and np.isfinite(w).all()
-                             and np.isfinite(V).all()):
-                w[:], V[:] = last_good
-                hint = (f"training diverged at epoch {epoch} ({n_bad} triples had a "
-                        f"non-finite score difference); try a smaller learning_rate (now "
-                        f"{self.learning_rate}) or more regularization")
-                if epoch == 0:
-                    raise ValueError(hint)
-                warnings.warn(hint + "; keeping the last finite parameters",
-                              ConvergenceWarning, stacklevel=3)
-                break
-            last_good = (w.copy(), V.copy())
-            logs = {
-                "train_loss": loss_sum / n_done if n_done else float("nan"),
-                "seconds": seconds,
-                "n_skipped": int(n_skipped),
-            }
-            stop = False
-            for callback in callbacks:
-                stop = bool(callback(self, epoch, logs)) or stop
-            # As the other estimators: one list per quantity, callbacks' keys included.
-            for key, value in logs.items():
-                self.history_.setdefault(key, []).append(value)
-            if self.verbose:
-                _log_epoch(epoch, logs)
-            if stop:
-                break
-        self.n_epochs_ = len(self.history_.get("train_loss", []))
-
-    def _publish(self, w: np.ndarray, V: np.ndarray) -> None:
+    def _publish(self, state: FMState) -> None:
         """Expose the live parameters (the kernel updates these arrays in place)."""
-        self.w_ = w
-        self.V_ = V
+        self.w_ = state.w
+        self.V_ = state.V
 
     # ------------------------------------------------------------------ scoring
     def score(self, U_rows, I_rows) -> np.ndarray:
@@ -304,11 +263,7 @@ class FMRanker(BaseEstimator):
             raise ValueError(f"U_rows and I_rows must have as many rows, got {Ur.shape[0]} "
                              f"and {Ir.shape[0]}")
         X = v.as_kernel_csr((Ur + Ir).astype(dt))
-        out = np.empty(X.shape[0], dtype=dt)
-        if X.shape[0]:
-            _predict.predict(X.indptr, X.indices, X.data, self.w0_, self.w_, self.V_, out,
-                             v.resolve_n_jobs(self.n_jobs))
-        return out.astype(np.float64)
+        return predict_csr(X, self.w0_, self.w_, self.V_, v.resolve_n_jobs(self.n_jobs))
 
     def score_matrix(self, U_rows, I_rows) -> np.ndarray:
         """ŷ of ``U_rows[a] + I_rows[b]`` for every a and b: a dense (n_u, n_i) float64 array.
@@ -338,12 +293,9 @@ class FMRanker(BaseEstimator):
         return rows
 
 
-def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
-    """Cumulative sampling distribution ∝ (n_i + 1)^0.75 over the items (float64)."""
-    p = (np.bincount(items, minlength=n_items) + 1.0) ** POPULARITY_POWER
-    cdf = np.cumsum(p / p.sum())
-    cdf[-1] = 1.0
-    return cdf
+def _figures(epoch: BPREpoch) -> dict:
+    return {"train_loss": epoch.loss_sum / epoch.n_done if epoch.n_done else float("nan"),
+            "seconds": epoch.seconds, "n_skipped": epoch.n_skipped}
 
 
 def _check_rows(M, name: str, dtype, allow_empty: bool = False) -> sp.csr_matrix:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from fmrec._kernels import predict as _predict
+
 # Whole-array passes over the non-zeros run in pieces of this many entries, so that their
 # temporaries (int64 casts, searchsorted results) stay small next to X.
 CHUNK = 1 << 20
@@ -69,3 +71,12 @@ def penalty_scale(counts: np.ndarray, power: float) -> np.ndarray:
     out = np.zeros_like(counts)
     np.power(counts, power, out=out, where=counts > 0)
     return out
+
+
+def predict_csr(X: sp.csr_matrix, w0: float, w: np.ndarray, V: np.ndarray,
+                n_threads: int) -> np.ndarray:
+    """ŷ of every row of a kernel-ready CSR ``X`` (float64), computed in ``V``'s dtype."""
+    out = np.empty(X.shape[0], dtype=V.dtype)
+    if X.shape[0]:
+        _predict.predict(X.indptr, X.indices, X.data, float(w0), w, V, out, n_threads)
+    return out.astype(np.float64)

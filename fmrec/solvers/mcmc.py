@@ -23,21 +23,17 @@ predictions average the retained samples' outputs (or, for the classifier, Φ of
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
-from sklearn.exceptions import ConvergenceWarning
+from scipy.special import log_ndtr, ndtr, ndtri_exp
 
 from fmrec import _validation as v
 from fmrec._kernels import als as _als
-from fmrec._kernels import predict as _predict
 from fmrec._links import LOGISTIC, SQUARE
 from fmrec.design import DesignMatrix
-from fmrec.metrics import METRICS
 from fmrec.solvers._blocks import column_blocks_and_caches, kernel_csc, split_design
-from fmrec.solvers._state import Diverged, FMState
+from fmrec.solvers._state import Diverged, FMState, predict_csr
 
 # Hyperpriors (libFM's defaults): Gamma(A0 / 2, rate B0 / 2) on every precision and on α;
 # N(MU0, 1 / (GAMMA0 λ)) on every prior mean; w0 flat.
@@ -51,8 +47,6 @@ CACHE_REFRESH = 10
 # sweep is 13-27% faster on ml-100k. (ALS keeps its own threshold: its figures were
 # picked with it, and it gains nothing there.)
 BLOCK_MIN_ROW_NNZ = 2.0
-SAMPLE_ATTRS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
-MCMC_ATTRS = (*SAMPLE_ATTRS, "_mcmc_hyper", "_mcmc_groups")
 
 
 def initial_hyper(n_groups: int, k: int) -> dict:
@@ -148,7 +142,7 @@ class MCMCSolver:
         self.sweeps_since_refresh = None  # the caches are not filled yet
         self.sse = None
 
-    def sweep(self) -> float:
+    def epoch(self) -> float:
         """One Gibbs scan; returns the training loss of the new sample (MSE, or the probit
         model's log loss)."""
         st, X = self.state, self.X
@@ -271,13 +265,9 @@ def sample_stats(X, samples: tuple, n_threads: int, link=None, std: bool = True)
     dt = X.dtype
     total = np.zeros(X.shape[0])
     total2 = np.zeros(X.shape[0]) if std else None
-    out = np.empty(X.shape[0], dt)
     for s in range(len(w0s)):
-        if X.shape[0]:
-            _predict.predict(X.indptr, X.indices, X.data, float(w0s[s]),
-                             np.ascontiguousarray(ws[s], dtype=dt),
-                             np.ascontiguousarray(Vs[s], dtype=dt), out, n_threads)
-        o = out.astype(np.float64)
+        o = predict_csr(X, w0s[s], np.ascontiguousarray(ws[s], dtype=dt),
+                        np.ascontiguousarray(Vs[s], dtype=dt), n_threads)
         if link is not None:
             o = link(o)
         total += o
@@ -294,139 +284,3 @@ def kernel_input(X, dtype):
     if isinstance(X, DesignMatrix):
         return v.as_kernel_csr(X.to_csr(dtype))
     return X
-
-
-def fit_mcmc(est, X, y, sw, evaluation, callbacks, n_epochs: int, reset: bool, n_threads: int,
-             dtype, rng, partial: bool = False) -> None:
-    """Run ``n_epochs`` Gibbs sweeps for the estimator (a fresh chain unless ``reset`` is
-    False), retaining samples as ``kept_sweeps`` says; sets the fitted attributes.
-    ``partial`` (partial_fit): a fresh chain may end before burn-in."""
-    classification = est._loss == LOGISTIC
-    if sw.min() < 0:
-        raise ValueError("sample_weight must be non-negative")
-    groups, n_groups = compact_groups(est.groups, X.shape[1])
-    k = int(est.n_factors)
-    fixed = getattr(est, "_mcmc_fixed", None)
-    if reset:
-        if n_epochs <= est.n_burn_in and not partial:
-            raise ValueError(f"n_epochs={n_epochs} leaves no sample after n_burn_in="
-                             f"{est.n_burn_in} sweeps; raise n_epochs or lower n_burn_in")
-        mean = float(np.average(y.astype(np.float64), weights=sw.astype(np.float64)))
-        if classification:
-            mean = float(ndtri(np.clip(mean, 1e-6, 1 - 1e-6)))
-        V = rng.normal(0.0, est.init_std, size=(X.shape[1], k)).astype(dtype)
-        state = FMState(mean if est.fit_intercept else 0.0, np.zeros(X.shape[1], dtype), V)
-        hyper = initial_hyper(n_groups, k)
-        est.history_ = {"train_loss": []}
-        for name in MCMC_ATTRS:
-            est.__dict__.pop(name, None)
-        est._mcmc_groups = groups
-    else:
-        if est.V_.shape[1] != k:
-            raise ValueError(f"n_factors changed from {est.V_.shape[1]} to {k} since the "
-                             "model was fitted; refit with warm_start=False")
-        if not hasattr(est, "_mcmc_hyper"):
-            raise ValueError("warm_start with solver='mcmc' needs a model fitted by MCMC; "
-                             "refit with warm_start=False")
-        if not np.array_equal(groups, est._mcmc_groups):
-            raise ValueError("groups changed since the model was fitted; refit with "
-                             "warm_start=False")
-        state = FMState(est.w0_, est.w_.copy(), est.V_.copy())
-        hyper = est._mcmc_hyper
-        est.history_ = {key: list(val) for key, val in est.history_.items()}
-    if not classification:
-        lo, hi = float(np.min(y)), float(np.max(y))
-        if not reset:
-            lo, hi = min(lo, est.y_range_[0]), max(hi, est.y_range_[1])
-        est.y_range_ = (lo, hi)
-    start = len(est.history_["train_loss"])
-    # A new stream for every fit call: continuing a chain never reuses its draws.
-    seed = np.random.SeedSequence(int(rng.randint(0, 2**31 - 1)), spawn_key=(start,))
-    solver = MCMCSolver(X, y, sw, classification, state, groups=groups, hyper=hyper,
-                        rng=np.random.Generator(np.random.PCG64(seed)), n_threads=n_threads,
-                        fit_intercept=bool(est.fit_intercept),
-                        fit_linear=bool(est.fit_linear), fixed=fixed)
-    est._publish(state)
-    est._mcmc_hyper = solver.hyper  # live during the sweeps (callbacks may predict)
-    _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start)
-    est._mcmc_hyper = {key: val.copy() for key, val in solver.hyper.items()}
-    est.n_epochs_ = len(est.history_["train_loss"])
-
-
-def _run_sweeps(est, solver, evaluation, callbacks, n_epochs, n_threads, start) -> None:
-    classification = solver.classification
-    keep = kept_sweeps(start, n_epochs, est.n_burn_in, est.n_samples)
-    state = solver.state
-    d, k = state.V.shape
-    old = [getattr(est, name, None) for name in SAMPLE_ATTRS]
-    n_old = 0 if old[0] is None else len(old[0])
-    n_new = len(keep)
-    w0s = np.empty(n_old + n_new)
-    ws = np.empty((n_old + n_new, d), np.float32)
-    Vs = np.empty((n_old + n_new, d, k), np.float32)
-    alphas = np.empty(n_old + n_new)
-    if n_old:
-        w0s[:n_old], ws[:n_old], Vs[:n_old], alphas[:n_old] = old
-    n_kept = n_old
-    est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
-    est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
-    name = est._metric_name()
-    metric, _ = METRICS[name]
-    key = f"val_{name}"
-    link = ndtr if classification else None
-    val_sum, val_count = None, 0
-    if evaluation is not None:
-        X_val = kernel_input(evaluation[0], state.w.dtype)
-        if n_old:  # the running posterior mean continues over the earlier samples
-            val_sum = n_old * sample_stats(X_val, (w0s[:n_old], ws[:n_old], Vs[:n_old]),
-                                           n_threads, link, std=False)[0]
-            val_count = n_old
-    last_good = state.copy()
-    for epoch in range(start, start + n_epochs):
-        try:
-            train_loss = solver.sweep()
-        except Diverged as exc:
-            state.assign(last_good)
-            est._publish(state)
-            hint = f"Gibbs sampling diverged at sweep {epoch} ({exc}); check the data scale"
-            if epoch == start:
-                raise ValueError(hint) from None
-            warnings.warn(hint + "; keeping the samples so far", ConvergenceWarning,
-                          stacklevel=5)
-            break
-        last_good = state.copy()
-        est._publish(state)
-        logs = {"train_loss": train_loss}
-        if not classification:
-            logs["noise_precision"] = float(solver.hyper["alpha"][0])
-        if epoch in keep:
-            w0s[n_kept], ws[n_kept], Vs[n_kept] = state.w0[0], state.w, state.V
-            alphas[n_kept] = solver.hyper["alpha"][0]
-            n_kept += 1
-            # views: callbacks see the samples so far
-            est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
-            est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]
-        if evaluation is not None:
-            _, y_val, w_val = evaluation
-            current = sample_stats(X_val, (state.w0, state.w[None], state.V[None]), n_threads,
-                                   link, std=False)[0]
-            if epoch in keep:
-                val_sum = current if val_sum is None else val_sum + current
-                val_count += 1
-            pred = val_sum / val_count if val_count else current
-            if not classification:
-                pred = est._clip(pred)
-            logs[key] = metric(y_val, pred, w_val)
-        for name_, value in logs.items():
-            est.history_.setdefault(name_, []).append(value)
-        if est.verbose:
-            from fmrec.models.fm import _log_epoch
-
-            _log_epoch(epoch, logs)
-        stop = False
-        for callback in callbacks:
-            stop = bool(callback(est, epoch, logs)) or stop
-        if stop:
-            break
-    est.samples_w0_, est.samples_w_ = w0s[:n_kept], ws[:n_kept]
-    est.samples_V_, est.samples_alpha_ = Vs[:n_kept], alphas[:n_kept]

@@ -1,0 +1,85 @@
+"""BPR epochs: SGD/AdaGrad over (user, positive, sampled negative) triples (FMRanker)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from fmrec._kernels import bpr as _bpr
+from fmrec.solvers._state import Diverged, FMState
+
+# A positive whose user rejects this many sampled items in a row is skipped for the epoch
+# (users who have seen nearly every item).
+MAX_DRAWS = 100
+# Popularity sampling draws item i with probability ∝ (n_i + 1) ** POPULARITY_POWER, n_i its
+# number of training positives (word2vec's 3/4; the +1 keeps items without positives in play).
+POPULARITY_POWER = 0.75
+
+
+def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
+    """Cumulative sampling distribution ∝ (n_i + 1)^0.75 over the items (float64)."""
+    p = (np.bincount(items, minlength=n_items) + 1.0) ** POPULARITY_POWER
+    cdf = np.cumsum(p / p.sum())
+    cdf[-1] = 1.0
+    return cdf
+
+
+@dataclass
+class BPREpoch:
+    """One epoch's figures: Σ of the triples' BPR losses, how many triples ran, how many
+    positives found no negative, and the wall time."""
+
+    loss_sum: float
+    n_done: int
+    n_skipped: int
+    seconds: float
+
+
+class BPRSolver:
+    """BPR epochs over the positives ``(users[t], items[t])`` of user rows U and item rows I.
+
+    ``seen`` (CSR, users × items, positives included) holds the items never sampled as a
+    user's negatives; U, I and seen share one index dtype. ``accumulators`` (AdaGrad's
+    squared-gradient sums of w and V) continue an earlier fit; the solver updates them in
+    place.
+    """
+
+    def __init__(self, U: sp.csr_matrix, I: sp.csr_matrix, users: np.ndarray,  # noqa: E741
+                 items: np.ndarray, seen: sp.csr_matrix, state: FMState, *, hp: dict,
+                 rng: np.random.RandomState, n_threads: int, accumulators=None):
+        self.U, self.I, self.users, self.items, self.seen = U, I, users, items, seen
+        self.state, self.hp, self.rng, self.n_threads = state, hp, rng, n_threads
+        self.adagrad = hp["lr_schedule"] == "adagrad"
+        w, V = state.w, state.V
+        if accumulators is None or not self.adagrad or accumulators[1].shape != V.shape:
+            accumulators = ((np.zeros_like(w), np.zeros_like(V)) if self.adagrad
+                            else (np.zeros(1, w.dtype), np.zeros((1, 1), w.dtype)))
+        self.accumulators = accumulators
+        self.cdf = np.empty(0)
+        if hp["negative_sampling"] == "popularity":
+            self.cdf = popularity_cdf(items, I.shape[0])
+        self.no_negatives = np.empty(0, np.int64)
+
+    def epoch(self) -> BPREpoch:
+        """One pass over the shuffled positives, one (hardest of ``n_candidates``) negative
+        each."""
+        hp, st, rng = self.hp, self.state, self.rng
+        order = rng.permutation(len(self.users)).astype(np.int64)
+        seeds = np.random.SeedSequence(rng.randint(2**31)).generate_state(
+            max(self.n_threads, 1), np.uint64)
+        acc_w, acc_V = self.accumulators
+        U, I, seen = self.U, self.I, self.seen  # noqa: E741
+        start = time.perf_counter()
+        loss_sum, n_done, n_skipped, n_bad = _bpr.bpr_epoch(
+            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data,
+            seen.indptr, seen.indices, self.users, self.items, self.no_negatives, order,
+            self.cdf, st.w, st.V, acc_w, acc_V, hp["learning_rate"], self.adagrad,
+            hp["reg_linear"], hp["reg_factors"], hp["n_candidates"], MAX_DRAWS, seeds,
+            self.n_threads)
+        seconds = time.perf_counter() - start
+        if n_bad or not (np.isfinite(loss_sum) and st.is_finite()):
+            raise Diverged(f"{n_bad} triples had a non-finite score difference")
+        return BPREpoch(loss_sum, int(n_done), int(n_skipped), seconds)
