@@ -367,6 +367,50 @@ def test_failed_fit_leaves_the_fitted_model_intact(synthetic):
     assert model.history_ == history
 
 
+def test_warm_start_continues_from_the_fitted_parameters_and_adagrad_sums(synthetic):
+    U, I, users, items, test = synthetic  # noqa: E741
+    users, items = users[~test], items[~test]
+    model = FMRanker(n_factors=8, n_epochs=3, random_state=0, warm_start=True)
+    model.fit(U, I, users, items)
+    w, V, acc = model.w_.copy(), model.V_.copy(), [a.copy() for a in model._accumulators]
+    history = list(model.history_["train_loss"])
+    model.fit(U, I, users, items)
+    assert model.n_epochs_ == 6 and model.history_["train_loss"][:3] == history
+    assert not np.array_equal(model.V_, V)
+    assert np.all(model._accumulators[2] >= acc[2]) and model._accumulators[2].sum() > acc[2].sum()
+    # continuing is reproducible with one thread
+    again = FMRanker(n_factors=8, n_epochs=3, random_state=0, warm_start=True)
+    again.fit(U, I, users, items)
+    np.testing.assert_array_equal(again.V_, V)
+    again.fit(U, I, users, items)
+    np.testing.assert_array_equal(again.V_, model.V_)
+    fresh = FMRanker(n_factors=8, n_epochs=3, random_state=0).fit(U, I, users, items)
+    fresh.fit(U, I, users, items)  # warm_start=False: afresh, the same result again
+    np.testing.assert_array_equal(fresh.V_, V)
+    np.testing.assert_array_equal(fresh.w_, w)
+    assert fresh.n_epochs_ == 3
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"dtype": "float64"}, "dtype changed"),
+    ({"n_factors": 4}, "n_factors changed"),
+    ({"columns": 1}, "U has 321 features, but FMRanker is expecting 320"),
+])
+def test_warm_start_checks_what_it_continues(synthetic, change, match):
+    U, I, users, items, test = synthetic  # noqa: E741
+    model = FMRanker(n_factors=8, n_epochs=2, random_state=0, warm_start=True)
+    model.fit(U, I, users, items)
+    V = model.V_.copy()
+    if change.pop("columns", None):
+        U = sp.hstack([U, sp.csr_matrix((U.shape[0], 1))]).tocsr()
+        I = sp.hstack([I, sp.csr_matrix((I.shape[0], 1))]).tocsr()  # noqa: E741
+    model.set_params(**change)
+    with pytest.raises(ValueError, match=match):
+        model.fit(U, I, users, items)
+    np.testing.assert_array_equal(model.V_, V)
+    assert model.n_epochs_ == 2
+
+
 def test_docstring_example_and_sklearn_params():
     import doctest
 

@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from fmrec import _validation as v
+from fmrec._links import LOGISTIC, SQUARE
 from fmrec.dask._collections import aligned_partitions, column_names, is_dask, n_columns
 from fmrec.dask._training import (
     DistributedEval,
@@ -132,7 +133,7 @@ class _DaskFM:
                 self.feature_names_in_ = names
             else:
                 self.__dict__.pop("feature_names_in_", None)
-        if self._loss == 0:
+        if self._loss == SQUARE:
             self._widen_y_range(min(s["y_min"] for s in summaries),
                                 max(s["y_max"] for s in summaries), reset)
         evaluation = self._dask_eval_set(client, eval_set, n_features, dtype)
@@ -169,16 +170,16 @@ class _DaskFM:
         if n_columns(X_val) != n_features:
             raise ValueError(f"eval_set X has {n_columns(X_val)} features, X has {n_features}")
         partitions = aligned_partitions(X_val, y_val, w_val)
-        labels = getattr(self, "classes_", None) if self._loss == 1 else None
+        labels = getattr(self, "classes_", None) if self._loss == LOGISTIC else None
         shards = shard_futures(client, partitions, self.n_shards, n_features, dtype, labels)
         summaries = client.gather([client.submit(shard_summary, s, pure=False)
                                    for s in shards])
-        link = "sigmoid" if self._loss == 1 else "identity"
+        link = "sigmoid" if self._loss == LOGISTIC else "identity"
         return DistributedEval(client, shards, summaries, self._metric_name(), link)
 
     def _score_eval_set(self, evaluation, metric, n_threads: int) -> float:
         y_range = None
-        if self._loss == 0 and self.clip_predictions:
+        if self._loss == SQUARE and self.clip_predictions:
             y_range = self.y_range_
         return evaluation.score(self.w0_, self.w_, self.V_, y_range)
 
@@ -212,7 +213,7 @@ class _DaskFM:
         if isinstance(X, dd.DataFrame):
             meta = (pd.Series(dtype=np.float64) if width is None
                     else pd.DataFrame({i: pd.Series(dtype=np.float64) for i in range(width)}))
-            if method == "predict" and self._loss == 1:
+            if method == "predict" and self._loss == LOGISTIC:
                 meta = pd.Series(self.classes_[:0])
             return X.map_partitions(_apply, model, method, meta=meta)
         if not isinstance(X, da.Array) or X.ndim != 2:
@@ -220,7 +221,8 @@ class _DaskFM:
                             f"{type(X).__name__}")
         if len(X.chunks[1]) > 1:
             X = X.rechunk({1: -1})
-        dtype = self.classes_.dtype if method == "predict" and self._loss == 1 else np.float64
+        labels = method == "predict" and self._loss == LOGISTIC
+        dtype = self.classes_.dtype if labels else np.float64
         blocks = []
         for part, rows in zip(X.to_delayed()[:, 0], X.chunks[0], strict=True):
             shape = (rows,) if width is None else (rows, width)

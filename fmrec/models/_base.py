@@ -159,7 +159,9 @@ class _BaseFM(BaseEstimator):
         callbacks : sequence of callables, optional
             Each is called after every epoch as ``callback(estimator, epoch, logs)`` where
             ``logs`` holds ``train_loss`` and, with an eval set, ``val_<metric>``; returning
-            True stops training. The estimator's parameters are those of that epoch.
+            True stops training. The estimator's parameters are those of that epoch, and
+            ``history_``, ``n_epochs_`` (and ``best_epoch_``) already include it; keys a
+            callback adds to ``logs`` go to ``history_`` too.
 
         Returns
         -------

@@ -171,10 +171,9 @@ class FMRanker(BaseEstimator):
             known interaction, validation included). The positives are always added to it.
         callbacks : sequence of callables, optional
             Each is called after every epoch as ``callback(estimator, epoch, logs)``, with
-            ``w_`` and ``V_`` holding that epoch's parameters and ``logs`` the epoch's
-            figures (a callback may add keys, e.g. a validation metric, and they go to
-            ``history_``);
-            returning True stops training.
+            ``w_`` and ``V_`` holding that epoch's parameters, ``history_`` and ``n_epochs_``
+            including it and ``logs`` the epoch's figures (a callback may add keys, e.g. a
+            validation metric, and they go to ``history_``); returning True stops training.
 
         Returns
         -------
@@ -207,7 +206,8 @@ class FMRanker(BaseEstimator):
         if self.warm_start and hasattr(self, "V_"):
             check_warm(self, dtype, U.shape[1], "U")
             state = FMState(0.0, self.w_.copy(), self.V_.copy())
-            accumulators = tuple(a.copy() for a in getattr(self, "_accumulators", ()))
+            # AdaGrad sums in the pointwise models' layout (w0's, w's, V's); w0's is unused.
+            accumulators = tuple(a.copy() for a in getattr(self, "_accumulators", ())[1:])
             self.history_ = {key: list(val) for key, val in self.history_.items()}
         else:
             state = FMState(0.0, *self._initial_parameters(U, I, users, dtype, rng))
@@ -224,7 +224,7 @@ class FMRanker(BaseEstimator):
         self._publish(state)
         run_epochs(self, solver, state, _figures, n_epochs=int(self.n_epochs),
                    callbacks=callbacks)
-        self._accumulators = solver.accumulators
+        self._accumulators = (np.zeros(1, dtype), *solver.accumulators)
 
     def _initial_parameters(self, U, I, users, dtype, rng) -> tuple:  # noqa: E741
         """w = 0, V ~ N(0, init_std²) on the columns some user or item row uses, else 0."""
