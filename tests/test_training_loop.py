@@ -219,3 +219,23 @@ def test_early_stopping_state_at_callback_time(solver):
         assert best == int(np.argmin(val[:epoch + 1]))
     assert model.best_epoch_ == int(np.argmin(val))
     assert model.n_epochs_ == len(val) == len(seen)
+
+
+def test_dask_rounds_run_in_the_same_loop(dask_client):
+    da = pytest.importorskip("dask.array")
+    from fmrec.dask import DaskFMRegressor
+
+    dX = da.from_array(sp.csr_matrix(_X), chunks=(100, _X.shape[1]), asarray=False)
+    dy = da.from_array(np.asarray(_y), chunks=100)
+    seen = []
+
+    def callback(est, epoch, logs):
+        seen.append((epoch, len(est.history_["train_loss"]), est.n_epochs_))
+        logs["custom"] = float(epoch)
+        return epoch == 1
+
+    model = DaskFMRegressor(n_factors=3, n_epochs=4, random_state=0, client=dask_client)
+    model.fit(dX, dy, callbacks=[callback])
+    assert seen == [(0, 1, 1), (1, 2, 2)]
+    assert model.history_["custom"] == [0.0, 1.0]
+    assert model.n_epochs_ == 2
