@@ -21,10 +21,11 @@ from fmrec._kernels import predict as _predict
 from fmrec._links import LOGISTIC, SQUARE, sigmoid
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
-from fmrec.persistence import save_estimator
+from fmrec.models._record import fm_record, restore_fm
+from fmrec.persistence import SAMPLES_VERSION, check_array, register, save_model
 from fmrec.solvers._state import Diverged, FMState, weighted_column_counts
 from fmrec.solvers.als import ALSSolver
-from fmrec.solvers.mcmc import MCMC_ATTRS, fit_mcmc, kernel_input, sample_stats
+from fmrec.solvers.mcmc import MCMC_ATTRS, SAMPLE_ATTRS, fit_mcmc, kernel_input, sample_stats
 from fmrec.solvers.sgd import SGDSolver
 
 logger = logging.getLogger("fmrec")
@@ -398,9 +399,18 @@ class _BaseFM(BaseEstimator):
         self.V_ = state.V
 
     def save(self, path) -> None:
-        """Write the fitted model to ``path`` (.npz, no pickle); ``fmrec.load_model`` reads it."""
+        """Write the fitted model to ``path`` (.npz, no pickle); ``fmrec.load_model`` reads it.
+
+        The file keeps what continuing the training needs too (``warm_start``): the AdaGrad
+        sums of SGD and the state of an MCMC chain.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists; no suffix is added).
+        """
         check_is_fitted(self, "V_")
-        save_estimator(self, path)
+        save_model(self, path)
 
     # ------------------------------------------------------------------ prediction
     def _is_mcmc(self) -> bool:
@@ -439,7 +449,86 @@ class _BaseFM(BaseEstimator):
         X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
         return self._raw_output(X, v.resolve_n_jobs(self.n_jobs))
 
+    # ------------------------------------------------------------------ persistence
+    def _to_record(self) -> tuple[dict, dict]:
+        """Arrays and JSON metadata of the fitted model (see ``fmrec.persistence``): the
+        parameters and history, the clipping range, the best epoch, the feature names, the
+        AdaGrad sums of SGD, a ``groups`` array, and an MCMC chain (its samples, its
+        hyperparameters and its groups; the file is then of ``SAMPLES_VERSION``)."""
+        check_is_fitted(self, "V_")
+        arrays, meta = fm_record(self)
+        fitted = meta["fitted"]
+        if hasattr(self, "y_range_"):
+            fitted["y_range"] = [float(x) for x in self.y_range_]
+        if hasattr(self, "best_epoch_"):
+            fitted["best_epoch"] = int(self.best_epoch_)
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
+        if getattr(self, "_accumulators", None) is not None:
+            arrays.update(zip(("acc_w0", "acc_w", "acc_V"), self._accumulators, strict=True))
+        if self.groups is not None:
+            groups = np.asarray(self.groups)
+            if groups.dtype.kind not in "iuf":
+                raise TypeError(f"cannot save groups of dtype {groups.dtype}")
+            arrays["param.groups"] = groups
+        if self._is_mcmc():
+            for name in SAMPLE_ATTRS:
+                arrays[f"mcmc.{name.rstrip('_')}"] = np.asarray(getattr(self, name))
+            arrays["mcmc.groups"] = np.asarray(self._mcmc_groups)
+            for key, value in self._mcmc_hyper.items():
+                arrays[f"mcmc.hyper.{key}"] = np.asarray(value, dtype=np.float64)
+            meta["format_version"] = SAMPLES_VERSION
+        return arrays, meta
 
+    @classmethod
+    def _from_record(cls, meta: dict, arrays: dict):
+        """The model ``_to_record`` described, every field and shape checked."""
+        model, fitted = restore_fm(cls, meta, arrays, {"y_range": "list", "best_epoch": "count"})
+        n, k = model.V_.shape
+        if "y_range" in fitted:
+            lo_hi = fitted["y_range"]
+            if len(lo_hi) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                          for x in lo_hi):
+                raise ValueError(f"fitted.y_range must hold two numbers, got {lo_hi!r}")
+            model.y_range_ = (float(lo_hi[0]), float(lo_hi[1]))
+        if "best_epoch" in fitted:
+            model.best_epoch_ = fitted["best_epoch"]
+        if "feature_names_in" in arrays:
+            names = check_array(arrays, "feature_names_in", (n,), "U")
+            model.feature_names_in_ = names.astype(object)
+        if any(key.startswith("acc_") for key in arrays):
+            acc = tuple(check_array(arrays, name, shape) for name, shape in
+                        (("acc_w0", (1,)), ("acc_w", (n,)), ("acc_V", (n, k))))
+            if any(a.dtype != model.V_.dtype for a in acc):
+                raise ValueError(f"the AdaGrad sums must be of the parameters' dtype "
+                                 f"{model.V_.dtype}")
+            model._accumulators = acc
+        if "param.groups" in arrays:
+            model.groups = check_array(arrays, "param.groups", (n,), "iuf")
+        if any(key.startswith("mcmc.") for key in arrays):
+            model._restore_chain(arrays)
+        return model
+
+    def _restore_chain(self, arrays: dict) -> None:
+        """The MCMC samples, hyperparameters and groups of a record, shapes checked."""
+        n, k = self.V_.shape
+        s = len(check_array(arrays, "mcmc.samples_w0", (None,)))
+        self.samples_w0_ = arrays["mcmc.samples_w0"]
+        self.samples_w_ = check_array(arrays, "mcmc.samples_w", (s, n))
+        self.samples_V_ = check_array(arrays, "mcmc.samples_V", (s, n, k))
+        self.samples_alpha_ = check_array(arrays, "mcmc.samples_alpha", (s,))
+        g = len(check_array(arrays, "mcmc.hyper.lambda_w", (None,)))
+        groups = check_array(arrays, "mcmc.groups", (n,), "iu")
+        if n and (groups.min() < 0 or groups.max() >= g):
+            raise ValueError(f"the MCMC groups must lie in [0, {g}) (the prior has {g} groups)")
+        self._mcmc_groups = groups.astype(np.int32)
+        shapes = {"alpha": (1,), "lambda_w": (g,), "mu_w": (g,), "lambda_V": (g, k),
+                  "mu_V": (g, k)}
+        self._mcmc_hyper = {key: check_array(arrays, f"mcmc.hyper.{key}", shape)
+                            for key, shape in shapes.items()}
+
+
+@register
 class FMRegressor(RegressorMixin, _BaseFM):
     """Factorization Machine regressor (square loss).
 
@@ -648,6 +737,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
             float(self._mcmc_hyper["alpha"][0])
 
 
+@register
 class FMClassifier(ClassifierMixin, _BaseFM):
     """Factorization Machine binary classifier (log loss on σ(ŷ)).
 
@@ -747,6 +837,24 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         if self._is_mcmc():
             return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+    # ------------------------------------------------------------------ persistence
+    def _to_record(self) -> tuple[dict, dict]:
+        """``_BaseFM``'s record plus the labels ``classes_`` (numbers, booleans or str)."""
+        arrays, meta = super()._to_record()
+        classes = np.asarray(self.classes_)
+        if classes.dtype.kind not in "biufU":
+            raise TypeError(f"cannot save classes_ of dtype {classes.dtype} without pickle; "
+                            "use labels that are numbers, booleans or strings")
+        arrays["classes"] = classes
+        return arrays, meta
+
+    @classmethod
+    def _from_record(cls, meta: dict, arrays: dict):
+        """The classifier ``_to_record`` described (its two labels included)."""
+        model = super()._from_record(meta, arrays)
+        model.classes_ = check_array(arrays, "classes", (2,), "biufU")
+        return model
 
 
 def _log_epoch(epoch: int, logs: dict) -> None:
