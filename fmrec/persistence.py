@@ -36,6 +36,7 @@ SAMPLES_VERSION = 2
 FORMAT_VERSION = SAMPLES_VERSION
 
 _ARRAY_KINDS = "biufU"  # bool, integers, floats, str: nothing that needs pickle
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
 _CLASSES: dict[str, type] = {}
 
 
@@ -100,8 +101,8 @@ def _check_envelope(meta, base) -> type:
                          "upgrade fmrec")
     if version < PLAIN_VERSION:
         raise ValueError(f"format_version must be at least {PLAIN_VERSION}, got {version}")
-    if not isinstance(meta.get("fmrec_version"), str):
-        raise ValueError(f"fmrec_version must be a string, got {meta.get('fmrec_version')!r}")
+    if not isinstance(meta.get("fmrec_version", ""), str):  # informative only
+        raise ValueError(f"fmrec_version must be a string, got {meta['fmrec_version']!r}")
     name = meta.get("class")
     cls = _CLASSES.get(name) if isinstance(name, str) else None
     if cls is None or (base is not None and not issubclass(cls, base)):
@@ -121,7 +122,7 @@ def _names(base) -> str:
     return " or ".join(cls.__name__ for cls in (base if isinstance(base, tuple) else (base,)))
 
 
-def sub_record(arrays: dict, prefix: str) -> dict:
+def nested_arrays(arrays: dict, prefix: str) -> dict:
     """The arrays whose names start with ``prefix + "."``, without it."""
     head = f"{prefix}."
     return {key[len(head):]: value for key, value in arrays.items() if key.startswith(head)}
@@ -193,8 +194,8 @@ def jsonable(value):
 # ---------------------------------------------------------------------------- files
 def save_model(obj, path) -> None:
     """Write a registered object (a fitted model) to ``path`` as one .npz file."""
-    if type(obj).__name__ not in _CLASSES:
-        raise TypeError(f"{type(obj).__name__} is not a registered model class")
+    if _CLASSES.get(type(obj).__name__) is not type(obj):
+        raise TypeError(f"{_qualified(type(obj))} is not a registered model class")
     arrays, meta = to_record(obj)
     for key, arr in arrays.items():
         if np.asarray(arr).dtype.kind not in _ARRAY_KINDS:
@@ -236,11 +237,24 @@ def load_model(path):
     True
     """
     name = os.fspath(path)
-    arrays = _read(name)
-    meta = _metadata(name, arrays.pop("metadata", None))
-    for key, arr in arrays.items():
-        if arr.dtype.kind not in _ARRAY_KINDS:
-            raise ValueError(f"{name} is damaged: the array {key!r} has dtype {arr.dtype}")
+    try:
+        npz = np.load(name, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ValueError(f"{name} is not a readable fmrec model file: {exc}") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{name} is not a readable fmrec model file: it holds one .npy "
+                         "array, not an .npz archive")
+    with npz:
+        if "metadata" not in npz.files:
+            raise ValueError(f"{name} is not an fmrec model file (no metadata record)")
+        meta = _metadata(name, _entry(name, npz, "metadata"))
+        try:  # the envelope first: a foreign file's arrays are never read
+            _check_envelope(meta, None)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+        arrays = {key: _entry(name, npz, key) for key in npz.files if key != "metadata"}
     try:
         return from_record(meta, arrays)
     except ValueError as exc:
@@ -249,22 +263,18 @@ def load_model(path):
         raise ValueError(f"{name} is damaged: {exc!r}") from exc
 
 
-def _read(name: str) -> dict:
+def _entry(name: str, npz, key: str) -> np.ndarray:
+    """One array of the archive: numbers, booleans or str (never an object array)."""
     try:
-        loaded = np.load(name, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("it holds one .npy array, not an .npz archive")
-        with loaded as npz:
-            return {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        arr = npz[key]
+    except _READ_ERRORS as exc:
         raise ValueError(f"{name} is not a readable fmrec model file: {exc}") from exc
+    if arr.dtype.kind not in _ARRAY_KINDS:
+        raise ValueError(f"{name} is damaged: the array {key!r} has dtype {arr.dtype}")
+    return arr
 
 
-def _metadata(name: str, record) -> dict:
-    if record is None:
-        raise ValueError(f"{name} is not an fmrec model file (no metadata record)")
+def _metadata(name: str, record: np.ndarray) -> dict:
     if record.dtype.kind != "U" or record.ndim != 0:
         raise ValueError(f"{name} is damaged: the metadata record is not a string")
     try:

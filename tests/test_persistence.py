@@ -355,7 +355,7 @@ def _drop(key, where=None):
     (_set("format_version", None), "format_version must be an integer, got None"),
     (_set("format_version", True), "format_version must be an integer"),
     (_set("format_version", 0), "format_version must be at least 1"),
-    (_drop("fmrec_version"), "fmrec_version must be a string"),
+    (_set("fmrec_version", 1), "fmrec_version must be a string, got 1"),
     (_set("class", ["FMRegressor"]), "unknown model class"),
     (_set("class", "_BaseFM"), "unknown model class"),
     (_set("params", ["n_factors", 3]), "params must be a JSON object"),

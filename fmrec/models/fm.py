@@ -455,7 +455,6 @@ class _BaseFM(BaseEstimator):
         parameters and history, the clipping range, the best epoch, the feature names, the
         AdaGrad sums of SGD, a ``groups`` array, and an MCMC chain (its samples, its
         hyperparameters and its groups; the file is then of ``SAMPLES_VERSION``)."""
-        check_is_fitted(self, "V_")
         arrays, meta = fm_record(self)
         fitted = meta["fitted"]
         if hasattr(self, "y_range_"):

@@ -369,7 +369,6 @@ class FMRanker(BaseEstimator):
     def _to_record(self) -> tuple[dict, dict]:
         """Arrays and JSON metadata of the fitted model (``fmrec.persistence``): the
         parameters and the history (BPR keeps no state between fits)."""
-        check_is_fitted(self, "V_")
         return fm_record(self)
 
     @classmethod

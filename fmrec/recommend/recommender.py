@@ -26,7 +26,7 @@ from fmrec.design import DesignMatrix, RelationBlock, fm_output
 from fmrec.features.encoder import FeatureEncoder
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
-from fmrec.persistence import from_record, register, save_model, sub_record, to_record
+from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import (
     Entities,
@@ -852,7 +852,6 @@ class Recommender(BaseEstimator):
     def _to_record(self) -> tuple[dict, dict]:
         """Arrays and JSON metadata (``fmrec.persistence``): the encoders and the seen matrix,
         and the model's own record (``model.`` arrays, ``model`` metadata)."""
-        check_is_fitted(self, "model_")
         model_arrays, model_meta = to_record(self.model_)
         arrays = {**self._users.to_arrays("users"), **self._items.to_arrays("items"),
                   **csr_arrays(self.seen_, "seen")}
@@ -878,7 +877,7 @@ class Recommender(BaseEstimator):
         apart = sorted({"model", "user_features", "item_features"} & set(params))
         if apart:
             raise ValueError(f"params must not hold {apart} (stored apart, or not at all)")
-        model = from_record(meta.get("model"), sub_record(arrays, "model"), _MODELS)
+        model = from_record(meta.get("model"), nested_arrays(arrays, "model"), _MODELS)
         rec = cls(**params, model=clone(model))
         rec._check_params()
         rec._users = Entities.from_arrays(rec.user_col, arrays, "users", rec.implicit_weight)
@@ -889,7 +888,7 @@ class Recommender(BaseEstimator):
                 raise ValueError(f"inconsistent {what} side features: {entities.side.shape[0]} "
                                  f"rows for {what} keys of width "
                                  f"{getattr(entities.keys, 'n_features_', None)}")
-        ctx = sub_record(arrays, "context")
+        ctx = nested_arrays(arrays, "context")
         rec._context = FeatureEncoder.from_arrays(ctx) if ctx else None
         rec.seen_ = csr_from_arrays(arrays, "seen")
         rec.seen_.check_format(full_check=True)
