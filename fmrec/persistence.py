@@ -258,7 +258,7 @@ def load_model(path):
     try:
         return from_record(meta, arrays)
     except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from exc
+        raise ValueError(f"{name} is damaged: {exc}") from exc
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"{name} is damaged: {exc!r}") from exc
 

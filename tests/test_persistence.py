@@ -409,6 +409,7 @@ def test_arrays_are_checked(saved, name, arrays, message):
     ("sgd", ("acc_w0",), "the array 'acc_w0' is missing"),
     ("sgd", ("classes",), "the array 'classes' is missing"),
     ("sgd", ("V",), "the array 'V' is missing"),
+    ("sgd", ("history.train_loss",), "the array 'history.train_loss' is missing"),
 ])
 def test_missing_arrays_are_named(saved, name, drop, message):
     _, variant = saved
@@ -452,6 +453,10 @@ def test_damaged_recommender_files(tmp_path, recsys):
         np.savez(tmp_path / "bad.npz", **out)
         return load_model(tmp_path / "bad.npz")
 
+    def load_without(key):
+        np.savez(tmp_path / "bad.npz", **{k: v for k, v in arrays.items() if k != key})
+        return load_model(tmp_path / "bad.npz")
+
     shape = arrays["seen.shape"]
     with pytest.raises(ValueError, match="inconsistent shape of the seen matrix"):
         load(**{"seen.shape": shape + np.array([0, 1])})
@@ -461,6 +466,11 @@ def test_damaged_recommender_files(tmp_path, recsys):
         load(**{"users.side.shape": arrays["users.side.shape"] + np.array([1, 0]),
                 "users.side.indptr": np.append(arrays["users.side.indptr"],
                                                arrays["users.side.indptr"][-1])})
+    with pytest.raises(ValueError, match="inconsistent item side features: a matrix of shape "
+                                         r"None where the encoders give \(25, \d+\)"):
+        load_without("items.side.indptr")
+    with pytest.raises(ValueError, match="an encoder's array 'vocab_0' is missing"):
+        load_without("users.ids.vocab_0")
     with pytest.raises(ValueError, match="describe .* columns but the model has"):
         load(**{"model.w": arrays["model.w"][:-1], "model.V": arrays["model.V"][:-1]},
              meta_change=lambda m: m["model"]["fitted"].update(
@@ -475,3 +485,42 @@ def test_damaged_recommender_files(tmp_path, recsys):
         load(meta_change=lambda m: m["params"].update(negatives=0))
     with pytest.raises(ValueError, match="format_version must be an integer"):
         load(meta_change=lambda m: m.update(format_version=None))
+
+
+def _paths(meta, prefix=()):
+    """Every (path of keys) to a value of the nested metadata."""
+    for key, value in meta.items():
+        yield (*prefix, key)
+        if isinstance(value, dict):
+            yield from _paths(value, (*prefix, key))
+
+
+def test_any_damage_is_a_value_error_or_harmless(tmp_path, saved, recsys):
+    """Dropping any one array, or replacing any one metadata value by a value of another
+    JSON type, loads or raises ValueError: never KeyError, TypeError or the like."""
+    files, _ = saved
+    rec, df = recommenders(recsys)["ratings"]
+    rec.fit(df).save(tmp_path / "rec.npz")
+    with np.load(tmp_path / "rec.npz", allow_pickle=False) as npz:
+        files = {**files, "rec": dict(npz)}
+    path = tmp_path / "damaged.npz"
+    n_refused = 0
+    for arrays in files.values():
+        meta = json.loads(str(arrays["metadata"]))
+        variants = [{k: v for k, v in arrays.items() if k != drop}
+                    for drop in arrays if drop != "metadata"]
+        for keys in _paths(meta):
+            for value in (None, "x", -1, 2.5, [], {}):
+                changed = json.loads(json.dumps(meta))
+                target = changed
+                for key in keys[:-1]:
+                    target = target[key]
+                target[keys[-1]] = value
+                variants.append(dict(arrays, metadata=np.array(json.dumps(changed))))
+        for variant in variants:
+            np.savez(path, **variant)
+            try:
+                load_model(path)
+            except ValueError:
+                n_refused += 1
+    assert n_refused > 100

@@ -38,8 +38,13 @@ def restore_fm(cls, meta: dict, arrays: dict, optional: dict[str, str] | None = 
                          "or float64, both alike)")
     if not (np.isfinite(w).all() and np.isfinite(V).all() and np.isfinite(fitted["w0"])):
         raise ValueError("the parameters contain NaN or inf")
+    if fitted["n_epochs"] or "history.train_loss" in arrays:  # one loss per epoch run
+        check_array(arrays, "history.train_loss", (fitted["n_epochs"],))
     model = cls(**meta["params"])
-    model._check_hyperparameters()
+    try:
+        model._check_hyperparameters()
+    except TypeError as exc:
+        raise ValueError(f"params: {exc}") from exc
     model.w0_, model.w_, model.V_ = float(fitted["w0"]), w.copy(), np.ascontiguousarray(V)
     model.n_features_in_ = n
     model.n_epochs_ = fitted["n_epochs"]

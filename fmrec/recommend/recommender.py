@@ -879,17 +879,11 @@ class Recommender(BaseEstimator):
             raise ValueError(f"params must not hold {apart} (stored apart, or not at all)")
         model = from_record(meta.get("model"), nested_arrays(arrays, "model"), _MODELS)
         rec = cls(**params, model=clone(model))
-        rec._check_params()
-        rec._users = Entities.from_arrays(rec.user_col, arrays, "users", rec.implicit_weight)
-        rec._items = Entities.from_arrays(rec.item_col, arrays, "items", rec.implicit_weight)
-        for what, entities in (("user", rec._users), ("item", rec._items)):
-            if entities.side is not None and (
-                    entities.keys is None or entities.side.shape[0] != entities.keys.n_features_):
-                raise ValueError(f"inconsistent {what} side features: {entities.side.shape[0]} "
-                                 f"rows for {what} keys of width "
-                                 f"{getattr(entities.keys, 'n_features_', None)}")
-        ctx = nested_arrays(arrays, "context")
-        rec._context = FeatureEncoder.from_arrays(ctx) if ctx else None
+        try:
+            rec._check_params()
+        except TypeError as exc:
+            raise ValueError(f"params: {exc}") from exc
+        rec._restore_encoders(arrays)
         rec.seen_ = csr_from_arrays(arrays, "seen")
         rec.seen_.check_format(full_check=True)
         shape = (rec._users.widths[0], rec._items.widths[0])
@@ -903,3 +897,26 @@ class Recommender(BaseEstimator):
             raise ValueError(f"the encoders describe {len(rec.feature_names_)} columns but the "
                              f"model has {model.n_features_in_}")
         return rec
+
+    def _restore_encoders(self, arrays: dict) -> None:
+        """Users, items and context from a record; the side-feature matrices must match the
+        encoders of their keys and columns."""
+        try:
+            self._users = Entities.from_arrays(self.user_col, arrays, "users",
+                                               self.implicit_weight)
+            self._items = Entities.from_arrays(self.item_col, arrays, "items",
+                                               self.implicit_weight)
+            ctx = nested_arrays(arrays, "context")
+            self._context = FeatureEncoder.from_arrays(ctx) if ctx else None
+        except KeyError as exc:
+            raise ValueError(f"an encoder's array {exc.args[0]!r} is missing") from exc
+        for what, entities in (("user", self._users), ("item", self._items)):
+            keys, side_enc, side = entities.keys, entities.side_enc, entities.side
+            want = (None if keys is None and side_enc is None else
+                    (getattr(keys, "n_features_", None), getattr(side_enc, "n_features_", 0)))
+            got = None if side is None else side.shape
+            if got != want:
+                raise ValueError(f"inconsistent {what} side features: a matrix of shape {got} "
+                                 f"where the encoders give {want}")
+            if side is not None:
+                side.check_format(full_check=True)
