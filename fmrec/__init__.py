@@ -13,6 +13,7 @@ The package in layers, each importing only the ones below it:
 
 from fmrec import inspect, plot  # plot imports matplotlib only when a figure is drawn
 from fmrec._kernels._openmp import openmp_enabled
+from fmrec._version import __version__ as __version__
 from fmrec.design import DesignMatrix, RelationBlock
 from fmrec.features.encoder import FeatureEncoder
 from fmrec.models.fm import FMClassifier, FMRegressor
@@ -23,7 +24,6 @@ from fmrec.recommend.recommender import Recommender
 __all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
            "Recommender", "RelationBlock", "TuneResult",
            "inspect", "load_model", "openmp_enabled", "plot", "tune"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

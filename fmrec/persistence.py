@@ -1,152 +1,209 @@
-"""Saving and loading fitted models: one .npz file, arrays plus a JSON metadata record.
+"""Model files: one .npz of named arrays plus a JSON metadata record, and the class registry.
+
+This module knows the file format only; every model turns its own state into a record and
+back (``_to_record`` / ``_from_record``) and registers its class with :func:`register`, so
+:func:`load_model` finds it by the name the file gives. It imports no model: models import it.
+
+A record is ``(arrays, meta)``: a dict of name → ndarray and a JSON-able dict holding at least
+``params`` (the constructor's arguments). On disk the metadata is wrapped in an envelope,
+``{"format": "fmrec-model", "format_version", "fmrec_version", "class", ...}``, and stored as
+the array ``metadata``. A model inside another (a Recommender's) is a record with its own
+envelope under the key ``model`` and its arrays prefixed ``model.``.
 
 Nothing is ever unpickled: files are read with ``allow_pickle=False``, so loading a file from
-an untrusted source cannot run code; a foreign or damaged file raises ``ValueError``.
+an untrusted source cannot run code. The metadata is checked against its schema before any
+array is used, and a foreign or damaged file raises ``ValueError`` naming the problem.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import zipfile
 
 import numpy as np
 
+from fmrec._version import __version__
+
 FORMAT = "fmrec-model"
-FORMAT_VERSION = 2  # the newest this fmrec reads and writes
-# Version 2 adds MCMC samples. Files without them still say 1, so older fmrec reads them;
-# an older fmrec refuses a file with samples instead of predicting from the last one.
-_PLAIN_VERSION = 1
+# Version 1: parameters, training state, encoders. Version 2 adds MCMC samples; a file
+# without them still says 1, so an older fmrec reads it, while an older fmrec refuses a file
+# with samples instead of predicting from the last one. The reader takes any version up to
+# FORMAT_VERSION.
+PLAIN_VERSION = 1
+SAMPLES_VERSION = 2
+FORMAT_VERSION = SAMPLES_VERSION
 
-_FITTED_ARRAYS = ("w_", "V_")
-_OPTIONAL_ARRAYS = ("classes_", "feature_names_in_")
+_ARRAY_KINDS = "biufU"  # bool, integers, floats, str: nothing that needs pickle
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
+_CLASSES: dict[str, type] = {}
 
 
-def _jsonable(value):
+# ---------------------------------------------------------------------------- the registry
+def register(cls: type) -> type:
+    """Class decorator: make ``cls`` loadable by :func:`load_model` under its name.
+
+    The class provides ``_to_record(self) -> (arrays, meta)`` and the classmethod
+    ``_from_record(cls, meta, arrays)``; ``meta`` holds its ``params`` (constructor
+    arguments) and may ask for a ``format_version`` above ``PLAIN_VERSION``.
+    """
+    for method in ("_to_record", "_from_record"):
+        if not callable(getattr(cls, method, None)):
+            raise TypeError(f"{cls.__name__} cannot be registered: it has no {method}")
+    known = _CLASSES.get(cls.__name__)
+    if known is not None and _qualified(known) != _qualified(cls):
+        raise ValueError(f"two model classes named {cls.__name__!r}: {_qualified(known)} "
+                         f"and {_qualified(cls)}")
+    _CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def registered() -> dict[str, type]:
+    """The loadable classes by name (a copy)."""
+    return dict(_CLASSES)
+
+
+# ---------------------------------------------------------------------------- records
+def to_record(obj) -> tuple[dict, dict]:
+    """``obj``'s arrays and its metadata inside the envelope (format, version, class)."""
+    arrays, meta = obj._to_record()
+    meta = dict(meta)
+    version = meta.pop("format_version", PLAIN_VERSION)
+    head = {"format": FORMAT, "format_version": version, "fmrec_version": __version__,
+            "class": type(obj).__name__}
+    return arrays, {**head, **meta}
+
+
+def from_record(meta, arrays: dict, base: type | tuple[type, ...] | None = None):
+    """The object a record describes, its envelope checked first.
+
+    ``base`` restricts the classes accepted (e.g. a Recommender's model); the class's own
+    ``_from_record`` checks its fields and arrays.
+    """
+    cls = _check_envelope(meta, base)
+    return cls._from_record(meta, arrays)
+
+
+def _check_envelope(meta, base) -> type:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError("not an fmrec model file (its metadata has no "
+                         f"format={FORMAT!r})")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version}: this fmrec reads up to {FORMAT_VERSION}; "
+                         "upgrade fmrec")
+    if version < PLAIN_VERSION:
+        raise ValueError(f"format_version must be at least {PLAIN_VERSION}, got {version}")
+    if not isinstance(meta.get("fmrec_version", ""), str):  # informative only
+        raise ValueError(f"fmrec_version must be a string, got {meta['fmrec_version']!r}")
+    name = meta.get("class")
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None or (base is not None and not issubclass(cls, base)):
+        raise ValueError(f"unknown model class {name!r}"
+                         + ("" if base is None else f" (expected {_names(base)})"))
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a JSON object, got {params!r}")
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(str(key) for key in params if key not in accepted)
+    if unknown:
+        raise ValueError(f"params has names {cls.__name__} does not take: {unknown}")
+    return cls
+
+
+def _names(base) -> str:
+    return " or ".join(cls.__name__ for cls in (base if isinstance(base, tuple) else (base,)))
+
+
+def nested_arrays(arrays: dict, prefix: str) -> dict:
+    """The arrays whose names start with ``prefix + "."``, without it."""
+    head = f"{prefix}."
+    return {key[len(head):]: value for key, value in arrays.items() if key.startswith(head)}
+
+
+# ---------------------------------------------------------------------------- the schema
+_KINDS = {
+    "int": "an integer",
+    "count": "a non-negative integer",
+    "number": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "list": "a list",
+    "dict": "a JSON object",
+}
+
+
+def _is(value, kind: str) -> bool:
+    if kind in ("int", "count"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return ok and (kind == "int" or value >= 0)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, {"str": str, "bool": bool, "list": list, "dict": dict}[kind])
+
+
+def check_fields(record, where: str, required: dict[str, str],
+                 optional: dict[str, str] | None = None) -> dict:
+    """``record`` itself after checking it is a JSON object whose ``required`` keys are all
+    there and whose keys (``optional`` ones included) hold values of the kinds named:
+    "int", "count" (non-negative int), "number", "str", "bool", "list" or "dict"."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be a JSON object, got {record!r}")
+    for key in required:
+        if key not in record:
+            raise ValueError(f"{where} lacks {key!r}")
+    for key, kind in {**required, **(optional or {})}.items():
+        if key in record and not _is(record[key], kind):
+            raise ValueError(f"{where}.{key} must be {_KINDS[kind]}, got {record[key]!r}")
+    return record
+
+
+def check_array(arrays: dict, name: str, shape: tuple, kinds: str = "f") -> np.ndarray:
+    """``arrays[name]`` after checking its dtype kind (numpy's letters) and its shape
+    (``None`` matches any length)."""
+    if name not in arrays:
+        raise ValueError(f"the array {name!r} is missing")
+    arr = arrays[name]
+    if arr.dtype.kind not in kinds:
+        raise ValueError(f"the array {name!r} has dtype {arr.dtype}")
+    if arr.ndim != len(shape) or any(want is not None and got != want
+                                     for got, want in zip(arr.shape, shape, strict=True)):
+        want = tuple("any" if n is None else n for n in shape)
+        raise ValueError(f"inconsistent shape of the array {name!r}: {arr.shape}, expected "
+                         f"{want}")
+    return arr
+
+
+def jsonable(value):
+    """``value`` as JSON holds it: numpy scalars as Python ones, and None for anything else
+    (e.g. a RandomState: the loaded model gets None; arrays go to the arrays instead)."""
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    return None  # e.g. a RandomState object: not restorable, the loaded model gets None
+    return None
 
 
-def save_estimator(estimator, path) -> None:
-    """Write ``estimator`` (an FMRegressor, FMClassifier or FMRanker) to ``path``."""
-    arrays, meta = _estimator_record(estimator)
-    _write(path, arrays, meta)
-
-
-def save_recommender(recommender, path) -> None:
-    """Write a fitted ``Recommender``: its model's arrays under ``model.``, its encoders,
-    tables and seen matrix, and one metadata record holding both parts' metadata."""
-    from fmrec import __version__
-
-    model_arrays, model_meta = _estimator_record(recommender.model_)
-    arrays, params = recommender._state()
-    arrays.update({f"model.{key}": value for key, value in model_arrays.items()})
-    meta = {
-        "format": FORMAT,
-        "format_version": model_meta["format_version"],
-        "fmrec_version": __version__,
-        "class": "Recommender",
-        "params": params,
-        "model": model_meta,
-    }
-    _write(path, arrays, meta)
-
-
-def _write(path, arrays: dict, meta: dict) -> None:
+# ---------------------------------------------------------------------------- files
+def save_model(obj, path) -> None:
+    """Write a registered object (a fitted model) to ``path`` as one .npz file."""
+    if _CLASSES.get(type(obj).__name__) is not type(obj):
+        raise TypeError(f"{_qualified(type(obj))} is not a registered model class")
+    arrays, meta = to_record(obj)
+    for key, arr in arrays.items():
+        if np.asarray(arr).dtype.kind not in _ARRAY_KINDS:
+            raise TypeError(f"cannot save the array {key!r} of dtype {np.asarray(arr).dtype} "
+                            "without pickle")
     arrays = dict(arrays, metadata=np.array(json.dumps(meta)))
     with open(os.fspath(path), "wb") as fh:  # a file handle keeps numpy from appending .npz
         np.savez(fh, **arrays)
-
-
-def _estimator_record(estimator) -> tuple[dict, dict]:
-    """The arrays and the JSON metadata of a fitted FMRegressor or FMClassifier."""
-    from fmrec import __version__
-
-    arrays = {name.rstrip("_"): np.asarray(getattr(estimator, name)) for name in _FITTED_ARRAYS}
-    for name in _OPTIONAL_ARRAYS:
-        if hasattr(estimator, name):
-            arr = np.asarray(getattr(estimator, name))
-            if name == "feature_names_in_":
-                arr = arr.astype(str)
-            if arr.dtype.kind not in "biufU":
-                raise TypeError(f"cannot save {name} of dtype {arr.dtype} without pickle; use "
-                                "labels that are numbers, booleans or strings")
-            arrays[name.rstrip("_")] = arr
-    for name, values in estimator.history_.items():
-        arrays[f"history.{name}"] = np.asarray(values, dtype=np.float64)
-    accumulators = getattr(estimator, "_accumulators", None)
-    if accumulators is not None:
-        arrays.update(zip(("acc_w0", "acc_w", "acc_V"), accumulators, strict=True))
-    arrays.update(_mcmc_arrays(estimator))
-    fitted = {"w0": float(estimator.w0_), "n_features_in": int(estimator.n_features_in_),
-              "n_epochs": int(estimator.n_epochs_)}
-    for name in ("y_range_", "best_epoch_"):
-        if hasattr(estimator, name):
-            fitted[name.rstrip("_")] = _jsonable_deep(getattr(estimator, name))
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION if "mcmc.samples_w0" in arrays else _PLAIN_VERSION,
-        "fmrec_version": __version__,
-        "class": type(estimator).__name__,
-        "params": {k: _jsonable(val) for k, val in estimator.get_params(deep=False).items()},
-        "fitted": fitted,
-    }
-    return arrays, meta
-
-
-# A model fitted by MCMC also keeps its retained samples, the chain's hyperparameters and
-# groups (to continue sampling with warm_start), and a ``groups`` parameter given as an array.
-_SAMPLE_ARRAYS = ("samples_w0_", "samples_w_", "samples_V_", "samples_alpha_")
-
-
-def _mcmc_arrays(estimator) -> dict:
-    arrays = {}
-    if getattr(estimator, "_mcmc_hyper", None) is not None:
-        for name in _SAMPLE_ARRAYS:
-            arrays[f"mcmc.{name.rstrip('_')}"] = np.asarray(getattr(estimator, name))
-        arrays["mcmc.groups"] = np.asarray(estimator._mcmc_groups)
-        for key, value in estimator._mcmc_hyper.items():
-            arrays[f"mcmc.hyper.{key}"] = np.asarray(value, dtype=np.float64)
-    groups = getattr(estimator, "groups", None)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.dtype.kind not in "iuf":
-            raise TypeError(f"cannot save groups of dtype {groups.dtype}")
-        arrays["param.groups"] = groups
-    return arrays
-
-
-def _restore_mcmc(model, arrays) -> None:
-    if "param.groups" in arrays:
-        model.groups = arrays["param.groups"]
-    if "mcmc.samples_w0" not in arrays:
-        return
-    n, (d, k) = model.n_features_in_, model.V_.shape
-    w0s, ws, Vs = (arrays[f"mcmc.samples_{x}"] for x in ("w0", "w", "V"))
-    s = len(w0s)
-    if ws.shape != (s, n) or Vs.shape != (s, d, k) or arrays["mcmc.samples_alpha"].shape != (s,):
-        raise ValueError(f"inconsistent MCMC sample shapes: w {ws.shape}, V {Vs.shape}")
-    model.samples_w0_, model.samples_w_, model.samples_V_ = w0s, ws, Vs
-    model.samples_alpha_ = arrays["mcmc.samples_alpha"]
-    model._mcmc_groups = arrays["mcmc.groups"].astype(np.int32)
-    model._mcmc_hyper = {key.split(".", 2)[2]: arrays[key] for key in arrays
-                         if key.startswith("mcmc.hyper.")}
-
-
-def _jsonable_deep(value):
-    if isinstance(value, tuple | list):
-        return [_jsonable(x) for x in value]
-    return _jsonable(value)
-
-
-def _model_classes():
-    from fmrec.models.fm import FMClassifier, FMRegressor
-    from fmrec.models.ranker import FMRanker
-
-    return {cls.__name__: cls for cls in (FMRegressor, FMClassifier, FMRanker)}
 
 
 def load_model(path):
@@ -155,12 +212,13 @@ def load_model(path):
     Parameters
     ----------
     path : str or os.PathLike
-        File written by ``FMRegressor.save``, ``FMClassifier.save`` or ``Recommender.save``.
+        File written by the ``save`` method of ``FMRegressor``, ``FMClassifier``,
+        ``FMRanker``, ``Recommender`` or their Dask twins.
 
     Returns
     -------
-    FMRegressor, FMClassifier or Recommender
-        The fitted estimator, ready to predict (recommend) or to continue training.
+    FMRegressor, FMClassifier, FMRanker or Recommender
+        The fitted model, ready to predict (recommend) or to continue training.
 
     Raises
     ------
@@ -180,74 +238,49 @@ def load_model(path):
     """
     name = os.fspath(path)
     try:
-        with np.load(name, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+        npz = np.load(name, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as exc:
         raise ValueError(f"{name} is not a readable fmrec model file: {exc}") from exc
-    if "metadata" not in arrays:
-        raise ValueError(f"{name} is not an fmrec model file (no metadata record)")
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{name} is not a readable fmrec model file: it holds one .npy "
+                         "array, not an .npz archive")
+    with npz:
+        if "metadata" not in npz.files:
+            raise ValueError(f"{name} is not an fmrec model file (no metadata record)")
+        meta = _metadata(name, _entry(name, npz, "metadata"))
+        try:  # the envelope first: a foreign file's arrays are never read
+            _check_envelope(meta, None)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+        arrays = {key: _entry(name, npz, key) for key in npz.files if key != "metadata"}
     try:
-        meta = json.loads(str(arrays.pop("metadata")))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}: the metadata record is damaged: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{name} is not an fmrec model file")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{name} has format version {meta['format_version']}; this fmrec "
-                         f"reads up to {FORMAT_VERSION}: upgrade fmrec")
-    classes = _model_classes()
-    if meta.get("class") not in (*classes, "Recommender"):
-        raise ValueError(f"{name} holds an unknown model class {meta.get('class')!r}")
-    try:
-        if meta["class"] == "Recommender":
-            return _restore_recommender(meta, arrays, classes)
-        return _restore(classes[meta["class"]], meta, arrays)
+        return from_record(meta, arrays)
+    except ValueError as exc:
+        raise ValueError(f"{name} is damaged: {exc}") from exc
     except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"{name} is damaged: {exc!r}") from exc
 
 
-def _restore_recommender(meta, arrays, classes):
-    from fmrec.recommend.recommender import Recommender
-
-    model_meta = meta["model"]
-    if model_meta.get("class") not in classes:
-        raise ValueError(f"unknown model class {model_meta.get('class')!r} in a Recommender")
-    head = "model."
-    model = _restore(classes[model_meta["class"]], model_meta,
-                     {key[len(head):]: value for key, value in arrays.items()
-                      if key.startswith(head)})
-    return Recommender._from_state(meta["params"], arrays, model)
+def _entry(name: str, npz, key: str) -> np.ndarray:
+    """One array of the archive: numbers, booleans or str (never an object array)."""
+    try:
+        arr = npz[key]
+    except _READ_ERRORS as exc:
+        raise ValueError(f"{name} is not a readable fmrec model file: {exc}") from exc
+    if arr.dtype.kind not in _ARRAY_KINDS:
+        raise ValueError(f"{name} is damaged: the array {key!r} has dtype {arr.dtype}")
+    return arr
 
 
-def _restore(cls, meta, arrays):
-    model = cls(**meta["params"])
-    fitted = meta["fitted"]
-    w, V = arrays["w"], arrays["V"]
-    n = int(fitted["n_features_in"])
-    if w.shape != (n,) or V.ndim != 2 or V.shape[0] != n or V.dtype != w.dtype:
-        raise ValueError(f"inconsistent parameter shapes: w {w.shape}, V {V.shape}, "
-                         f"n_features_in {n}")
-    if V.dtype not in (np.float32, np.float64):
-        raise ValueError(f"parameters have unsupported dtype {V.dtype}")
-    if not (np.isfinite(w).all() and np.isfinite(V).all() and np.isfinite(fitted["w0"])):
-        raise ValueError("parameters contain NaN or inf")
-    model.w0_, model.w_, model.V_ = float(fitted["w0"]), w.copy(), np.ascontiguousarray(V)
-    model.n_features_in_ = n
-    model.n_epochs_ = int(fitted["n_epochs"])
-    model.history_ = {key.split(".", 1)[1]: arrays[key].tolist()
-                      for key in arrays if key.startswith("history.")}
-
-    if "y_range" in fitted:
-        model.y_range_ = tuple(float(x) for x in fitted["y_range"])
-    if "best_epoch" in fitted:
-        model.best_epoch_ = int(fitted["best_epoch"])
-    if "classes" in arrays:
-        model.classes_ = arrays["classes"]
-    if "feature_names_in" in arrays:
-        model.feature_names_in_ = arrays["feature_names_in"].astype(object)
-    if "acc_V" in arrays:
-        model._accumulators = (arrays["acc_w0"], arrays["acc_w"], arrays["acc_V"])
-    _restore_mcmc(model, arrays)
-    return model
+def _metadata(name: str, record: np.ndarray) -> dict:
+    if record.dtype.kind != "U" or record.ndim != 0:
+        raise ValueError(f"{name} is damaged: the metadata record is not a string")
+    try:
+        meta = json.loads(str(record))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name}: the metadata record is damaged: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{name} is not an fmrec model file")
+    return meta

@@ -16,9 +16,10 @@ from fmrec import _validation as v
 from fmrec._links import SQUARE
 from fmrec.design import DesignMatrix, column_counts, fm_output
 from fmrec.metrics import METRICS
-from fmrec.models._mcmc import MCMC_ATTRS, fit_mcmc
+from fmrec.models._mcmc import MCMC_ATTRS, SAMPLE_ATTRS, fit_mcmc
+from fmrec.models._record import fm_record, restore_fm
 from fmrec.models._training import Callback, Validation, run_epochs
-from fmrec.persistence import save_estimator
+from fmrec.persistence import SAMPLES_VERSION, check_array, save_model
 from fmrec.solvers._state import FMState, predict_csr, weighted_column_counts
 from fmrec.solvers.als import ALSSolver
 from fmrec.solvers.mcmc import kernel_input, sample_stats
@@ -372,9 +373,18 @@ class _BaseFM(BaseEstimator):
         self.V_ = state.V
 
     def save(self, path) -> None:
-        """Write the fitted model to ``path`` (.npz, no pickle); ``fmrec.load_model`` reads it."""
+        """Write the fitted model to ``path`` (.npz, no pickle); ``fmrec.load_model`` reads it.
+
+        The file keeps what continuing the training needs too (``warm_start``): the AdaGrad
+        sums of SGD and the state of an MCMC chain.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists; no suffix is added).
+        """
         check_is_fitted(self, "V_")
-        save_estimator(self, path)
+        save_model(self, path)
 
     # ------------------------------------------------------------------ prediction
     def _is_mcmc(self) -> bool:
@@ -409,3 +419,70 @@ class _BaseFM(BaseEstimator):
         X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
         return self._raw_output(X, v.resolve_n_jobs(self.n_jobs))
 
+    # ------------------------------------------------------------------ persistence
+    def _to_record(self) -> tuple[dict, dict]:
+        """Arrays and JSON metadata of the fitted model (see ``fmrec.persistence``): the
+        parameters and history, the clipping range, the best epoch, the feature names, a
+        ``groups`` array, and an MCMC chain (its samples, its
+        hyperparameters and its groups; the file is then of ``SAMPLES_VERSION``)."""
+        arrays, meta = fm_record(self)
+        fitted = meta["fitted"]
+        if hasattr(self, "y_range_"):
+            fitted["y_range"] = [float(x) for x in self.y_range_]
+        if hasattr(self, "best_epoch_"):
+            fitted["best_epoch"] = int(self.best_epoch_)
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
+        if self.groups is not None:
+            groups = np.asarray(self.groups)
+            if groups.dtype.kind not in "iuf":
+                raise TypeError(f"cannot save groups of dtype {groups.dtype}")
+            arrays["param.groups"] = groups
+        if self._is_mcmc():
+            for name in SAMPLE_ATTRS:
+                arrays[f"mcmc.{name.rstrip('_')}"] = np.asarray(getattr(self, name))
+            arrays["mcmc.groups"] = np.asarray(self._mcmc_groups)
+            for key, value in self._mcmc_hyper.items():
+                arrays[f"mcmc.hyper.{key}"] = np.asarray(value, dtype=np.float64)
+            meta["format_version"] = SAMPLES_VERSION
+        return arrays, meta
+
+    @classmethod
+    def _from_record(cls, meta: dict, arrays: dict):
+        """The model ``_to_record`` described, every field and shape checked."""
+        model, fitted = restore_fm(cls, meta, arrays, {"y_range": "list", "best_epoch": "count"})
+        n, k = model.V_.shape
+        if "y_range" in fitted:
+            lo_hi = fitted["y_range"]
+            if len(lo_hi) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool)
+                                          for x in lo_hi):
+                raise ValueError(f"fitted.y_range must hold two numbers, got {lo_hi!r}")
+            model.y_range_ = (float(lo_hi[0]), float(lo_hi[1]))
+        if "best_epoch" in fitted:
+            model.best_epoch_ = fitted["best_epoch"]
+        if "feature_names_in" in arrays:
+            names = check_array(arrays, "feature_names_in", (n,), "U")
+            model.feature_names_in_ = names.astype(object)
+        if "param.groups" in arrays:
+            model.groups = check_array(arrays, "param.groups", (n,), "iuf")
+        if any(key.startswith("mcmc.") for key in arrays):
+            model._restore_chain(arrays)
+        return model
+
+    def _restore_chain(self, arrays: dict) -> None:
+        """The MCMC samples, hyperparameters and groups of a record, shapes checked."""
+        n, k = self.V_.shape
+        s = len(check_array(arrays, "mcmc.samples_w0", (None,)))
+        self.samples_w0_ = arrays["mcmc.samples_w0"]
+        self.samples_w_ = check_array(arrays, "mcmc.samples_w", (s, n))
+        self.samples_V_ = check_array(arrays, "mcmc.samples_V", (s, n, k))
+        self.samples_alpha_ = check_array(arrays, "mcmc.samples_alpha", (s,))
+        g = len(check_array(arrays, "mcmc.hyper.lambda_w", (None,)))
+        groups = check_array(arrays, "mcmc.groups", (n,), "iu")
+        if n and (groups.min() < 0 or groups.max() >= g):
+            raise ValueError(f"the MCMC groups must lie in [0, {g}) (the prior has {g} groups)")
+        self._mcmc_groups = groups.astype(np.int32)
+        shapes = {"alpha": (1,), "lambda_w": (g,), "mu_w": (g,), "lambda_V": (g, k),
+                  "mu_V": (g, k)}
+        self._mcmc_hyper = {key: check_array(arrays, f"mcmc.hyper.{key}", shape)
+                            for key, shape in shapes.items()}

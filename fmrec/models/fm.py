@@ -12,9 +12,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from fmrec._links import LOGISTIC, SQUARE, sigmoid
 from fmrec.models._base import _BaseFM
+from fmrec.persistence import check_array, register
 from fmrec.solvers.mcmc import kernel_input, sample_stats
 
 
+@register
 class FMRegressor(RegressorMixin, _BaseFM):
     """Factorization Machine regressor (square loss).
 
@@ -223,6 +225,7 @@ class FMRegressor(RegressorMixin, _BaseFM):
             float(self._mcmc_hyper["alpha"][0])
 
 
+@register
 class FMClassifier(ClassifierMixin, _BaseFM):
     """Factorization Machine binary classifier (log loss on σ(ŷ)).
 
@@ -322,4 +325,23 @@ class FMClassifier(ClassifierMixin, _BaseFM):
         if self._is_mcmc():
             return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+    # ------------------------------------------------------------------ persistence
+    def _to_record(self) -> tuple[dict, dict]:
+        """``_BaseFM``'s record plus the labels ``classes_`` (numbers, booleans or str)."""
+        arrays, meta = super()._to_record()
+        classes = np.asarray(self.classes_)
+        if classes.dtype.kind not in "biufU":
+            raise TypeError(f"cannot save classes_ of dtype {classes.dtype} without pickle; "
+                            "use labels that are numbers, booleans or strings")
+        arrays["classes"] = classes
+        return arrays, meta
+
+    @classmethod
+    def _from_record(cls, meta: dict, arrays: dict):
+        """The classifier ``_to_record`` described (its two labels included)."""
+        model = super()._from_record(meta, arrays)
+        model.classes_ = check_array(arrays, "classes", (2,), "biufU")
+        return model
+
 

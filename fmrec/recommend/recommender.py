@@ -26,6 +26,7 @@ from fmrec.design import DesignMatrix, RelationBlock, fm_output
 from fmrec.features.encoder import FeatureEncoder
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
+from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import (
     Entities,
@@ -62,6 +63,7 @@ def _is_mcmc(model) -> bool:
     return not isinstance(model, FMRanker) and model._is_mcmc()
 
 
+@register
 class Recommender(BaseEstimator):
     """Top-N recommendation from interactions with a Factorization Machine.
 
@@ -833,18 +835,29 @@ class Recommender(BaseEstimator):
     # -------------------------------------------------------------------- persistence
     def save(self, path) -> None:
         """Write the fitted recommender to ``path`` (.npz, no pickle); ``fmrec.load_model``
-        reads it back."""
+        reads it back.
+
+        The file holds the model, the encoders of users, items and context, and the seen
+        matrix; not the ``user_features`` / ``item_features`` frames (their encoded rows
+        are kept), so the loaded recommender's parameters hold None for them.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced if it exists; no suffix is added).
+        """
         check_is_fitted(self, "model_")
-        from fmrec.persistence import save_recommender
+        save_model(self, path)
 
-        save_recommender(self, path)
-
-    def _state(self) -> tuple[dict, dict]:
-        """Arrays and JSON-able metadata of everything but the model."""
+    def _to_record(self) -> tuple[dict, dict]:
+        """Arrays and JSON metadata (``fmrec.persistence``): the encoders and the seen matrix,
+        and the model's own record (``model.`` arrays, ``model`` metadata)."""
+        model_arrays, model_meta = to_record(self.model_)
         arrays = {**self._users.to_arrays("users"), **self._items.to_arrays("items"),
                   **csr_arrays(self.seen_, "seen")}
         if self._context is not None:
             arrays.update({f"context.{k}": v for k, v in self._context.to_arrays().items()})
+        arrays.update({f"model.{k}": v for k, v in model_arrays.items()})
         params = self.get_params(deep=False)
         meta = {k: params[k] for k in ("user_col", "item_col", "target", "implicit",
                                        "negative_sampling")}
@@ -853,17 +866,30 @@ class Recommender(BaseEstimator):
         meta["context"] = self._context_cols() or None
         rs = self.random_state
         meta["random_state"] = int(rs) if isinstance(rs, numbers.Integral) else None
-        return arrays, meta
+        return arrays, {"format_version": model_meta["format_version"], "params": meta,
+                        "model": model_meta}
 
     @classmethod
-    def _from_state(cls, params: dict, arrays: dict, model) -> Recommender:
+    def _from_record(cls, meta: dict, arrays: dict) -> Recommender:
+        """The recommender ``_to_record`` described; the encoders, the seen matrix and the
+        model must agree on the number of users, items and columns."""
+        params = meta["params"]
+        apart = sorted({"model", "user_features", "item_features"} & set(params))
+        if apart:
+            raise ValueError(f"params must not hold {apart} (stored apart, or not at all)")
+        model = from_record(meta.get("model"), nested_arrays(arrays, "model"), _MODELS)
         rec = cls(**params, model=clone(model))
-        rec._users = Entities.from_arrays(rec.user_col, arrays, "users", rec.implicit_weight)
-        rec._items = Entities.from_arrays(rec.item_col, arrays, "items", rec.implicit_weight)
-        head = "context."
-        ctx = {k[len(head):]: v for k, v in arrays.items() if k.startswith(head)}
-        rec._context = FeatureEncoder.from_arrays(ctx) if ctx else None
+        try:
+            rec._check_params()
+        except TypeError as exc:
+            raise ValueError(f"params: {exc}") from exc
+        rec._restore_encoders(arrays)
         rec.seen_ = csr_from_arrays(arrays, "seen")
+        rec.seen_.check_format(full_check=True)
+        shape = (rec._users.widths[0], rec._items.widths[0])
+        if rec.seen_.shape != shape:
+            raise ValueError(f"inconsistent shape of the seen matrix: {rec.seen_.shape}, but "
+                             f"the encoders know {shape[0]} users and {shape[1]} items")
         rec.popularity_ = np.asarray(rec.seen_.sum(axis=0)).ravel()
         rec.model_ = model
         rec._describe()
@@ -871,3 +897,26 @@ class Recommender(BaseEstimator):
             raise ValueError(f"the encoders describe {len(rec.feature_names_)} columns but the "
                              f"model has {model.n_features_in_}")
         return rec
+
+    def _restore_encoders(self, arrays: dict) -> None:
+        """Users, items and context from a record; the side-feature matrices must match the
+        encoders of their keys and columns."""
+        try:
+            self._users = Entities.from_arrays(self.user_col, arrays, "users",
+                                               self.implicit_weight)
+            self._items = Entities.from_arrays(self.item_col, arrays, "items",
+                                               self.implicit_weight)
+            ctx = nested_arrays(arrays, "context")
+            self._context = FeatureEncoder.from_arrays(ctx) if ctx else None
+        except KeyError as exc:
+            raise ValueError(f"an encoder's array {exc.args[0]!r} is missing") from exc
+        for what, entities in (("user", self._users), ("item", self._items)):
+            keys, side_enc, side = entities.keys, entities.side_enc, entities.side
+            want = (None if keys is None and side_enc is None else
+                    (getattr(keys, "n_features_", None), getattr(side_enc, "n_features_", 0)))
+            got = None if side is None else side.shape
+            if got != want:
+                raise ValueError(f"inconsistent {what} side features: a matrix of shape {got} "
+                                 f"where the encoders give {want}")
+            if side is not None:
+                side.check_format(full_check=True)
