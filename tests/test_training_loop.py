@@ -153,6 +153,52 @@ def test_a_failed_fit_leaves_the_model_as_it_was(case):
     assert not hasattr(unfitted, "V_")
 
 
+def _snapshot(value):
+    """A deep copy of an attribute, arrays and containers of arrays included."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple | list):
+        return type(value)(_snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    return value
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, tuple | list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}[{k!r}]")
+    else:
+        assert a == b or a is b, where
+
+
+def test_a_failed_warm_start_leaves_every_attribute_bit_identical(case):
+    """Continuing fails in its second epoch: nothing the first one updated in place (AdaGrad
+    sums, the MCMC chain's hyperparameters and samples) may remain changed."""
+    model = case.fit(case.make(n_epochs=2))
+    before = {key: _snapshot(val) for key, val in model.__dict__.items()}
+    start = model.n_epochs_
+
+    def boom(est, epoch, logs):
+        if epoch == start + 1:
+            raise RuntimeError("boom")
+
+    model.set_params(warm_start=True)
+    before["warm_start"] = True
+    with pytest.raises(RuntimeError, match="boom"):
+        case.fit(model, [boom])
+    for key, value in before.items():
+        _assert_same(value, model.__dict__[key], key)
+    assert model.__dict__.keys() == before.keys()
+
+
 def _diverge_at(monkeypatch, case, at: int):
     cls = SOLVER_CLASSES[case.solver]
     original = cls.epoch

@@ -298,8 +298,11 @@ class _BaseFM(BaseEstimator):
             self.history_ = {"train_loss": []}
             return self._initial_state(counts, y, sw, dtype, rng), None
         self.history_ = {key: list(val) for key, val in self.history_.items()}
-        return (FMState(self.w0_, self.w_.copy(), self.V_.copy()),
-                getattr(self, "_accumulators", None))
+        # Copies: a fit that fails half-way must leave the fitted model as it was.
+        accumulators = getattr(self, "_accumulators", None)
+        if accumulators is not None:
+            accumulators = tuple(a.copy() for a in accumulators)
+        return FMState(self.w0_, self.w_.copy(), self.V_.copy()), accumulators
 
     def _widen_y_range(self, lo: float, hi: float, reset: bool) -> None:
         """The clipping range: this fit's targets, and those of earlier fits when continuing."""
