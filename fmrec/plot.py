@@ -11,12 +11,12 @@ The numbers behind each figure are attached to it (``fig.fmrec_matrix``,
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from fmrec._validation import check_choice, check_interval
 from fmrec.inspect import Embeddings, cosine, embeddings
 
 __all__ = ["similarity_heatmap", "embedding_map", "training_curves", "tuning_history",
@@ -228,11 +228,8 @@ def embedding_map(model, features=None, color_by=None, method: str = "pca",
     >>> embedding_map(model, label_top=2).fmrec_coords.shape
     (6, 5)
     """
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {list(_METHODS)}, got {method!r}")
-    if isinstance(label_top, bool) or not isinstance(label_top, numbers.Integral) \
-            or label_top < 0:
-        raise ValueError(f"label_top must be an integer >= 0, got {label_top!r}")
+    check_choice("method", method, _METHODS)
+    check_interval("label_top", label_top, low=0, integer=True)
     emb = embeddings(model, feature_names)
     index = emb.field_index(field) if features is None else emb.index(features)
     if len(index) < 3:

@@ -11,6 +11,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
+from fmrec._validation import check_choice, check_interval
+
 METHODS = ("random", "per_user", "leave_last_out")
 FOLD_METHODS = ("random", "per_user")
 
@@ -63,8 +65,7 @@ def train_test_split(df: pd.DataFrame, *, method: str = "random", test_size: flo
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    check_choice("method", method, METHODS)
     # bool is an Integral; True would otherwise pass as 1.0 and fail later with a vaguer message.
     if (isinstance(test_size, bool) or not isinstance(test_size, numbers.Real)
             or not 0.0 < float(test_size) < 1.0):
@@ -131,11 +132,8 @@ def kfold_split(df: pd.DataFrame, n_splits: int = 5, *, method: str = "per_user"
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
-    if isinstance(n_splits, bool) or not isinstance(n_splits, numbers.Integral) \
-            or n_splits < 2:
-        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
-    if method not in FOLD_METHODS:
-        raise ValueError(f"method must be one of {list(FOLD_METHODS)}, got {method!r}")
+    check_interval("n_splits", n_splits, low=2, integer=True)
+    check_choice("method", method, FOLD_METHODS)
     if len(df) < n_splits:
         raise ValueError(f"{n_splits} folds need at least {n_splits} rows, df has {len(df)}")
     rng = np.random.default_rng(random_state)

@@ -7,6 +7,30 @@ import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests marked ``slow`` besides those on MovieLens: `pytest -m "not slow"` is the quick run,
+# plain `pytest` (the README's command) runs everything. Entries are node ids or their
+# prefixes (a module, or module::test without its parameters); measured with
+# `pytest --durations=80`, each took several seconds alone.
+SLOW_TESTS = (
+    "tests/test_cli.py::test_demo_on_synthetic_data",
+    "tests/test_cli.py::test_implicit_feedback_recommend_to_stdout",
+    "tests/test_cli.py::test_libsvm_round_trip",
+    "tests/test_cli.py::test_table_round_trip",
+    "tests/test_dask.py::test_a_worker_killed_mid_fit_is_survived_with_the_same_result",
+    "tests/test_plot.py::test_demo_writes_non_blank_figures",
+    "tests/test_plot.py::test_embedding_map_tsne_and_errors",
+    "tests/test_plot.py::test_lazy_import_and_no_pyplot",
+    "tests/test_tune.py::test_cli_tune",
+    "tests/test_tune.py::test_cross_validated_trials",
+    "tests/test_tune.py::test_early_stopping_records_the_best_epoch",
+    "tests/test_tune.py::test_pruning_prunes_and_saves_epochs",
+    "tests/test_tune.py::test_recommender_ndcg",
+    "tests/test_tune.py::test_resume_after_an_interruption",
+    "tests/test_tune.py::test_resume_from_sqlite",
+    "tests/test_tune.py::test_seeded_search_is_reproducible",
+    "tests/test_tune.py::test_tuning_beats_a_bad_fixed_setting",
+)
+
 
 def ml100k_home() -> Path:
     """FMREC_DATA_HOME, else ../shared/datasets beside the repository."""
@@ -19,6 +43,17 @@ def ml100k_dir():
     if not (home / "ml-100k" / "u1.base").is_file():
         pytest.skip(f"MovieLens 100K not found under {home} (set FMREC_DATA_HOME)")
     return home
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that reads MovieLens (through ``ml100k_dir``, directly or by
+    way of another fixture) and those listed in SLOW_TESTS."""
+    slow = pytest.mark.slow
+    for item in items:
+        node = item.nodeid.split("[", 1)[0]
+        if "ml100k_dir" in item.fixturenames or any(
+                node == entry or node.startswith(entry + "::") for entry in SLOW_TESTS):
+            item.add_marker(slow)
 
 
 def random_csr(n_rows, n_cols, density, dtype=np.float64, index_dtype=np.int32, seed=0,

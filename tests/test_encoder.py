@@ -649,7 +649,7 @@ def test_split_once_per_distinct_cell_equals_splitting_every_cell(monkeypatch, k
     results = []
     # Share 1.0: cells always go through the distinct-cell shortcut; 0.0: never.
     for share in (1.0, 0.0):
-        monkeypatch.setattr(fmrec.features.encoder, "_MAX_DISTINCT_SHARE", share)
+        monkeypatch.setattr(fmrec.features._columns, "_MAX_DISTINCT_SHARE", share)
         enc = FeatureEncoder(categorical=["u"], multi_valued=["m"], **kwargs).fit(train)
         results.append((enc.feature_names_.tolist(), enc.transform(test), enc))
     (names, X, enc), (direct_names, direct, _) = results

@@ -146,6 +146,10 @@ def test_embedding_map_tsne_and_errors(model):
     assert fig.fmrec_coords[["x", "y"]].notna().all().all()
     with pytest.raises(ValueError, match="method must be one of"):
         embedding_map(model, method="mds")
+    with pytest.raises(ValueError, match="label_top must be >= 0, got -1"):
+        embedding_map(model, label_top=-1)
+    with pytest.raises(TypeError, match="label_top must be an integer, got 1.5"):
+        embedding_map(model, label_top=1.5)
     with pytest.raises(ValueError, match="at least 3"):
         embedding_map(model, [0, 1])
     with pytest.raises(ValueError, match="color_by has 2 values"):

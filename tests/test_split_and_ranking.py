@@ -458,8 +458,9 @@ def test_kfold_is_seeded():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"n_splits": 1}, ValueError, "n_splits must be an integer >= 2"),
-    ({"n_splits": True}, ValueError, "n_splits must be an integer >= 2"),
+    ({"n_splits": 1}, ValueError, "n_splits must be >= 2, got 1"),
+    ({"n_splits": True}, TypeError, "n_splits must be an integer, got True"),
+    ({"n_splits": 2.0}, TypeError, "n_splits must be an integer, got 2.0"),
     ({"n_splits": 500}, ValueError, "at least 500 rows"),
     ({"method": "leave_last_out"}, ValueError, "method must be one of"),
     ({"user_col": "who"}, ValueError, "missing column 'who'"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fmrec import plot  # matplotlib is imported only when a figure is drawn
 from fmrec.cli import io
 from fmrec.datasets import load_movielens, make_recsys
 from fmrec.metrics import mae, ranking_metrics, rmse
@@ -196,8 +197,6 @@ def run_demo(args: argparse.Namespace, console) -> None:
 
 def _demo_figures(rec: Recommender, data: _DemoData, out: Path, console) -> str:
     """Figures of the best FM's item embeddings and training; their paths, or ""."""
-    from fmrec import plot
-
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -233,8 +232,7 @@ def _demo_tuning(train: pd.DataFrame, out: Path, console) -> str:
     except ImportError:
         console.note("tuning figures skipped: they need pip install 'fmrec[tune,plot]'")
         return ""
-    from fmrec import plot
-    from fmrec.tuning.search import tune
+    from fmrec.tuning.search import tune  # needs the tune extra (optuna)
 
     saved = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

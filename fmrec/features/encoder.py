@@ -11,8 +11,9 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
-from fmrec._validation import resolve_dtype
-from fmrec.features._csr_build import Part, assemble, index_dtype, token_block
+from fmrec._validation import check_choice, check_interval, resolve_dtype
+from fmrec.features._columns import categorical_column, column_tokens, numeric_column, occurrences
+from fmrec.features._csr_build import Part, assemble, token_block
 from fmrec.features._vocabulary import (
     KINDS,
     MAX_UNSEEN_SHOWN,
@@ -24,17 +25,10 @@ from fmrec.features._vocabulary import (
     as_columns,
     from_str,
     quantile_levels,
-    row_error,
-    split_cells,
     to_str,
     typed,
     vocab_kind,
 )
-
-# Multi-valued string cells are split once per distinct cell unless a sample of
-# _SAMPLE_CELLS of them is more than _MAX_DISTINCT_SHARE distinct (then each cell is split).
-_SAMPLE_CELLS = 4096
-_MAX_DISTINCT_SHARE = 0.5
 
 
 class FeatureEncoder(BaseEstimator):
@@ -128,13 +122,9 @@ class FeatureEncoder(BaseEstimator):
 
     # ----------------------------------------------------------------------------- checks
     def _check_params(self) -> list[tuple]:
-        if self.handle_unknown not in ("ignore", "error"):
-            raise ValueError(
-                f"handle_unknown must be 'ignore' or 'error', got {self.handle_unknown!r}")
-        mf = self.min_frequency
-        if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int | np.integer)
-                               or mf < 1):
-            raise ValueError(f"min_frequency must be None or an int >= 1, got {mf!r}")
+        check_choice("handle_unknown", self.handle_unknown, {"ignore", "error"})
+        check_interval("min_frequency", self.min_frequency, low=1, integer=True,
+                       allow_none=True)
         if not isinstance(self.delimiter, str) or not self.delimiter:
             raise ValueError(f"delimiter must be a non-empty string, got {self.delimiter!r}")
         resolve_dtype(self.dtype)
@@ -212,104 +202,6 @@ class FeatureEncoder(BaseEstimator):
         if not hasattr(self, "fields_"):
             raise ValueError("this FeatureEncoder is not fitted yet: call fit(df) first")
 
-    # ---------------------------------------------------------------------- column helpers
-    @staticmethod
-    def _categorical(df: pd.DataFrame, column) -> pd.Series:
-        s = df[column]
-        na = s.isna().to_numpy()
-        if na.any():
-            # A missing value is not a category: mapping it to one would invent a signal.
-            raise ValueError(
-                f"categorical column {column!r} has {int(na.sum())} missing value(s) "
-                f"(NaN/None), first at row {int(np.flatnonzero(na)[0])}; fill or drop them")
-        return s
-
-    @staticmethod
-    def _numeric(df: pd.DataFrame, column) -> np.ndarray:
-        s = df[column]
-        try:
-            x = s.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"numeric column {column!r} has non-numeric values "
-                             f"(dtype {s.dtype})") from exc
-        bad = ~np.isfinite(x)
-        if bad.any():
-            raise row_error(column, s, bad, "is NaN or infinite")
-        return x
-
-    def _tokens(self, df: pd.DataFrame, column) -> tuple[np.ndarray | None, np.ndarray,
-                                                          np.ndarray]:
-        """The tokens of a multi-valued column in *units*: ``(units, owner, tokens)``.
-
-        ``tokens[i]`` belongs to unit ``owner[i]`` (non-decreasing). When every row holds at
-        most one string cell and cells repeat (a million genre cells are a few dozen distinct
-        strings), a unit is a distinct cell, split once, and ``units`` is the unit of each
-        row (-1: no cell). Otherwise ``units`` is None and the units are the rows. List-like
-        cells are exploded, then every string is split on the delimiter, so a token never
-        contains the delimiter whichever form the cell had.
-        """
-        s = df[column].reset_index(drop=True)
-        rows = None  # None: value i is the cell of row i
-        if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
-            s = s.explode()  # string cells pass through as themselves
-            rows = s.index.to_numpy(dtype=np.int64)
-        values = s.to_numpy(dtype=object)
-        present = ~pd.isna(values)
-        if not present.all():
-            rows = np.flatnonzero(present) if rows is None else rows[present]
-            values = values[present]
-        kind = pd.api.types.infer_dtype(values, skipna=False)
-        one_per_row = rows is None or bool((rows[1:] != rows[:-1]).all())
-        distinct = self._distinct_cells(values) if kind == "string" and one_per_row else None
-        if distinct is not None:
-            # Size the hash table for the distinct cells: pandas sizes it for every value
-            # otherwise (~50 MB for a million cells), and growing it is slow.
-            codes, cells = pd.factorize(values, size_hint=distinct)
-            units = codes.astype(index_dtype(len(cells)))
-            if rows is not None:
-                units = np.full(len(df), -1, dtype=units.dtype)
-                units[rows] = codes
-            del codes  # int64 per row: free it before the split
-            owner, values = split_cells(np.asarray(cells, dtype=object), self.delimiter)
-            return units, *self._drop_empty(owner, values)
-        rows = np.arange(len(values), dtype=np.int64) if rows is None else rows
-        if kind == "string":
-            owner, values = split_cells(values, self.delimiter)
-            owner = rows[owner]
-        elif kind.startswith("mixed"):  # strings among other tokens: the slow, general path
-            split = pd.Series(values, index=rows, dtype=object).str.split(
-                self.delimiter, regex=False)
-            exploded = split.where(split.notna(), values).explode()
-            owner, values = exploded.index.to_numpy(dtype=np.int64), exploded.to_numpy(object)
-        else:  # no string among the tokens (e.g. item ids), so none is empty
-            return None, rows, values
-        return None, *self._drop_empty(owner, values)
-
-    @staticmethod
-    def _distinct_cells(values: np.ndarray) -> int | None:
-        """Rough upper bound of the distinct values, or None when they hardly repeat.
-
-        Estimated from a sample of ~4096 evenly spaced values: when more than
-        ``_MAX_DISTINCT_SHARE`` of the sample is distinct, hashing every cell to split each
-        distinct one once would cost more than splitting them all.
-        """
-        step = max(1, len(values) // _SAMPLE_CELLS)
-        sample = values[::step]
-        n_distinct = len(pd.unique(sample))
-        if n_distinct > _MAX_DISTINCT_SHARE * len(sample):
-            return None
-        return min(len(values), n_distinct * step)
-
-    @staticmethod
-    def _drop_empty(owner: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keep = np.asarray(tokens != "", dtype=bool)
-        return (owner, tokens) if keep.all() else (owner[keep], tokens[keep])
-
-    @staticmethod
-    def _occurrences(units: np.ndarray | None, owner: np.ndarray) -> np.ndarray | None:
-        # A token of a distinct cell occurs once per row holding that cell.
-        return None if units is None else np.bincount(units[units >= 0])[owner]
-
     # ---------------------------------------------------------------------------- fit
     def fit(self, df: pd.DataFrame, y=None) -> FeatureEncoder:
         """Learn vocabularies (and numeric mean/std, bin edges) from ``df``.
@@ -325,7 +217,7 @@ class FeatureEncoder(BaseEstimator):
         self : FeatureEncoder
         """
         stats = self._statistics(df)
-        quantiles = {c: np.quantile(self._numeric(df, c), quantile_levels(n))
+        quantiles = {c: np.quantile(numeric_column(df, c), quantile_levels(n))
                      for c, n in self._quantile_bins().items() if stats[c].n}
         return self._fit_statistics(stats, quantiles)
 
@@ -351,14 +243,14 @@ class FeatureEncoder(BaseEstimator):
         stats: dict = {}
         for c, kind in specs:
             if kind == "categorical":
-                stats[c] = ValueCounts.of(self._categorical(df, c))
+                stats[c] = ValueCounts.of(categorical_column(df, c))
             elif kind == "multi_valued":
-                units, owner, tokens = self._tokens(df, c)
-                stats[c] = ValueCounts.of(tokens, self._occurrences(units, owner))
+                units, owner, tokens = column_tokens(df, c, self.delimiter)
+                stats[c] = ValueCounts.of(tokens, occurrences(units, owner))
             elif isinstance(bin_specs.get(c), int) or (self.standardize and c not in bin_specs):
-                stats[c] = Moments.of(self._numeric(df, c))
+                stats[c] = Moments.of(numeric_column(df, c))
             else:
-                self._numeric(df, c)
+                numeric_column(df, c)
                 stats[c] = None
         return stats
 
@@ -451,10 +343,10 @@ class FeatureEncoder(BaseEstimator):
                 continue
             weights = None
             if kind == "categorical":
-                values = self._categorical(df, c)
+                values = categorical_column(df, c)
             else:
-                units, owner, values = self._tokens(df, c)
-                weights = self._occurrences(units, owner)
+                units, owner, values = column_tokens(df, c, self.delimiter)
+                weights = occurrences(units, owner)
             vocab = self._vocabs[i]
             vocabs[i], n_new, created = vocab.extend(values, self.min_frequency, weights)
             at = int(self._offsets[i]) + vocab.n_local - vocab.has_infrequent
@@ -505,19 +397,19 @@ class FeatureEncoder(BaseEstimator):
     def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> Part:
         c, kind, vocab = self.fields_[i], self._kinds[i], self._vocabs[i]
         if isinstance(vocab, Bins):
-            return Part(None, None, vocab.encode(self._numeric(df, c)), None)
+            return Part(None, None, vocab.encode(numeric_column(df, c)), None)
         if kind == "numeric":
-            x = self._numeric(df, c)
+            x = numeric_column(df, c)
             if self._means[i] != 0 or self._stds[i] != 1:  # x - 0 and x / 1 are x exactly
                 x = (x - self._means[i]) / self._stds[i]
             return Part(None, None, None, x)
         if kind == "categorical":
-            s = self._categorical(df, c)
+            s = categorical_column(df, c)
             local = vocab.encode(s)
             self._check_unknown(c, local, s)
             known = local >= 0
             return Part(None if known.all() else known, None, local, None)
-        units, owner, tokens = self._tokens(df, c)
+        units, owner, tokens = column_tokens(df, c, self.delimiter)
         local = vocab.encode(tokens)
         self._check_unknown(c, local, tokens)
         del tokens  # one Python string per token: the largest temporary when cells are split

@@ -1,0 +1,61 @@
+"""``main``: run the ``fmrec`` command; a problem the user can fix becomes one
+``fmrec: error: ...`` line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from fmrec.cli.commands import USAGE_ERROR
+from fmrec.cli.console import Console
+from fmrec.cli.parser import build_parser
+
+
+def _message(exc: BaseException) -> str:
+    """One line for the user: the message itself, whitespace (and tracebacks) folded."""
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+        text = f"file {exc.filename!r} not found"
+    elif isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = f"not found: {exc.args[0]}"  # str(KeyError) would show it in extra quotes
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fmrec`` command (the console script and ``python -m fmrec``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0, or 2 after a usage error or input the command cannot use (the
+        reason is one ``fmrec: error: ...`` line on stderr). ``--help`` and ``--version``
+        exit through ``SystemExit`` as argparse does.
+
+    Examples
+    --------
+    >>> main(["predict", "no-such-model.npz", "pairs.csv"])  # message on stderr
+    2
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    try:
+        args.run(args, Console(quiet=args.quiet))
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
+        return USAGE_ERROR
+    except BrokenPipeError:
+        # The reader of stdout went away (fmrec predict ... | head): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
