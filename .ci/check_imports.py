@@ -151,6 +151,14 @@ class _ImportVisitor(ast.NodeVisitor):
                 target = target.rpartition(".")[0]
             if target != self.module:
                 self.edges.append(Edge(self.module, target, node.lineno, self.function))
+            # Importing fmrec.a.b runs fmrec.a's __init__ first: an edge to every enclosing
+            # subpackage the importer is not inside (the root package is always first).
+            parent = target.rpartition(".")[0]
+            while parent.count("."):
+                if parent in self.known and not (self.module == parent
+                                                 or self.module.startswith(parent + ".")):
+                    self.edges.append(Edge(self.module, parent, node.lineno, self.function))
+                parent = parent.rpartition(".")[0]
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
