@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec.recommend.recommender import Recommender, _is_mcmc
+from fmrec.recommend.recommender import Recommender, is_mcmc
 
 __all__ = ["most_similar", "similarity_matrix"]
 
@@ -123,7 +123,7 @@ def embeddings(model, feature_names: Sequence[str] | None = None) -> Embeddings:
         check_is_fitted(model, "V_")
         V, names = model.V_, feature_names
     estimator = model.model_ if isinstance(model, Recommender) else model
-    if _is_mcmc(estimator):
+    if is_mcmc(estimator):
         # Every retained sample's vectors side by side: cosines then weigh all samples, as
         # the Recommender's similar_items does.
         samples = estimator._samples()[2]
