@@ -15,31 +15,8 @@ from sklearn.base import is_classifier
 from fmrec._validation import check_frame
 from fmrec.models.ranker import FMRanker
 from fmrec.recommend import scoring as _scoring
-from fmrec.recommend._entities import as_keys, check_keys, rowdot, shown
+from fmrec.recommend._entities import as_keys, rowdot
 from fmrec.recommend.dataset import InteractionDataset, implicit_sides
-
-
-def history_frame(dataset: InteractionDataset, history) -> pd.DataFrame | None:
-    """``history`` (a frame or a dict user -> items) as a checked frame of new users."""
-    if history is None:
-        return None
-    if isinstance(history, dict):
-        pairs = [(u, i) for u, its in history.items()
-                 for i in ([its] if np.ndim(its) == 0 else its)]
-        history = pd.DataFrame(pairs, columns=[dataset.user_col, dataset.item_col])
-    check_frame(history, [dataset.user_col, dataset.item_col], "history")
-    for col in (dataset.user_col, dataset.item_col):
-        check_keys(history, col, "history")
-    needs_target = dataset.target is not None and "users" not in implicit_sides(dataset.implicit)
-    if needs_target and dataset.target not in history.columns:
-        raise ValueError(f"history needs the target column {dataset.target!r} to fold users "
-                         "into this model (or use implicit=True)")
-    users = as_keys(pd.unique(history[dataset.user_col]))
-    trained = dataset.user_vocab_.index(users) >= 0
-    if trained.any():
-        raise ValueError(f"history is for users the model has not been trained on; "
-                         f"{shown(users[trained])} are (use partial_fit to update them)")
-    return history.reset_index(drop=True)
 
 
 def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.ndarray, w0: float,

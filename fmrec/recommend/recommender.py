@@ -15,7 +15,6 @@ import numbers
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
@@ -25,27 +24,17 @@ from fmrec._validation import check_frame, check_interval
 from fmrec.design import fm_output
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
+from fmrec.recommend import query
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import as_keys, rowdot, shown
 from fmrec.recommend.dataset import InteractionDataset, context_columns
-from fmrec.recommend.foldin import fold_in, history_frame
+from fmrec.recommend.foldin import fold_in
 
 _UNKNOWN = ("error", "popular")
 # The Recommender's settings that are its dataset's too.
 _DATASET_PARAMS = ("user_col", "item_col", "target", "context", "user_features",
                    "item_features", "implicit", "implicit_weight", "negatives",
                    "negative_sampling", "random_state")
-
-
-def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
-            score: np.ndarray) -> pd.DataFrame:
-    """Long frame of per-owner top lists: ``top`` holds positions in ``keys`` (-1: none)."""
-    valid = top >= 0
-    counts = valid.sum(axis=1)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return pd.DataFrame({owner_col: np.repeat(owners, counts), col: keys[top[valid]],
-                         "score": score[valid],
-                         "rank": np.arange(int(counts.sum())) - starts + 1})
 
 
 _MODELS = (FMRegressor, FMClassifier, FMRanker)
@@ -375,8 +364,8 @@ class Recommender(BaseEstimator):
             users = users[np.argsort(users, kind="stable")]
         except TypeError:  # ids of mixed types: keep the given order
             pass
-        candidates = self._candidates(items)
-        hist = history_frame(self.dataset_, history)
+        candidates = query.candidates(self.dataset_, items)
+        hist = query.history_frame(self.dataset_, history)
         folded = (np.zeros(len(users), bool) if hist is None
                   else pd.Index(users).isin(pd.unique(hist[self.user_col])))
         vocab = self.dataset_.user_vocab_
@@ -392,7 +381,8 @@ class Recommender(BaseEstimator):
                           np.mean([t[1] for t in terms], axis=0),
                           np.hstack([t[2] for t in terms]),
                           np.mean([t[3] for t in terms], axis=0))
-        exclude = self._exclusions(users, candidates, hist) if exclude_seen else None
+        exclude = (query.exclusions(self.dataset_, users, candidates, hist) if exclude_seen
+                   else None)
         top, raw = _scoring.top_n(a, b, q_i, t_i, n, exclude)
         if cold.any():
             # Users without any feature: the most popular items, scored by the model.
@@ -403,7 +393,7 @@ class Recommender(BaseEstimator):
             rows = np.flatnonzero(cold)
             top[rows] = best
             raw[rows] = b[rows, None] + t_i[best] + a[rows] @ q_i[best].T
-        return _ranked("user", users, "item", candidates, top, self._output(raw))
+        return query.ranked("user", users, "item", candidates, top, self._output(raw))
 
     def _score_terms(self, users, candidates, hist, folded, context, w0, parts):
         """(a, b, q_i, t_i) of one parameter set: the score of user u and item i is
@@ -413,62 +403,9 @@ class Recommender(BaseEstimator):
         if folded.any():
             t_u[folded], q_u[folded] = fold_in(self.dataset_, self.model_, hist, users[folded],
                                                w0, parts)
-        t_c, q_c = self._context_terms(context, users, parts["context"])
+        t_c, q_c = query.context_terms(self.dataset_, context, users, parts["context"],
+                                       self.model_.V_.shape[1])
         return q_u + q_c, w0 + t_u + t_c + rowdot(q_u, q_c), q_i, t_i
-
-    def _candidates(self, items) -> np.ndarray:
-        if items is None:
-            return self.items_
-        keys = as_keys(pd.unique(as_keys([items] if np.ndim(items) == 0 else items)))
-        vocab = self.dataset_.item_vocab_
-        known = (vocab.index(keys) >= 0) | (vocab.side_index(keys) >= 0)
-        if not known.all():
-            raise ValueError(f"items {shown(keys[~known])} are unknown to the model (not in "
-                             "the training data or item_features)")
-        return keys
-
-    def _exclusions(self, users, candidates, hist) -> sp.csr_matrix:
-        """Pattern (users × candidates) of the pairs seen in training or in ``history``."""
-        column = np.full(self.seen_.shape[1], -1, dtype=np.int64)
-        at = self.dataset_.item_vocab_.index(candidates)
-        column[at[at >= 0]] = np.flatnonzero(at >= 0)
-        u = self.dataset_.user_vocab_.index(users)
-        seen = (sp.diags((u >= 0).astype(np.float64)) @ self.seen_[np.maximum(u, 0)]).tocoo()
-        rows, cols = seen.row, column[seen.col]
-        keep = (cols >= 0) & (seen.data > 0)
-        rows, cols = rows[keep], cols[keep]
-        if hist is not None:
-            h_rows = pd.Index(users).get_indexer(hist[self.user_col])
-            h_cols = pd.Index(candidates).get_indexer(hist[self.item_col])
-            keep = (h_rows >= 0) & (h_cols >= 0)
-            rows = np.concatenate([rows, h_rows[keep]])
-            cols = np.concatenate([cols, h_cols[keep]])
-        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                             shape=(len(users), len(candidates)))
-
-    def _context_terms(self, context, users, params) -> tuple[np.ndarray, np.ndarray]:
-        k = self.model_.V_.shape[1]
-        if context is None:
-            return np.zeros(len(users)), np.zeros((len(users), k))
-        if self.dataset_.context_encoder_ is None:
-            raise ValueError("this Recommender has no context columns: context must be None")
-        frame = pd.DataFrame([context]) if isinstance(context, dict) else context
-        check_frame(frame, context_columns(self.context), "context")
-        if len(frame) == 1:
-            at = np.zeros(len(users), dtype=np.int64)
-        else:
-            if self.user_col not in frame.columns:
-                raise ValueError(f"a context with {len(frame)} rows needs a {self.user_col!r} "
-                                 "column saying which user each row is for")
-            index = pd.Index(frame[self.user_col])
-            if not index.is_unique:
-                raise ValueError(f"context has several rows for user(s) "
-                                 f"{shown(index[index.duplicated()].unique())}")
-            at = index.get_indexer(users)
-            if (at < 0).any():
-                raise ValueError(f"context has no row for user(s) {shown(users[at < 0])}")
-        t, q = _scoring.part_terms(self.dataset_.context_rows(frame), *params)
-        return t[at], q[at]
 
     # ------------------------------------------------------------------------ similar
     def similar_items(self, item_id, n: int = 10) -> pd.DataFrame:
@@ -501,16 +438,16 @@ class Recommender(BaseEstimator):
 
     def _similar(self, keys, rows, ids, n, what, part) -> pd.DataFrame:
         check_interval("n", n, low=1, integer=True)
-        query = as_keys(pd.unique(as_keys([ids] if np.ndim(ids) == 0 else ids)))
-        at = pd.Index(keys).get_indexer(query)
+        wanted = as_keys(pd.unique(as_keys([ids] if np.ndim(ids) == 0 else ids)))
+        at = pd.Index(keys).get_indexer(wanted)
         if (at < 0).any():
-            raise ValueError(f"unknown {what}(s) {shown(query[at < 0])}")
+            raise ValueError(f"unknown {what}(s) {shown(wanted[at < 0])}")
         # A model fitted by MCMC: every sample's q side by side, so that the cosine weighs
         # all samples (each chain state is one rotation of the embedding).
         q = np.hstack([_scoring.part_terms(rows, *parts[part])[1]
                        for _, parts in self._parts()])
         top, score = _scoring.cosine_top_n(q, at, n)
-        return _ranked(what, query, f"similar_{what}", keys, top, score)
+        return query.ranked(what, wanted, f"similar_{what}", keys, top, score)
 
     # -------------------------------------------------------------------- partial_fit
     def partial_fit(self, interactions: pd.DataFrame, n_epochs: int = 1) -> Recommender:
