@@ -3,11 +3,11 @@
 The design of every interaction is ``[context | user block | item block]``: the context
 columns of the row itself, then the user's block row ``[user id | user side features |
 items the user interacted with (1/√n each, with implicit=True)]`` and the item's block row
-``[item id | item side features]``, each stored once per entity (``fmrec.design``).
-Recommendation never materializes a (user, item) row: the FM splits into user, item and
-context parts (``fmrec.recommend.scoring``), so scoring every item for a batch of users is one
-matrix product.
-"""
+``[item id | item side features]``, each stored once per entity (``fmrec.design``); an
+:class:`~fmrec.recommend.dataset.InteractionDataset` builds them. Recommendation never
+materializes a (user, item) row: the FM splits into user, item and context parts
+(``fmrec.recommend.scoring``), so scoring every item for a batch of users is one matrix
+product."""
 
 from __future__ import annotations
 
@@ -99,8 +99,11 @@ class Recommender(BaseEstimator):
 
     Attributes
     ----------
-    model_ : FMRegressor or FMClassifier
+    model_ : FMRegressor, FMClassifier or FMRanker
         The fitted model; its columns are those of ``feature_names_``.
+    dataset_ : InteractionDataset
+        The fitted encoders, seen matrix and popularity that build the model's rows (the
+        attributes below read it).
     feature_names_ : ndarray of str
         Readable name of every design column: ``"context:hour"``, ``"user:user_id=7"``,
         ``"user:age"``, ``"user:implicit_item_id=50"``, ``"item:genre=Drama"``...
@@ -257,7 +260,7 @@ class Recommender(BaseEstimator):
         model = self.model_
         if isinstance(model, FMRanker):
             return raw  # a ranking score, on no particular scale
-        if is_classifier(model) and model._is_mcmc():
+        if is_classifier(model) and is_mcmc(model):
             # Probit link at the posterior-mean ŷ; predict averages Φ(ŷ) over the samples
             # instead, so scores differ slightly while ranking almost alike.
             return ndtr(raw)
