@@ -24,6 +24,7 @@ from fmrec._validation import check_frame, check_interval
 from fmrec.design import fm_output
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
+from fmrec.persistence import save_recommender
 from fmrec.recommend import query
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import as_keys, rowdot, shown
@@ -194,27 +195,36 @@ class Recommender(BaseEstimator):
                                   classifier=is_classifier(model))
 
     @classmethod
-    def from_fitted(cls, dataset: InteractionDataset, model, **params) -> Recommender:
+    def from_fitted(cls, dataset: InteractionDataset, model) -> Recommender:
         """A fitted Recommender around a fitted ``dataset`` and a ``model`` fitted on its
-        rows (``training_rows`` or ``ranking_data``).
+        rows (``training_rows`` or ``ranking_data``); its settings are the dataset's.
 
         Parameters
         ----------
         dataset : InteractionDataset
         model : FMRegressor, FMClassifier or FMRanker
-        **params
-            Other Recommender parameters (the dataset's settings come from ``dataset``).
 
         Returns
         -------
         Recommender
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from fmrec import FMRegressor, InteractionDataset, Recommender
+        >>> df = pd.DataFrame({"user_id": [1, 1, 2, 2], "item_id": [10, 20, 10, 30],
+        ...                    "rating": [5.0, 3.0, 4.0, 2.0]})
+        >>> dataset = InteractionDataset(target="rating").fit(df)
+        >>> model = FMRegressor(n_factors=2, n_epochs=3).fit(*dataset.training_rows(df))
+        >>> Recommender.from_fitted(dataset, model).recommend([1])["item"].tolist()
+        [30]
         """
         check_is_fitted(dataset, "seen_")
         if model.n_features_in_ != dataset.n_features:
             raise ValueError(f"the encoders describe {dataset.n_features} columns but the "
                              f"model has {model.n_features_in_}")
         ds_params = dataset.get_params(deep=False)
-        rec = cls(**{k: ds_params[k] for k in _DATASET_PARAMS}, model=clone(model), **params)
+        rec = cls(**{k: ds_params[k] for k in _DATASET_PARAMS}, model=clone(model))
         rec.dataset_, rec.model_ = dataset, model
         return rec
 
@@ -507,8 +517,6 @@ class Recommender(BaseEstimator):
         """Write the fitted recommender to ``path`` (.npz, no pickle); ``fmrec.load_model``
         reads it back."""
         check_is_fitted(self, "model_")
-        from fmrec.persistence import save_recommender
-
         save_recommender(self, path)
 
     def _state(self) -> tuple[dict, dict]:
@@ -526,11 +534,7 @@ class Recommender(BaseEstimator):
 
     @classmethod
     def _from_state(cls, params: dict, arrays: dict, model) -> Recommender:
-        rec = cls(**params, model=clone(model))
-        ds = rec.make_dataset(model)
-        classes = getattr(model, "classes_", None) if ds.target is not None else None
-        dataset = InteractionDataset.from_arrays(arrays, classes=classes,
-                                                 **ds.get_params(deep=False))
-        return cls.from_fitted(dataset, model, **{k: v for k, v in rec.get_params(deep=False)
-                                                  .items() if k not in _DATASET_PARAMS
-                                                  and k != "model"})
+        settings = cls(**params, model=clone(model)).make_dataset(model).get_params(deep=False)
+        classes = getattr(model, "classes_", None) if settings["target"] is not None else None
+        dataset = InteractionDataset.from_arrays(arrays, classes=classes, **settings)
+        return cls.from_fitted(dataset, model)
