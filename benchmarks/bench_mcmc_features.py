@@ -53,10 +53,10 @@ def build(data, implicit, age):
                       item_features=data.items[["item_id", "genres"]],
                       model=FMRegressor(n_factors=8, solver="mcmc", n_epochs=2, n_burn_in=1))
     train, test = data.splits["u1"]
-    rec.fit(train)  # encoders (and a throw-away 2-sweep model)
-    X, y = rec._training_rows(rec._check_interactions(train))
-    X_test = rec._design(test["user_id"].to_numpy(), test["item_id"].to_numpy(), None)
-    return rec, X, y, X_test, test["rating"].to_numpy(np.float64), rec._feature_fields()
+    dataset = rec.make_dataset().fit(train)  # the rows the Recommender would train on
+    X, y = dataset.training_rows(train)
+    X_test = dataset.design(test["user_id"].to_numpy(), test["item_id"].to_numpy())
+    return rec, X, y, X_test, test["rating"].to_numpy(np.float64), dataset.feature_fields()
 
 
 def run_fmrec(X, y, X_test, y_test, groups, sweeps, n_jobs):

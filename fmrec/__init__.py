@@ -19,10 +19,11 @@ from fmrec.features.encoder import FeatureEncoder
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
+from fmrec.recommend.dataset import InteractionDataset
 from fmrec.recommend.recommender import Recommender
 
 __all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
-           "Recommender", "RelationBlock", "TuneResult",
+           "InteractionDataset", "Recommender", "RelationBlock", "TuneResult",
            "inspect", "load_model", "openmp_enabled", "plot", "tune"]
 
 

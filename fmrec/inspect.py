@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from fmrec.recommend.recommender import Recommender, _is_mcmc
+from fmrec._validation import check_interval
+from fmrec.recommend.recommender import Recommender, is_mcmc
 
 __all__ = ["most_similar", "similarity_matrix"]
 
@@ -123,7 +124,7 @@ def embeddings(model, feature_names: Sequence[str] | None = None) -> Embeddings:
         check_is_fitted(model, "V_")
         V, names = model.V_, feature_names
     estimator = model.model_ if isinstance(model, Recommender) else model
-    if _is_mcmc(estimator):
+    if is_mcmc(estimator):
         # Every retained sample's vectors side by side: cosines then weigh all samples, as
         # the Recommender's similar_items does.
         samples = estimator._samples()[2]
@@ -192,8 +193,7 @@ def most_similar(model, feature, n: int = 10, field=None,
     >>> most_similar(model, "f=0", n=2, feature_names=names).columns.tolist()
     ['feature', 'similarity', 'rank']
     """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_interval("n", n, low=1, integer=True)
     emb = embeddings(model, feature_names)
     query = emb.position(feature)
     candidates = emb.field_index(field)

@@ -95,8 +95,8 @@ def test_factorized_scores_equal_predict(data, name):
     assert len(out) == len(users) * len(rec.items_)
     np.testing.assert_allclose(out["score"], rec.predict(pairs_of(out, ctx)), rtol=0, atol=1e-5)
     # And against the estimator on materialized rows, which shares no code with _scoring.
-    cols = rec._context_cols()
-    X = rec._design(out["user"].to_numpy(), out["item"].to_numpy(),
+    cols = rec.dataset_.context_cols
+    X = rec.dataset_.design(out["user"].to_numpy(), out["item"].to_numpy(),
                     pairs_of(out, ctx)[cols] if cols else None)
     model = rec.model_
     direct = (model.predict_proba(X.to_csr())[:, 1] if isinstance(model, FMClassifier)
@@ -282,7 +282,7 @@ def test_feature_names_map_design_columns(data):
 
 def test_implicit_rows_weigh_items_by_inverse_sqrt(data):
     rec, df = build(data, "implicit")
-    X = rec._user_rows([7])[:, rec._users.widths[0]:].toarray()[0]
+    X = rec.dataset_.user_rows([7])[:, rec.dataset_.user_vocab_.widths[0]:].toarray()[0]
     n = df.loc[df["user_id"] == 7, "item_id"].nunique()
     np.testing.assert_allclose(X[X > 0], 1 / np.sqrt(n))
     assert (X > 0).sum() == n
@@ -292,13 +292,14 @@ def test_item_implicit_rows_hold_their_users_with_the_weight(data):
     rec, df = build(data, "both_implicit")
     groups = rec.feature_groups_
     assert rec.feature_names_[groups["item_implicit"]][0] == "item:implicit_user_id=0"
-    row = rec._item_rows(["i3"]).toarray()[0]
+    row = rec.dataset_.item_rows(["i3"]).toarray()[0]
     start = groups["item_implicit"].start - groups["item_id"].start
     implicit = row[start:]
     n = df.loc[df["item_id"] == "i3", "user_id"].nunique()
     np.testing.assert_allclose(implicit[implicit > 0], 2.0 / np.sqrt(n))
     assert (implicit > 0).sum() == n
-    user_part = rec._user_rows([7]).toarray()[0][rec._users.widths[0] + rec._users.widths[1]:]
+    widths = rec.dataset_.user_vocab_.widths
+    user_part = rec.dataset_.user_rows([7]).toarray()[0][widths[0] + widths[1]:]
     assert user_part.max() == pytest.approx(2.0 / np.sqrt((user_part > 0).sum()))
 
 
@@ -326,7 +327,7 @@ def test_partial_fit_new_users_extend_item_implicit_sets(data):
 
 def test_design_blocks_store_each_user_once(data):
     rec, df = build(data, "implicit")
-    X, _ = rec._training_rows(df)
+    X, _ = rec.dataset_.training_rows(df)
     users = X.blocks[0]
     assert users.matrix.shape[0] == df["user_id"].nunique()
     assert X.nnz < X.to_csr().nnz / 5
@@ -338,7 +339,7 @@ def test_implicit_feedback_negatives_never_seen_and_reproducible(data):
     for sampling in ("uniform", "popularity"):
         rec = Recommender(negatives=3, negative_sampling=sampling, random_state=5,
                           model=small(FMClassifier)).fit(df)
-        X, y = rec._training_rows(df)
+        X, y = rec.dataset_.training_rows(df)
         assert (y == 1).sum() == len(df) and (y == 0).sum() == 3 * len(df)
         csr = X.to_csr()
         names = rec.feature_names_
@@ -350,10 +351,10 @@ def test_implicit_feedback_negatives_never_seen_and_reproducible(data):
         again = Recommender(negatives=3, negative_sampling=sampling, random_state=5,
                             model=small(FMClassifier)).fit(df)
         np.testing.assert_array_equal(again.model_.V_, rec.model_.V_)
-        np.testing.assert_array_equal(again._training_rows(df)[0].to_csr().indices,
+        np.testing.assert_array_equal(again.dataset_.training_rows(df)[0].to_csr().indices,
                                       csr.indices)
     other = Recommender(negatives=3, random_state=6, model=small(FMClassifier)).fit(df)
-    assert (other._training_rows(df)[0].to_csr() != X.to_csr()).nnz > 0
+    assert (other.dataset_.training_rows(df)[0].to_csr() != X.to_csr()).nnz > 0
 
 
 def test_sample_negatives_uniform_and_popularity():
@@ -450,9 +451,10 @@ def test_fold_in_with_implicit_features_is_exact_algebra(data):
     assert not set(out.loc[out["user"] == 500, "item"]) & {"i1", "i4", "i9"}
     for user, items in ((500, ["i1", "i4", "i9"]), (N_USERS + 2, ["i2"])):
         got = out[out["user"] == user]
-        X = DesignMatrix(rec._context.transform(pd.DataFrame([ctx] * len(got))), [
-            RelationBlock(rec._users.rows([user], [items]), np.zeros(len(got), int)),
-            RelationBlock(rec._items.rows(got["item"].to_numpy()), np.arange(len(got)))])
+        ds = rec.dataset_
+        X = DesignMatrix(ds.context_encoder_.transform(pd.DataFrame([ctx] * len(got))), [
+            RelationBlock(ds.user_vocab_.rows([user], [items]), np.zeros(len(got), int)),
+            RelationBlock(ds.item_vocab_.rows(got["item"].to_numpy()), np.arange(len(got)))])
         np.testing.assert_allclose(got["score"], rec.model_.predict(X), atol=1e-5)
 
 
@@ -490,7 +492,7 @@ def test_similar_items_and_users(data):
     assert "i3" not in set(out["similar_item"]) and len(out) == 4
     keys = rec.items_
     [(_, parts)] = rec._parts()
-    q = _scoring.part_terms(rec._items.rows(keys), *parts["item"])[1]
+    q = _scoring.part_terms(rec.dataset_.item_vocab_.rows(keys), *parts["item"])[1]
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     cos = q @ q[list(keys).index("i3")]
     np.testing.assert_allclose(out["score"], np.sort(cos)[::-1][1:5], atol=1e-9)
@@ -521,7 +523,7 @@ def test_partial_fit_grows_model_in_place(data):
         assert after[name] == pytest.approx(w, abs=1e-6)
         np.testing.assert_allclose(
             rec.model_.V_[list(rec.feature_names_).index(name)], V_before[name], atol=1e-6)
-    assert rec.seen_.shape == (N_USERS, rec._items.widths[0])
+    assert rec.seen_.shape == (N_USERS, rec.dataset_.item_vocab_.widths[0])
     assert rec.popularity_.sum() == len(df)
 
 
@@ -724,7 +726,7 @@ def test_mcmc_fold_in_needs_implicit_user_features(data):
 def test_mcmc_classifier_scores_are_probit_of_the_mean(data):
     rec, df = build(data, "labels", model=mcmc(FMClassifier))
     out = rec.recommend(np.arange(N_USERS), n=N_ITEMS, exclude_seen=False)
-    X = rec._design(out["user"].to_numpy(), out["item"].to_numpy(), None)
+    X = rec.dataset_.design(out["user"].to_numpy(), out["item"].to_numpy(), None)
     from scipy.special import ndtr
 
     mean_raw = np.mean([rec.model_.samples_w0_[s] + _raw_of_sample(rec.model_, X, s)

@@ -7,7 +7,13 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.distributions import FloatDistribution, IntDistribution  # noqa: E402
 
-from fmrec import FMClassifier, FMRegressor, Recommender, load_model  # noqa: E402
+from fmrec import (  # noqa: E402
+    FMClassifier,
+    FMRegressor,
+    InteractionDataset,
+    Recommender,
+    load_model,
+)
 from fmrec.cli import main  # noqa: E402
 from fmrec.datasets import make_fm_classification, make_fm_regression, make_recsys  # noqa: E402
 from fmrec.metrics import rmse  # noqa: E402
@@ -274,6 +280,34 @@ def test_cross_validated_recommender(ratings):
     result = tune(template, ratings, cv=2, n_trials=2, random_state=0)
     assert all(len(t.user_attrs["fold_scores"]) == 2 for t in result.study.trials)
     assert result.best_model.seen_.sum() == len(ratings)
+
+
+def test_recommender_folds_fit_a_dataset_not_a_recommender(ratings, monkeypatch):
+    """Each fold fits its InteractionDataset once per combination of the Recommender's own
+    settings; trials fit only models: no Recommender is fitted to get encoders."""
+    fits = {"recommender": 0, "dataset": 0, "model": []}
+
+    def counting(method, key):
+        def wrapper(self, *args, **kwargs):
+            if key == "model":
+                fits["model"].append(self.n_epochs)
+            else:
+                fits[key] += 1
+            return method(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(Recommender, "fit", counting(Recommender.fit, "recommender"))
+    monkeypatch.setattr(InteractionDataset, "fit", counting(InteractionDataset.fit, "dataset"))
+    monkeypatch.setattr(FMRegressor, "fit", counting(FMRegressor.fit, "model"))
+    template = Recommender(target="rating", model=FMRegressor(n_epochs=4), random_state=0)
+    result = tune(template, ratings, cv=2, n_trials=4, random_state=0, refit=False,
+                  pruner=optuna.pruners.NopPruner(),
+                  search_space={"implicit": [False, "users"],
+                                "reg_factors": FloatDistribution(0.1, 3.0, log=True)})
+    combos = {t.params["implicit"] for t in result.study.trials}
+    assert fits["recommender"] == 0
+    assert fits["dataset"] == 2 * (1 + len(combos))  # the template's own settings up front
+    assert fits["model"] == [4] * (2 * len(result.study.trials))  # no 1-epoch fits
 
 
 def test_recommender_settings_are_searched(ratings):

@@ -16,7 +16,8 @@ from fmrec.dask._reduce import tree_reduce
 from fmrec.dask.encoder import DaskFeatureEncoder
 from fmrec.dask.estimators import DaskFMClassifier, DaskFMRegressor, _client
 from fmrec.models.fm import FMClassifier, FMRegressor
-from fmrec.recommend._entities import SEP, Entities, as_keys, check_keys, column_kinds
+from fmrec.recommend._entities import SEP, as_keys, check_keys, column_kinds
+from fmrec.recommend.dataset import InteractionDataset, context_columns
 from fmrec.recommend.recommender import Recommender
 
 _DASK_PARAMS = ("client", "n_shards", "combine")
@@ -109,7 +110,7 @@ implicit_weight, random_state
         self._check_params()
         model = self._dask_model()
         client = _client(self.client)
-        cols = self._context_cols()
+        cols = context_columns(self.context)
         needed = [self.user_col, self.item_col, self.target, *cols]
         missing = [c for c in needed if c not in interactions.columns]
         if missing:
@@ -133,31 +134,22 @@ implicit_weight, random_state
         users, items = client.compute(tree_reduce(checked, _union_in_order)).result()
         if not len(users):
             raise ValueError("interactions is empty: nothing to fit")
-        sides = self._implicit_sides()
-        self._users = Entities.fit(self.user_col, users, self.user_features, "user_features",
-                                    pd.Series(items, name=self.item_col)
-                                    if "users" in sides else None, self.implicit_weight)
-        self._items = Entities.fit(self.item_col, items, self.item_features, "item_features",
-                                    pd.Series(users, name=self.user_col)
-                                    if "items" in sides else None, self.implicit_weight)
-        self._context = None
+        context_encoder = None
         if cols:
             sample = ddf[cols].head(1000, npartitions=-1)
-            encoder = DaskFeatureEncoder(**column_kinds(sample, cols), standardize=True,
-                                         delimiter=SEP).fit(ddf[cols])
-            self._context = encoder.to_local()
-        entities = dask.delayed((self._users, self._items), pure=True)
-        seen = [dask.delayed(_seen_counts, pure=True)(p, entities, self.user_col, self.item_col)
-                for p in parts]
-        self.seen_ = client.compute(tree_reduce(seen, _sum_sparse)).result().tocsr()
-        self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel()
-        # Workers build the training rows from their own partitions with this skeleton:
-        # encoders and seen matrix, no model.
-        skeleton = dask.delayed(self._skeleton(), pure=True)
+            context_encoder = DaskFeatureEncoder(**column_kinds(sample, cols), standardize=True,
+                                                 delimiter=SEP).fit(ddf[cols]).to_local()
+        dataset = self.make_dataset().fit_entities(users, items, context_encoder)
+        vocabularies = dask.delayed((dataset.user_vocab_, dataset.item_vocab_), pure=True)
+        seen = [dask.delayed(_seen_counts, pure=True)(p, vocabularies, self.user_col,
+                                                      self.item_col) for p in parts]
+        dataset.add_seen(client.compute(tree_reduce(seen, _sum_sparse)).result())
+        self.dataset_ = dataset
+        # Workers build the training rows from their own partitions with the dataset.
+        shared = dask.delayed(dataset, pure=True)
         dtype = resolve_dtype(model.dtype)
-        width = sum(self._users.widths) + sum(self._items.widths) + (
-            0 if self._context is None else self._context.n_features_)
-        rows = [dask.delayed(_training_rows, pure=True, nout=2)(p, skeleton, dtype)
+        width = dataset.n_features
+        rows = [dask.delayed(_training_rows, pure=True, nout=2)(p, shared, dtype)
                 for p in parts]
         meta = sp.csr_matrix((0, width), dtype=dtype)
         X = da.concatenate([da.from_delayed(r[0], (np.nan, width), dtype=dtype, meta=meta)
@@ -167,7 +159,8 @@ implicit_weight, random_state
                             for r in rows])
         model.fit(X, y)
         self.model_ = model.to_local()
-        self._describe()
+        if dataset.classifier:
+            dataset.classes_ = self.model_.classes_  # what later targets are checked against
 
     def _skeleton(self) -> Recommender:
         """A plain Recommender with this one's encoders and seen matrix (and model, once
@@ -223,8 +216,8 @@ def _union_in_order(pieces: list[tuple]) -> tuple:
                  for i in range(2))
 
 
-def _seen_counts(df: pd.DataFrame, entities, user_col, item_col) -> sp.coo_matrix:
-    users, items = entities
+def _seen_counts(df: pd.DataFrame, vocabularies, user_col, item_col) -> sp.csr_matrix:
+    users, items = vocabularies
     u, i = users.index(df[user_col]), items.index(df[item_col])
     shape = (users.widths[0], items.widths[0])
     return sp.coo_matrix((np.ones(len(u)), (u, i)), shape=shape).tocsr()
@@ -237,13 +230,12 @@ def _sum_sparse(pieces: list) -> sp.csr_matrix:
     return total
 
 
-def _training_rows(df: pd.DataFrame, rec: Recommender, dtype) -> tuple:
+def _training_rows(df: pd.DataFrame, dataset: InteractionDataset, dtype) -> tuple:
     df = df.reset_index(drop=True)
-    cols = rec._context_cols()
-    X = rec._design(df[rec.user_col].to_numpy(), df[rec.item_col].to_numpy(),
-                    df[cols] if cols else None)
-    y = df[rec.target].to_numpy()
-    return X.to_csr(dtype), y
+    cols = dataset.context_cols
+    X = dataset.design(df[dataset.user_col].to_numpy(), df[dataset.item_col].to_numpy(),
+                       df[cols] if cols else None)
+    return X.to_csr(dtype), df[dataset.target].to_numpy()
 
 
 def _predict_partition(df: pd.DataFrame, rec: Recommender) -> pd.Series:

@@ -3,11 +3,11 @@
 The design of every interaction is ``[context | user block | item block]``: the context
 columns of the row itself, then the user's block row ``[user id | user side features |
 items the user interacted with (1/√n each, with implicit=True)]`` and the item's block row
-``[item id | item side features]``, each stored once per entity (``fmrec.design``).
-Recommendation never materializes a (user, item) row: the FM splits into user, item and
-context parts (``fmrec.recommend.scoring``), so scoring every item for a batch of users is one
-matrix product.
-"""
+``[item id | item side features]``, each stored once per entity (``fmrec.design``); an
+:class:`~fmrec.recommend.dataset.InteractionDataset` builds them. Recommendation never
+materializes a (user, item) row: the FM splits into user, item and context parts
+(``fmrec.recommend.scoring``), so scoring every item for a batch of users is one matrix
+product."""
 
 from __future__ import annotations
 
@@ -15,51 +15,34 @@ import numbers
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.utils.validation import check_is_fitted
 
 from fmrec._links import sigmoid
-from fmrec._validation import check_frame
-from fmrec.design import DesignMatrix, RelationBlock, fm_output
-from fmrec.features.encoder import FeatureEncoder
+from fmrec._validation import check_frame, check_interval
+from fmrec.design import fm_output
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
+from fmrec.recommend import query
 from fmrec.recommend import scoring as _scoring
-from fmrec.recommend._entities import (
-    Entities,
-    as_keys,
-    check_keys,
-    csr_arrays,
-    csr_from_arrays,
-    encoder_for,
-    list_column,
-    rowdot,
-    shown,
-)
+from fmrec.recommend._entities import as_keys, rowdot, shown
+from fmrec.recommend.dataset import InteractionDataset, context_columns
+from fmrec.recommend.foldin import fold_in
 
 _UNKNOWN = ("error", "popular")
-_SAMPLING = ("uniform", "popularity")
-_POPULARITY_POWER = 0.75  # word2vec's smoothing: popular items are drawn less than ∝ count
-
-
-def _ranked(owner_col: str, owners, col: str, keys, top: np.ndarray,
-            score: np.ndarray) -> pd.DataFrame:
-    """Long frame of per-owner top lists: ``top`` holds positions in ``keys`` (-1: none)."""
-    valid = top >= 0
-    counts = valid.sum(axis=1)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return pd.DataFrame({owner_col: np.repeat(owners, counts), col: keys[top[valid]],
-                         "score": score[valid],
-                         "rank": np.arange(int(counts.sum())) - starts + 1})
+# The Recommender's settings that are its dataset's too.
+_DATASET_PARAMS = ("user_col", "item_col", "target", "context", "user_features",
+                   "item_features", "implicit", "implicit_weight", "negatives",
+                   "negative_sampling", "random_state")
 
 
 _MODELS = (FMRegressor, FMClassifier, FMRanker)
 
 
-def _is_mcmc(model) -> bool:
+def is_mcmc(model) -> bool:
+    """The model was fitted by MCMC: its scores average its retained samples."""
     return not isinstance(model, FMRanker) and model._is_mcmc()
 
 
@@ -118,8 +101,11 @@ class Recommender(BaseEstimator):
 
     Attributes
     ----------
-    model_ : FMRegressor or FMClassifier
+    model_ : FMRegressor, FMClassifier or FMRanker
         The fitted model; its columns are those of ``feature_names_``.
+    dataset_ : InteractionDataset
+        The fitted encoders, seen matrix and popularity that build the model's rows (the
+        attributes below read it).
     feature_names_ : ndarray of str
         Readable name of every design column: ``"context:hour"``, ``"user:user_id=7"``,
         ``"user:age"``, ``"user:implicit_item_id=50"``, ``"item:genre=Drama"``...
@@ -167,112 +153,90 @@ class Recommender(BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------------- checks
-    def _implicit_sides(self) -> set:
-        """{"users"}, {"items"}, both or none, from the ``implicit`` parameter."""
-        value = self.implicit
-        if value is True:
-            return {"users"}
-        if value is False or value is None:
-            return set()
-        if value == "both":
-            return {"users", "items"}
-        if value in ("users", "items"):
-            return {value}
-        raise ValueError(f"implicit must be False, True, 'users', 'items' or 'both', got "
-                         f"{value!r}")
-
-    def _context_cols(self) -> list:
-        if self.context is None:
-            return []
-        return [self.context] if isinstance(self.context, str) else list(self.context)
-
     def _check_params(self) -> None:
-        if self.user_col == self.item_col:
-            raise ValueError(f"user_col and item_col must differ, both are {self.user_col!r}")
-        n = self.negatives
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"negatives must be an integer >= 1, got {n!r}")
-        self._implicit_sides()
-        w = self.implicit_weight
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not np.isfinite(w) \
-                or w <= 0:
-            raise ValueError(f"implicit_weight must be a finite number > 0, got {w!r}")
-        if self.negative_sampling not in _SAMPLING:
-            raise ValueError(f"negative_sampling must be one of {list(_SAMPLING)}, got "
-                             f"{self.negative_sampling!r}")
         if self.model is not None and not isinstance(self.model, _MODELS):
             raise TypeError(f"model must be an FMRegressor, FMClassifier or FMRanker, got "
                             f"{type(self.model).__name__}")
+        self.make_dataset().check_params()
         if isinstance(self.model, FMRanker):
             if self.target is not None:
                 raise ValueError(f"FMRanker learns from implicit feedback (positives only): "
                                  f"target must be None, got {self.target!r}; use an "
                                  "FMRegressor or FMClassifier for a target")
-            if self._context_cols():
+            if context_columns(self.context):
                 raise ValueError("FMRanker does not take context columns yet; use an "
                                  "FMClassifier with sampled negatives for context")
-        clash = {self.user_col, self.item_col, self.target} & set(self._context_cols())
-        if clash:
-            raise ValueError(f"context must not include the id or target column(s) {clash}")
-
-    def _check_interactions(self, df, what: str = "interactions") -> pd.DataFrame:
-        needed = [self.user_col, self.item_col] + self._context_cols()
-        if self.target is not None:
-            needed.append(self.target)
-        check_frame(df, needed, what)
-        if len(df) == 0:
-            raise ValueError(f"{what} is empty: nothing to fit")
-        for col in (self.user_col, self.item_col):
-            check_keys(df, col, what)
-        if self.target is not None:
-            self._targets(df[self.target], what, self._classes())
-        return df.reset_index(drop=True)
-
-    def _classes(self):
-        """The fitted classifier's labels (None before fit, and for a regressor)."""
-        return getattr(getattr(self, "model_", None), "classes_", None)
-
-    def _targets(self, y: pd.Series, what: str, known=None) -> np.ndarray:
-        """Checked targets: floats for a regressor; typed labels, two of them or all among
-        ``known``, for a classifier."""
-        if y.isna().any():
-            na = y.isna().to_numpy()
-            raise ValueError(f"{what} column {self.target!r} has {int(na.sum())} NaN "
-                             f"target(s), first at row {int(np.flatnonzero(na)[0])}")
-        if self._classifier:
-            labels = pd.unique(y)
-            if known is not None and not np.isin(labels, known).all():
-                raise ValueError(f"{what} column {self.target!r} has labels "
-                                 f"{shown(labels[~np.isin(labels, known)])} not among the "
-                                 f"model's classes {known.tolist()}")
-            if known is None and len(labels) != 2:
-                raise ValueError(f"a classifier needs exactly 2 distinct labels in "
-                                 f"{self.target!r}, got {len(labels)}: {shown(labels)}")
-            # Typed labels (str, not object) so that save can store classes_ without pickle.
-            return (y.to_numpy().astype(str) if pd.api.types.is_string_dtype(y)
-                    else as_keys(y))
-        try:
-            return y.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{what} column {self.target!r} must be numeric for a "
-                             f"regressor (dtype {y.dtype}); pass an FMClassifier as model "
-                             "for labels") from exc
-
-    @property
-    def _classifier(self) -> bool:
-        return is_classifier(self.model if self.model is not None else self._default_model())
 
     def _default_model(self):
         """The model used when ``model`` is None: BPR ranking for implicit feedback (log loss
         against sampled negatives when there is context, which FMRanker does not take), 16
         factors and 20 ALS sweeps for a target."""
-        if self.target is None and not self._context_cols():
+        if self.target is None and not context_columns(self.context):
             return FMRanker()
         cls = FMClassifier if self.target is None else FMRegressor
         return cls(n_factors=16, n_epochs=20)
 
-    def _rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.random_state)
+    def make_model(self):
+        """The unfitted model ``fit`` trains: a clone of ``model`` (or the default one) whose
+        ``random_state``, if None, is this recommender's (when it is an integer)."""
+        seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
+        model = self._default_model() if self.model is None else clone(self.model)
+        if model.random_state is None:
+            model.set_params(random_state=seed)
+        return model
+
+    def make_dataset(self, model=None) -> InteractionDataset:
+        """The unfitted :class:`~fmrec.recommend.dataset.InteractionDataset` with this
+        recommender's settings (a classifier's target when ``model``, by default
+        ``make_model()``, is a classifier): what ``fit`` builds its rows with."""
+        params = self.get_params(deep=False)
+        model = model if model is not None else (self.model if self.model is not None
+                                                 else self._default_model())
+        return InteractionDataset(**{k: params[k] for k in _DATASET_PARAMS},
+                                  classifier=is_classifier(model))
+
+    @classmethod
+    def from_fitted(cls, dataset: InteractionDataset, model) -> Recommender:
+        """A fitted Recommender around a fitted ``dataset`` and a ``model`` fitted on its
+        rows (``training_rows`` or ``ranking_data``); its settings are the dataset's.
+
+        Parameters
+        ----------
+        dataset : InteractionDataset
+        model : FMRegressor, FMClassifier or FMRanker
+
+        Returns
+        -------
+        Recommender
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from fmrec import FMRegressor, InteractionDataset, Recommender
+        >>> df = pd.DataFrame({"user_id": [1, 1, 2, 2], "item_id": [10, 20, 10, 30],
+        ...                    "rating": [5.0, 3.0, 4.0, 2.0]})
+        >>> dataset = InteractionDataset(target="rating").fit(df)
+        >>> model = FMRegressor(n_factors=2, n_epochs=3).fit(*dataset.training_rows(df))
+        >>> Recommender.from_fitted(dataset, model).recommend([1])["item"].tolist()
+        [30]
+        """
+        check_is_fitted(dataset, "seen_")
+        if model.n_features_in_ != dataset.n_features:
+            raise ValueError(f"the encoders describe {dataset.n_features} columns but the "
+                             f"model has {model.n_features_in_}")
+        ds_params = dataset.get_params(deep=False)
+        rec = cls(**{k: ds_params[k] for k in _DATASET_PARAMS}, model=clone(model))
+        rec.dataset_, rec.model_ = dataset, model
+        return rec
+
+    # ------------------------------------------------------------- fitted attributes
+    # The encoded data lives in ``dataset_``; these read it.
+    seen_ = property(lambda self: self.dataset_.seen_)
+    popularity_ = property(lambda self: self.dataset_.popularity_)
+    users_ = property(lambda self: self.dataset_.users_)
+    items_ = property(lambda self: self.dataset_.items_)
+    feature_names_ = property(lambda self: self.dataset_.feature_names_)
+    feature_groups_ = property(lambda self: self.dataset_.feature_groups_)
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, interactions: pd.DataFrame) -> Recommender:
@@ -289,139 +253,17 @@ class Recommender(BaseEstimator):
         """
         self._check_params()
         self.__dict__.pop("model_", None)  # a refit starts afresh, labels included
-        df = self._check_interactions(interactions)
-        seed = self.random_state if isinstance(self.random_state, numbers.Integral) else None
-        if self.model is None:
-            model = self._default_model().set_params(random_state=seed)
-        else:
-            model = clone(self.model)
-            if model.random_state is None:
-                model.set_params(random_state=seed)
-        users = pd.unique(df[self.user_col])
-        items = pd.Series(pd.unique(df[self.item_col]), name=self.item_col)
-        sides = self._implicit_sides()
-        self._users = Entities.fit(self.user_col, users, self.user_features, "user_features",
-                                    items if "users" in sides else None, self.implicit_weight)
-        self._items = Entities.fit(self.item_col, items.to_numpy(), self.item_features,
-                                    "item_features",
-                                    pd.Series(users, name=self.user_col) if "items" in sides
-                                    else None, self.implicit_weight)
-        cols = self._context_cols()
-        self._context = encoder_for(df, cols) if cols else None
-        self.seen_ = sp.csr_matrix((self._users.widths[0], self._items.widths[0]))
-        self._add_seen(df)
+        model = self.make_model()
+        dataset = self.make_dataset(model)
+        self.dataset_ = dataset.fit(interactions)
         if isinstance(model, FMRanker):
-            self.model_ = model.fit(*self._ranking_data(df))
-            self._describe()
+            self.model_ = model.fit(*dataset.ranking_data(interactions))
             return self
-        X, y = self._training_rows(df)
+        X, y = dataset.training_rows(interactions)
         if model.solver == "mcmc" and model.groups is None:
-            model.set_params(groups=self._feature_fields())
+            model.set_params(groups=dataset.feature_fields())
         self.model_ = model.fit(X, y)
-        self._describe()
         return self
-
-    def _ranking_data(self, df: pd.DataFrame) -> tuple:
-        """FMRanker's ``fit`` arguments: every training user's and item's row over the
-        design's columns, the positives as row positions, and the seen matrix."""
-        user_keys = self._users.ids.field_values(self.user_col)
-        item_keys = self._items.ids.field_values(self.item_col)
-        U, I = self._user_rows(user_keys), self._item_rows(item_keys)  # noqa: E741
-        # Columns [user block | item block], as in the design (an FMRanker has no context).
-        U, I = (sp.hstack([U, sp.csr_matrix((U.shape[0], I.shape[1]))], format="csr"),  # noqa: E741
-                sp.hstack([sp.csr_matrix((I.shape[0], U.shape[1])), I], format="csr"))
-        users = self._users.index(df[self.user_col])
-        items = self._items.index(df[self.item_col])
-        return U, I, users, items, self.seen_
-
-    def _feature_fields(self) -> np.ndarray:
-        """A field number for every feature (each context column, the user ids, each user
-        feature column, the user implicit set, and the same for items): the hyperprior
-        groups of a model sampled by MCMC, as in libFM and myFM."""
-        encoders = [self._context, self._users.ids, self._users.side_enc, self._users.implicit,
-                    self._items.ids, self._items.side_enc, self._items.implicit]
-        fields, first = [], 0
-        for enc in encoders:
-            if enc is None:
-                continue
-            fields.append(first + enc.field_of_feature_)
-            first += len(enc.fields_)
-        return np.concatenate(fields).astype(np.int64)
-
-    def _add_seen(self, df: pd.DataFrame) -> None:
-        u = self._users.index(df[self.user_col])
-        i = self._items.index(df[self.item_col])
-        shape = (self._users.widths[0], self._items.widths[0])
-        old = self.seen_.tocoo()
-        self.seen_ = sp.csr_matrix(
-            (np.concatenate([old.data, np.ones(len(u))]),
-             (np.concatenate([old.row, u]), np.concatenate([old.col, i]))), shape=shape)
-        self.seen_.sum_duplicates()
-        self.popularity_ = np.asarray(self.seen_.sum(axis=0)).ravel()
-
-    def _training_rows(self, df: pd.DataFrame) -> tuple[DesignMatrix, np.ndarray]:
-        users, items = df[self.user_col].to_numpy(), df[self.item_col].to_numpy()
-        cols = self._context_cols()
-        ctx = df[cols] if cols else None
-        if self.target is not None:
-            y = self._targets(df[self.target], "interactions", self._classes())
-            return self._design(users, items, ctx), y
-        source, negative = self._negatives(self._users.index(users), self.seen_)
-        item_keys = self._items.ids.field_values(self.item_col)
-        users = np.concatenate([users.astype(object), users[source].astype(object)])
-        items = np.concatenate([items.astype(object), item_keys[negative].astype(object)])
-        if ctx is not None:
-            ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
-        y = np.concatenate([np.ones(len(df)), np.zeros(len(source))])
-        return self._design(as_keys(users), as_keys(items), ctx), y
-
-    def _negatives(self, users: np.ndarray, seen: sp.csr_matrix):
-        probs = None
-        if self.negative_sampling == "popularity":
-            probs = self.popularity_ ** _POPULARITY_POWER
-        return _scoring.sample_negatives(seen, users, int(self.negatives), seen.shape[1],
-                                         probs, self._rng())
-
-    def _user_rows(self, keys) -> sp.csr_matrix:
-        return self._entity_rows(keys, self._users, self._items, self.seen_)
-
-    def _item_rows(self, keys) -> sp.csr_matrix:
-        return self._entity_rows(keys, self._items, self._users, self.seen_.T.tocsr())
-
-    @staticmethod
-    def _entity_rows(keys, entities, others, seen) -> sp.csr_matrix:
-        """Block rows of ``keys``, their implicit sets read from ``seen`` (entities × others)."""
-        keys = as_keys(keys)
-        lists = None
-        if entities.implicit is not None:
-            at = entities.index(keys)
-            values = others.ids.field_values(others.col)
-            sub = seen[np.maximum(at, 0)]
-            sub = sp.diags((at >= 0).astype(np.float64)) @ sub
-            sub.eliminate_zeros()
-            lists = np.split(values[sub.indices], sub.indptr[1:-1])
-        return entities.rows(keys, lists)
-
-    def _design(self, users, items, ctx: pd.DataFrame | None) -> DesignMatrix:
-        u_codes, u_keys = pd.factorize(as_keys(users))
-        i_codes, i_keys = pd.factorize(as_keys(items))
-        flat = None if self._context is None else self._context.transform(ctx)
-        return DesignMatrix(flat, [RelationBlock(self._user_rows(u_keys), u_codes),
-                                   RelationBlock(self._item_rows(i_keys), i_codes)])
-
-    def _describe(self) -> None:
-        ctx = [] if self._context is None else [f"context:{n}"
-                                                for n in self._context.feature_names_]
-        self.feature_names_ = np.array(ctx + self._users.names("user")
-                                       + self._items.names("item"), dtype=str)
-        widths = [len(ctx), *self._users.widths, *self._items.widths]
-        edges = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-        names = ["context", "user_id", "user_features", "user_implicit", "item_id",
-                 "item_features", "item_implicit"]
-        self.feature_groups_ = {name: slice(int(edges[k]), int(edges[k + 1]))
-                                for k, name in enumerate(names)}
-        self.users_ = self._users.all_keys()
-        self.items_ = self._items.all_keys()
 
     # ------------------------------------------------------------------------ predict
     def _output(self, raw: np.ndarray) -> np.ndarray:
@@ -429,7 +271,7 @@ class Recommender(BaseEstimator):
         model = self.model_
         if isinstance(model, FMRanker):
             return raw  # a ranking score, on no particular scale
-        if is_classifier(model) and model._is_mcmc():
+        if is_classifier(model) and is_mcmc(model):
             # Probit link at the posterior-mean ŷ; predict averages Φ(ŷ) over the samples
             # instead, so scores differ slightly while ranking almost alike.
             return ndtr(raw)
@@ -457,12 +299,12 @@ class Recommender(BaseEstimator):
             or, for a classifier, the probability of the positive class.
         """
         check_is_fitted(self, "model_")
-        check_frame(df, [self.user_col, self.item_col] + self._context_cols(), "df")
+        cols = context_columns(self.context)
+        check_frame(df, [self.user_col, self.item_col] + cols, "df")
         if len(df) == 0:
             return np.empty(0)
-        cols = self._context_cols()
-        X = self._design(df[self.user_col].to_numpy(), df[self.item_col].to_numpy(),
-                         df[cols].reset_index(drop=True) if cols else None)
+        X = self.dataset_.design(df[self.user_col].to_numpy(), df[self.item_col].to_numpy(),
+                                 df[cols] if cols else None)
         if isinstance(self.model_, FMRanker):
             m = self.model_
             return fm_output(X, m.w0_, m.w_, m.V_)
@@ -478,7 +320,7 @@ class Recommender(BaseEstimator):
         spans = {"context": g["context"],
                  "user": slice(g["user_id"].start, g["user_implicit"].stop),
                  "item": slice(g["item_id"].start, g["item_implicit"].stop)}
-        samples = (zip(*m._samples(), strict=True) if _is_mcmc(m)
+        samples = (zip(*m._samples(), strict=True) if is_mcmc(m)
                    else [(m.w0_, m.w_, m.V_)])
         out = []
         for w0, w, V in samples:
@@ -527,8 +369,7 @@ class Recommender(BaseEstimator):
             rows when fewer candidates are left.
         """
         check_is_fitted(self, "model_")
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_interval("n", n, low=1, integer=True)
         if unknown not in _UNKNOWN:
             raise ValueError(f"unknown must be one of {list(_UNKNOWN)}, got {unknown!r}")
         users = as_keys(pd.unique(as_keys([user_ids] if np.ndim(user_ids) == 0
@@ -537,11 +378,12 @@ class Recommender(BaseEstimator):
             users = users[np.argsort(users, kind="stable")]
         except TypeError:  # ids of mixed types: keep the given order
             pass
-        candidates = self._candidates(items)
-        hist = self._history_frame(history)
+        candidates = query.candidates(self.dataset_, items)
+        hist = query.history_frame(self.dataset_, history)
         folded = (np.zeros(len(users), bool) if hist is None
                   else pd.Index(users).isin(pd.unique(hist[self.user_col])))
-        cold = ~folded & (self._users.index(users) < 0) & (self._users.side_index(users) < 0)
+        vocab = self.dataset_.user_vocab_
+        cold = ~folded & (vocab.index(users) < 0) & (vocab.side_index(users) < 0)
         if cold.any() and unknown == "error":
             raise ValueError(f"unknown user(s) {shown(users[cold])}: not in the training "
                              "data, user_features or history (use unknown='popular')")
@@ -553,164 +395,31 @@ class Recommender(BaseEstimator):
                           np.mean([t[1] for t in terms], axis=0),
                           np.hstack([t[2] for t in terms]),
                           np.mean([t[3] for t in terms], axis=0))
-        exclude = self._exclusions(users, candidates, hist) if exclude_seen else None
+        exclude = (query.exclusions(self.dataset_, users, candidates, hist) if exclude_seen
+                   else None)
         top, raw = _scoring.top_n(a, b, q_i, t_i, n, exclude)
         if cold.any():
             # Users without any feature: the most popular items, scored by the model.
             pop = np.zeros(len(candidates))
-            at = self._items.index(candidates)
+            at = self.dataset_.item_vocab_.index(candidates)
             pop[at >= 0] = self.popularity_[at[at >= 0]]
             best = np.argsort(-pop, kind="stable")[:top.shape[1]]
             rows = np.flatnonzero(cold)
             top[rows] = best
             raw[rows] = b[rows, None] + t_i[best] + a[rows] @ q_i[best].T
-        return _ranked("user", users, "item", candidates, top, self._output(raw))
+        return query.ranked("user", users, "item", candidates, top, self._output(raw))
 
     def _score_terms(self, users, candidates, hist, folded, context, w0, parts):
         """(a, b, q_i, t_i) of one parameter set: the score of user u and item i is
         b[u] + t_i[i] + a[u]·q_i[i]."""
-        t_i, q_i = _scoring.part_terms(self._item_rows(candidates), *parts["item"])
-        t_u, q_u = _scoring.part_terms(self._user_rows(users), *parts["user"])
+        t_i, q_i = _scoring.part_terms(self.dataset_.item_rows(candidates), *parts["item"])
+        t_u, q_u = _scoring.part_terms(self.dataset_.user_rows(users), *parts["user"])
         if folded.any():
-            t_u[folded], q_u[folded] = self._fold_in(hist, users[folded], w0, parts)
-        t_c, q_c = self._context_terms(context, users, parts["context"])
+            t_u[folded], q_u[folded] = fold_in(self.dataset_, self.model_, hist, users[folded],
+                                               w0, parts)
+        t_c, q_c = query.context_terms(self.dataset_, context, users, parts["context"],
+                                       self.model_.V_.shape[1])
         return q_u + q_c, w0 + t_u + t_c + rowdot(q_u, q_c), q_i, t_i
-
-    def _candidates(self, items) -> np.ndarray:
-        if items is None:
-            return self.items_
-        keys = as_keys(pd.unique(as_keys([items] if np.ndim(items) == 0 else items)))
-        known = (self._items.index(keys) >= 0) | (self._items.side_index(keys) >= 0)
-        if not known.all():
-            raise ValueError(f"items {shown(keys[~known])} are unknown to the model (not in "
-                             "the training data or item_features)")
-        return keys
-
-    def _exclusions(self, users, candidates, hist) -> sp.csr_matrix:
-        """Pattern (users × candidates) of the pairs seen in training or in ``history``."""
-        column = np.full(self.seen_.shape[1], -1, dtype=np.int64)
-        at = self._items.index(candidates)
-        column[at[at >= 0]] = np.flatnonzero(at >= 0)
-        u = self._users.index(users)
-        seen = (sp.diags((u >= 0).astype(np.float64)) @ self.seen_[np.maximum(u, 0)]).tocoo()
-        rows, cols = seen.row, column[seen.col]
-        keep = (cols >= 0) & (seen.data > 0)
-        rows, cols = rows[keep], cols[keep]
-        if hist is not None:
-            h_rows = pd.Index(users).get_indexer(hist[self.user_col])
-            h_cols = pd.Index(candidates).get_indexer(hist[self.item_col])
-            keep = (h_rows >= 0) & (h_cols >= 0)
-            rows = np.concatenate([rows, h_rows[keep]])
-            cols = np.concatenate([cols, h_cols[keep]])
-        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)),
-                             shape=(len(users), len(candidates)))
-
-    def _context_terms(self, context, users, params) -> tuple[np.ndarray, np.ndarray]:
-        k = self.model_.V_.shape[1]
-        if context is None:
-            return np.zeros(len(users)), np.zeros((len(users), k))
-        if self._context is None:
-            raise ValueError("this Recommender has no context columns: context must be None")
-        frame = pd.DataFrame([context]) if isinstance(context, dict) else context
-        cols = self._context_cols()
-        check_frame(frame, cols, "context")
-        if len(frame) == 1:
-            at = np.zeros(len(users), dtype=np.int64)
-        else:
-            if self.user_col not in frame.columns:
-                raise ValueError(f"a context with {len(frame)} rows needs a {self.user_col!r} "
-                                 "column saying which user each row is for")
-            index = pd.Index(frame[self.user_col])
-            if not index.is_unique:
-                raise ValueError(f"context has several rows for user(s) "
-                                 f"{shown(index[index.duplicated()].unique())}")
-            at = index.get_indexer(users)
-            if (at < 0).any():
-                raise ValueError(f"context has no row for user(s) {shown(users[at < 0])}")
-        t, q = _scoring.part_terms(self._context.transform(frame[cols].reset_index(drop=True)),
-                                   *params)
-        return t[at], q[at]
-
-    # ------------------------------------------------------------------------ fold-in
-    def _history_frame(self, history) -> pd.DataFrame | None:
-        if history is None:
-            return None
-        if isinstance(history, dict):
-            pairs = [(u, i) for u, its in history.items()
-                     for i in ([its] if np.ndim(its) == 0 else its)]
-            history = pd.DataFrame(pairs, columns=[self.user_col, self.item_col])
-        check_frame(history, [self.user_col, self.item_col], "history")
-        for col in (self.user_col, self.item_col):
-            check_keys(history, col, "history")
-        needs_target = self.target is not None and "users" not in self._implicit_sides()
-        if needs_target and self.target not in history.columns:
-            raise ValueError(f"history needs the target column {self.target!r} to fold users "
-                             "into this model (or use implicit=True)")
-        users = as_keys(pd.unique(history[self.user_col]))
-        trained = self._users.index(users) >= 0
-        if trained.any():
-            raise ValueError(f"history is for users the model has not been trained on; "
-                             f"{shown(users[trained])} are (use partial_fit to update them)")
-        return history.reset_index(drop=True)
-
-    def _fold_in(self, hist, users, w0, parts) -> tuple[np.ndarray, np.ndarray]:
-        """(t_u, q_u) of new users from their ``history`` rows (see ``recommend``)."""
-        hist = hist[pd.Index(hist[self.user_col]).isin(users)]
-        group = pd.Index(users).get_indexer(hist[self.user_col])
-        if "users" in self._implicit_sides():
-            order = np.argsort(group, kind="stable")
-            counts = np.bincount(group, minlength=len(users))
-            lists = np.split(hist[self.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
-            return _scoring.part_terms(self._users.rows(users, lists), *parts["user"])
-        if isinstance(self.model_, FMRanker):
-            raise ValueError("history= folds new users into an FMRanker only through "
-                             "implicit user features: use implicit='users'")
-        if self.model_._is_mcmc():
-            raise ValueError("history= folds new users in by a ridge solve of the model's "
-                             "penalties, which a model fitted by MCMC does not have; use "
-                             "implicit='users' (their history is then their row) or refit")
-        t_s, q_s = _scoring.part_terms(self._users.rows(users), *parts["user"])
-        items = hist[self.item_col].to_numpy()
-        cols = [c for c in self._context_cols() if c in hist.columns]
-        if cols and len(cols) < len(self._context_cols()):
-            check_frame(hist, self._context_cols(), "history (with context columns)")
-        ctx = hist[cols].reset_index(drop=True) if cols else None
-        model = self.model_
-        if self.target is None:  # implicit feedback: positives against sampled negatives
-            at = self._items.index(items)
-            seen = sp.csr_matrix((np.ones(int((at >= 0).sum())), (group[at >= 0], at[at >= 0])),
-                                 shape=(len(users), self.seen_.shape[1]))
-            source, negative = self._negatives(group, seen)
-            group = np.concatenate([group, group[source]])
-            items = as_keys(np.concatenate([
-                items.astype(object),
-                self._items.ids.field_values(self.item_col)[negative].astype(object)]))
-            if ctx is not None:
-                ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
-            y = np.concatenate([np.ones(len(hist)), np.zeros(len(source))])
-        else:
-            y = self._targets(hist[self.target], "history", model.classes_
-                              if is_classifier(model) else None)
-            if is_classifier(model):
-                y = (y == model.classes_[1]).astype(np.float64)
-        codes, keys = pd.factorize(as_keys(items))
-        t_i, q_i = _scoring.part_terms(self._item_rows(keys), *parts["item"])
-        t_i, q_i = t_i[codes], q_i[codes]
-        if ctx is None:
-            t_c, q_c = np.zeros(len(group)), np.zeros_like(q_i)
-        else:
-            t_c, q_c = _scoring.part_terms(self._context.transform(ctx), *parts["context"])
-        qs = q_s[group]
-        offset = (w0 + t_s[group] + t_c + t_i + rowdot(qs, q_c) + rowdot(qs, q_i)
-                  + rowdot(q_c, q_i))
-        Z = np.column_stack([np.ones(len(group)), qs + q_c + q_i])
-        k = q_i.shape[1]
-        reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
-                    np.full(k, float(model.reg_factors))]
-        theta = _scoring.fold_in(Z, offset, y, group, len(users), reg, float(model.reg_power),
-                                 logistic=is_classifier(model))
-        w_u, v_u = theta[:, 0], theta[:, 1:]
-        return t_s + w_u + rowdot(v_u, q_s), q_s + v_u
 
     # ------------------------------------------------------------------------ similar
     def similar_items(self, item_id, n: int = 10) -> pd.DataFrame:
@@ -727,7 +436,7 @@ class Recommender(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         keys = self.items_
-        return self._similar(keys, self._item_rows(keys), item_id, n, "item", "item")
+        return self._similar(keys, self.dataset_.item_rows(keys), item_id, n, "item", "item")
 
     def similar_users(self, user_id, n: int = 10) -> pd.DataFrame:
         """Users whose q vectors (id, side and implicit features) are closest in cosine.
@@ -739,21 +448,20 @@ class Recommender(BaseEstimator):
         """
         check_is_fitted(self, "model_")
         keys = self.users_
-        return self._similar(keys, self._user_rows(keys), user_id, n, "user", "user")
+        return self._similar(keys, self.dataset_.user_rows(keys), user_id, n, "user", "user")
 
     def _similar(self, keys, rows, ids, n, what, part) -> pd.DataFrame:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        query = as_keys(pd.unique(as_keys([ids] if np.ndim(ids) == 0 else ids)))
-        at = pd.Index(keys).get_indexer(query)
+        check_interval("n", n, low=1, integer=True)
+        wanted = as_keys(pd.unique(as_keys([ids] if np.ndim(ids) == 0 else ids)))
+        at = pd.Index(keys).get_indexer(wanted)
         if (at < 0).any():
-            raise ValueError(f"unknown {what}(s) {shown(query[at < 0])}")
+            raise ValueError(f"unknown {what}(s) {shown(wanted[at < 0])}")
         # A model fitted by MCMC: every sample's q side by side, so that the cosine weighs
         # all samples (each chain state is one rotation of the embedding).
         q = np.hstack([_scoring.part_terms(rows, *parts[part])[1]
                        for _, parts in self._parts()])
         top, score = _scoring.cosine_top_n(q, at, n)
-        return _ranked(what, query, f"similar_{what}", keys, top, score)
+        return query.ranked(what, wanted, f"similar_{what}", keys, top, score)
 
     # -------------------------------------------------------------------- partial_fit
     def partial_fit(self, interactions: pd.DataFrame, n_epochs: int = 1) -> Recommender:
@@ -781,43 +489,16 @@ class Recommender(BaseEstimator):
         -------
         self : Recommender
         """
-        if isinstance(n_epochs, bool) or not isinstance(n_epochs, numbers.Integral) \
-                or n_epochs < 1:
-            raise ValueError(f"n_epochs must be an integer >= 1, got {n_epochs!r}")
+        check_interval("n_epochs", n_epochs, low=1, integer=True)
         if not hasattr(self, "model_"):
             return self.fit(interactions)
         self._check_params()
         if isinstance(self.model_, FMRanker):
             raise ValueError("partial_fit does not continue an FMRanker yet: refit with fit")
-        df = self._check_interactions(interactions)
-        groups = self.feature_groups_
-        at = []
-        if self._context is not None:
-            at.append(self._context.extend(df[self._context_cols()]))
-        users = as_keys(pd.unique(df[self.user_col]))
-        new_users = users[self._users.index(users) < 0]
-        items = as_keys(pd.unique(df[self.item_col]))
-        new_items = items[self._items.index(items) < 0]
-        if len(new_users):
-            at.append(groups["user_id"].start
-                      + self._users.ids.extend(pd.DataFrame({self.user_col: new_users})))
-            implicit = self._items.implicit
-            if implicit is not None:
-                at.append(groups["item_implicit"].start + implicit.extend(
-                    pd.DataFrame({implicit.multi_valued[0]: list_column([new_users])})))
-        if len(new_items):
-            implicit = self._users.implicit
-            if implicit is not None:
-                at.append(groups["user_implicit"].start + implicit.extend(
-                    pd.DataFrame({implicit.multi_valued[0]: list_column([new_items])})))
-            at.append(groups["item_id"].start
-                      + self._items.ids.extend(pd.DataFrame({self.item_col: new_items})))
-        at = np.concatenate(at) if at else np.empty(0, np.int64)
+        at = self.dataset_.grow(interactions)
         if len(at):
             self.model_.grow(self.model_.n_features_in_ + len(at), at=at)
-        self._add_seen(df)
-        self._describe()
-        X, y = self._training_rows(df)
+        X, y = self.dataset_.training_rows(interactions)
         model = self.model_
         # An ALS sweep would re-solve the intercept from the batch alone (its mean, not the
         # data's); it stays where all the data put it.
@@ -850,20 +531,17 @@ class Recommender(BaseEstimator):
         save_model(self, path)
 
     def _to_record(self) -> tuple[dict, dict]:
-        """Arrays and JSON metadata (``fmrec.persistence``): the encoders and the seen matrix,
-        and the model's own record (``model.`` arrays, ``model`` metadata)."""
+        """Arrays and JSON metadata (``fmrec.persistence``): the dataset's encoders and seen
+        matrix, and the model's own record (``model.`` arrays, ``model`` metadata)."""
         model_arrays, model_meta = to_record(self.model_)
-        arrays = {**self._users.to_arrays("users"), **self._items.to_arrays("items"),
-                  **csr_arrays(self.seen_, "seen")}
-        if self._context is not None:
-            arrays.update({f"context.{k}": v for k, v in self._context.to_arrays().items()})
+        arrays = self.dataset_.to_arrays()
         arrays.update({f"model.{k}": v for k, v in model_arrays.items()})
         params = self.get_params(deep=False)
         meta = {k: params[k] for k in ("user_col", "item_col", "target", "implicit",
                                        "negative_sampling")}
         meta["implicit_weight"] = float(self.implicit_weight)
         meta["negatives"] = int(self.negatives)
-        meta["context"] = self._context_cols() or None
+        meta["context"] = context_columns(self.context) or None
         rs = self.random_state
         meta["random_state"] = int(rs) if isinstance(rs, numbers.Integral) else None
         return arrays, {"format_version": model_meta["format_version"], "params": meta,
@@ -871,8 +549,8 @@ class Recommender(BaseEstimator):
 
     @classmethod
     def _from_record(cls, meta: dict, arrays: dict) -> Recommender:
-        """The recommender ``_to_record`` described; the encoders, the seen matrix and the
-        model must agree on the number of users, items and columns."""
+        """The recommender ``_to_record`` described; the dataset checks its encoders against
+        its seen matrix, ``from_fitted`` the model's columns against the encoders."""
         params = meta["params"]
         apart = sorted({"model", "user_features", "item_features"} & set(params))
         if apart:
@@ -883,40 +561,7 @@ class Recommender(BaseEstimator):
             rec._check_params()
         except TypeError as exc:
             raise ValueError(f"params: {exc}") from exc
-        rec._restore_encoders(arrays)
-        rec.seen_ = csr_from_arrays(arrays, "seen")
-        rec.seen_.check_format(full_check=True)
-        shape = (rec._users.widths[0], rec._items.widths[0])
-        if rec.seen_.shape != shape:
-            raise ValueError(f"inconsistent shape of the seen matrix: {rec.seen_.shape}, but "
-                             f"the encoders know {shape[0]} users and {shape[1]} items")
-        rec.popularity_ = np.asarray(rec.seen_.sum(axis=0)).ravel()
-        rec.model_ = model
-        rec._describe()
-        if rec.feature_names_.shape != (model.n_features_in_,):
-            raise ValueError(f"the encoders describe {len(rec.feature_names_)} columns but the "
-                             f"model has {model.n_features_in_}")
-        return rec
-
-    def _restore_encoders(self, arrays: dict) -> None:
-        """Users, items and context from a record; the side-feature matrices must match the
-        encoders of their keys and columns."""
-        try:
-            self._users = Entities.from_arrays(self.user_col, arrays, "users",
-                                               self.implicit_weight)
-            self._items = Entities.from_arrays(self.item_col, arrays, "items",
-                                               self.implicit_weight)
-            ctx = nested_arrays(arrays, "context")
-            self._context = FeatureEncoder.from_arrays(ctx) if ctx else None
-        except KeyError as exc:
-            raise ValueError(f"an encoder's array {exc.args[0]!r} is missing") from exc
-        for what, entities in (("user", self._users), ("item", self._items)):
-            keys, side_enc, side = entities.keys, entities.side_enc, entities.side
-            want = (None if keys is None and side_enc is None else
-                    (getattr(keys, "n_features_", None), getattr(side_enc, "n_features_", 0)))
-            got = None if side is None else side.shape
-            if got != want:
-                raise ValueError(f"inconsistent {what} side features: a matrix of shape {got} "
-                                 f"where the encoders give {want}")
-            if side is not None:
-                side.check_format(full_check=True)
+        settings = rec.make_dataset(model).get_params(deep=False)
+        classes = getattr(model, "classes_", None) if settings["target"] is not None else None
+        dataset = InteractionDataset.from_arrays(arrays, classes=classes, **settings)
+        return cls.from_fitted(dataset, model)

@@ -17,10 +17,10 @@ import warnings
 import optuna
 from threadpoolctl import threadpool_limits
 
-from fmrec.tuning.search import _FINISHED, _Objective, _open_study
+from fmrec.tuning.trials import FINISHED, Objective, open_study
 
 logger = logging.getLogger("fmrec")
-_ENDED = (*_FINISHED, optuna.trial.TrialState.FAIL)
+_ENDED = (*FINISHED, optuna.trial.TrialState.FAIL)
 
 
 _POLL_SECONDS = 0.5  # how often the client looks for finished trials and failed loops
@@ -78,7 +78,7 @@ def _open_dask_storage(client, storage) -> tuple[optuna.storages.BaseStorage, bo
 
 
 def search_on_cluster(client, storage, study_name: str | None, task, sampler, pruner,
-                       objective: _Objective, *, n_trials: int, n_jobs: int | None,
+                       objective: Objective, *, n_trials: int, n_jobs: int | None,
                        timeout: float | None, callbacks: list) -> optuna.Study:
     """The search of :func:`tune` with a client; returns a copy of the study in memory here.
 
@@ -89,8 +89,8 @@ def search_on_cluster(client, storage, study_name: str | None, task, sampler, pr
         # Not create_study(load_if_exists=True) on an existing study: its failed creation
         # would log a traceback on the scheduler.
         exists = study_name in optuna.get_all_study_names(dask_storage)
-        study = _open_study(dask_storage, study_name, task, sampler, pruner, exists=exists)
-        remaining = n_trials - sum(t.state in _FINISHED for t in study.trials)
+        study = open_study(dask_storage, study_name, task, sampler, pruner, exists=exists)
+        remaining = n_trials - sum(t.state in FINISHED for t in study.trials)
         if remaining > 0:
             _optimize_on_cluster(client, study, dask_storage, objective, remaining,
                                  n_jobs=n_jobs, timeout=timeout, callbacks=callbacks)
@@ -133,7 +133,7 @@ def _loop_plan(nthreads: dict, n_jobs: int | None, remaining: int) -> list[tuple
     return plan
 
 
-def _optimize_on_cluster(client, study: optuna.Study, storage, objective: _Objective,
+def _optimize_on_cluster(client, study: optuna.Study, storage, objective: Objective,
                          remaining: int, *, n_jobs: int | None, timeout: float | None,
                          callbacks: list) -> None:
     """Run ``remaining`` trials in optimize loops on the Dask workers; callbacks run here."""
@@ -141,7 +141,7 @@ def _optimize_on_cluster(client, study: optuna.Study, storage, objective: _Objec
 
     plan = _loop_plan(client.nthreads(), n_jobs, remaining)
     study_id = storage.get_study_id_from_name(study.study_name)
-    total = storage.get_n_trials(study_id, state=_FINISHED) + remaining
+    total = storage.get_n_trials(study_id, state=FINISHED) + remaining
     workers = sorted({worker for worker, _, _ in plan if worker is not None})
     # The data goes to each worker once; every loop there shares that copy. The full data
     # stays here for the refit.
@@ -211,7 +211,7 @@ def _run_callbacks(callbacks: list, study: optuna.Study, trial) -> bool:
     return bool(getattr(study, "_stop_flag", False))
 
 
-def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
+def _optimize_loop(objective: Objective, *, study_name: str, storage_name: str,
                    n_trials: int, total: int, timeout: float | None, threads: int, sampler,
                    pruner, stop: str, verbosity: int) -> int:
     """One optimize loop on a Dask worker: ``n_trials`` trials, fewer if the study already
@@ -231,7 +231,7 @@ def _optimize_loop(objective: _Objective, *, study_name: str, storage_name: str,
 
     def enough() -> bool:
         # A loop that Dask runs again after its worker died must not run its share twice.
-        return storage.get_n_trials(study_id, state=_FINISHED) >= total
+        return storage.get_n_trials(study_id, state=FINISHED) >= total
 
     if enough():
         return 0

@@ -1,0 +1,80 @@
+"""Fold-in: users the model was never trained on, scored from their history alone.
+
+A new user's parameters (id weight and factor vector) minimize the model's own training
+objective on the user's history rows with every other parameter frozen (``scoring.fold_in``);
+with implicit user features the history simply is the user's row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import is_classifier
+
+from fmrec._validation import check_frame
+from fmrec.models.ranker import FMRanker
+from fmrec.recommend import scoring as _scoring
+from fmrec.recommend._entities import as_keys, rowdot
+from fmrec.recommend.dataset import InteractionDataset, implicit_sides
+
+
+def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.ndarray, w0: float,
+            parts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(t_u, q_u) of new ``users`` from their ``hist`` rows, for one parameter set ``w0``,
+    ``parts`` of ``model`` (see ``Recommender.recommend``)."""
+    hist = hist[pd.Index(hist[dataset.user_col]).isin(users)]
+    group = pd.Index(users).get_indexer(hist[dataset.user_col])
+    if "users" in implicit_sides(dataset.implicit):
+        order = np.argsort(group, kind="stable")
+        counts = np.bincount(group, minlength=len(users))
+        lists = np.split(hist[dataset.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
+        return _scoring.part_terms(dataset.user_vocab_.rows(users, lists), *parts["user"])
+    if isinstance(model, FMRanker):
+        raise ValueError("history= folds new users into an FMRanker only through "
+                         "implicit user features: use implicit='users'")
+    if model._is_mcmc():
+        raise ValueError("history= folds new users in by a ridge solve of the model's "
+                         "penalties, which a model fitted by MCMC does not have; use "
+                         "implicit='users' (their history is then their row) or refit")
+    t_s, q_s = _scoring.part_terms(dataset.user_vocab_.rows(users), *parts["user"])
+    items = hist[dataset.item_col].to_numpy()
+    cols = [c for c in dataset.context_cols if c in hist.columns]
+    if cols and len(cols) < len(dataset.context_cols):
+        check_frame(hist, dataset.context_cols, "history (with context columns)")
+    ctx = hist[cols].reset_index(drop=True) if cols else None
+    if dataset.target is None:  # implicit feedback: positives against sampled negatives
+        at = dataset.item_vocab_.index(items)
+        seen = sp.csr_matrix((np.ones(int((at >= 0).sum())), (group[at >= 0], at[at >= 0])),
+                             shape=(len(users), dataset.seen_.shape[1]))
+        source, negative = dataset.sample_negatives(group, seen)
+        group = np.concatenate([group, group[source]])
+        items = as_keys(np.concatenate([
+            items.astype(object),
+            dataset.item_vocab_.ids.field_values(dataset.item_col)[negative].astype(object)]))
+        if ctx is not None:
+            ctx = pd.concat([ctx, ctx.iloc[source]], ignore_index=True)
+        y = np.concatenate([np.ones(len(hist)), np.zeros(len(source))])
+    else:
+        y = dataset.targets(hist[dataset.target], "history")
+        if is_classifier(model):
+            y = (y == model.classes_[1]).astype(np.float64)
+    codes, keys = pd.factorize(as_keys(items))
+    t_i, q_i = _scoring.part_terms(dataset.item_rows(keys), *parts["item"])
+    t_i, q_i = t_i[codes], q_i[codes]
+    if ctx is None:
+        t_c, q_c = np.zeros(len(group)), np.zeros_like(q_i)
+    else:
+        t_c, q_c = _scoring.part_terms(dataset.context_rows(ctx), *parts["context"])
+    qs = q_s[group]
+    offset = (w0 + t_s[group] + t_c + t_i + rowdot(qs, q_c) + rowdot(qs, q_i)
+              + rowdot(q_c, q_i))
+    Z = np.column_stack([np.ones(len(group)), qs + q_c + q_i])
+    k = q_i.shape[1]
+    reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
+                np.full(k, float(model.reg_factors))]
+    theta = _scoring.fold_in(Z, offset, y, group, len(users), reg, float(model.reg_power),
+                             logistic=is_classifier(model))
+    w_u, v_u = theta[:, 0], theta[:, 1:]
+    return t_s + w_u + rowdot(v_u, q_s), q_s + v_u
+

@@ -1,0 +1,120 @@
+"""The pieces of a search shared by ``search`` (trials in this process) and ``cluster`` (trials
+on Dask workers): the study, the objective that runs one trial, and the per-epoch watch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+from sklearn.base import clone
+
+from fmrec.tuning import space as _tune_space
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def open_study(storage, study_name: str | None, task, sampler, pruner,
+                exists: bool = False) -> optuna.Study:
+    """Create the study or resume it, refusing one tuned on another metric."""
+    if exists:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    else:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, load_if_exists=True,
+            direction="maximize" if task.greater_is_better else "minimize",
+            sampler=sampler, pruner=pruner)
+    known = study.user_attrs.get("fmrec_metric")
+    if known is not None and known != task.metric:
+        raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
+                         f"{task.metric!r}; use another study_name")
+    study.set_user_attr("fmrec_metric", task.metric)
+    return study
+
+class Objective:
+    """One trial: sample a configuration, fit it on each fold, keep the best epoch count.
+
+    A class rather than a closure so that it pickles: with a Dask client it is sent to the
+    workers once and each of their optimize loops runs it.
+    """
+
+    def __init__(self, task, space, allowed: set, model_threads: int,
+                 random_state: int | None, patience: int | None):
+        self.task, self.space, self.allowed = task, space, allowed
+        self.model_threads, self.random_state, self.patience = (model_threads, random_state,
+                                                                 patience)
+        self.worker = None  # a Dask worker's address, recorded on its trials
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        task = self.task
+        if self.worker is not None:
+            trial.set_user_attr("worker", self.worker)
+        params = _tune_space.sample(trial, self.space, self.allowed)
+        outer = {k: v for k, v in params.items() if k in task.outer_params}
+        inner = {k: v for k, v in params.items() if k not in task.outer_params}
+        best, best_epochs, epochs_run = [], [], 0
+        for number, fold in enumerate(task.folds(outer)):
+            model = clone(task.template).set_params(**inner)
+            model.set_params(n_jobs=self.model_threads, verbose=0)
+            if model.random_state is None:
+                model.set_params(random_state=self.random_state)
+            # Only the first fold reports to the pruner: every trial's curve then comes from
+            # the same data, and a hopeless trial stops before its other folds run.
+            watch = EpochWatch(trial if number == 0 else None, fold.score,
+                                task.greater_is_better, self.patience)
+            try:
+                fold.fit(model, watch)
+            except ValueError as exc:
+                # Divergence (a learning rate too high) is a bad point of the space, not a bug.
+                if "diverged" not in str(exc):
+                    raise
+                trial.set_user_attr("diverged", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
+            epochs_run += watch.epochs_run
+            trial.set_user_attr("epochs_run", epochs_run)
+            if watch.pruned:
+                raise optuna.TrialPruned(f"pruned after epoch {watch.epochs_run}")
+            best.append(watch.best)
+            best_epochs.append(watch.best_epoch + 1)
+        trial.set_user_attr("params", _plain(params))
+        trial.set_user_attr("n_epochs", int(round(float(np.mean(best_epochs)))))
+        if len(best) > 1:
+            trial.set_user_attr("fold_scores", [float(b) for b in best])
+        return float(np.mean(best))
+
+class EpochWatch:
+    """The per-epoch callback of a fit: report, prune, stop early, remember the best.
+
+    Without a trial it only stops early and remembers (the later folds of a cross-validated
+    trial).
+    """
+
+    def __init__(self, trial, score, greater: bool, patience: int | None):
+        self.trial, self.score, self.greater, self.patience = trial, score, greater, patience
+        self.best, self.best_epoch, self.since, self.epochs_run = None, 0, 0, 0
+        self.pruned = False
+
+    def __call__(self, estimator, epoch: int, logs: dict) -> bool:
+        value = float(self.score(estimator, logs))
+        self.epochs_run = epoch + 1
+        if not math.isfinite(value):
+            # Optuna cannot rank NaN; the worst possible value prunes as it should.
+            value = -math.inf if self.greater else math.inf
+        if self.best is None or (value > self.best if self.greater else value < self.best):
+            self.best, self.best_epoch, self.since = value, epoch, 0
+        else:
+            self.since += 1
+        if self.trial is not None:
+            self.trial.report(value, epoch)
+            if self.trial.should_prune():
+                self.pruned = True
+                return True
+        return self.patience is not None and self.since >= self.patience
+
+
+def _plain(params: dict) -> dict:
+    """JSON-friendly values (numpy scalars as Python ones) for a trial's user attributes."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
