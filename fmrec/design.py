@@ -180,3 +180,16 @@ def column_counts(X: DesignMatrix, sample_weight: np.ndarray) -> np.ndarray:
         pattern = sp.csr_matrix((np.ones(B.nnz), B.indices, B.indptr), B.shape)
         parts.append(pattern.T @ entity_weight)
     return np.concatenate(parts)
+
+
+def part_terms(B, w: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(t, q) of every row of ``B``: its linear + within-part pairwise term, and its q vector.
+
+    ``w`` and ``V`` are the parameters of ``B``'s columns (float64). A row that is the sum of
+    parts over disjoint columns scores t_a + t_b + q_a·q_b + ...: what lets the recommender and
+    FMRanker score every (user, item) pair with one matrix product.
+    """
+    B = sp.csr_matrix(B, dtype=np.float64)
+    q = B @ V
+    s = B.multiply(B) @ (V * V)
+    return B @ w + 0.5 * (q * q - s).sum(axis=1), np.asarray(q)

@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 import fmrec.recommend.recommender
 from fmrec import FMClassifier, FMRegressor, Recommender, load_model
 from fmrec.datasets import load_ml100k_split
-from fmrec.design import DesignMatrix, RelationBlock
+from fmrec.design import DesignMatrix, RelationBlock, part_terms
 from fmrec.metrics import ranking_metrics
 from fmrec.recommend import scoring as _scoring
 
@@ -492,7 +492,7 @@ def test_similar_items_and_users(data):
     assert "i3" not in set(out["similar_item"]) and len(out) == 4
     keys = rec.items_
     [(_, parts)] = rec._parts()
-    q = _scoring.part_terms(rec.dataset_.item_vocab_.rows(keys), *parts["item"])[1]
+    q = part_terms(rec.dataset_.item_vocab_.rows(keys), *parts["item"])[1]
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     cos = q @ q[list(keys).index("i3")]
     np.testing.assert_allclose(out["score"], np.sort(cos)[::-1][1:5], atol=1e-9)

@@ -70,11 +70,6 @@ def _side_table(path: str | None, id_col: str, what: str) -> pd.DataFrame | None
     return io.split_multi_valued(frame)
 
 
-def _context_cols(rec: Recommender) -> list:
-    context = rec.context
-    return [] if context is None else [context] if isinstance(context, str) else list(context)
-
-
 def _known_users(rec: Recommender) -> np.ndarray:
     return rec.users_
 
@@ -145,7 +140,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> None:
             raise ValueError(f"{args.model} is a Recommender: give it a CSV or Parquet table "
                              "of (user, item) pairs, not libSVM")
         df = io.read_table(args.input, "input file", args.format)
-        io.require_columns(df, [model.user_col, model.item_col, *_context_cols(model)],
+        io.require_columns(df, [model.user_col, model.item_col, *model.dataset_.context_cols],
                            "input file")
         io.write_table(df.assign(prediction=model.predict(df)), args.out)
     else:
@@ -224,7 +219,7 @@ def _pointwise(model, X, y) -> dict:
 
 def _evaluate_recommender(rec: Recommender, args, console: Console) -> dict:
     test = io.read_table(args.test, "test file", args.format)
-    io.require_columns(test, [rec.user_col, rec.item_col, *_context_cols(rec)], "test file")
+    io.require_columns(test, [rec.user_col, rec.item_col, *rec.dataset_.context_cols], "test file")
     metrics, relevant = {}, test
     if rec.target is not None and rec.target in test.columns:
         metrics = _pointwise(rec, test, test[rec.target].to_numpy())

@@ -11,11 +11,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from fmrec import _validation as v
+from fmrec.design import part_terms
 from fmrec.models._base import check_warm, restore_on_failure
 from fmrec.models._record import fm_record, restore_fm
 from fmrec.models._training import Callback, run_epochs
 from fmrec.persistence import register, save_model
-from fmrec.recommend.scoring import part_terms
 from fmrec.solvers._state import FMState, predict_csr
 from fmrec.solvers.bpr import BPREpoch, BPRSolver
 

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from sklearn.base import is_classifier
 
 from fmrec._validation import check_frame
+from fmrec.design import part_terms
 from fmrec.models.ranker import FMRanker
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import as_keys, rowdot
@@ -29,7 +30,7 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
         order = np.argsort(group, kind="stable")
         counts = np.bincount(group, minlength=len(users))
         lists = np.split(hist[dataset.item_col].to_numpy()[order], np.cumsum(counts)[:-1])
-        return _scoring.part_terms(dataset.user_vocab_.rows(users, lists), *parts["user"])
+        return part_terms(dataset.user_vocab_.rows(users, lists), *parts["user"])
     if isinstance(model, FMRanker):
         raise ValueError("history= folds new users into an FMRanker only through "
                          "implicit user features: use implicit='users'")
@@ -37,7 +38,7 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
         raise ValueError("history= folds new users in by a ridge solve of the model's "
                          "penalties, which a model fitted by MCMC does not have; use "
                          "implicit='users' (their history is then their row) or refit")
-    t_s, q_s = _scoring.part_terms(dataset.user_vocab_.rows(users), *parts["user"])
+    t_s, q_s = part_terms(dataset.user_vocab_.rows(users), *parts["user"])
     items = hist[dataset.item_col].to_numpy()
     cols = [c for c in dataset.context_cols if c in hist.columns]
     if cols and len(cols) < len(dataset.context_cols):
@@ -60,12 +61,12 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
         if is_classifier(model):
             y = (y == model.classes_[1]).astype(np.float64)
     codes, keys = pd.factorize(as_keys(items))
-    t_i, q_i = _scoring.part_terms(dataset.item_rows(keys), *parts["item"])
+    t_i, q_i = part_terms(dataset.item_rows(keys), *parts["item"])
     t_i, q_i = t_i[codes], q_i[codes]
     if ctx is None:
         t_c, q_c = np.zeros(len(group)), np.zeros_like(q_i)
     else:
-        t_c, q_c = _scoring.part_terms(dataset.context_rows(ctx), *parts["context"])
+        t_c, q_c = part_terms(dataset.context_rows(ctx), *parts["context"])
     qs = q_s[group]
     offset = (w0 + t_s[group] + t_c + t_i + rowdot(qs, q_c) + rowdot(qs, q_i)
               + rowdot(q_c, q_i))

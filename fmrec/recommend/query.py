@@ -8,7 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec._validation import check_frame
-from fmrec.recommend import scoring as _scoring
+from fmrec.design import part_terms
 from fmrec.recommend._entities import as_keys, check_keys, shown
 from fmrec.recommend.dataset import InteractionDataset, implicit_sides
 
@@ -78,7 +78,7 @@ def context_terms(dataset: InteractionDataset, context, users, params, k: int
         at = index.get_indexer(users)
         if (at < 0).any():
             raise ValueError(f"context has no row for user(s) {shown(users[at < 0])}")
-    t, q = _scoring.part_terms(dataset.context_rows(frame), *params)
+    t, q = part_terms(dataset.context_rows(frame), *params)
     return t[at], q[at]
 
 

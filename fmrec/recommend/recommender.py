@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fmrec._links import sigmoid
 from fmrec._validation import check_frame, check_interval
-from fmrec.design import fm_output
+from fmrec.design import fm_output, part_terms
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
@@ -412,8 +412,8 @@ class Recommender(BaseEstimator):
     def _score_terms(self, users, candidates, hist, folded, context, w0, parts):
         """(a, b, q_i, t_i) of one parameter set: the score of user u and item i is
         b[u] + t_i[i] + a[u]·q_i[i]."""
-        t_i, q_i = _scoring.part_terms(self.dataset_.item_rows(candidates), *parts["item"])
-        t_u, q_u = _scoring.part_terms(self.dataset_.user_rows(users), *parts["user"])
+        t_i, q_i = part_terms(self.dataset_.item_rows(candidates), *parts["item"])
+        t_u, q_u = part_terms(self.dataset_.user_rows(users), *parts["user"])
         if folded.any():
             t_u[folded], q_u[folded] = fold_in(self.dataset_, self.model_, hist, users[folded],
                                                w0, parts)
@@ -458,7 +458,7 @@ class Recommender(BaseEstimator):
             raise ValueError(f"unknown {what}(s) {shown(wanted[at < 0])}")
         # A model fitted by MCMC: every sample's q side by side, so that the cosine weighs
         # all samples (each chain state is one rotation of the embedding).
-        q = np.hstack([_scoring.part_terms(rows, *parts[part])[1]
+        q = np.hstack([part_terms(rows, *parts[part])[1]
                        for _, parts in self._parts()])
         top, score = _scoring.cosine_top_n(q, at, n)
         return query.ranked(what, wanted, f"similar_{what}", keys, top, score)

@@ -24,17 +24,6 @@ from fmrec._links import sigmoid
 _BATCH_ENTRIES = 1 << 22
 
 
-def part_terms(B, w: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(t, q) of every row of ``B``: its linear + within-part pairwise term, and its q vector.
-
-    ``w`` and ``V`` are the parameters of ``B``'s columns (float64).
-    """
-    B = sp.csr_matrix(B, dtype=np.float64)
-    q = B @ V
-    s = B.multiply(B) @ (V * V)
-    return B @ w + 0.5 * (q * q - s).sum(axis=1), np.asarray(q)
-
-
 def top_n(a: np.ndarray, b: np.ndarray, q_items: np.ndarray, t_items: np.ndarray, n: int,
           exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` best items of every user, best first.
