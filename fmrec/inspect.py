@@ -127,7 +127,7 @@ def embeddings(model, feature_names: Sequence[str] | None = None) -> Embeddings:
     if is_mcmc(estimator):
         # Every retained sample's vectors side by side: cosines then weigh all samples, as
         # the Recommender's similar_items does.
-        samples = estimator._samples()[2]
+        samples = estimator.parameter_sets()[2]
         V = np.concatenate(list(samples), axis=1)
     V = np.asarray(V, dtype=np.float64)
     if names is not None:

@@ -536,3 +536,33 @@ def _expected_failures(estimator):
 ], expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_parameter_sets_are_the_samples_predictions_average():
+    """An MCMC model's parameter_sets are its retained samples (the chain's state during
+    burn-in); any other model's, its one fitted set."""
+    from fmrec import FMRanker
+
+    X, y, _ = make_fm_regression(n_samples=120, n_features=15, random_state=0)
+    bayes = FMRegressor(n_factors=3, solver="mcmc", n_epochs=6, n_burn_in=2,
+                        random_state=0).fit(X, y)
+    w0s, ws, Vs = bayes.parameter_sets()
+    assert Vs.shape == (4, 15, 3)
+    np.testing.assert_array_equal(Vs, bayes.samples_V_)
+    outputs = [X @ w + w0 + 0.5 * (((X @ V) ** 2).sum(1) - (X.multiply(X) @ V**2).sum(1))
+               for w0, w, V in zip(w0s, ws.astype(np.float64), Vs.astype(np.float64),
+                                   strict=True)]
+    np.testing.assert_allclose(bayes.predict(X), np.clip(np.mean(outputs, axis=0),
+                                                         *bayes.y_range_), rtol=1e-5)
+    early = FMRegressor(n_factors=3, solver="mcmc", n_burn_in=5, random_state=0)
+    early.partial_fit(X, y)  # still in burn-in: no sample kept
+    assert len(early.samples_w0_) == 0
+    np.testing.assert_array_equal(early.parameter_sets()[2][0], early.V_)
+    als = FMRegressor(n_factors=3, n_epochs=2, random_state=0).fit(X, y)
+    w0s, ws, Vs = als.parameter_sets()
+    assert w0s.tolist() == [als.w0_] and Vs.shape == (1, 15, 3)
+    np.testing.assert_array_equal(ws[0], als.w_)
+    U = sp.eye(4, 7, format="csr")
+    I = sp.eye(3, 7, k=4, format="csr")  # noqa: E741
+    ranker = FMRanker(n_factors=2, n_epochs=1, random_state=0).fit(U, I, [0, 1], [0, 2])
+    np.testing.assert_array_equal(ranker.parameter_sets()[2][0], ranker.V_)

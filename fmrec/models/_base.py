@@ -394,9 +394,21 @@ class _BaseFM(BaseEstimator):
         """Fitted by MCMC: predictions average the retained samples."""
         return hasattr(self, "_mcmc_hyper")
 
-    def _samples(self) -> tuple:
-        """The retained samples; before any (burn-in, through partial_fit) the chain's state."""
-        if len(self.samples_w0_):
+    def parameter_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parameter sets whose outputs the predictions average, stacked.
+
+        For a model fitted by MCMC, its retained samples (the chain's current state while
+        none is retained yet, during burn-in through ``partial_fit``); for any other model,
+        one set: the fitted parameters.
+
+        Returns
+        -------
+        w0s : ndarray of shape (n_sets,)
+        ws : ndarray of shape (n_sets, n_features)
+        Vs : ndarray of shape (n_sets, n_features, n_factors)
+        """
+        check_is_fitted(self, "V_")
+        if self._is_mcmc() and len(self.samples_w0_):
             return self.samples_w0_, self.samples_w_, self.samples_V_
         return np.array([self.w0_]), self.w_[None], self.V_[None]
 
@@ -405,13 +417,13 @@ class _BaseFM(BaseEstimator):
         check_is_fitted(self, "V_")
         X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
         X = kernel_input(X, self.V_.dtype)
-        return sample_stats(X, self._samples(), v.resolve_n_jobs(self.n_jobs), link, std)
+        return sample_stats(X, self.parameter_sets(), v.resolve_n_jobs(self.n_jobs), link, std)
 
     def _raw_output(self, X, n_threads: int) -> np.ndarray:
         """ŷ before any link or clipping, for a validated CSR X or DesignMatrix (for a model
         fitted by MCMC: the mean over the retained samples)."""
         if self._is_mcmc():
-            return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
+            return sample_stats(kernel_input(X, self.V_.dtype), self.parameter_sets(), n_threads,
                                 std=False)[0]
         if isinstance(X, DesignMatrix):
             return fm_output(X, self.w0_, self.w_, self.V_)

@@ -290,7 +290,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     def _eval_output(self, X, n_threads):
         if self._is_mcmc():  # the posterior predictive probability
-            return sample_stats(kernel_input(X, self.V_.dtype), self._samples(), n_threads,
+            return sample_stats(kernel_input(X, self.V_.dtype), self.parameter_sets(), n_threads,
                                 ndtr, std=False)[0]
         out = self._raw_output(X, n_threads)
         return out if self._metric_name() == "auc" else sigmoid(out)

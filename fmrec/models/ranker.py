@@ -245,6 +245,12 @@ class FMRanker(BaseEstimator):
         self.V_ = state.V
 
     # ------------------------------------------------------------------ scoring
+    def parameter_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted parameters as one stacked set, as ``FMRegressor.parameter_sets`` gives
+        them (w0s of shape (1,), ws (1, n_features), Vs (1, n_features, n_factors))."""
+        check_is_fitted(self, "V_")
+        return np.array([self.w0_]), self.w_[None], self.V_[None]
+
     def score(self, U_rows, I_rows) -> np.ndarray:
         """ŷ of the rows ``U_rows[r] + I_rows[r]``: one score per (user, item) pair.
 

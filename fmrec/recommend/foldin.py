@@ -34,7 +34,7 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
     if isinstance(model, FMRanker):
         raise ValueError("history= folds new users into an FMRanker only through "
                          "implicit user features: use implicit='users'")
-    if model._is_mcmc():
+    if hasattr(model, "samples_V_"):  # fitted by MCMC
         raise ValueError("history= folds new users in by a ridge solve of the model's "
                          "penalties, which a model fitted by MCMC does not have; use "
                          "implicit='users' (their history is then their row) or refit")

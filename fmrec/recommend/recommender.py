@@ -43,7 +43,7 @@ _MODELS = (FMRegressor, FMClassifier, FMRanker)
 
 def is_mcmc(model) -> bool:
     """The model was fitted by MCMC: its scores average its retained samples."""
-    return not isinstance(model, FMRanker) and model._is_mcmc()
+    return hasattr(model, "samples_V_")
 
 
 @register
@@ -320,8 +320,7 @@ class Recommender(BaseEstimator):
         spans = {"context": g["context"],
                  "user": slice(g["user_id"].start, g["user_implicit"].stop),
                  "item": slice(g["item_id"].start, g["item_implicit"].stop)}
-        samples = (zip(*m._samples(), strict=True) if is_mcmc(m)
-                   else [(m.w0_, m.w_, m.V_)])
+        samples = zip(*m.parameter_sets(), strict=True)
         out = []
         for w0, w, V in samples:
             w, V = w.astype(np.float64), V.astype(np.float64)
