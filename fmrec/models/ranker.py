@@ -97,7 +97,7 @@ class FMRanker(BaseEstimator):
     Examples
     --------
     >>> import numpy as np, scipy.sparse as sp
-    >>> from fmrec.models.ranker import FMRanker
+    >>> from fmrec import FMRanker
     >>> n_users, n_items = 30, 20
     >>> U = sp.hstack([sp.eye(n_users), sp.csr_matrix((n_users, n_items))]).tocsr()
     >>> I = sp.hstack([sp.csr_matrix((n_items, n_users)), sp.eye(n_items)]).tocsr()
