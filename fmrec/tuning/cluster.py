@@ -89,7 +89,8 @@ def search_on_cluster(client, storage, study_name: str | None, task, sampler, pr
         # Not create_study(load_if_exists=True) on an existing study: its failed creation
         # would log a traceback on the scheduler.
         exists = study_name in optuna.get_all_study_names(dask_storage)
-        study = open_study(dask_storage, study_name, task, sampler, pruner, exists=exists)
+        study = open_study(dask_storage, study_name, task, sampler, pruner, objective.space,
+                           exists=exists)
         remaining = n_trials - sum(t.state in FINISHED for t in study.trials)
         if remaining > 0:
             _optimize_on_cluster(client, study, dask_storage, objective, remaining,

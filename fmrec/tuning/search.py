@@ -88,7 +88,9 @@ def tune(
     ----------
     estimator_or_recommender : FMRegressor, FMClassifier or Recommender
         Unfitted template; the search overrides some of its (or its ``model``'s) parameters.
-        Its ``n_epochs`` is the most a trial runs.
+        Its ``n_epochs`` is the most a trial runs. Its settings are trial 0 of a new study
+        (enqueued; those the search space does not hold are drawn instead), so the best
+        trial never scores worse on validation than the untuned template.
     data : tuple or pandas.DataFrame
         For an estimator ``(X, y)`` or ``(X, y, sample_weight)``; for a Recommender the
         interactions frame.
@@ -223,7 +225,7 @@ def tune(
     objective = Objective(task, space, allowed, model_threads, random_state, patience)
     callbacks = list(callbacks or ())
     if client is None:
-        study = open_study(storage, study_name, task, sampler, pruner)
+        study = open_study(storage, study_name, task, sampler, pruner, space)
         remaining = n_trials - sum(t.state in FINISHED for t in study.trials)
         if remaining > 0:
             with threadpool_limits(limits=1, user_api="blas"):

@@ -5,9 +5,11 @@ on Dask workers): the study, the objective that runs one trial, and the per-epoc
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from sklearn.base import clone
 
 from fmrec.tuning import space as _tune_space
@@ -15,9 +17,13 @@ from fmrec.tuning import space as _tune_space
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def open_study(storage, study_name: str | None, task, sampler, pruner,
-                exists: bool = False) -> optuna.Study:
-    """Create the study or resume it, refusing one tuned on another metric."""
+def open_study(storage, study_name: str | None, task, sampler, pruner, space=None,
+               exists: bool = False) -> optuna.Study:
+    """Create the study or resume it, refusing one tuned on another metric.
+
+    A new study's first trial is the untuned settings (``default_params``), enqueued, so
+    the best trial can only improve on them on validation.
+    """
     if exists:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                   pruner=pruner)
@@ -31,7 +37,45 @@ def open_study(storage, study_name: str | None, task, sampler, pruner,
         raise ValueError(f"study {study.study_name!r} was tuned on metric {known!r}, not "
                          f"{task.metric!r}; use another study_name")
     study.set_user_attr("fmrec_metric", task.metric)
+    if space is not None and not study.trials:
+        defaults = default_params(task, space)
+        if defaults:
+            study.enqueue_trial(defaults, user_attrs={"fmrec_defaults": True})
     return study
+
+
+def default_params(task, space) -> dict:
+    """The settings the search starts from (the model's and, for a Recommender, its own) as
+    a point of ``space``: each searched parameter whose current value the space holds.
+
+    A parameter whose value lies outside its distribution is left to the sampler; a
+    callable space gives nothing (its parameters are unknown until it runs).
+    """
+    if callable(space):
+        return {}
+    current = task.template.get_params(deep=False)
+    recommender = getattr(task, "recommender", None)
+    if recommender is not None:
+        current.update({k: v for k, v in recommender.get_params(deep=False).items()
+                        if k in task.outer_params})
+    return _plain({name: current[name] for name, dist in space.items()
+                   if name in current and _holds(dist, current[name])})
+
+
+def _holds(dist, value) -> bool:
+    """Whether ``value`` is a point of the distribution (or list of choices) ``dist``."""
+    if isinstance(dist, list | tuple | CategoricalDistribution):
+        choices = dist.choices if isinstance(dist, CategoricalDistribution) else dist
+        # 8 is the choice 8 (and 8.0 too), but True is not the choice 1.
+        return any(value == c and isinstance(value, bool) == isinstance(c, bool)
+                   for c in choices)
+    if isinstance(dist, FloatDistribution | IntDistribution):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if isinstance(dist, IntDistribution) and value != int(value):
+            return False
+        return dist.low <= value <= dist.high
+    return False
 
 class Objective:
     """One trial: sample a configuration, fit it on each fold, keep the best epoch count.
