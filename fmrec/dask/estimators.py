@@ -123,9 +123,10 @@ class _DaskFM:
         # The intercept starts at the (weighted) mean target, as in memory: one row holding it.
         mean = np.array([sum(s["y_sum"] for s in summaries) / weight])
         state, accumulators = self._starting_state(counts, mean, np.ones(1), dtype, rng, reset)
-        # The client keeps its own AdaGrad sums: the rounds update them in place.
-        accumulators = ((np.zeros(1, dtype), np.zeros_like(state.w), np.zeros_like(state.V))
-                        if accumulators is None else tuple(a.copy() for a in accumulators))
+        # The client keeps its own AdaGrad sums (copies when continuing): the rounds update
+        # them in place.
+        if accumulators is None:
+            accumulators = (np.zeros(1, dtype), np.zeros_like(state.w), np.zeros_like(state.V))
         if reset:
             self.n_features_in_ = n_features
             names = column_names(X)

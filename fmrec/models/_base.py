@@ -52,6 +52,17 @@ def check_warm(estimator, dtype, n_features: int | None = None, what: str = "X")
                          f"is expecting {estimator.n_features_in_} features as input")
 
 
+def warm_state(estimator) -> tuple[FMState, tuple | None]:
+    """What continuing a fitted model trains from: copies of its parameters and AdaGrad sums
+    (None without), and ``history_`` replaced by a copy to extend. Copies, because a fit that
+    fails half-way must leave the fitted model as it was."""
+    estimator.history_ = {key: list(val) for key, val in estimator.history_.items()}
+    accumulators = getattr(estimator, "_accumulators", None)
+    if accumulators is not None:
+        accumulators = tuple(a.copy() for a in accumulators)
+    return FMState(estimator.w0_, estimator.w_.copy(), estimator.V_.copy()), accumulators
+
+
 class _BaseFM(BaseEstimator):
     """Shared machinery; see FMRegressor for the parameters."""
 
@@ -297,12 +308,7 @@ class _BaseFM(BaseEstimator):
         if reset:
             self.history_ = {"train_loss": []}
             return self._initial_state(counts, y, sw, dtype, rng), None
-        self.history_ = {key: list(val) for key, val in self.history_.items()}
-        # Copies: a fit that fails half-way must leave the fitted model as it was.
-        accumulators = getattr(self, "_accumulators", None)
-        if accumulators is not None:
-            accumulators = tuple(a.copy() for a in accumulators)
-        return FMState(self.w0_, self.w_.copy(), self.V_.copy()), accumulators
+        return warm_state(self)
 
     def _widen_y_range(self, lo: float, hi: float, reset: bool) -> None:
         """The clipping range: this fit's targets, and those of earlier fits when continuing."""

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from fmrec import _validation as v
 from fmrec.design import part_terms
-from fmrec.models._base import check_warm, restore_on_failure
+from fmrec.models._base import check_warm, restore_on_failure, warm_state
 from fmrec.models._record import fm_record, restore_fm
 from fmrec.models._training import Callback, run_epochs
 from fmrec.persistence import register, save_model
@@ -208,10 +208,9 @@ class FMRanker(BaseEstimator):
         rng = check_random_state(self.random_state)
         if self.warm_start and hasattr(self, "V_"):
             check_warm(self, dtype, U.shape[1], "U")
-            state = FMState(0.0, self.w_.copy(), self.V_.copy())
+            state, accumulators = warm_state(self)
             # AdaGrad sums in the pointwise models' layout (w0's, w's, V's); w0's is unused.
-            accumulators = tuple(a.copy() for a in getattr(self, "_accumulators", ())[1:])
-            self.history_ = {key: list(val) for key, val in self.history_.items()}
+            accumulators = accumulators[1:] if accumulators is not None else None
         else:
             state = FMState(0.0, *self._initial_parameters(U, I, users, dtype, rng))
             accumulators = None
@@ -223,7 +222,7 @@ class FMRanker(BaseEstimator):
               "n_candidates": int(self.n_candidates),
               "negative_sampling": self.negative_sampling}
         solver = BPRSolver(U, I, users, items, seen, state, hp=hp, rng=rng,
-                           n_threads=n_threads, accumulators=accumulators or None)
+                           n_threads=n_threads, accumulators=accumulators)
         self._publish(state)
         run_epochs(self, solver, state, _figures, n_epochs=int(self.n_epochs),
                    callbacks=callbacks)
