@@ -15,7 +15,7 @@ from fmrec import inspect, plot  # plot imports matplotlib only when a figure is
 from fmrec._kernels._openmp import openmp_enabled
 from fmrec._version import __version__ as __version__
 from fmrec.design import DesignMatrix, RelationBlock
-from fmrec.features.encoder import FeatureEncoder
+from fmrec.features import FeatureEncoder, UniqueColumnWarning
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
@@ -24,7 +24,7 @@ from fmrec.recommend.recommender import Recommender
 
 __all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
            "InteractionDataset", "Recommender", "RelationBlock", "TuneResult",
-           "inspect", "load_model", "openmp_enabled", "plot", "tune"]
+           "UniqueColumnWarning", "inspect", "load_model", "openmp_enabled", "plot", "tune"]
 
 
 def __getattr__(name: str):

@@ -145,13 +145,28 @@ def test_quantile_bins_close_to_exact(client):
     np.testing.assert_allclose(one._vocabs[0].edges, exact, rtol=1e-12)
 
 
-def test_nan_in_categorical_in_one_partition_raises(client):
+def test_missing_values_in_one_partition_fit_as_the_whole(client):
+    # Only partition 2 has missing values: the merged statistics still give the whole
+    # frame's missing-value features and imputation mean.
     df = make_frame(60)
     df["item"] = df["item"].astype(object)
     df.loc[45, "item"] = None
-    ddf = to_dask(df, 3)
-    with pytest.raises(ValueError, match=r"partition 2: categorical column 'item' has 1 miss"):
-        DaskFeatureEncoder(categorical=["user", "item"]).fit(ddf)
+    df.loc[50, "age"] = np.nan
+    kw = dict(categorical=["user", "item"], numeric=["age"], standardize=True)
+    denc = DaskFeatureEncoder(**kw).fit(to_dask(df, 3))
+    enc = FeatureEncoder(**kw).fit(df)
+    assert_same_fit(denc, enc)
+    assert {"item=<missing>", "age=<missing>"} <= set(denc.feature_names_)
+    np.testing.assert_allclose(denc._fills, enc._fills, rtol=1e-12)
+    np.testing.assert_allclose(denc.transform(to_dask(df, 3)).compute().toarray(),
+                               enc.transform(df).toarray(), rtol=1e-6)
+
+
+def test_infinity_in_one_partition_raises(client):
+    df = make_frame(60)
+    df.loc[45, "age"] = np.inf
+    with pytest.raises(ValueError, match=r"partition 2: column 'age' is infinite"):
+        DaskFeatureEncoder(numeric=["age"]).fit(to_dask(df, 3))
 
 
 def test_missing_column_is_named(client):

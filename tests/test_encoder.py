@@ -131,26 +131,12 @@ def test_unseen_values_error_names_column_and_values():
         enc.transform(pd.DataFrame({"c": ["x"], "m": ["p|r"]}))
 
 
-@pytest.mark.parametrize("missing", [np.nan, None])
-def test_nan_in_categorical_raises(missing):
-    df = pd.DataFrame({"c": ["a", missing, "b", missing]})
-    enc = FeatureEncoder(categorical=["c"])
-    with pytest.raises(ValueError, match=r"'c' has 2 missing value.*row 1"):
-        enc.fit(df)
-    enc.fit(df.dropna())
-    with pytest.raises(ValueError, match=r"'c' has 2 missing"):
-        enc.transform(df)
-
-
-def test_nan_in_categorical_dtype_raises():
-    df = pd.DataFrame({"c": pd.Categorical(["a", None, "b"])})
-    with pytest.raises(ValueError, match=r"'c' has 1 missing"):
-        FeatureEncoder(categorical=["c"]).fit(df)
-
-
-def test_nan_in_numeric_names_column_and_row():
-    df = pd.DataFrame({"x": [1.0, 2.0, np.nan]}, index=["a", "b", "c"])
-    with pytest.raises(ValueError, match=r"'x' is NaN or infinite at row 2 \(index label 'c'\)"):
+# Missing values (imputed, or categories of their own) are tested in test_missing_values.py.
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinity_in_numeric_names_column_and_row(bad):
+    df = pd.DataFrame({"x": [1.0, 2.0, bad]}, index=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"'x' is infinite at row 2 \(index label 'c'\).*"
+                                         r"not a missing value"):
         FeatureEncoder(numeric=["x"]).fit(df)
 
 
@@ -512,16 +498,16 @@ def test_bins_edge_names_are_short_and_exact():
         "v=(-inf, 0)", "v=[0, 0.1)", "v=[0.1, 1e+20)", "v=[1e+20, inf)"]
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_bins_non_finite_values_name_column_and_row(bad):
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_bins_infinite_values_name_column_and_row(bad):
     df = pd.DataFrame({"age": [20.0, bad]}, index=["a", "b"])
     for bins in ({"age": 2}, {"age": [18]}):
         enc = FeatureEncoder(numeric=["age"], bins=bins)
-        with pytest.raises(ValueError, match=r"'age' is NaN or infinite at row 1 "
+        with pytest.raises(ValueError, match=r"'age' is infinite at row 1 "
                                              r"\(index label 'b'\)"):
             enc.fit(df)
         enc.fit(df.iloc[:1])
-        with pytest.raises(ValueError, match=r"'age' is NaN or infinite at row 1"):
+        with pytest.raises(ValueError, match=r"'age' is infinite at row 1"):
             enc.transform(df)
 
 
@@ -697,25 +683,33 @@ def test_field_with_no_fit_values_transforms():
 def test_property_transform_matches_row_by_row_reference(data):
     # Unseen categories and tokens leave rows with fewer entries than fields: the matrix is
     # written field by field through per-row cursors, so check every cell of it.
+    # Missing values too: a missing category, the imputed value and its indicator.
     n = data.draw(st.integers(0, 25))
-    cats = st.lists(st.sampled_from(["p", "q", "r", "s"]), min_size=n, max_size=n)
+    cats = st.lists(st.sampled_from(["p", "q", "r", "s", None]), min_size=n, max_size=n)
     cells = st.lists(st.lists(st.sampled_from("abcd"), max_size=4).map("|".join),
                      min_size=n, max_size=n)
+    numbers = st.one_of(st.floats(-1e3, 1e3), st.just(np.nan))
     df = pd.DataFrame({"c": data.draw(cats), "x": data.draw(
-        st.lists(st.floats(-1e3, 1e3), min_size=n, max_size=n)), "m": data.draw(cells)},
+        st.lists(numbers, min_size=n, max_size=n)), "m": data.draw(cells)},
         dtype=object).astype({"x": float})
     fit_rows = data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=n))
-    enc = FeatureEncoder(categorical=["c"], numeric=["x"], multi_valued=["m"])
-    enc.fit(df.iloc[fit_rows] if fit_rows else df)
+    fit_on = df.iloc[fit_rows] if fit_rows else df
+    enc = FeatureEncoder(categorical=["c"], numeric=["x"], multi_valued=["m"]).fit(fit_on)
+    fill = float(fit_on["x"].mean()) if fit_on["x"].notna().any() else 0.0
     X = enc.transform(df)
     assert X.has_canonical_format and X.indices.dtype == np.int32
     for r in range(n):  # the flag is set, not computed: check the claim
         assert np.all(np.diff(X.indices[X.indptr[r]:X.indptr[r + 1]]) > 0)
     expected = np.zeros((n, enc.n_features_))
+    c_missing, x_missing = fit_on["c"].isna().any(), fit_on["x"].isna().any()
     for r, (c, x, m) in enumerate(zip(df["c"], df["x"], df["m"], strict=True)):
-        if enc.feature_indices("c", [c])[0] >= 0:
+        if c is None and c_missing:
+            expected[r, enc.field_slice("c").stop - 1] = 1
+        elif c is not None and enc.feature_indices("c", [c])[0] >= 0:
             expected[r, enc.feature_index("c", c)] = 1
-        expected[r, enc.feature_index("x")] = x
+        expected[r, enc.feature_index("x")] = fill if np.isnan(x) else x
+        if np.isnan(x) and x_missing:
+            expected[r, enc.feature_index("x", "<missing>")] = 1
         known = [t for t in m.split("|") if t and enc.feature_indices("m", [t])[0] >= 0]
         for t in known:
             expected[r, enc.feature_index("m", t)] += 1 / len(known)
@@ -730,8 +724,10 @@ def test_property_merged_statistics_of_parts_fit_as_the_whole(data):
     n = data.draw(st.integers(0, 30))
     df = pd.DataFrame({
         "c": data.draw(st.lists(st.sampled_from([3, 1, 2, 7]), min_size=n, max_size=n)),
-        "s": data.draw(st.lists(st.sampled_from(["b", "a", "c"]), min_size=n, max_size=n)),
-        "x": data.draw(st.lists(st.floats(-1e3, 1e3), min_size=n, max_size=n)),
+        "s": data.draw(st.lists(st.sampled_from(["b", "a", "c", None]), min_size=n,
+                                max_size=n)),
+        "x": data.draw(st.lists(st.one_of(st.floats(-1e3, 1e3), st.just(np.nan)),
+                                min_size=n, max_size=n)),
         "m": data.draw(st.lists(st.lists(st.sampled_from("abcd"), max_size=3).map("|".join),
                                 min_size=n, max_size=n))}).astype({"x": float})
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
@@ -745,7 +741,12 @@ def test_property_merged_statistics_of_parts_fit_as_the_whole(data):
     assert enc.feature_names_.tolist() == whole.feature_names_.tolist()
     np.testing.assert_allclose(enc._means, whole._means, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(enc._stds, whole._stds, rtol=1e-9)
-    assert stats["c"].counts.sum() == stats["x"].n == n
+    np.testing.assert_allclose(enc._fills, whole._fills, rtol=1e-12, atol=1e-12)
+    assert enc._missing == whole._missing
+    assert stats["c"].counts.sum() == n
+    assert stats["x"].n + stats["x"].n_missing == stats["s"].counts.sum() + \
+        stats["s"].n_missing == n
+    assert stats["x"].n_missing == df["x"].isna().sum()
 
 
 def test_merge_statistics_is_associative_and_keeps_first_seen_order():

@@ -41,7 +41,7 @@ class DaskFeatureEncoder(FeatureEncoder):
     Parameters
     ----------
     categorical, numeric, multi_valued, normalize, handle_unknown, min_frequency, \
-standardize, delimiter, dtype, bins
+standardize, delimiter, dtype, bins, drop_unique
         As in ``FeatureEncoder``. With a Dask DataFrame, quantile bins (``bins={"col": n}``)
         have edges at Dask's approximate quantiles, computed on the cluster (exact with one
         partition, close with many), not at NumPy's exact ones; explicit edges are exact.
@@ -168,8 +168,7 @@ standardize, delimiter, dtype, bins
     def _plain(self) -> FeatureEncoder:
         """A FeatureEncoder sharing this encoder's parameters and fitted state."""
         enc = FeatureEncoder(**self.get_params())
-        enc._set_state(self.fields_, self._kinds, self._vocabs, self._means, self._stds,
-                       self._norms)
+        enc._set_state(**self._state())
         return enc
 
     def to_local(self) -> FeatureEncoder:

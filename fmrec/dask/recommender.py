@@ -138,7 +138,8 @@ implicit_weight, random_state
         if cols:
             sample = ddf[cols].head(1000, npartitions=-1)
             context_encoder = DaskFeatureEncoder(**column_kinds(sample, cols), standardize=True,
-                                                 delimiter=SEP).fit(ddf[cols]).to_local()
+                                                 delimiter=SEP, drop_unique=True
+                                                 ).fit(ddf[cols]).to_local()
         dataset = self.make_dataset().fit_entities(users, items, context_encoder)
         vocabularies = dask.delayed((dataset.user_vocab_, dataset.item_vocab_), pure=True)
         seen = [dask.delayed(_seen_counts, pure=True)(p, vocabularies, self.user_col,

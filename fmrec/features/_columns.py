@@ -1,5 +1,6 @@
-"""Reading the columns of a DataFrame for FeatureEncoder: categorical values, finite numbers,
-and the tokens of multi-valued cells (split once per distinct cell when cells repeat)."""
+"""Reading the columns of a DataFrame for FeatureEncoder: categorical values and numbers with
+where they are missing, the tokens of multi-valued cells (split once per distinct cell when
+cells repeat), and the rule that tells an identifier-like column from a feature."""
 
 from __future__ import annotations
 
@@ -7,38 +8,69 @@ import numpy as np
 import pandas as pd
 
 from fmrec.features._csr_build import index_dtype
-from fmrec.features._vocabulary import row_error, split_cells
+from fmrec.features._vocabulary import ValueCounts, row_error, split_cells
 
 # Multi-valued string cells are split once per distinct cell unless a sample of
 # _SAMPLE_CELLS of them is more than _MAX_DISTINCT_SHARE distinct (then each cell is split).
 _SAMPLE_CELLS = 4096
 _MAX_DISTINCT_SHARE = 0.5
 
+# A categorical column is identifier-like when at least this share of its non-missing values
+# are distinct, over at least UNIQUE_MIN_VALUES of them (fewer say nothing: five items may
+# well have five colours).
+UNIQUE_SHARE = 0.95
+UNIQUE_MIN_VALUES = 20
 
-def categorical_column(df: pd.DataFrame, column) -> pd.Series:
-    """A categorical column, checked for missing values."""
+
+class UniqueColumnWarning(UserWarning):
+    """A categorical column has (nearly) one distinct value per row, like a title or an id,
+    and is not encoded (``FeatureEncoder(drop_unique=True)``, as the Recommender does).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import pandas as pd
+    >>> from fmrec import FeatureEncoder, UniqueColumnWarning
+    >>> films = pd.DataFrame({"title": [f"Film {i}" for i in range(30)], "kind": ["a", "b"] * 15})
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", UniqueColumnWarning)
+    ...     enc = FeatureEncoder(categorical=["title", "kind"], drop_unique=True).fit(films)
+    >>> enc.dropped_columns_, enc.feature_names_.tolist()
+    (['title'], ['kind=a', 'kind=b'])
+    """
+
+
+def categorical_column(df: pd.DataFrame, column) -> tuple[pd.Series, np.ndarray]:
+    """A categorical column and where it is missing (None, NaN, pd.NA, NaT)."""
     s = df[column]
-    na = s.isna().to_numpy()
-    if na.any():
-        # A missing value is not a category: mapping it to one would invent a signal.
-        raise ValueError(
-            f"categorical column {column!r} has {int(na.sum())} missing value(s) "
-            f"(NaN/None), first at row {int(np.flatnonzero(na)[0])}; fill or drop them")
-    return s
+    return s, s.isna().to_numpy()
 
 
-def numeric_column(df: pd.DataFrame, column) -> np.ndarray:
-    """A numeric column as finite float64."""
+def numeric_column(df: pd.DataFrame, column) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric column as float64 (NaN where missing) and where it is missing.
+
+    Any numeric dtype, NumPy, nullable (``Int64``, ``Float64``, ``boolean``) or Arrow-backed;
+    None, NaN and pd.NA are missing. Infinity is not a missing value: it raises ValueError.
+    """
     s = df[column]
     try:
-        x = s.to_numpy(dtype=np.float64)
+        x = s.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"numeric column {column!r} has non-numeric values "
                          f"(dtype {s.dtype})") from exc
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise row_error(column, s, bad, "is NaN or infinite")
-    return x
+    missing = np.isnan(x)
+    infinite = np.isinf(x)
+    if infinite.any():
+        raise ValueError(f"{row_error(column, s, infinite, 'is infinite')}: infinity is not "
+                         "a missing value (None/NaN/NA are imputed); clip or drop it")
+    return x, missing
+
+
+def identifier_like(counts: ValueCounts) -> bool:
+    """Whether a categorical column's values (their ``ValueCounts``) identify rows rather
+    than describe them: see ``UNIQUE_SHARE`` and ``UNIQUE_MIN_VALUES``."""
+    n_values = int(counts.counts.sum())
+    return n_values >= UNIQUE_MIN_VALUES and len(counts.values) >= UNIQUE_SHARE * n_values
 
 
 def column_tokens(df: pd.DataFrame, column, delimiter: str

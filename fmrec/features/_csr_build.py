@@ -17,7 +17,8 @@ def index_dtype(maxval: int) -> type:
 
 
 class Part(NamedTuple):
-    """One field of a transform, before it is written into the matrix.
+    """One field of a transform (or one of its runs of features), before it is written into
+    the matrix.
 
     With ``start`` None a row has one entry (at most one where the bool ``count`` is True):
     local feature ``cols[r]`` (0 when None) of value ``data[r]`` (1 when None). Otherwise row
@@ -30,12 +31,13 @@ class Part(NamedTuple):
     data: np.ndarray | None
 
 
-def assemble(parts: list[Part], n: int, n_features: int, offsets: np.ndarray,
-              dtype) -> sp.csr_matrix:
-    """The canonical CSR of ``parts``, written in place field by field.
+def assemble(parts: list[Part], starts: list[int], n: int, n_features: int,
+             dtype) -> sp.csr_matrix:
+    """The canonical CSR of ``parts``, written in place part by part.
 
-    Fields are in feature order and each part is sorted and duplicate-free within a row, so
-    appending them row by row gives sorted indices without a sort or an hstack copy.
+    Part ``i``'s local feature 0 is column ``starts[i]``. Parts are in feature order, their
+    columns do not overlap and each is sorted and duplicate-free within a row, so appending
+    them row by row gives sorted indices without a sort or an hstack copy.
     """
     nnz = sum(n if p.count is None else int(p.count.sum()) for p in parts)
     itype = index_dtype(max(nnz, n_features))
@@ -47,12 +49,14 @@ def assemble(parts: list[Part], n: int, n_features: int, offsets: np.ndarray,
     cursor[:] = indptr[:-1]
     indices = np.empty(nnz, dtype=itype)
     data = np.ones(nnz, dtype=dtype)
-    for i, offset in enumerate(offsets[:-1].tolist()):
+    for i, offset in enumerate(starts):
         p, parts[i] = parts[i], None  # drop each field's codes once written
         if p.start is None:
             pos, cols, values = cursor, p.cols, p.data
             if p.count is not None:
-                pos, cols = cursor[p.count], cols[p.count]
+                pos = cursor[p.count]
+                cols = None if cols is None else cols[p.count]
+                values = None if values is None else values[p.count]
             if cols is not None:
                 cols = cols.astype(itype, copy=False)
                 cols += offset  # in place: the part's codes are not used again

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 INFREQUENT = "__infrequent__"
+# The value part of a missing-value feature's name: "gender=<missing>", "age=<missing>".
+MISSING = "<missing>"
 KINDS = ("categorical", "numeric", "multi_valued")
 NORMALIZATIONS = ("sum", "sqrt", "none")
 MAX_UNSEEN_SHOWN = 5
@@ -188,21 +190,23 @@ class Vocabulary:
 
 
 class ValueCounts:
-    """Distinct values of a field in first-seen order, with how often each occurs.
+    """Distinct values of a field in first-seen order, with how often each occurs, and how
+    many values were missing.
 
     The mergeable statistic a vocabulary is built from: merging the counts of the parts of
     a column, in order, gives the counts (and first-seen order) of the whole column.
     """
 
-    def __init__(self, values: np.ndarray, counts: np.ndarray):
-        self.values, self.counts = values, counts
+    def __init__(self, values: np.ndarray, counts: np.ndarray, n_missing: int = 0):
+        self.values, self.counts, self.n_missing = values, counts, int(n_missing)
 
     @classmethod
     def of(cls, values, weights=None) -> ValueCounts:
-        """Counts of ``values``, ``values[i]`` occurring ``weights[i]`` times; NA is skipped."""
+        """Counts of ``values``, ``values[i]`` occurring ``weights[i]`` times; NA is counted
+        apart, as ``n_missing`` (unweighted)."""
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
         uniques = typed(np.asarray(uniques))
-        return cls(uniques, _counts(codes, uniques, weights))
+        return cls(uniques, _counts(codes, uniques, weights), int((codes < 0).sum()))
 
     @classmethod
     def merge(cls, pieces: list[ValueCounts]) -> ValueCounts:
@@ -212,35 +216,46 @@ class ValueCounts:
         dtype = dtypes.pop() if len(dtypes) == 1 else object
         values = np.concatenate([np.asarray(p.values, dtype=dtype) for p in pieces])
         counts = np.concatenate([np.asarray(p.counts, dtype=np.int64) for p in pieces])
-        return cls.of(values, counts)
+        merged = cls.of(values, counts)
+        merged.n_missing = sum(p.n_missing for p in pieces)
+        return merged
 
     def __repr__(self) -> str:
-        return f"ValueCounts({len(self.values)} values, {int(self.counts.sum())} occurrences)"
+        return (f"ValueCounts({len(self.values)} values, {int(self.counts.sum())} occurrences, "
+                f"{self.n_missing} missing)")
 
 
 class Moments:
-    """Count, mean, sum of squared deviations (M2) and minimum of a numeric column.
+    """Count, mean, sum of squared deviations (M2) and minimum of the values of a numeric
+    column, and how many of its values were missing (NaN).
 
     Parts merge with Chan et al.'s pairwise update ("Updating formulae and a pairwise
     algorithm for computing sample variances", 1979), which, unlike summing squares, does
     not lose the variance of a column far from zero to cancellation.
     """
 
-    def __init__(self, n: int, mean: float, m2: float, low: float):
+    def __init__(self, n: int, mean: float, m2: float, low: float, n_missing: int = 0):
         self.n, self.mean, self.m2, self.low = int(n), float(mean), float(m2), float(low)
+        self.n_missing = int(n_missing)
 
     @classmethod
     def of(cls, x: np.ndarray) -> Moments:
+        """Moments of the non-NaN values of ``x``; NaN are counted as missing."""
+        missing = np.isnan(x)
+        n_missing = int(missing.sum())
+        if n_missing:
+            x = x[~missing]
         if not len(x):
-            return cls(0, 0.0, 0.0, np.inf)
+            return cls(0, 0.0, 0.0, np.inf, n_missing)
         mean = x.mean()
         d = x - mean
         # np.std's own arithmetic, so a one-part fit keeps np.std's bits.
-        return cls(len(x), mean, np.sum(d * d), x.min())
+        return cls(len(x), mean, np.sum(d * d), x.min(), n_missing)
 
     @classmethod
     def merge(cls, pieces: list[Moments]) -> Moments:
         n, mean, m2, low = 0, 0.0, 0.0, np.inf
+        n_missing = sum(p.n_missing for p in pieces)
         for p in pieces:
             if not p.n:
                 continue
@@ -249,7 +264,7 @@ class Moments:
             mean += delta * p.n / total
             m2 += p.m2 + delta * delta * n * p.n / total
             n, low = total, min(low, p.low)
-        return cls(n, mean, m2, low)
+        return cls(n, mean, m2, low, n_missing)
 
     @property
     def std(self) -> float:
@@ -257,7 +272,8 @@ class Moments:
         return float(np.sqrt(self.m2 / self.n)) if self.n else 0.0
 
     def __repr__(self) -> str:
-        return f"Moments(n={self.n}, mean={self.mean!r}, std={self.std!r}, min={self.low!r})"
+        return (f"Moments(n={self.n}, mean={self.mean!r}, std={self.std!r}, min={self.low!r}, "
+                f"missing={self.n_missing})")
 
 
 def _counts(codes: np.ndarray, uniques, weights) -> np.ndarray:

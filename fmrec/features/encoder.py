@@ -1,10 +1,13 @@
 """FeatureEncoder: a pandas DataFrame to the one-hot CSR design matrix an FM expects.
 
 Every output feature belongs to a *field*, the column it came from, and the features of a
-field are contiguous, so ``field_slice`` can pick out e.g. the user block of ``V_``.
+field are contiguous, so ``field_slice`` can pick out e.g. the user block of ``V_``. A field
+whose column had missing values at fit ends with its missing-value feature.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,22 +15,28 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from fmrec._validation import check_choice, check_interval, resolve_dtype
-from fmrec.features._columns import categorical_column, column_tokens, numeric_column, occurrences
+from fmrec.features._arrays import read_state, state_arrays
+from fmrec.features._columns import (
+    UniqueColumnWarning,
+    categorical_column,
+    column_tokens,
+    identifier_like,
+    numeric_column,
+    occurrences,
+)
 from fmrec.features._csr_build import Part, assemble, token_block
 from fmrec.features._vocabulary import (
     KINDS,
     MAX_UNSEEN_SHOWN,
+    MISSING,
     NORMALIZATIONS,
     Bins,
     Moments,
     ValueCounts,
     Vocabulary,
     as_columns,
-    from_str,
     quantile_levels,
-    to_str,
     typed,
-    vocab_kind,
 )
 
 
@@ -38,15 +47,19 @@ class FeatureEncoder(BaseEstimator):
     ----------
     categorical : sequence of column names, default=()
         One feature per category seen at fit, with value 1. Any hashable dtype, including
-        pandas ``category``. Missing values (NaN/None) raise ``ValueError``.
+        pandas ``category``, nullable (``boolean``, ``Int64``...) and Arrow-backed ones
+        (``string[pyarrow]``...). Missing values (see Notes) seen at fit are a category of
+        their own, ``"<col>=<missing>"``.
     numeric : sequence of column names, default=()
         One feature per column holding the value itself, unless the column is binned (see
-        ``bins``). NaN/inf raise ``ValueError``.
+        ``bins``). Any numeric dtype: NumPy, nullable (``Int64``, ``Float64``, ``boolean``)
+        or Arrow-backed (``int64[pyarrow]``, ``double[pyarrow]``). Missing values are
+        imputed (see Notes); infinity raises ``ValueError``.
     multi_valued : sequence of column names, default=()
         Cells are list-likes (list/tuple/set/ndarray) or ``delimiter``-joined strings such as
         ``"Action|Comedy"``. One feature per distinct token, weighted as ``normalize`` says
         (by default a row's weights in the field sum to 1). Empty cells, empty strings and
-        NaN/None give no features.
+        missing cells are the empty set: no features.
     normalize : {"sum", "sqrt", "none"} or dict, default="sum"
         Weight of each token of a multi-valued row with n known tokens: ``"sum"`` gives 1/n
         (the row's weights sum to 1), ``"sqrt"`` gives 1/√n (SVD++-style implicit feedback,
@@ -75,7 +88,14 @@ class FeatureEncoder(BaseEstimator):
         ``"age=[25, 35)"`` and ``"age=[35, inf)"``. With quantile bins, ties can make edges
         coincide or fall on the minimum; such edges are dropped, so a column may get fewer than
         n bins (a constant column gets one, ``"(-inf, inf)"``). Edges are learnt by ``fit``
-        and kept by ``extend``.
+        (from the values that are not missing) and kept by ``extend``.
+    drop_unique : bool, default=False
+        Leave out categorical columns that identify rows rather than describe them (a
+        title, free text): those with at least 20 non-missing values of which at least 95%
+        are distinct. One feature per row would only repeat what a row's id says, and split
+        its weight. Each such column gets a ``UniqueColumnWarning`` naming it and is listed
+        in ``dropped_columns_``; ``transform`` does not read it. Numeric and multi-valued
+        columns are never dropped. The :class:`~fmrec.Recommender` sets it.
 
     Attributes
     ----------
@@ -88,6 +108,28 @@ class FeatureEncoder(BaseEstimator):
         Index into ``fields_`` of each feature.
     n_features_ : int
         Width of the output matrix.
+    dropped_columns_ : list
+        Categorical columns left out by ``drop_unique``.
+
+    Notes
+    -----
+    Missing values are None, NaN, ``pd.NA`` and ``NaT`` (a NaN in a numeric column is
+    missing; infinity is an error). What a missing value becomes depends on the column and
+    on whether the fit data had missing values in it:
+
+    - categorical: at fit, the category ``"<col>=<missing>"`` (the last feature of its
+      field); at transform, that feature, or, when the fit data had none, what an unseen
+      category gets (no feature, or ``ValueError`` with ``handle_unknown="error"``);
+    - numeric: the fit mean of the column (0 once standardized), plus, when the fit data
+      had missing values, the indicator feature ``"<col>=<missing>"`` (1 on imputed rows)
+      so the model can learn what missingness itself says; with no indicator, a missing
+      value at transform is just the mean;
+    - binned numeric: the bin ``"<col>=<missing>"`` when the fit data had missing values,
+      else no feature;
+    - multi-valued: the empty set, no feature.
+
+    The mean is of the non-missing fit values, and missing values take no part in the
+    standardization statistics or the quantile bins.
 
     Examples
     --------
@@ -104,11 +146,17 @@ class FeatureEncoder(BaseEstimator):
     ['age=(-inf, 25)', 'age=[25, inf)']
     >>> binned.transform(pd.DataFrame({"age": [24.9, 25.0]})).toarray().tolist()
     [[1.0, 0.0], [0.0, 1.0]]
+    >>> holes = pd.DataFrame({"city": ["Oslo", None, "Rome"], "age": [20.0, None, 40.0]})
+    >>> enc = FeatureEncoder(categorical=["city"], numeric=["age"]).fit(holes)
+    >>> enc.feature_names_.tolist()
+    ['city=Oslo', 'city=Rome', 'city=<missing>', 'age', 'age=<missing>']
+    >>> enc.transform(holes).toarray()[1].tolist()  # age imputed with its mean, 30
+    [0.0, 0.0, 1.0, 30.0, 1.0]
     """
 
     def __init__(self, categorical=(), numeric=(), multi_valued=(), normalize="sum",
                  handle_unknown="ignore", min_frequency=None, standardize=False, delimiter="|",
-                 dtype=np.float32, bins=None):
+                 dtype=np.float32, bins=None, drop_unique=False):
         self.categorical = categorical
         self.numeric = numeric
         self.multi_valued = multi_valued
@@ -119,6 +167,7 @@ class FeatureEncoder(BaseEstimator):
         self.delimiter = delimiter
         self.dtype = dtype
         self.bins = bins
+        self.drop_unique = drop_unique
 
     # ----------------------------------------------------------------------------- checks
     def _check_params(self) -> list[tuple]:
@@ -127,6 +176,8 @@ class FeatureEncoder(BaseEstimator):
                        allow_none=True)
         if not isinstance(self.delimiter, str) or not self.delimiter:
             raise ValueError(f"delimiter must be a non-empty string, got {self.delimiter!r}")
+        if not isinstance(self.drop_unique, bool | np.bool_):
+            raise TypeError(f"drop_unique must be True or False, got {self.drop_unique!r}")
         resolve_dtype(self.dtype)
         specs = [(c, kind) for kind in KINDS
                  for c in as_columns(getattr(self, kind), kind)]
@@ -217,8 +268,11 @@ class FeatureEncoder(BaseEstimator):
         self : FeatureEncoder
         """
         stats = self._statistics(df)
-        quantiles = {c: np.quantile(numeric_column(df, c), quantile_levels(n))
-                     for c, n in self._quantile_bins().items() if stats[c].n}
+        quantiles = {}
+        for c, n in self._quantile_bins().items():
+            if stats[c].n:
+                x, missing = numeric_column(df, c)
+                quantiles[c] = np.quantile(x[~missing], quantile_levels(n))
         return self._fit_statistics(stats, quantiles)
 
     # Fitting in two steps lets the statistics of the parts of a frame (e.g. the partitions
@@ -233,25 +287,20 @@ class FeatureEncoder(BaseEstimator):
         """Mergeable statistics of ``df``, one entry per configured column, in field order.
 
         ``ValueCounts`` of the categories or tokens of a categorical or multi-valued column,
-        ``Moments`` of a standardized or quantile-binned numeric column, None for any other
-        numeric column (checked for NaN/inf all the same). Their size grows with the
-        vocabularies, not with the rows.
+        ``Moments`` of a numeric column (its mean imputes missing values). Both count the
+        missing values. Their size grows with the vocabularies, not with the rows.
         """
         specs = self._check_params()
         self._check_frame(df, [c for c, _ in specs])
-        bin_specs = self._bin_specs([c for c, kind in specs if kind == "numeric"])
         stats: dict = {}
         for c, kind in specs:
             if kind == "categorical":
-                stats[c] = ValueCounts.of(categorical_column(df, c))
+                stats[c] = ValueCounts.of(categorical_column(df, c)[0])
             elif kind == "multi_valued":
                 units, owner, tokens = column_tokens(df, c, self.delimiter)
                 stats[c] = ValueCounts.of(tokens, occurrences(units, owner))
-            elif isinstance(bin_specs.get(c), int) or (self.standardize and c not in bin_specs):
-                stats[c] = Moments.of(numeric_column(df, c))
             else:
-                numeric_column(df, c)
-                stats[c] = None
+                stats[c] = Moments.of(numeric_column(df, c)[0])
         return stats
 
     @staticmethod
@@ -281,25 +330,41 @@ class FeatureEncoder(BaseEstimator):
             raise ValueError(f"statistics are missing column(s) {missing}")
         bin_specs = self._bin_specs([c for c, kind in specs if kind == "numeric"])
         quantiles = quantiles or {}
-        vocabs, means, stds = [], [], []
+        modes = self._normalizations([c for c, kind in specs if kind == "multi_valued"])
+        kept, dropped, vocabs, means, stds, fills, missing = [], [], [], [], [], [], []
         for c, kind in specs:
-            mean, std, vocab, stat = 0.0, 1.0, None, stats[c]
+            mean, std, fill, vocab, stat = 0.0, 1.0, 0.0, None, stats[c]
+            if kind == "categorical" and self.drop_unique and identifier_like(stat):
+                dropped.append(c)
+                warnings.warn(
+                    f"column {c!r} has {len(stat.values)} distinct values among its "
+                    f"{int(stat.counts.sum())} non-missing ones: it identifies rows (like a "
+                    "title or an id) rather than describing them, so it is not encoded; "
+                    "leave it out of the table to silence this warning",
+                    UniqueColumnWarning, stacklevel=3)
+                continue
             if isinstance(bin_specs.get(c), np.ndarray):
                 vocab = Bins(bin_specs[c])
             elif c in bin_specs:
                 vocab = Bins.from_quantiles(quantiles[c], stat.low) if stat.n else Bins([])
             elif kind != "numeric":
                 vocab = Vocabulary.from_counts(stat.values, stat.counts, self.min_frequency)
-            elif stat is not None and stat.n:
-                mean, std = stat.mean, stat.std
-                std = std if std > 0 else 1.0  # a constant column stays finite (all zeros)
+            elif stat.n:
+                fill = stat.mean
+                if self.standardize:
+                    mean, std = stat.mean, stat.std
+                    std = std if std > 0 else 1.0  # a constant column stays finite (all zeros)
+            kept.append((c, kind))
             vocabs.append(vocab)
             means.append(mean)
             stds.append(std)
-        modes = self._normalizations([c for c, kind in specs if kind == "multi_valued"])
-        self._set_state([c for c, _ in specs], [k for _, k in specs], vocabs,
-                        np.array(means), np.array(stds),
-                        [modes.get(c, "") if k == "multi_valued" else "" for c, k in specs])
+            fills.append(fill)
+            # Missing cells of a multi-valued column are empty sets: they need no feature.
+            missing.append(kind != "multi_valued" and stat.n_missing > 0)
+        self._set_state([c for c, _ in kept], [k for _, k in kept], vocabs,
+                        np.array(means, dtype=np.float64), np.array(stds, dtype=np.float64),
+                        [modes.get(c, "") if k == "multi_valued" else "" for c, k in kept],
+                        missing, np.array(fills, dtype=np.float64), dropped)
         return self
 
     def extend(self, df: pd.DataFrame) -> np.ndarray:
@@ -312,7 +377,8 @@ class FeatureEncoder(BaseEstimator):
         Numeric means, standard deviations and bin edges are not updated (binned fields
         gain no features). With ``min_frequency``, a new value gets its own feature when it
         occurs at least that often in ``df``, and the rarer ones share the infrequent feature
-        (created if the field had none).
+        (created if the field had none). Missing values in a categorical field that had
+        none at fit create its missing-value feature (numeric fields gain no indicator).
 
         Parameters
         ----------
@@ -337,13 +403,14 @@ class FeatureEncoder(BaseEstimator):
         """
         self._check_fitted()
         self._check_frame(df, self.fields_)
-        vocabs, positions = list(self._vocabs), []
+        state = self._state()
+        vocabs, missing, positions = state["vocabs"], state["missing"], []
         for i, (c, kind) in enumerate(zip(self.fields_, self._kinds, strict=True)):
             if kind == "numeric":
                 continue
-            weights = None
+            weights, na = None, None
             if kind == "categorical":
-                values = categorical_column(df, c)
+                values, na = categorical_column(df, c)
             else:
                 units, owner, values = column_tokens(df, c, self.delimiter)
                 weights = occurrences(units, owner)
@@ -351,24 +418,42 @@ class FeatureEncoder(BaseEstimator):
             vocabs[i], n_new, created = vocab.extend(values, self.min_frequency, weights)
             at = int(self._offsets[i]) + vocab.n_local - vocab.has_infrequent
             positions += [at] * (n_new + created)
-        self._set_state(self.fields_, self._kinds, vocabs, self._means, self._stds,
-                        self._norms)
+            if na is not None and na.any() and not missing[i]:
+                missing[i] = True  # after every other feature of the field
+                positions.append(int(self._offsets[i]) + vocab.n_local)
+        self._set_state(**state)
         return np.array(positions, dtype=np.int64)
 
-    def _set_state(self, fields, kinds, vocabs, means, stds, norms) -> None:
+    def _state(self) -> dict:
+        """The fitted state, as ``_set_state`` takes it (lists copied)."""
+        return {"fields": list(self.fields_), "kinds": list(self._kinds),
+                "vocabs": list(self._vocabs), "means": self._means, "stds": self._stds,
+                "norms": list(self._norms), "missing": list(self._missing),
+                "fills": self._fills, "dropped": list(self.dropped_columns_)}
+
+    def _set_state(self, fields, kinds, vocabs, means, stds, norms, missing=None, fills=None,
+                   dropped=()) -> None:
         self.fields_ = list(fields)
         self._kinds = list(kinds)
         self._norms = list(norms)
         # One per field: a Vocabulary, a Bins for a binned numeric field, None otherwise.
         self._vocabs = vocabs
         self._means, self._stds = means, stds
-        sizes = [1 if v is None else v.n_local for v in vocabs]
+        # Whether each field ends with a missing-value feature, and the value that imputes a
+        # missing number (raw units; 0 for non-numeric fields).
+        self._missing = [False] * len(fields) if missing is None else [bool(m) for m in missing]
+        self._fills = (np.zeros(len(fields)) if fills is None
+                       else np.asarray(fills, dtype=np.float64))
+        self.dropped_columns_ = list(dropped)
+        sizes = [(1 if v is None else v.n_local) + m
+                 for v, m in zip(vocabs, self._missing, strict=True)]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_features_ = int(self._offsets[-1])
         self.field_of_feature_ = np.repeat(np.arange(len(fields)), sizes)
         names = []
-        for c, v in zip(fields, vocabs, strict=True):
+        for c, v, m in zip(fields, vocabs, self._missing, strict=True):
             names += [str(c)] if v is None else [f"{c}={value}" for value in v.feature_values()]
+            names += [f"{c}={MISSING}"] if m else []
         self.feature_names_ = np.array(names, dtype=str)
         self._field_pos = {c: i for i, c in enumerate(fields)}
 
@@ -391,24 +476,34 @@ class FeatureEncoder(BaseEstimator):
         dtype = resolve_dtype(self.dtype)
         # Every field is encoded (and checked, in field order) before the matrix is allocated;
         # between the two only compact per-row codes are kept, never a per-field CSR.
-        parts = [self._encode_field(df, i, dtype) for i in range(len(self.fields_))]
-        return assemble(parts, len(df), self.n_features_, self._offsets, dtype)
+        parts, starts = [], []
+        for i in range(len(self.fields_)):
+            for local, part in self._encode_field(df, i, dtype):
+                parts.append(part)
+                starts.append(int(self._offsets[i]) + local)
+        return assemble(parts, starts, len(df), self.n_features_, dtype)
 
-    def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> Part:
+    def _encode_field(self, df: pd.DataFrame, i: int, dtype) -> list[tuple[int, Part]]:
+        """The parts of field ``i``, each with the local feature it starts at."""
         c, kind, vocab = self.fields_[i], self._kinds[i], self._vocabs[i]
-        if isinstance(vocab, Bins):
-            return Part(None, None, vocab.encode(numeric_column(df, c)), None)
         if kind == "numeric":
-            x = numeric_column(df, c)
+            x, na = numeric_column(df, c)
+            if isinstance(vocab, Bins):
+                return [(0, self._one_hot(i, vocab.encode(x), na))]
+            if na.any():  # np.where copies: x may be a view of the caller's frame
+                x = np.where(na, self._fills[i], x)
             if self._means[i] != 0 or self._stds[i] != 1:  # x - 0 and x / 1 are x exactly
                 x = (x - self._means[i]) / self._stds[i]
-            return Part(None, None, None, x)
+            parts = [(0, Part(None, None, None, x))]
+            if self._missing[i] and na.any():  # the indicator, 1 where x was imputed
+                parts.append((1, Part(na, None, None, None)))
+            return parts
         if kind == "categorical":
-            s = categorical_column(df, c)
+            s, na = categorical_column(df, c)
             local = vocab.encode(s)
-            self._check_unknown(c, local, s)
-            known = local >= 0
-            return Part(None if known.all() else known, None, local, None)
+            part = self._one_hot(i, local, na)
+            self._check_unknown(c, part.cols, s, na)
+            return [(0, part)]
         units, owner, tokens = column_tokens(df, c, self.delimiter)
         local = vocab.encode(tokens)
         self._check_unknown(c, local, tokens)
@@ -420,17 +515,28 @@ class FeatureEncoder(BaseEstimator):
         indptr, cols, data = token_block(owner, local, n_units,
                                                vocab.n_local, dtype, self._norms[i])
         if units is None:
-            return Part(np.diff(indptr), indptr[:-1], cols, data)
+            return [(0, Part(np.diff(indptr), indptr[:-1], cols, data))]
         # Each row takes its cell's entries; a row without a cell (unit -1) reads the empty
         # unit appended last.
         lengths, starts = np.diff(indptr), indptr[:-1]
         lengths, starts = (np.append(a, a.dtype.type(0)) for a in (lengths, starts))
-        return Part(lengths[units], starts[units], cols, data)
+        return [(0, Part(lengths[units], starts[units], cols, data))]
 
-    def _check_unknown(self, column, local: np.ndarray, values) -> None:
+    def _one_hot(self, i: int, local: np.ndarray, na: np.ndarray) -> Part:
+        """The part of a one-hot field from the local feature of each row (-1: none), whose
+        missing rows go to the field's missing-value feature if it has one."""
+        if na.any():
+            local[na] = self._vocabs[i].n_local if self._missing[i] else -1
+        known = local >= 0
+        return Part(None if known.all() else known, None, local, None)
+
+    def _check_unknown(self, column, local: np.ndarray, values, na=None) -> None:
         if self.handle_unknown != "error" or (local >= 0).all():
             return
-        unseen = pd.unique(np.asarray(values)[local < 0])
+        values = np.asarray(values, dtype=object)
+        if na is not None and na.any():
+            values = np.where(na, MISSING, values)  # one name for None, NaN, NA and NaT
+        unseen = pd.unique(values[local < 0])
         shown = ", ".join(repr(v) for v in unseen[:MAX_UNSEEN_SHOWN])
         more = f" and {len(unseen) - MAX_UNSEEN_SHOWN} more" if len(unseen) > 5 else ""
         raise ValueError(f"column {column!r} has {len(unseen)} value(s) not seen at fit: "
@@ -459,10 +565,18 @@ class FeatureEncoder(BaseEstimator):
 
         Infrequent values, and ``"__infrequent__"`` itself, map to the shared feature. For a
         binned column, ``value`` is a number (its bin) or an interval label such as
-        ``"[18, 25)"``. Raises ``KeyError`` when there is no such feature.
+        ``"[18, 25)"``. A missing value (None, NaN, NA), or ``"<missing>"`` itself, maps to
+        the field's missing-value feature; for an unbinned numeric column, ``"<missing>"``
+        gives its missing-value indicator. Raises ``KeyError`` when there is no such feature.
         """
         i = self._field(column)
         vocab = self._vocabs[i]
+        # None is "no value" for an unbinned numeric column: only the label names its
+        # indicator. A category that happens to be spelt "<missing>" keeps its own feature.
+        label = isinstance(value, str) and value == MISSING
+        missing = label or (vocab is not None and _is_missing(value))
+        if self._missing[i] and missing and (vocab is None or vocab.lookup(value) is None):
+            return int(self._offsets[i + 1]) - 1  # the field's last feature
         if vocab is None:
             return int(self._offsets[i])
         local = vocab.lookup(value)
@@ -479,37 +593,46 @@ class FeatureEncoder(BaseEstimator):
 
         Returns an int64 array with the feature index of each value, -1 where the value was
         not seen at fit (no ``KeyError``). For a binned column, ``values`` are numbers: each
-        gets its bin's feature, NaN/inf get -1.
+        gets its bin's feature, infinity gets -1. Missing values get the field's
+        missing-value feature, -1 if it has none.
         """
         i = self._field(column)
         vocab = self._vocabs[i]
         if vocab is None:
-            raise ValueError(f"column {column!r} is numeric: it has one feature, "
+            raise ValueError(f"column {column!r} is numeric: its value has one feature, "
                              f"{int(self._offsets[i])}")
         if isinstance(vocab, Bins):
-            x = np.asarray(values, dtype=np.float64).reshape(-1)
+            x = pd.Series(np.asarray(values, dtype=object).reshape(-1), dtype=object
+                          ).to_numpy(dtype=np.float64, na_value=np.nan)
             finite = np.isfinite(x)
-            return np.where(finite, vocab.encode(np.where(finite, x, 0.0)) + self._offsets[i],
-                            -1).astype(np.int64)
-        if not isinstance(values, pd.Series | np.ndarray):
-            # np.asarray would turn [1, "a"] into strings; keep each value's own type.
-            values = typed(np.array(list(values) + [None], dtype=object)[:-1])
-        local = vocab.encode(values)
+            local = np.where(finite, vocab.encode(np.where(finite, x, 0.0)), -1)
+            na = np.isnan(x)
+        else:
+            if not isinstance(values, pd.Series | np.ndarray):
+                # np.asarray would turn [1, "a"] into strings; keep each value's own type.
+                values = typed(np.array(list(values) + [None], dtype=object)[:-1])
+            local = vocab.encode(values).astype(np.int64)
+            na = np.asarray(pd.isna(values), dtype=bool).reshape(-1)
+        if self._missing[i]:
+            local[na] = vocab.n_local
         return np.where(local >= 0, local + self._offsets[i], -1).astype(np.int64)
 
     def field_values(self, column) -> np.ndarray:
         """The value each feature of a categorical or multi-valued field stands for, in order.
 
         The inverse of ``feature_indices``: ``field_values(c)[feature_indices(c, v) -
-        field_slice(c).start]`` gives back ``v`` (``"__infrequent__"`` for a shared feature).
-        For a binned field, the interval labels, e.g. ``["(-inf, 18)", "[18, inf)"]``.
+        field_slice(c).start]`` gives back ``v`` (``"__infrequent__"`` for a shared feature,
+        None for the missing-value feature). For a binned field, the interval labels, e.g.
+        ``["(-inf, 18)", "[18, inf)"]``, and ``"<missing>"`` for its missing-value bin.
         """
-        vocab = self._vocabs[self._field(column)]
+        i = self._field(column)
+        vocab = self._vocabs[i]
         if vocab is None:
             raise ValueError(f"column {column!r} is numeric: its feature stands for no value")
         if isinstance(vocab, Bins):
-            return np.array(vocab.feature_values(), dtype=str)
-        return typed(np.array(vocab.feature_values() + [None], dtype=object)[:-1])
+            return np.array(vocab.feature_values() + [MISSING] * self._missing[i], dtype=str)
+        values = vocab.feature_values() + [None] * self._missing[i]
+        return typed(np.array(values + [None], dtype=object)[:-1])
 
     def feature_name(self, index: int) -> str:
         """Readable name of feature ``index``, e.g. ``"user_id=42"``."""
@@ -528,70 +651,25 @@ class FeatureEncoder(BaseEstimator):
             Restore with ``FeatureEncoder.from_arrays``.
         """
         self._check_fitted()
-        dtype = np.dtype(resolve_dtype(self.dtype)).name
-        field_kind = vocab_kind(np.array(self.fields_, dtype=object), "<field names>")
-        out = {
-            "fields": to_str(np.array(self.fields_, dtype=object), field_kind),
-            "fields_kind": np.array(field_kind),
-            "kinds": np.array(self._kinds, dtype=str),
-            "handle_unknown": np.array(str(self.handle_unknown)),
-            "min_frequency": np.array(-1 if self.min_frequency is None
-                                      else int(self.min_frequency), dtype=np.int64),
-            "standardize": np.array(bool(self.standardize)),
-            "delimiter": np.array(self.delimiter),
-            "dtype": np.array(dtype),
-            "normalize": np.array(self._norms, dtype=str),
-            "means": np.asarray(self._means, dtype=np.float64),
-            "stds": np.asarray(self._stds, dtype=np.float64),
-        }
-        for i, vocab in enumerate(self._vocabs):
-            if vocab is None:
-                continue
-            if isinstance(vocab, Bins):
-                out[f"bins_{i}"] = vocab.edges.copy()
-                continue
-            kind = vocab_kind(vocab.categories, self.fields_[i])
-            out[f"vocab_{i}"] = to_str(vocab.categories, kind)
-            out[f"vocab_kind_{i}"] = np.array(kind)
-            out[f"local_{i}"] = vocab.local.copy()
-            out[f"n_local_{i}"] = np.array([vocab.n_local, vocab.has_infrequent],
-                                           dtype=np.int64)
-        return out
+        return state_arrays(self.get_params(), self._state())
 
     @classmethod
     def from_arrays(cls, arrays) -> FeatureEncoder:
         """Rebuild an encoder from ``to_arrays`` output (a dict or an ``np.load`` result).
 
         Quantile bins come back as their fitted edges, so ``bins`` of the result holds edge
-        lists and refitting it keeps the same features.
+        lists and refitting it keeps the same features; columns left out by ``drop_unique``
+        are listed in ``categorical`` again, as they were configured.
         """
-        a = {k: np.asarray(arrays[k]) for k in arrays}
-        fields = from_str(a["fields"], str(a["fields_kind"])).tolist()
-        kinds = [str(k) for k in a["kinds"]]
-        by_kind = {k: [f for f, fk in zip(fields, kinds, strict=True) if fk == k]
-                   for k in KINDS}
-        mf = int(a["min_frequency"])
-        # Files written before ``normalize`` existed hold sum-normalized fields only.
-        norms = ([str(x) for x in a["normalize"]] if "normalize" in a
-                 else ["sum" if k == "multi_valued" else "" for k in kinds])
-        modes = {f: m for f, m, k in zip(fields, norms, kinds, strict=True)
-                 if k == "multi_valued"}
-        normalize = modes.popitem()[1] if len(set(modes.values())) == 1 else modes or "sum"
-        # Files written before ``bins`` existed have no bins_<i> arrays: nothing is binned.
-        edges = {i: a[f"bins_{i}"].astype(np.float64) for i in range(len(fields))
-                 if f"bins_{i}" in a}
-        enc = cls(**by_kind, normalize=normalize, handle_unknown=str(a["handle_unknown"]),
-                  min_frequency=None if mf < 0 else mf, standardize=bool(a["standardize"]),
-                  delimiter=str(a["delimiter"]), dtype=np.dtype(str(a["dtype"])).type,
-                  bins={fields[i]: e.tolist() for i, e in edges.items()} or None)
-        vocabs = []
-        for i, kind in enumerate(kinds):
-            if kind == "numeric":
-                vocabs.append(Bins(edges[i]) if i in edges else None)
-                continue
-            n_local, has_infrequent = a[f"n_local_{i}"].tolist()
-            vocabs.append(Vocabulary(from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),
-                                      a[f"local_{i}"], n_local, bool(has_infrequent)))
-        enc._set_state(fields, kinds, vocabs, a["means"].astype(np.float64),
-                       a["stds"].astype(np.float64), norms)
+        params, state = read_state(arrays)
+        enc = cls(**params)
+        enc._set_state(**state)
         return enc
+
+
+def _is_missing(value) -> bool:
+    """Whether a single value is missing (None, NaN, pd.NA, NaT); False for containers."""
+    try:
+        return bool(pd.api.types.is_scalar(value) and pd.isna(value))
+    except (TypeError, ValueError):
+        return False

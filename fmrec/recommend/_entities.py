@@ -15,6 +15,8 @@ from fmrec.features.encoder import FeatureEncoder
 # Multi-valued side columns hold list-likes; this separator never splits a real token.
 SEP = "\x1f"
 SHOWN = 5
+# Side-table categories and tokens held by fewer entities share the "__infrequent__" feature.
+SIDE_MIN_FREQUENCY = 2
 
 
 def shown(values) -> str:
@@ -33,7 +35,11 @@ def check_keys(df: pd.DataFrame, column, what: str) -> None:
 
 def column_kinds(frame: pd.DataFrame, columns) -> dict:
     """FeatureEncoder arguments for ``columns``: numbers are numeric, cells holding
-    list-likes are multi-valued, anything else (strings, bools, categories) categorical."""
+    list-likes are multi-valued, anything else (strings, bools, categories) categorical.
+
+    Nullable and Arrow-backed dtypes go where their NumPy twins do (``Int64``, ``Float64``,
+    ``int64[pyarrow]`` are numeric; ``boolean``, ``string[pyarrow]`` categorical).
+    """
     kinds = {"categorical": [], "numeric": [], "multi_valued": []}
     for c in columns:
         s = frame[c]
@@ -48,10 +54,12 @@ def column_kinds(frame: pd.DataFrame, columns) -> dict:
     return kinds
 
 
-def encoder_for(frame: pd.DataFrame, columns) -> FeatureEncoder:
-    # Standardized numbers keep ALS/SGD steps and penalties on the scale of the one-hots.
-    return FeatureEncoder(**column_kinds(frame, columns), standardize=True,
-                          delimiter=SEP).fit(frame)
+def encoder_for(frame: pd.DataFrame, columns, min_frequency: int | None = None
+                ) -> FeatureEncoder:
+    # Standardized numbers keep ALS/SGD steps and penalties on the scale of the one-hots;
+    # a column whose every row has its own category (a title) would only echo the ids.
+    return FeatureEncoder(**column_kinds(frame, columns), standardize=True, delimiter=SEP,
+                          drop_unique=True, min_frequency=min_frequency).fit(frame)
 
 
 def rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,7 +105,9 @@ class Entities:
             order = np.argsort(keys.feature_indices(col, features[col]))
             side_cols = [c for c in features.columns if c != col]
             if side_cols:
-                side_enc = encoder_for(features, side_cols)
+                # A category held by one entity only echoes its id and splits its penalty
+                # (zip codes: 795 for 943 users): such categories share one feature.
+                side_enc = encoder_for(features, side_cols, min_frequency=SIDE_MIN_FREQUENCY)
                 side = side_enc.transform(features)[order]
             else:
                 side = sp.csr_matrix((len(features), 0), dtype=np.float32)

@@ -111,6 +111,9 @@ class InteractionDataset(BaseEstimator):
         Readable name of every design column (``"user:user_id=7"``, ``"item:genre=Drama"``).
     feature_groups_ : dict of str to slice
         Columns of each group of ``GROUPS``.
+    dropped_columns_ : dict of str to list
+        Identifier-like columns left out of ``"user_features"``, ``"item_features"`` and
+        ``"context"`` (see :class:`~fmrec.Recommender`); tables with none are absent.
 
     Examples
     --------
@@ -342,6 +345,10 @@ class InteractionDataset(BaseEstimator):
                                 for k, name in enumerate(GROUPS)}
         self.users_ = self.user_vocab_.all_keys()
         self.items_ = self.item_vocab_.all_keys()
+        tables = (("user_features", self.user_vocab_.side_enc),
+                  ("item_features", self.item_vocab_.side_enc), ("context", enc))
+        self.dropped_columns_ = {what: list(e.dropped_columns_) for what, e in tables
+                                 if e is not None and e.dropped_columns_}
 
     @property
     def n_features(self) -> int:
@@ -393,6 +400,10 @@ class InteractionDataset(BaseEstimator):
         if len(u_codes) != len(i_codes):
             raise ValueError(f"design needs as many users as items, got {len(u_codes)} and "
                              f"{len(i_codes)}")
+        for what, codes in (("users", u_codes), ("items", i_codes)):
+            if (codes < 0).any():  # factorize codes a missing id -1: no block row to point at
+                raise ValueError(f"{what} has a missing id (None/NaN/NA) at position "
+                                 f"{int(np.flatnonzero(codes < 0)[0])}")
         flat = None
         if self.context_encoder_ is not None:
             if context is None:

@@ -27,7 +27,7 @@ from fmrec.models.ranker import FMRanker
 from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
 from fmrec.recommend import query
 from fmrec.recommend import scoring as _scoring
-from fmrec.recommend._entities import as_keys, rowdot, shown
+from fmrec.recommend._entities import as_keys, check_keys, rowdot, shown
 from fmrec.recommend.dataset import InteractionDataset, context_columns
 from fmrec.recommend.foldin import fold_in
 
@@ -73,11 +73,18 @@ class Recommender(BaseEstimator):
         One row per user (item): the id column plus side columns. Numeric columns are
         standardized numbers, columns whose cells are lists/tuples/sets are multi-valued
         (e.g. genres; weights sum to 1), anything else is categorical (cast numbers to
-        ``str`` or ``category`` to make them categorical). Entities that are here but not
-        in the interactions are scored from these features alone (cold start). Not saved
-        by ``save``: their encoded form is.
+        ``str`` or ``category`` to make them categorical). Nullable and Arrow-backed dtypes
+        count as their NumPy twins (``Int64``, ``Float64``, ``int64[pyarrow]`` are numeric;
+        ``boolean``, ``string[pyarrow]`` categorical). A category (or token) held by one row
+        only shares the ``"...=__infrequent__"`` feature with the other such ones: it would
+        only repeat that entity's id. A categorical column whose values are nearly all
+        distinct, such as a title (at least 95% of at least 20 non-missing values), is left
+        out with a ``fmrec.UniqueColumnWarning`` (``dropped_columns_`` lists it). Entities
+        that are here but not in the interactions are scored from these features alone
+        (cold start). Not saved by ``save``: their encoded form is.
     context : list of str, optional
         Interaction columns that describe the occasion (hour, device...): the flat part.
+        Typed and screened as side columns are (without the pooling of one-row categories).
     implicit : bool or {"users", "items", "both"}, default=False
         Implicit features from who interacted with what in the training data: "users" (or
         True) adds to each user the set of items they interacted with, each with weight
@@ -98,6 +105,16 @@ class Recommender(BaseEstimator):
         samples its own negatives, every epoch, by its own ``negative_sampling``.)
     random_state : int or None
         Seeds negative sampling and, unless the model has its own, the model.
+
+    Notes
+    -----
+    Missing values (None, NaN, ``pd.NA``, ``NaT``) in side and context columns are data, not
+    errors, at ``fit`` and at every later call (:class:`~fmrec.FeatureEncoder` has the
+    details): a missing number is the column's training mean (0 once standardized) plus an
+    indicator feature such as ``"user:age=<missing>"`` when the training column had missing
+    values; a missing category is the category ``"user:gender=<missing>"`` if training saw
+    one, else no feature (like an unseen category); a missing list is empty. A missing id or
+    target raises ``ValueError`` naming the column and the row.
 
     Attributes
     ----------
@@ -120,6 +137,9 @@ class Recommender(BaseEstimator):
         ``users_`` and ``items_``).
     popularity_ : ndarray
         Training interactions per training item.
+    dropped_columns_ : dict of str to list
+        Columns left out as identifier-like, by table: ``"user_features"``,
+        ``"item_features"``, ``"context"`` (tables with none are absent).
 
     Examples
     --------
@@ -237,6 +257,7 @@ class Recommender(BaseEstimator):
     items_ = property(lambda self: self.dataset_.items_)
     feature_names_ = property(lambda self: self.dataset_.feature_names_)
     feature_groups_ = property(lambda self: self.dataset_.feature_groups_)
+    dropped_columns_ = property(lambda self: self.dataset_.dropped_columns_)
 
     # ---------------------------------------------------------------------------- fit
     def fit(self, interactions: pd.DataFrame) -> Recommender:
@@ -303,6 +324,8 @@ class Recommender(BaseEstimator):
         check_frame(df, [self.user_col, self.item_col] + cols, "df")
         if len(df) == 0:
             return np.empty(0)
+        for col in (self.user_col, self.item_col):
+            check_keys(df, col, "df")
         X = self.dataset_.design(df[self.user_col].to_numpy(), df[self.item_col].to_numpy(),
                                  df[cols] if cols else None)
         if isinstance(self.model_, FMRanker):
