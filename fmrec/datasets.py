@@ -13,6 +13,7 @@ import csv
 import hashlib
 import http.client
 import logging
+import numbers
 import os
 import shutil
 import tempfile
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from fmrec._exposure import Affinity, activity_and_popularity, draw_exposed_pairs, draw_pairs
 
 logger = logging.getLogger("fmrec")
 
@@ -359,6 +362,7 @@ def make_fm_classification(n_samples: int = 10_000, n_features: int = 500, n_fac
 
 # ------------------------------------------------------------------------ synthetic recommender
 RECSYS_DEVICES = ("mobile", "desktop", "tv")
+RECSYS_EXPOSURE = 3.0  # make_recsys's default: see its docstring
 # Per feature block: (std of the linear weights, std of the factors at n_factors=4). Groups and
 # genres get the larger factors, so side features carry real signal for cold-start demos.
 _RECSYS_SCALES = {"user": (0.25, 0.2), "group": (0.25, 0.4), "item": (0.35, 0.2),
@@ -393,7 +397,8 @@ class SyntheticRecsys:
 
 def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20_000,
                 n_factors: int = 4, n_user_groups: int = 5, n_genres: int = 6,
-                noise: float = 0.3, random_state: int | None = 0) -> SyntheticRecsys:
+                noise: float = 0.3, random_state: int | None = 0, *,
+                exposure: float = RECSYS_EXPOSURE) -> SyntheticRecsys:
     """Users rating items in a context, with ratings from a known FM over one-hot features.
 
     Each interaction's feature vector x has a 1 at these columns (``o = truth["offsets"]``):
@@ -408,7 +413,10 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
     n_users, n_items : int
         Catalogue sizes; ids run from 1.
     n_interactions : int
-        Distinct (user, item) pairs, drawn with lognormal user activity and item popularity.
+        Distinct (user, item) pairs, drawn without replacement with probability
+        proportional to ``activity[u] * popularity[i] * exp(exposure * affinity(u, i))``:
+        lognormal user activity and item popularity, and the affinity of u for i under the
+        same FM as the ratings (see ``exposure``).
     n_factors : int
         Rank of V.
     n_user_groups, n_genres : int
@@ -417,16 +425,34 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
         Standard deviation of ε. The noise-free part is the same for any ``noise`` given the
         same ``random_state``.
     random_state : int or None
+    exposure : float, default 3.0
+        How much preference decides which pairs are observed, as in real logs where people
+        mostly rate what they chose to watch. ``affinity(u, i)`` is the part of the
+        noise-free rating that depends on the item (the device aside): the item's and its
+        genres' weights and pairwise terms, plus ``<V_u + V_group, V_i + Σ V_genre>``; each
+        extra point of it multiplies the weight of (u, i) by ``exp(exposure)``. So liked
+        items are rated more often, popular items are on average better liked, observed
+        ratings are higher than unobserved ones would be, and a personalised ranker beats
+        popularity. The default gives about MovieLens 100K's correlation (0.52) between
+        the log of an item's number of ratings and its mean rating (0.48 to 0.63 here).
+        ``0`` draws the pairs independently of the ratings. With ``exposure > 0`` every
+        (user, item) cell is scored: time grows with ``n_users * n_items`` (memory does
+        not).
 
     Returns
     -------
     SyntheticRecsys
         ``truth`` holds w0 (3.0), w (n_features,), V (n_features, n_factors), offsets (dict
         of block → first column), n_features, devices, user_group (0-based codes per user),
-        item_genres (bool, n_items × n_genres), noise, and noise_free (the ratings without ε).
+        item_genres (bool, n_items × n_genres), noise, noise_free (the ratings without ε),
+        and the exposure model: exposure, activity (n_users,) and popularity (n_items,)
+        (the lognormal weights, each summing to 1) and affinity, a function of 0-based user
+        and item index arrays giving ``affinity(u, i)``.
         Weights and factors are Gaussian with a std per block; the factor std is scaled by
-        (4 / n_factors) ** 0.25 so the spread of the ratings (a std of about 1 around 3 at
-        the defaults, mostly within 1..5 but not clipped) does not depend on n_factors.
+        (4 / n_factors) ** 0.25 so the spread of the ratings (over all (user, item) pairs, a
+        std of about 1 around 3 at the defaults, mostly within 1..5 but not clipped) does
+        not depend on n_factors. The observed ratings are higher (a mean of about 4 at the
+        defaults): the exposure favours the pairs the FM rates high.
 
     Examples
     --------
@@ -444,6 +470,10 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
                          "distinct (user, item) pairs")
     if not noise >= 0:
         raise ValueError(f"noise must be >= 0, got {noise!r}")
+    if isinstance(exposure, bool) or not isinstance(exposure, numbers.Real):
+        raise TypeError(f"exposure must be a number, got {exposure!r}")
+    if not (np.isfinite(exposure) and exposure >= 0):
+        raise ValueError(f"exposure must be a finite number >= 0, got {exposure!r}")
     rng = np.random.default_rng(random_state)
     group = rng.integers(0, n_user_groups, n_users)
     n_item_genres = np.minimum(rng.choice([1, 2, 3], n_items, p=[0.6, 0.3, 0.1]), n_genres)
@@ -460,7 +490,13 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
     V = np.concatenate([rng.normal(0, _RECSYS_SCALES[b][1] * factor_scale, (n, n_factors))
                         for b, n in blocks.items()])
 
-    users, items = _draw_pairs(rng, n_users, n_items, n_interactions)
+    activity, popularity = activity_and_popularity(rng, n_users, n_items)
+    affinity = Affinity(w, V, offsets, group, item_genres)
+    if exposure == 0:
+        users, items = draw_pairs(rng, activity, popularity, n_interactions)
+    else:
+        users, items = draw_exposed_pairs(rng, activity, popularity, affinity, exposure,
+                                          n_interactions)
     device = rng.choice(len(RECSYS_DEVICES), n_interactions, p=[0.5, 0.35, 0.15])
     # One CSR row per interaction: user, group, item, device, then the item's genres.
     genre_rows, genre_cols = np.nonzero(item_genres[items])
@@ -471,7 +507,8 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
     X = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_interactions, n_features))
     truth = {"w0": 3.0, "w": w, "V": V, "offsets": offsets, "n_features": n_features,
              "devices": RECSYS_DEVICES, "user_group": group, "item_genres": item_genres,
-             "noise": noise}
+             "noise": noise, "exposure": float(exposure), "activity": activity,
+             "popularity": popularity, "affinity": affinity}
     truth["noise_free"] = _fm_output(X, truth)
     rating = truth["noise_free"] + rng.normal(0, noise, n_interactions)  # drawn last, see doc
 
@@ -487,25 +524,6 @@ def make_recsys(n_users: int = 500, n_items: int = 300, n_interactions: int = 20
         items=pd.DataFrame({"item_id": np.arange(1, n_items + 1, dtype=np.int64),
                             "genres": [list(genre_names[row]) for row in item_genres]}),
         truth=truth)
-
-
-def _draw_pairs(rng, n_users: int, n_items: int, n: int):
-    """n distinct 0-based (user, item) pairs, busy users and popular items more likely."""
-    p_user = rng.lognormal(0, 0.6, n_users)
-    p_item = rng.lognormal(0, 1.0, n_items)
-    p_user, p_item = p_user / p_user.sum(), p_item / p_item.sum()
-    n_cells = n_users * n_items
-    if n_cells <= max(2_000_000, 10 * n):  # the full cell table is small: sample it exactly
-        cells = rng.choice(n_cells, n, replace=False, p=np.outer(p_user, p_item).ravel())
-    else:  # sparse: draw with replacement and drop repeats until n distinct pairs are found
-        cells = np.empty(0, dtype=np.int64)
-        while len(cells) < n:
-            more = (rng.choice(n_users, n, p=p_user) * n_items
-                    + rng.choice(n_items, n, p=p_item))
-            both = np.concatenate([cells, more])
-            _, first = np.unique(both, return_index=True)
-            cells = both[np.sort(first)][:n]
-    return cells // n_items, cells % n_items
 
 
 def _fm_output(X, truth) -> np.ndarray:

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # prefixes (a module, or module::test without its parameters); measured with
 # `pytest --durations=80`, each took several seconds alone.
 SLOW_TESTS = (
+    "tests/test_cli.py::test_demo_download_fetches_checks_and_runs",
     "tests/test_cli.py::test_demo_on_synthetic_data",
     "tests/test_cli.py::test_implicit_feedback_recommend_to_stdout",
     "tests/test_cli.py::test_libsvm_round_trip",

@@ -1,7 +1,9 @@
 """The fmrec command: round trips in a subprocess, error messages, the synthetic demo."""
 
+import hashlib
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -9,6 +11,7 @@ import pytest
 from sklearn.datasets import dump_svmlight_file
 
 import fmrec
+from fmrec import datasets
 from fmrec.cli import io as _cli_io
 from fmrec.cli import main
 from fmrec.datasets import make_fm_classification, make_fm_regression, make_recsys
@@ -174,23 +177,133 @@ def test_libsvm_predictions_are_probabilities_for_a_classifier(files, tmp_path, 
     assert p.shape == (300,) and ((p > 0) & (p < 1)).all()
 
 
+def _demo_table(stdout: str) -> pd.DataFrame:
+    """The demo's table (model names are the first 48 characters of a line) as a frame."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    columns = lines[header][48:].replace("fit s", "fit_s").split()
+    rows = {}
+    for line in lines[header + 1:]:
+        if not line.strip():
+            break
+        rows[line[:48].strip()] = [np.nan if v == "-" else float(v) for v in line[48:].split()]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+RATING_MODELS = ["baseline: mean + damped user/item biases", "FM, user and item ids",
+                 "FM, ids + side features + implicit users/items"]
+RANKERS = ["FM ranker: rated vs 4 sampled unrated, features",
+           "FM ranker: BPR, hard negatives, features"]
+
+
 def test_demo_on_synthetic_data(tmp_path):
     empty = tmp_path / "no_movielens"
     empty.mkdir()
     result = fmrec_cmd("demo", "--data-home", empty, "--out", tmp_path / "out", cwd=tmp_path)
     assert_ok(result)
-    assert "MovieLens 100K not found" in result.stderr
-    table = result.stdout
-    for label in ("popularity", "baseline", "FM, user and item ids", "implicit users/items",
-                  "FM ranker", "RMSE", "NDCG@10"):
-        assert label in table
+    fallback = [line for line in result.stderr.splitlines() if "MovieLens" in line]
+    assert len(fallback) == 1 and "MovieLens 100K not found" in fallback[0]
+    for words in ("using synthetic data", "--download", "FMREC_DATA_HOME"):
+        assert words in fallback[0]
+    table = _demo_table(result.stdout)
+    assert table.index.tolist() == ["popularity (most-rated unseen items)", *RATING_MODELS,
+                                    *RANKERS]
+    # The order MovieLens 100K shows (README, `fmrec demo`): both implicit-feedback rankers
+    # above popularity, popularity above every rating model's top-N, and the richer rating
+    # model the more accurate.
+    ndcg = table["NDCG@10"]
+    assert ndcg[RANKERS].min() > ndcg["popularity (most-rated unseen items)"]
+    assert ndcg["popularity (most-rated unseen items)"] > ndcg[RATING_MODELS].max()
+    assert table["RMSE"][RATING_MODELS].is_monotonic_decreasing
     recs = pd.read_csv(tmp_path / "out" / "recommendations.csv")
     assert list(recs.columns) == ["user", "item", "score", "rank"]
-    assert recs.groupby("user").size().eq(10).all() and recs["user"].nunique() == 500
+    n_users = fmrec.cli.demo.DEMO_SYNTHETIC["n_users"]
+    assert recs.groupby("user").size().eq(10).all() and recs["user"].nunique() == n_users
     assert isinstance(fmrec.load_model(tmp_path / "out" / "model.npz"), fmrec.Recommender)
     figures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert figures == ["movie_map.png", "param_importances.png", "similar_movies.png",
                        "training_curves.png", "tuning_history.png"]
+
+
+def _fake_ml100k_zip(folder) -> tuple[str, str]:
+    """A zip laid out like GroupLens's ml-100k.zip but made of synthetic data (no MovieLens
+    file is used or needed); its file:// URL and SHA-256."""
+    data = make_recsys(n_users=40, n_items=30, n_interactions=600, random_state=2)
+    ratings = data.interactions.assign(rating=data.interactions["rating"].round().clip(1, 5)
+                                       .astype(int), timestamp=np.arange(600) + 880_000_000)
+    ratings = ratings[["user_id", "item_id", "rating", "timestamp"]]
+    train, test = train_test_split(ratings, test_size=0.2, random_state=0)
+    genres = [f"genre_{j}" for j in range(data.truth["item_genres"].shape[1])]
+    users = [f"{u}|{20 + u % 40}|{'MF'[u % 2]}|{('student', 'writer')[u % 3 == 0]}|{10000 + u}"
+             for u in data.users["user_id"]]
+    items = [f"{i}|Film {i} ({1980 + i % 20})|01-Jan-{1980 + i % 20}||http://x/{i}|"
+             + "|".join(str(int(flag)) for flag in row)
+             for i, row in zip(data.items["item_id"], data.truth["item_genres"], strict=True)]
+
+    def tsv(frame):
+        return frame.to_csv(sep="\t", header=False, index=False)
+
+    files = {"u.data": tsv(ratings), "u1.base": tsv(train), "u1.test": tsv(test),
+             "u.user": "\n".join(users) + "\n", "u.item": "\n".join(items) + "\n",
+             "u.genre": "".join(f"{g}|{j}\n" for j, g in enumerate(genres))}
+    path = folder / "fake-ml-100k.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/", "")
+        for name, text in files.items():
+            archive.writestr(f"ml-100k/{name}", text)
+    return path.as_uri(), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_grouplens(tmp_path, monkeypatch):
+    """MovieLens 100K's URL and digest pointed at a local synthetic archive."""
+    url, digest = _fake_ml100k_zip(tmp_path)
+    monkeypatch.setitem(datasets.MOVIELENS_URLS, "100k", url)
+    monkeypatch.setitem(datasets.MOVIELENS_SHA256, "100k", digest)
+    return url, digest
+
+
+def test_demo_download_fetches_checks_and_runs(fake_grouplens, tmp_path, capsys, monkeypatch):
+    home, out = tmp_path / "home", tmp_path / "out"
+    assert main(["demo", "--download", "--data-home", str(home), "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert f"downloading MovieLens 100K from {fake_grouplens[0]} into {home}" in stderr
+    assert "synthetic" not in stderr + stdout
+    assert f"MovieLens 100K from {home / 'ml-100k'}, official u1 split" in stdout
+    assert _demo_table(stdout).shape == (6, 5)
+    assert [p.name for p in home.iterdir()] == ["ml-100k"]  # unpacked, nothing else left
+    assert pd.read_csv(out / "recommendations.csv")["user"].nunique() == 40
+    # Present now: read as it is, without the network.
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", _no_network)
+    assert len(datasets.load_movielens("100k", home, download=True).ratings) == 600
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the network must not be used")
+
+
+def test_demo_download_with_a_wrong_checksum_keeps_nothing(fake_grouplens, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.setitem(datasets.MOVIELENS_SHA256, "100k", "0" * 64)
+    home = tmp_path / "home"
+    assert main(["demo", "--download", "--data-home", str(home), "--out",
+                 str(tmp_path / "out"), "-q"]) == 2
+    stdout, stderr = capsys.readouterr()
+    assert stdout == "" and len(stderr.splitlines()) == 1
+    assert stderr.startswith("fmrec: error: SHA-256 mismatch for file://")
+    assert f"got {fake_grouplens[1]}" in stderr and "Traceback" not in stderr
+    assert not home.exists() and not (tmp_path / "out").exists()
+
+
+def test_demo_download_failure_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    missing = (tmp_path / "nowhere" / "ml-100k.zip").as_uri()  # as good as no network
+    monkeypatch.setitem(datasets.MOVIELENS_URLS, "100k", missing)
+    home = tmp_path / "home"
+    assert main(["demo", "--download", "--data-home", str(home), "-q"]) == 1
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("fmrec: error: could not "
+                                                               f"download {missing}")
+    assert "ml-100k/ folder under" in stderr and not home.exists()
 
 
 def test_error_in_a_subprocess_is_one_line_without_traceback(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 import scipy.sparse as sp
 from reference import predict
 
-from fmrec import FMRegressor, datasets
-from fmrec.metrics import rmse
+from fmrec import FMRanker, FMRegressor, Recommender, datasets
+from fmrec.metrics import ndcg_at_k, rmse
+from fmrec.split import train_test_split
 
 
 def test_make_fm_regression_is_the_stated_fm():
@@ -261,6 +262,11 @@ def test_make_recsys_tables():
         datasets.make_recsys(n_users=10, n_items=8, n_interactions=81)
     with pytest.raises(ValueError, match="noise"):
         datasets.make_recsys(noise=-1.0)
+    for bad in (-0.5, np.nan, np.inf):
+        with pytest.raises(ValueError, match="exposure must be a finite number >= 0"):
+            datasets.make_recsys(exposure=bad)
+    with pytest.raises(TypeError, match="exposure must be a number, got 'high'"):
+        datasets.make_recsys(exposure="high")
 
 
 def test_make_recsys_is_the_documented_fm():
@@ -297,3 +303,81 @@ def test_fm_learns_make_recsys():
     test_rmse = rmse(y[16_000:], model.predict(X[16_000:]))
     # The noise (0.3) is the floor; the ratings themselves spread about 1.
     assert test_rmse < 0.5 * y.std(), (test_rmse, y.std())
+
+
+def _truth_rating(data, users, items, device=None) -> np.ndarray:
+    """The noise-free rating of 0-based (user, item) pairs, read off the docstring's formula
+    (without a device column when ``device`` is None)."""
+    truth = data.truth
+    o, w, V = truth["offsets"], truth["w"], truth["V"]
+    rows = []
+    for user, item in zip(users, items, strict=True):
+        active = [o["user"] + user, o["group"] + truth["user_group"][user], o["item"] + item]
+        active += [o["genre"] + g for g in np.flatnonzero(truth["item_genres"][item])]
+        if device is not None:
+            active.append(o["device"] + truth["devices"].index(device))
+        q, sq = V[active].sum(axis=0), (V[active] ** 2).sum()
+        rows.append(truth["w0"] + w[active].sum() + 0.5 * (q @ q - sq))
+    return np.array(rows)
+
+
+def test_make_recsys_affinity_is_the_item_part_of_the_rating():
+    data = datasets.make_recsys(n_users=30, n_items=20, n_interactions=200, random_state=4)
+    users = np.repeat(np.arange(30), 20)
+    items = np.tile(np.arange(20), 30)
+    rating = _truth_rating(data, users, items).reshape(30, 20)
+    affinity = data.truth["affinity"](users, items).reshape(30, 20)
+    # Per user, the rating (device aside) and the affinity differ by a constant.
+    spread = (rating - affinity).std(axis=1)
+    np.testing.assert_allclose(spread, 0, atol=1e-12)
+    assert affinity.std() > 0.3
+
+
+def test_make_recsys_exposure_follows_preference():
+    data = datasets.make_recsys()  # the defaults
+    frame, truth = data.interactions, data.truth
+    assert truth["exposure"] == datasets.RECSYS_EXPOSURE > 0
+    users, items = frame.user_id.to_numpy() - 1, frame.item_id.to_numpy() - 1
+    observed = np.zeros((len(data.users), len(data.items)), dtype=bool)
+    observed[users, items] = True
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, observed.shape[0], 5000), rng.integers(0, observed.shape[1], 5000)
+    unobserved = ~observed[u, i]
+    rows = rng.choice(len(frame), 5000, replace=False)
+    seen = _truth_rating(data, users[rows], items[rows], "mobile")
+    unseen = _truth_rating(data, u[unobserved], i[unobserved], "mobile")
+    # People rate what they like: on MovieLens too, rated films are the better-liked ones.
+    assert seen.mean() > unseen.mean() + 0.5, (seen.mean(), unseen.mean())
+    # Popular items are popular partly because they are liked (MovieLens 100K: 0.52).
+    per_item = frame.groupby("item_id")["rating"].agg(["size", "mean"])
+    assert np.corrcoef(np.log(per_item["size"]), per_item["mean"])[0, 1] > 0.3
+    # Exposure 0: which pairs exist says nothing about the ratings.
+    blind = datasets.make_recsys(exposure=0)
+    b_users = blind.interactions.user_id.to_numpy()[rows] - 1
+    b_items = blind.interactions.item_id.to_numpy()[rows] - 1
+    blind_seen = _truth_rating(blind, b_users, b_items, "mobile")
+    blind_unseen = _truth_rating(blind, u[unobserved], i[unobserved], "mobile")
+    assert abs(blind_seen.mean() - blind_unseen.mean()) < 0.1
+
+
+def _popular_lists(train: pd.DataFrame, users, n: int = 10) -> pd.DataFrame:
+    """The n most popular training items each user has no training interaction with."""
+    order = train["item_id"].value_counts().index
+    seen = train.groupby("user_id")["item_id"].agg(set)
+    rows = []
+    for u in users:
+        mine = seen.get(u, set())
+        top = [i for i in order[:n + len(mine)] if i not in mine][:n]
+        rows += [(u, i, rank + 1) for rank, i in enumerate(top)]
+    return pd.DataFrame(rows, columns=["user", "item", "rank"])
+
+
+def test_personalised_ranker_beats_popularity_on_make_recsys():
+    pairs = datasets.make_recsys().interactions[["user_id", "item_id"]]  # the defaults
+    train, test = train_test_split(pairs, method="per_user", test_size=0.2, random_state=0)
+    held_out = test.rename(columns={"user_id": "user", "item_id": "item"})
+    users = pd.unique(held_out["user"])
+    rec = Recommender(model=FMRanker(n_epochs=10, n_jobs=1), random_state=0).fit(train)
+    ranker = ndcg_at_k(rec.recommend(users, n=10), held_out, k=10)
+    popularity = ndcg_at_k(_popular_lists(train, users), held_out, k=10)
+    assert ranker > 1.2 * popularity, (ranker, popularity)

@@ -11,6 +11,8 @@ from fmrec.cli.commands import USAGE_ERROR
 from fmrec.cli.console import Console
 from fmrec.cli.parser import build_parser
 
+NETWORK_ERROR = 1  # the exit code when a download (fmrec demo --download) failed
+
 
 def _message(exc: BaseException) -> str:
     """One line for the user: the message itself, whitespace (and tracebacks) folded."""
@@ -34,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code: 0, or 2 after a usage error or input the command cannot use (the
-        reason is one ``fmrec: error: ...`` line on stderr). ``--help`` and ``--version``
-        exit through ``SystemExit`` as argparse does.
+        The exit code: 0, 2 after a usage error or input the command cannot use, or 1
+        when a download failed (the reason is one ``fmrec: error: ...`` line on stderr).
+        ``--help`` and ``--version`` exit through ``SystemExit`` as argparse does.
 
     Examples
     --------
@@ -58,4 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ConnectionError as exc:  # a failed download (BrokenPipeError, above, is one too)
+        print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
+        return NETWORK_ERROR
     return 0

@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="train and compare models on MovieLens "
                        "100K (or synthetic data) and write recommendations")
     p.add_argument("--data-home", metavar="DIR", help="folder that contains ml-100k/ "
-                   "(default: $FMREC_DATA_HOME, else ~/fmrec_data); nothing is downloaded")
+                   "(default: $FMREC_DATA_HOME, else ~/fmrec_data)")
+    p.add_argument("--download", action="store_true", help="fetch MovieLens 100K from "
+                   "GroupLens into the data home if it is not there (about 5 MB, checked "
+                   "against its SHA-256); without it, a missing ml-100k/ means synthetic data")
     p.add_argument("--out", metavar="DIR", default="fmrec_demo_output",
                    help="output folder (default: ./fmrec_demo_output)")
     p.set_defaults(run=run_demo)
