@@ -112,12 +112,16 @@ def test_blend_finds_held_out_interactions_better_than_the_rating_order(syntheti
 
 
 def test_cold_start_unknown_popular_and_similar_items(synthetic):
-    df, *_ = synthetic
+    df, users, _ = synthetic
     items = pd.DataFrame({"item_id": np.r_[df["item_id"].unique(), [10_001]]})
     items["kind"] = np.where(items["item_id"] % 2 == 0, "even", "odd")
+    users = pd.concat([users, users.iloc[[0]].assign(user_id=-8)], ignore_index=True)
     rec = Recommender(target="rating", model=small(), ranker=small_ranker(),
-                      item_features=items, random_state=0).fit(df)
+                      item_features=items, user_features=users, random_state=0).fit(df)
     assert 10_001 in set(rec.recommend(rec.users_[:3], n=len(rec.items_))["item"])
+    # A user known only by side features is scored by both models' side-feature vectors.
+    out = rec.recommend([-8], n=len(rec.items_), exclude_seen=False)
+    np.testing.assert_allclose(out["score"], blended(rec, out), rtol=0, atol=1e-6)
     out = rec.recommend([rec.users_[0], -7], n=5, unknown="popular")
     cold = out[out["user"] == -7]
     assert len(cold) == 5
