@@ -53,6 +53,9 @@ implicit_weight, random_state
 
     Notes
     -----
+    ``recommend`` ranks by the model alone (``target_weight=1``): the FMRanker that a
+    Recommender blends in is not trained on Dask.
+
     The client holds what a fitted Recommender holds: the model, the encoders and the seen
     matrix (one entry per distinct (user, item) pair, so it grows with the interactions).
     """
@@ -65,7 +68,7 @@ implicit_weight, random_state
                          user_features=user_features, item_features=item_features,
                          context=context, implicit=implicit, implicit_weight=implicit_weight,
                          negatives=negatives, negative_sampling=negative_sampling,
-                         random_state=random_state)
+                         random_state=random_state, target_weight=1.0)
         self.client = client
         self.n_shards = n_shards
         self.combine = combine
@@ -167,7 +170,7 @@ implicit_weight, random_state
         """A plain Recommender with this one's encoders and seen matrix (and model, once
         fitted): what a worker needs to encode or score a partition."""
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in _DASK_PARAMS}
-        local = Recommender(**params)
+        local = Recommender(**params, target_weight=1.0)  # no ranker is trained on Dask
         local.__dict__.update({k: v for k, v in self.__dict__.items() if k not in params
                                and k not in _DASK_PARAMS})
         return local

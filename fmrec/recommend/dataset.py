@@ -475,6 +475,25 @@ class InteractionDataset(BaseEstimator):
                              "only")
         return U, I, users, items, self.seen_
 
+    def seen_ranking_data(self) -> tuple:
+        """FMRanker's ``fit`` arguments ``(U, I, users, items, seen)`` for every interaction
+        counted in ``seen_`` (a pair seen c times is c positives), over all the design's
+        columns, context included but empty: a ranker fitted beside a model with context
+        scores every occasion alike."""
+        check_is_fitted(self, "seen_")
+        g = self.feature_groups_
+        U = self.user_rows(self.user_vocab_.ids.field_values(self.user_col))
+        I = self.item_rows(self.item_vocab_.ids.field_values(self.item_col))  # noqa: E741
+        n = self.n_features
+        U = sp.hstack([sp.csr_matrix((U.shape[0], g["user_id"].start)), U,
+                       sp.csr_matrix((U.shape[0], n - g["user_implicit"].stop))], format="csr")
+        I = sp.hstack([sp.csr_matrix((I.shape[0], g["item_id"].start)), I],  # noqa: E741
+                      format="csr")
+        seen = self.seen_.tocoo()
+        counts = np.rint(seen.data).astype(np.int64)
+        users, items = np.repeat(seen.row, counts), np.repeat(seen.col, counts)
+        return U, I, users.astype(np.int64), items.astype(np.int64), self.seen_
+
     # ------------------------------------------------------------------------ persistence
     def to_arrays(self) -> dict:
         """The fitted state as named arrays (no pickle), for ``from_arrays``."""
