@@ -108,7 +108,9 @@ def test_blend_finds_held_out_interactions_better_than_the_rating_order(syntheti
                                          k=10)["ndcg@10"]
     print(f"NDCG@10 of the held-out interactions: rating order {scores[1.0]:.4f}, "
           f"default blend {scores[0.3]:.4f}")
-    assert scores[0.3] > 1.3 * scores[1.0]  # measured 0.1672 against 0.1108
+    # Measured 0.4651 against 0.3776 on make_recsys's preference-driven exposure (0.1672
+    # against 0.1108 when exposure was blind to preference).
+    assert scores[0.3] > scores[1.0] + 0.05
 
 
 def test_cold_start_unknown_popular_and_similar_items(synthetic):
