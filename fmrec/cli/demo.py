@@ -30,7 +30,9 @@ DEMO_FM_FEATURES = {"solver": "als", "n_factors": 16, "n_epochs": 100, "reg_line
                     "reg_factors": 3.0, "init_std": 0.01}
 DEMO_IMPLICIT_WEIGHT = 4.0
 DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
-DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5}
+# FMRanker's defaults before issue 14 (the README's demo figures were measured with them).
+DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5, "reg_linear": 0.01,
+            "reg_factors": 0.01}
 DEMO_SYNTHETIC = {"n_users": 500, "n_items": 300, "n_interactions": 20_000}
 DEMO_K = 10
 DEMO_TUNE = {"n_trials": 12, "n_epochs": 30}  # a short search on ids, for its figures
