@@ -9,13 +9,14 @@ import pytest
 import fmrec.design
 import fmrec.models.fm
 import fmrec.persistence
+import fmrec.recommend.defaults
 import fmrec.recommend.recommender
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.mark.parametrize("module", [fmrec.models.fm, fmrec.persistence, fmrec.design,
-                                    fmrec.recommend.recommender])
+                                    fmrec.recommend.recommender, fmrec.recommend.defaults])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

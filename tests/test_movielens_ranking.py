@@ -41,7 +41,11 @@ def test_cold_start_users_from_demographics_beat_popularity(ml):
     train = positives[~positives["user_id"].isin(cold)]
     truth = positives[positives["user_id"].isin(cold)].rename(
         columns={"user_id": "user", "item_id": "item"})
-    rec = Recommender(model=FMRanker(n_factors=32, n_epochs=30, random_state=0),
+    # The penalties of the FMRanker defaults before issue 14 (0.01). The defaults since (64
+    # factors, 0.05, chosen on users with a history) measure 0.3849 here: stronger penalties
+    # shrink the demographic weights cold users are scored with.
+    rec = Recommender(model=FMRanker(n_factors=32, n_epochs=30, reg_linear=0.01,
+                                     reg_factors=0.01, random_state=0),
                       user_features=data.users[["user_id", "age", "gender", "occupation"]],
                       item_features=data.items[["item_id", "genres"]], random_state=0)
     rec.fit(train)

@@ -29,7 +29,9 @@ DEMO_FM_FEATURES = {"solver": "als", "n_factors": 16, "n_epochs": 100, "reg_line
                     "reg_factors": 3.0, "init_std": 0.01}
 DEMO_IMPLICIT_WEIGHT = 4.0
 DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
-DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5}
+# FMRanker's defaults before issue 14 (the README's demo figures were measured with them).
+DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5, "reg_linear": 0.01,
+            "reg_factors": 0.01}
 # The fallback: MovieLens 100K's shape scaled down to run in seconds (67 ratings a user, its
 # median is 65; 6.7% of the cells rated, its 6.3%) and its noise: the best FMs reach RMSE
 # ~0.88 there on ratings that spread 1.13, so much of a rating is not predictable
