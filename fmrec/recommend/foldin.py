@@ -49,10 +49,6 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
         return part_terms(dataset.user_vocab_.rows(users, lists), *parts["user"])
     if isinstance(model, FMRanker):
         return _fold_in_ranker(dataset, hist, users, group, parts)
-    if hasattr(model, "samples_V_"):  # fitted by MCMC
-        raise ValueError("history= folds new users in by a ridge solve of the model's "
-                         "penalties, which a model fitted by MCMC does not have; use "
-                         "implicit='users' (their history is then their row) or refit")
     t_s, q_s = part_terms(dataset.user_vocab_.rows(users), *parts["user"])
     items = hist[dataset.item_col].to_numpy()
     cols = [c for c in dataset.context_cols if c in hist.columns]
@@ -87,10 +83,13 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
               + rowdot(q_c, q_i))
     Z = np.column_stack([np.ones(len(group)), qs + q_c + q_i])
     k = q_i.shape[1]
-    reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
-                np.full(k, float(model.reg_factors))]
-    theta = _scoring.fold_in(Z, offset, y, group, len(users), reg, float(model.reg_power),
-                             logistic=is_classifier(model))
+    if hasattr(model, "samples_V_"):  # fitted by MCMC
+        theta = _fold_in_bayesian(dataset, model, Z, offset, y, group, len(users), parts)
+    else:
+        reg = np.r_[model.reg_linear if model.fit_linear else np.inf,
+                    np.full(k, float(model.reg_factors))]
+        theta = _scoring.fold_in(Z, offset, y, group, len(users), reg,
+                                 float(model.reg_power), logistic=is_classifier(model))
     w_u, v_u = theta[:, 0], theta[:, 1:]
     return t_s + w_u + rowdot(v_u, q_s), q_s + v_u
 
@@ -126,3 +125,37 @@ def _fold_in_ranker(dataset: InteractionDataset, hist: pd.DataFrame, users: np.n
                              sample_weight=np.full(len(Z), 1.0 / FOLD_NEGATIVES))
     v_u = theta[:, 1:]
     return t_s + rowdot(v_u, q_s), q_s + v_u
+
+
+# Φ(x) ≈ σ(1.702·x): the probit link of an MCMC classifier, as a logistic one.
+_PROBIT_TO_LOGIT = 1.702
+
+
+def _fold_in_bayesian(dataset: InteractionDataset, model, Z: np.ndarray, offset: np.ndarray,
+                      y: np.ndarray, group: np.ndarray, n_users: int, parts: dict) -> np.ndarray:
+    """New users' (w_u, v_u) for one sample of a model fitted by MCMC: the posterior mode
+    given the sample's other parameters.
+
+    The sample has no penalties but a Gaussian prior on every user's id weight and factors;
+    its mean and variances are those of the trained users' id parameters in this sample (what
+    the chain's hyperprior draws estimate). With the noise precision α, the square loss
+    α/2·Σe² + ½Σ(θ-μ)²/σ² is a ridge regression around μ with penalty 1/(α σ²); the probit
+    classifier's latent noise has precision 1, and its link is taken as logistic.
+    """
+    n_ids = dataset.feature_groups_["user_id"]
+    w, V = parts["user"]
+    ids = np.column_stack([w[:n_ids.stop - n_ids.start], V[:n_ids.stop - n_ids.start]])
+    mu, var = ids.mean(axis=0), ids.var(axis=0)
+    var = np.where(var > 0, var, np.inf)  # no spread: the prior pins the parameter at μ
+    logistic = is_classifier(model)
+    if logistic:
+        Z, offset, alpha = _PROBIT_TO_LOGIT * Z, _PROBIT_TO_LOGIT * offset, 1.0
+        reg = 1.0 / (_PROBIT_TO_LOGIT ** 2 * var)
+    else:
+        alpha = model.noise_precision_
+        reg = 1.0 / (alpha * var)
+    if not model.fit_linear:
+        mu[0], reg[0] = 0.0, np.inf
+    delta = _scoring.fold_in(Z, offset + Z @ mu, y, group, n_users, reg, 0.0,
+                             logistic=logistic)
+    return mu + delta

@@ -30,6 +30,7 @@ from fmrec.recommend import query
 from fmrec.recommend import scoring as _scoring
 from fmrec.recommend._entities import as_keys, check_keys, shown
 from fmrec.recommend.dataset import InteractionDataset, context_columns
+from fmrec.recommend.defaults import default_model
 
 _UNKNOWN = ("error", "popular")
 # What recommend orders by with a target, unless told otherwise: 0.3 of the target model's
@@ -70,10 +71,11 @@ class Recommender(BaseEstimator):
         ``FMClassifier`` as ``model``, against ``negatives`` sampled negatives by log loss.
     model : FMRegressor, FMClassifier or FMRanker, optional
         Unfitted estimator whose hyperparameters to use (it is cloned; a ``random_state``
-        of None takes this recommender's). Default: with a target, ``FMRegressor`` with 16
-        factors and 20 ALS sweeps; without, ``FMRanker()`` (BPR with hard negatives; an
-        ``FMClassifier`` of 16 factors when there is ``context``, which FMRanker does not
-        take yet).
+        of None takes this recommender's). Default (chosen by measurement, see
+        ``fmrec.recommend.defaults``): with a target, the Bayesian FM (``FMRegressor(
+        solver="mcmc", n_factors=8, n_epochs=200, n_samples=50)``), which needs no
+        penalties; without, ``FMRanker()`` (BPR with hard negatives; an ``FMClassifier`` of
+        16 factors when there is ``context``, which FMRanker does not take yet).
     user_features, item_features : pandas.DataFrame, optional
         One row per user (item): the id column plus side columns. Numeric columns are
         standardized numbers, columns whose cells are lists/tuples/sets are multi-valued
@@ -220,13 +222,13 @@ class Recommender(BaseEstimator):
                                  "FMClassifier with sampled negatives for context")
 
     def _default_model(self):
-        """The model used when ``model`` is None: BPR ranking for implicit feedback (log loss
-        against sampled negatives when there is context, which FMRanker does not take), 16
-        factors and 20 ALS sweeps for a target."""
-        if self.target is None and not context_columns(self.context):
-            return FMRanker()
-        cls = FMClassifier if self.target is None else FMRegressor
-        return cls(n_factors=16, n_epochs=20)
+        """The model used when ``model`` is None (``fmrec.recommend.defaults``, chosen by
+        measurement): BPR ranking for implicit feedback (log loss against sampled negatives
+        when there is context, which FMRanker does not take), the Bayesian FM (MCMC) for a
+        target."""
+        if self.target is None:
+            return default_model("implicit", has_context=bool(context_columns(self.context)))
+        return default_model("rating")
 
     def make_model(self):
         """The unfitted model ``fit`` trains: a clone of ``model`` (or the default one) whose
