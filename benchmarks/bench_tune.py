@@ -26,6 +26,16 @@ pruner and validation split (10% of the training part, random rows or per user),
 refit on the whole training part; its ``best_model`` is scored on the test part. Only the
 test score of each is printed, never used to choose anything.
 
+Measured (``--trials 10 20 40``, seed 0; then ``--seed 1``), defaults -> tuned:
+
+    setting   metric    defaults  10 trials  20 trials  40 trials  (seed 1: 10 / 20 / 40)
+    ids       RMSE      0.9218    0.9218     0.9218     0.9198     0.9218 / 0.9218 / 0.9205
+    side      RMSE      0.9253    0.9222     0.9222     0.9188     0.9253 / 0.9206 / 0.9186
+    implicit  NDCG@10   0.3041    0.3082     0.3208     0.3201     0.3041 / 0.3188 / 0.3201
+
+A tuned figure equal to the defaults' is the untuned model itself: no trial beat trial 0 (the
+template as given) on validation by more than its noise.
+
 The process keeps to ``--cores`` CPUs (default 1): ``tune`` gives each model every core the
 process may use, and Hogwild SGD (BPR) on more than one thread is not reproducible.
 """
