@@ -752,11 +752,31 @@ def test_mcmc_groups_are_the_encoder_fields(data):
     assert (rec2.model_.groups == own).all()
 
 
-def test_mcmc_fold_in_needs_implicit_user_features(data):
+@pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
+def test_mcmc_fold_in_learns_the_new_users_taste(data, cls):
+    """A model fitted by MCMC folds a new user in per sample, under the prior that sample's
+    trained users' id parameters imply: a user who loves one item cluster and hates the
+    other gets the loved cluster's other items first (the data's two clusters)."""
+    df, *_, item_group = data
+    model = mcmc(cls, n_epochs=60, n_burn_in=20)  # more sweeps to learn the two clusters
+    rec, _ = build(data, "plain", model=model, target="liked" if cls is FMClassifier
+                   else "rating")
+    ids = np.array([f"i{j}" for j in range(N_ITEMS)])
+    for loved in (0, 1):
+        liked = ids[item_group[:N_ITEMS] == loved][:5]
+        hated = ids[item_group[:N_ITEMS] != loved][:5]
+        hist = pd.DataFrame({"user_id": -5, "item_id": np.r_[liked, hated],
+                             "rating": np.r_[np.full(5, 5.0), np.full(5, 1.0)]})
+        hist["liked"] = np.where(hist["rating"] > 3, "yes", "no")
+        out = rec.recommend([-5], history=hist, n=10)
+        assert not set(out["item"]) & set(hist["item_id"])
+        top = item_group[[int(i[1:]) for i in out["item"]]]
+        assert (top == loved).mean() >= 0.8, (loved, top)
+    assert np.isfinite(out["score"]).all()
+
+
+def test_mcmc_fold_in_through_implicit_user_features(data):
     hist = pd.DataFrame({"user_id": [-5, -5], "item_id": ["i1", "i2"], "rating": [5.0, 1.0]})
-    rec, _ = build(data, "side", model=mcmc())
-    with pytest.raises(ValueError, match="MCMC"):
-        rec.recommend([-5], history=hist)
     rec, _ = build(data, "implicit", model=mcmc())
     out = rec.recommend([-5], history=hist, n=3)
     assert len(out) == 3 and not set(out["item"]) & {"i1", "i2"}
