@@ -208,12 +208,14 @@ def test_demo_on_synthetic_data(tmp_path):
     table = _demo_table(result.stdout)
     assert table.index.tolist() == ["popularity (most-rated unseen items)", *RATING_MODELS,
                                     *RANKERS]
-    # The order MovieLens 100K shows (README, `fmrec demo`): both implicit-feedback rankers
-    # above popularity, popularity above every rating model's top-N, and the richer rating
-    # model the more accurate.
-    ndcg = table["NDCG@10"]
-    assert ndcg[RANKERS].min() > ndcg["popularity (most-rated unseen items)"]
-    assert ndcg["popularity (most-rated unseen items)"] > ndcg[RATING_MODELS].max()
+    # The order MovieLens 100K shows (README, `fmrec demo`): the rating FMs' lists (their
+    # rating model blended with a ranker learnt from the same rows) above both
+    # implicit-feedback rankers, those above popularity, popularity above the bias baseline,
+    # and the richer rating model the more accurate.
+    ndcg, popular = table["NDCG@10"], "popularity (most-rated unseen items)"
+    fms, baseline = RATING_MODELS[1:], RATING_MODELS[0]
+    assert ndcg[fms].min() > ndcg[RANKERS].max()
+    assert ndcg[RANKERS].min() > ndcg[popular] > ndcg[baseline]
     assert table["RMSE"][RATING_MODELS].is_monotonic_decreasing
     recs = pd.read_csv(tmp_path / "out" / "recommendations.csv")
     assert list(recs.columns) == ["user", "item", "score", "rank"]

@@ -42,7 +42,9 @@ def fold_in(dataset: InteractionDataset, model, hist: pd.DataFrame, users: np.nd
     ``parts`` of ``model`` (see ``Recommender.recommend``)."""
     hist = hist[pd.Index(hist[dataset.user_col]).isin(users)]
     group = pd.Index(users).get_indexer(hist[dataset.user_col])
-    if "users" in implicit_sides(dataset.implicit):
+    # A ranker beside a target model learnt no implicit sets: it folds the user in by BPR.
+    blend_ranker = isinstance(model, FMRanker) and dataset.target is not None
+    if "users" in implicit_sides(dataset.implicit) and not blend_ranker:
         order = np.argsort(group, kind="stable")
         counts = np.bincount(group, minlength=len(users))
         lists = np.split(hist[dataset.item_col].to_numpy()[order], np.cumsum(counts)[:-1])

@@ -358,7 +358,12 @@ class Recommender(BaseEstimator):
         ranker = self.make_ranker()
         if ranker is None:
             return
-        self.ranker_ = ranker.fit(*self.dataset_.seen_ranking_data())
+        ranker.fit(*self.dataset_.seen_ranking_data())
+        # The implicit sets were left out of its rows: their parameters are unused, not the
+        # random start they kept.
+        unused = self.dataset_.implicit_columns()
+        ranker.w_[unused], ranker.V_[unused] = 0.0, 0.0
+        self.ranker_ = ranker
         self.score_scale_ = self._calibrate()
 
     def _calibrate(self) -> np.ndarray:
