@@ -8,6 +8,7 @@ finite differences and then check the kernels against them.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 SQUARE, LOGISTIC = 0, 1
@@ -340,3 +341,17 @@ def bpr_epoch(U, I, users, items, negatives, order, w, V, *, learning_rate, adag
             adagrad=adagrad, reg_linear=reg_linear, reg_factors=reg_factors, acc=acc)
         loss_sum += loss
     return w, V, acc, loss_sum
+
+
+def popular_lists(train: pd.DataFrame, users, n: int = 10, user_col: str = "user_id",
+                  item_col: str = "item_id") -> pd.DataFrame:
+    """The baseline every ranker must beat: the n most popular training items each user has
+    no training interaction with, as ``user, item, rank`` rows."""
+    order = train[item_col].value_counts().index
+    seen = train.groupby(user_col)[item_col].agg(set)
+    rows = []
+    for u in users:
+        mine = seen.get(u, set())
+        top = [i for i in order[:n + len(mine)] if i not in mine][:n]
+        rows += [(u, i, rank + 1) for rank, i in enumerate(top)]
+    return pd.DataFrame(rows, columns=["user", "item", "rank"])

@@ -3,8 +3,8 @@ against popularity, for users with a history and for users known only by their
 demographics. Skipped, with the reason, when the data is not available."""
 
 import numpy as np
-import pandas as pd
 import pytest
+from reference import popular_lists
 
 from fmrec import Recommender
 from fmrec.datasets import load_movielens
@@ -18,18 +18,6 @@ def ml(ml100k_dir):
     ratings = data.ratings
     positives = ratings.loc[ratings["rating"] >= 4, ["user_id", "item_id"]]
     return data, positives
-
-
-def popular_lists(train: pd.DataFrame, users, n: int = 10) -> pd.DataFrame:
-    """The n most popular training items each user has no training interaction with."""
-    order = train["item_id"].value_counts().index
-    seen = train.groupby("user_id")["item_id"].agg(set)
-    rows = []
-    for u in users:
-        mine = seen.get(u, set())
-        top = [i for i in order[:n + len(mine)] if i not in mine][:n]
-        rows += [(u, i, rank + 1) for rank, i in enumerate(top)]
-    return pd.DataFrame(rows, columns=["user", "item", "rank"])
 
 
 def test_cold_start_users_from_demographics_beat_popularity(ml):

@@ -576,16 +576,20 @@ def test_a_callable_space_gets_no_enqueued_trial(split):
     assert "fmrec_defaults" not in result.study.trials[0].user_attrs
 
 
-def test_a_recommender_study_starts_from_its_own_settings_too(ratings):
-    rec = Recommender(target="rating", implicit=True, implicit_weight=2.0, random_state=0)
+@pytest.mark.parametrize("model", [None, FMRegressor(n_factors=16, reg_factors=2.0)],
+                         ids=["default", "als"])
+def test_a_recommender_study_starts_from_its_own_settings_too(ratings, model):
+    rec = Recommender(target="rating", implicit=True, implicit_weight=2.0, model=model,
+                      random_state=0)
     result = tune(rec, ratings, n_trials=1, random_state=0)
     params = result.study.trials[0].params
     assert params["implicit_weight"] == 2.0
-    # The default rating model: 16 factors and its penalties (see Recommender.make_model).
-    model = rec.make_model()
-    assert params["n_factors"] == model.n_factors == 16
-    assert (params["reg_linear"], params["reg_factors"]) == (model.reg_linear,
-                                                             model.reg_factors)
+    # The rating model's own rank and penalties (the default, MCMC, has no penalties).
+    fitted = rec.make_model()
+    assert params["n_factors"] == fitted.n_factors
+    searched = {"reg_linear", "reg_factors"} & set(params)
+    assert searched == (set() if fitted.solver == "mcmc" else {"reg_linear", "reg_factors"})
+    assert all(params[name] == getattr(fitted, name) for name in searched)
 
 
 # ------------------------------------------------- plateaus, the refit, never worse (issue 14)
