@@ -20,11 +20,13 @@ from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
 from fmrec.recommend.dataset import InteractionDataset
+from fmrec.recommend.defaults import default_model
 from fmrec.recommend.recommender import Recommender
 
 __all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
            "InteractionDataset", "Recommender", "RelationBlock", "TuneResult",
-           "UniqueColumnWarning", "inspect", "load_model", "openmp_enabled", "plot", "tune"]
+           "UniqueColumnWarning", "default_model", "inspect", "load_model", "openmp_enabled",
+           "plot", "tune"]
 
 
 def __getattr__(name: str):

@@ -33,6 +33,19 @@ def test_implicit_feedback_uses_the_class_defaults():
     assert default_model("implicit", False).get_params() == FMRanker().get_params()
 
 
+def test_the_recommender_trains_the_defaults_when_given_no_model():
+    """What Recommender(...).make_model() gives is default_model's choice, public as
+    fmrec.default_model (labels need it passed: a target column does not say its kind)."""
+    import fmrec
+
+    assert fmrec.default_model is default_model
+    for target, kind in ((None, "implicit"), ("rating", "rating")):
+        made = Recommender(target=target).make_model()
+        assert made.get_params() == default_model(kind).get_params()
+    ranker = Recommender(target="rating").make_ranker()
+    assert ranker.get_params() == FMRanker().get_params()
+
+
 @pytest.mark.parametrize("kind", ["ratings", "implicit feedback", None, 3])
 def test_unknown_target_kind_is_refused(kind):
     with pytest.raises((ValueError, TypeError), match="target_kind"):

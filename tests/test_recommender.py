@@ -668,12 +668,12 @@ def test_movielens_fold_in_beats_popularity(movielens, target):
     interactions (and, for the rating Recommender, their ratings) and scored on the rest of
     their interactions rated >= 4. The default models.
 
-    Measured (seed 0), NDCG@10: implicit-feedback Recommender() 0.3563 (the FMRanker's user
-    folded in by BPR), rating Recommender 0.3952 (the regressor's ridge fold-in blended
-    with the ranker's); popularity 0.3322; the bias-only order 0.3484 and 0.3746. The
-    FMRanker gains little from 5 items: Recommender() trained on them with everyone else's
-    (no fold-in) scores 0.2820 on these users, 0.3159 on validation users
-    (``python benchmarks/bench_topn.py foldin [--seed 1]``).
+    Measured (seed 0), NDCG@10: implicit-feedback Recommender() 0.3840 (the FMRanker's user
+    folded in by BPR), rating Recommender 0.4104 (the MCMC regressor folded in per sample,
+    blended with the ranker's); popularity 0.3322; the bias-only order 0.3724 and 0.3694
+    (``python benchmarks/bench_topn.py foldin``). Issue 14 asks for popularity + 0.05 and
+    more than the bias-only order; at the previous FMRanker defaults (32 factors, penalties
+    0.01) the implicit-feedback fold-in reached only 0.3563.
     """
     rng = np.random.default_rng(0)
     held = rng.choice(movielens["user_id"].unique(), 100, replace=False)
@@ -694,25 +694,23 @@ def test_movielens_fold_in_beats_popularity(movielens, target):
                                 k=10)["ndcg@10"]
     print(f"target={target}: fold-in NDCG@10 {ndcg:.4f}, popularity {ndcg_pop:.4f}, "
           f"bias-only {ndcg_bias:.4f}")
-    assert ndcg > ndcg_bias
-    if target is None:
-        assert ndcg > ndcg_pop + 0.015
-    else:
-        assert ndcg >= ndcg_pop + 0.05 and ndcg > ndcg_bias + 0.01
+    assert ndcg >= ndcg_pop + 0.05 and ndcg > ndcg_bias + 0.01
 
 
-def test_movielens_recommend_all_users_is_fast(movielens):
+def test_movielens_recommend_all_users(movielens):
+    """Top-10 for every MovieLens user at once (the time is printed; speed goals live in
+    benchmarks/, not in tests): ten unseen items each."""
     rec = Recommender(target="rating", implicit=True, random_state=0,
                       model=FMRegressor(n_factors=16, n_epochs=3, random_state=0))
     rec.fit(movielens)
     users = movielens["user_id"].unique()
     start = time.perf_counter()
     out = rec.recommend(users, n=10)
-    elapsed = time.perf_counter() - start
     print(f"top-10 for {len(users)} users over {movielens['item_id'].nunique()} items: "
-          f"{elapsed:.3f} s")
-    assert len(out) == 10 * len(users)
-    assert elapsed < 2.0
+          f"{time.perf_counter() - start:.3f} s")
+    assert out.groupby("user").size().eq(10).all() and out["user"].nunique() == len(users)
+    seen = set(zip(movielens["user_id"], movielens["item_id"], strict=True))
+    assert not any(pair in seen for pair in zip(out["user"], out["item"], strict=True))
 
 
 # -------------------------------------------------------------------------------- MCMC

@@ -66,7 +66,8 @@ class Recommender(BaseEstimator):
         Id columns of the interactions (and of ``user_features`` / ``item_features``).
     target : str, optional
         Target column: ratings for a regressor (the default model) or two-valued labels for
-        an ``FMClassifier`` passed as ``model``. None means implicit feedback: every row is
+        an ``FMClassifier`` passed as ``model`` (``fmrec.default_model("label")`` is the one
+        measured best untuned: the Bayesian FM). None means implicit feedback: every row is
         a positive, learnt for ranking by an ``FMRanker`` (BPR; the default) or, with an
         ``FMClassifier`` as ``model``, against ``negatives`` sampled negatives by log loss.
     model : FMRegressor, FMClassifier or FMRanker, optional
