@@ -149,16 +149,19 @@ def test_fold_in_through_both_models(synthetic):
         rec.recommend([-1], history=hist.drop(columns="rating"))
 
 
-def test_bpr_fold_in_learns_tastes():
+@pytest.mark.parametrize("implicit", [False, "users"])
+def test_bpr_fold_in_learns_tastes(implicit):
     """Two user groups each like one of two item clusters; a new user known by a few
-    items of one cluster is recommended that cluster, not the popular items of the other."""
+    items of one cluster is recommended that cluster, not the popular items of the other
+    (with implicit user features: the history as the row, BPR's fold-in on top)."""
     rng = np.random.default_rng(0)
     n_users, n_items = 80, 40
     user_group, item_group = rng.integers(0, 2, n_users), np.arange(n_items) % 2
     rows = [(u, i) for u in range(n_users) for i in range(n_items)
             if item_group[i] == user_group[u] and rng.random() < 0.4]
     liked = pd.DataFrame(rows, columns=["user_id", "item_id"])
-    rec = Recommender(model=small_ranker(n_epochs=30), random_state=0).fit(liked)
+    rec = Recommender(model=small_ranker(n_epochs=30), implicit=implicit,
+                      random_state=0).fit(liked)
     for group in (0, 1):
         hist = {-1: [i for i in range(n_items) if item_group[i] == group][:4]}
         out = rec.recommend([-1], n=8, history=hist)
