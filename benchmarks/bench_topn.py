@@ -24,7 +24,7 @@ else's (no fold-in), for comparison.
 
     python benchmarks/bench_topn.py blend [--labels]
     python benchmarks/bench_topn.py table --split u1
-    python benchmarks/bench_topn.py foldin [--seed 0] [--prior 1.0]
+    python benchmarks/bench_topn.py foldin [--seed 0] [--prior 1.0] [--implicit]
 """
 
 from __future__ import annotations
@@ -140,7 +140,9 @@ def fold(args) -> None:
             ("implicit-feedback Recommender()", Recommender(random_state=0),
              first[["user_id", "item_id"]]),
             ("Recommender(target='rating')", Recommender(target="rating", random_state=0),
-             first[["user_id", "item_id", "rating"]])):
+             first[["user_id", "item_id", "rating"]]),
+            *([("Recommender(implicit='users')", Recommender(implicit="users", random_state=0),
+                first[["user_id", "item_id"]])] if args.implicit else [])):
         rec.fit(train if rec.target else train[["user_id", "item_id"]])
         out = rec.recommend(held, n=10, history=hist)
         print(f"seed {args.seed}, prior {args.prior}, {name}: fold-in {metrics(out, relevant)}; "
@@ -160,6 +162,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior", type=float, default=foldin.RANKER_PRIOR)
     parser.add_argument("--labels", action="store_true")
+    parser.add_argument("--implicit", action="store_true",
+                        help="foldin: also the implicit-feedback Recommender with implicit "
+                             "user features (its BPR fit takes about a minute)")
     args = parser.parse_args()
     {"blend": blend, "table": table, "foldin": fold}[args.what](args)
 
