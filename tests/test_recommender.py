@@ -867,3 +867,43 @@ def test_ranker_recommender_save_load(data, tmp_path):
                                   rec.recommend(np.arange(10), n=5))
     assert len(loaded.model_.history_["train_loss"]) == 15
     assert loaded.model_.history_["train_loss"] == pytest.approx(rec.model_.history_["train_loss"])
+
+
+# ------------------------------------------------------------ failures change nothing
+def _snapshot(rec):
+    """What a caller can observe of a fitted recommender."""
+    return (list(rec.feature_names_), rec.seen_.toarray(), rec.model_.V_.copy(),
+            rec.recommend(rec.users_[:5], n=5))
+
+
+def _assert_unchanged(rec, before):
+    names, seen, V, lists = before
+    assert list(rec.feature_names_) == names
+    np.testing.assert_array_equal(rec.seen_.toarray(), seen)
+    np.testing.assert_array_equal(rec.model_.V_, V)
+    pd.testing.assert_frame_equal(rec.recommend(rec.users_[:5], n=5), lists)
+
+
+@pytest.mark.parametrize("target_weight", [1.0, 0.3])
+def test_a_failed_partial_fit_changes_nothing(data, target_weight):
+    """A batch that fails after its new user and item were taken in (an infinite value in a
+    context column) leaves the vocabulary, the seen matrix, the model and the ranker as
+    they were (issue 15: they used to stay in the vocabulary)."""
+    rec, df = build(data, "context", model=small(solver="sgd"), target_weight=target_weight)
+    before = _snapshot(rec)
+    batch = df.iloc[:3].assign(user_id=[999, 999, 0], item_id=["i999", "i1", "i998"])
+    batch.loc[batch.index[2], "hour"] = np.inf
+    with pytest.raises(ValueError, match="hour"):
+        rec.partial_fit(batch)
+    _assert_unchanged(rec, before)
+    # The same batch without the bad row goes in, and grows the model.
+    rec.partial_fit(batch.iloc[:2])
+    assert len(rec.feature_names_) > len(before[0])
+
+
+def test_a_failed_fit_keeps_the_fitted_recommender(data):
+    rec, df = build(data, "side")
+    before = _snapshot(rec)
+    with pytest.raises(ValueError, match="rating"):
+        rec.fit(df.assign(rating=np.where(np.arange(len(df)) == 7, np.nan, df["rating"])))
+    _assert_unchanged(rec, before)

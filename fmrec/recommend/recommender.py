@@ -11,6 +11,7 @@ product."""
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -22,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from fmrec._links import sigmoid
 from fmrec._validation import check_frame, check_interval
 from fmrec.design import fm_output
+from fmrec.models._base import restore_on_failure
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import from_record, nested_arrays, register, save_model, to_record
@@ -338,19 +340,22 @@ class Recommender(BaseEstimator):
         self : Recommender
         """
         self._check_params()
-        self.__dict__.pop("model_", None)  # a refit starts afresh, labels included
-        self.ranker_ = self.score_scale_ = None
-        model = self.make_model()
-        dataset = self.make_dataset(model)
-        self.dataset_ = dataset.fit(interactions)
-        if isinstance(model, FMRanker):
-            self.model_ = model.fit(*dataset.ranking_data(interactions))
-            return self
-        X, y = dataset.training_rows(interactions)
-        if model.solver == "mcmc" and model.groups is None:
-            model.set_params(groups=dataset.feature_fields())
-        self.model_ = model.fit(X, y)
-        self._fit_ranker()
+        # A fit that fails leaves a fitted recommender as it was: every attribute is
+        # replaced by a new object, so putting back the old references restores it.
+        with restore_on_failure(self):
+            self.__dict__.pop("model_", None)  # a refit starts afresh, labels included
+            self.ranker_ = self.score_scale_ = None
+            model = self.make_model()
+            dataset = self.make_dataset(model)
+            self.dataset_ = dataset.fit(interactions)
+            if isinstance(model, FMRanker):
+                self.model_ = model.fit(*dataset.ranking_data(interactions))
+                return self
+            X, y = dataset.training_rows(interactions)
+            if model.solver == "mcmc" and model.groups is None:
+                model.set_params(groups=dataset.feature_fields())
+            self.model_ = model.fit(X, y)
+            self._fit_ranker()
         return self
 
     def _fit_ranker(self) -> None:
@@ -600,24 +605,30 @@ class Recommender(BaseEstimator):
         self._check_params()
         if isinstance(self.model_, FMRanker):
             raise ValueError("partial_fit does not continue an FMRanker yet: refit with fit")
-        at = self.dataset_.grow(interactions)
-        if len(at):
-            self.model_.grow(self.model_.n_features_in_ + len(at), at=at)
-        X, y = self.dataset_.training_rows(interactions)
-        model = self.model_
-        # An ALS sweep would re-solve the intercept from the batch alone (its mean, not the
-        # data's); it stays where all the data put it.
-        freeze = model.solver == "als" and model.fit_intercept
-        if freeze:
-            model.set_params(fit_intercept=False)
-        try:
-            for _ in range(int(n_epochs)):
-                model.partial_fit(X, y)
-        finally:
-            if freeze:
-                model.set_params(fit_intercept=True)
-        if getattr(self, "ranker_", None) is not None:
-            self._fit_ranker()
+        # All or nothing: the batch grows and trains copies of the dataset and the model, so
+        # a batch that fails half-way (a bad value in a column, a diverging step) leaves
+        # the vocabulary, the seen matrix and the model as they were.
+        with restore_on_failure(self):
+            self.dataset_, self.model_ = copy.deepcopy(self.dataset_), copy.deepcopy(self.model_)
+            at = self.dataset_.grow(interactions)
+            if len(at):
+                self.model_.grow(self.model_.n_features_in_ + len(at), at=at)
+            X, y = self.dataset_.training_rows(interactions)
+            model = self.model_
+            # An ALS sweep would re-solve the intercept from the batch alone (its mean, not
+            # the data's); it stays where all the data put it.
+            if model.solver == "als" and model.fit_intercept:
+                model.set_params(fit_intercept=False)
+                try:
+                    for _ in range(int(n_epochs)):
+                        model.partial_fit(X, y)
+                finally:
+                    model.set_params(fit_intercept=True)
+            else:
+                for _ in range(int(n_epochs)):
+                    model.partial_fit(X, y)
+            if getattr(self, "ranker_", None) is not None:
+                self._fit_ranker()
         return self
 
     # -------------------------------------------------------------------- persistence
