@@ -12,23 +12,49 @@ from sklearn.metrics import roc_auc_score
 from fmrec._validation import check_frame
 
 
+def _checked(y_true, y_pred, sample_weight, pred_name: str = "y_pred"):
+    """Float64 1-D ``y_true``, ``y_pred`` and weights of one length, all finite: a metric
+    of NaN or of misaligned arrays would be a wrong figure, not an error."""
+    arrays = {"y_true": y_true, pred_name: y_pred}
+    if sample_weight is not None:
+        arrays["sample_weight"] = sample_weight
+    out = {}
+    for name, values in arrays.items():
+        try:
+            a = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must hold numbers: {exc}") from None
+        if a.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if len(bad):
+            raise ValueError(f"{name} is NaN or infinite at position {int(bad[0])}")
+        out[name] = a
+    lengths = {name: len(a) for name, a in out.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"lengths differ: {lengths}")
+    if lengths["y_true"] == 0:
+        raise ValueError("no values to score (y_true is empty)")
+    return out["y_true"], out[pred_name], out.get("sample_weight")
+
+
 def rmse(y_true, y_pred, sample_weight=None) -> float:
     """Root mean squared error."""
-    err = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
-    return float(np.sqrt(np.average(err**2, weights=sample_weight)))
+    y, p, w = _checked(y_true, y_pred, sample_weight)
+    return float(np.sqrt(np.average((y - p) ** 2, weights=w)))
 
 
 def mae(y_true, y_pred, sample_weight=None) -> float:
     """Mean absolute error."""
-    err = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
-    return float(np.average(np.abs(err), weights=sample_weight))
+    y, p, w = _checked(y_true, y_pred, sample_weight)
+    return float(np.average(np.abs(y - p), weights=w))
 
 
 def log_loss(y_true, y_prob, sample_weight=None) -> float:
     """Mean negative log-likelihood of labels in {0, 1} given P(y=1), clipped away from 0/1."""
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.clip(np.asarray(y_prob, dtype=np.float64), 1e-15, 1 - 1e-15)
-    return float(np.average(-(y * np.log(p) + (1 - y) * np.log1p(-p)), weights=sample_weight))
+    y, p, w = _checked(y_true, y_prob, sample_weight, "y_prob")
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log1p(-p)), weights=w))
 
 
 def auc(y_true, y_score, sample_weight=None) -> float:

@@ -519,11 +519,16 @@ def test_ranker_tuned_on_ndcg(ratings):
     assert result.metric == "ndcg@10"
     assert set(result.best_params) == {"n_factors", "learning_rate", "reg_linear",
                                        "reg_factors"}
-    # Each epoch's NDCG went to the pruner, and the refit runs the best trial's epochs.
+    # Each epoch's NDCG went to the pruner, and the refit runs the chosen trial's epochs:
+    # trial 0 (the untuned settings, refitted as given) unless another beat it by more than
+    # its noise. Which one wins varies: tune gives BPR every core (Hogwild).
     assert len(result.study.best_trial.intermediate_values) >= 1
     best = result.best_model.model_
     assert isinstance(best, FMRanker)
-    assert best.n_epochs == result.study.best_trial.user_attrs["n_epochs"]
+    first = result.study.trials[0]
+    untuned = result.best_params == first.params
+    chosen = first if untuned else result.study.best_trial
+    assert best.n_epochs == (8 if untuned else chosen.user_attrs["n_epochs"])
     assert 0.0 < result.best_score <= 1.0
 
 

@@ -138,3 +138,31 @@ def test_non_numeric_X(data):
     _, y = data
     with pytest.raises(ValueError):
         FMRegressor(n_epochs=1).fit(np.array([["a", "b"]] * 200), y)
+
+
+# ----------------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("metric", ["rmse", "mae", "log_loss"])
+@pytest.mark.parametrize(("y_true", "y_pred", "weights", "match"), [
+    ([1.0, np.nan], [0.5, 0.5], None, "y_true is NaN or infinite at position 1"),
+    ([1.0, 0.0], [0.5, np.inf], None, "is NaN or infinite at position 1"),
+    ([1.0, 0.0], [0.5], None, "lengths differ"),
+    ([1.0, 0.0], [0.5, 0.5], [1.0], "lengths differ"),
+    ([1.0, 0.0], [0.5, 0.5], [1.0, np.nan], "sample_weight is NaN"),
+    ([], [], None, "no values"),
+    ([[1.0, 0.0]], [[0.5, 0.5]], None, "must be 1-D"),
+])
+def test_metrics_refuse_what_would_give_a_wrong_figure(metric, y_true, y_pred, weights,
+                                                       match):
+    """Issue 15: rmse of NaN input was NaN, and misaligned arrays were scored silently."""
+    import fmrec.metrics
+
+    with pytest.raises(ValueError, match=match):
+        getattr(fmrec.metrics, metric)(y_true, y_pred, sample_weight=weights)
+
+
+def test_metrics_of_good_input():
+    from fmrec.metrics import log_loss, mae, rmse
+
+    assert rmse([1, 2], [1, 4]) == pytest.approx(np.sqrt(2))
+    assert mae([1, 2], [1, 4], sample_weight=[1, 3]) == pytest.approx(1.5)
+    assert log_loss([1, 0], [0.5, 0.5]) == pytest.approx(np.log(2))
