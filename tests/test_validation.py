@@ -166,3 +166,13 @@ def test_metrics_of_good_input():
     assert rmse([1, 2], [1, 4]) == pytest.approx(np.sqrt(2))
     assert mae([1, 2], [1, 4], sample_weight=[1, 3]) == pytest.approx(1.5)
     assert log_loss([1, 0], [0.5, 0.5]) == pytest.approx(np.log(2))
+
+
+def test_targets_beyond_float32_are_named_not_reported_as_divergence():
+    """Issue 15: y = 1e39 in a float32 model used to end as "diverged ... smaller
+    learning_rate", even for ALS, which has none."""
+    X, y = np.eye(3), np.array([1.0, 2.0, 1e39])
+    for solver in ("als", "sgd"):
+        with pytest.raises(ValueError, match=r"y holds 1e\+39 at row 2, beyond what float32"):
+            FMRegressor(solver=solver, n_epochs=2).fit(X, y)
+    FMRegressor(dtype="float64", n_epochs=2).fit(X, y)  # float64 holds it
