@@ -360,6 +360,8 @@ def regression_data():
     ({"cv": 1}, "cv must be None or an integer >= 2"),
     ({"cv": True}, "cv must be None or an integer >= 2"),
     ({"cv": 5000}, "need at least 5000 rows"),
+    ({"timeout": -1}, "timeout must be > 0, got -1"),  # issue 15: Optuna took it silently
+    ({"timeout": float("nan")}, "timeout must be finite"),
 ])
 def test_bad_arguments(regression, kwargs, match):
     X, y = regression

@@ -221,6 +221,8 @@ def tune(
         raise TypeError(f"tune needs an FMRegressor, FMClassifier or Recommender, got "
                         f"{type(estimator_or_recommender).__name__}")
     _check_count("n_trials", n_trials)
+    if timeout is not None:
+        check_interval("timeout", timeout, low=0, low_open=True)
     if early_stopping_rounds is not None:
         _check_count("early_stopping_rounds", early_stopping_rounds)
     template = task.template
