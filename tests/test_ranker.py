@@ -428,3 +428,18 @@ def test_docstring_example_and_sklearn_params():
     assert model.get_params()["n_factors"] == 8
     with pytest.raises(Exception, match="not fitted"):
         model.score_matrix(np.eye(2), np.eye(2))
+
+
+def test_no_negative_to_sample_is_an_error_not_a_nan_loss():
+    """Issue 15: on one item every triple was skipped and train_loss was NaN, silently."""
+    import pandas as pd
+
+    from fmrec import Recommender
+
+    one_item = pd.DataFrame({"user_id": [1, 2, 3], "item_id": ["a", "a", "a"]})
+    with pytest.raises(ValueError, match="no negatives to sample.*all 1 item"):
+        Recommender(random_state=0).fit(one_item)
+    # One user with an unseen item is enough: the others' positives are skipped, not all.
+    two_items = pd.DataFrame({"user_id": [1, 2, 3], "item_id": ["a", "a", "b"]})
+    loss = Recommender(random_state=0).fit(two_items).model_.history_["train_loss"]
+    assert np.isfinite(loss).all()

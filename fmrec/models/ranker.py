@@ -208,6 +208,11 @@ class FMRanker(BaseEstimator):
         if len(users) == 0:
             raise ValueError("no positives: users and items are empty")
         seen = _check_seen(seen, users, items, n_users, n_items)
+        if (np.diff(seen.indptr)[users] >= n_items).all():
+            # Every triple would be skipped and the loss would be NaN, silently.
+            raise ValueError(f"no negatives to sample: every user with a positive has "
+                             f"interacted with all {n_items} item(s), and BPR learns to rank "
+                             "a positive above an item the user has not interacted with")
         U, I, seen = _common_index_dtype(U, I, seen)  # noqa: E741
         n_threads = v.resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
