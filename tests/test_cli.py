@@ -342,6 +342,16 @@ def test_errors_exit_2_with_one_line(files, model, capsys, argv, message, also):
     assert message in err and also in err
 
 
+def test_evaluate_with_a_blank_rating_is_an_error_not_nan(files, model, tmp_path, capsys):
+    """Issue 15: a test file with an empty rating printed ``rmse nan`` and exited 0."""
+    test = pd.read_csv(files["test"])
+    test.loc[test.index[1], "rating"] = np.nan
+    test.to_csv(tmp_path / "blank.csv", index=False)
+    assert main(["evaluate", str(model), str(tmp_path / "blank.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fmrec: error: ") and "NaN" in err and len(err.splitlines()) == 1
+
+
 def test_parquet_without_pyarrow_is_a_clear_error(files, tmp_path, capsys):
     try:
         import pyarrow  # noqa: F401
