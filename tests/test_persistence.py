@@ -530,3 +530,19 @@ def test_any_damage_is_a_value_error_or_harmless(tmp_path, saved, recsys):
             except ValueError:
                 n_refused += 1
     assert n_refused > 100
+
+
+def test_ids_ending_in_nul_are_refused_at_save_not_merged(tmp_path):
+    """Issue 15: "x" and "x\\0" were two users in memory and one after save/load (NumPy's
+    strings drop trailing NULs). Saving names the value instead; a NUL inside an id is kept."""
+    from fmrec import FMClassifier, Recommender, load_model
+
+    df = pd.DataFrame({"user_id": ["x", "x\0", "x", "y"], "item_id": ["a", "b", "b", "a"]})
+    rec = Recommender(random_state=0, model=FMClassifier(n_epochs=2)).fit(df)
+    with pytest.raises(ValueError, match=r"column 'user_id'.*'x\\x00' ends in a NUL"):
+        rec.save(tmp_path / "r.npz")
+    assert not (tmp_path / "r.npz").exists()
+    inner = df.assign(user_id=df["user_id"].replace({"x\0": "x\0z"}))
+    rec = Recommender(random_state=0, model=FMClassifier(n_epochs=2)).fit(inner)
+    rec.save(tmp_path / "r.npz")
+    assert list(load_model(tmp_path / "r.npz").users_) == list(rec.users_)

@@ -49,6 +49,14 @@ def vocab_kind(values: np.ndarray, column) -> str:
         raise ValueError(
             f"cannot store the vocabulary of column {column!r} without pickle: its values are "
             f"of inferred type {kind!r}; only ints, floats, bools and strings are supported")
+    if kind == "string":
+        # NumPy's fixed-width strings drop trailing NULs: "x\0" would load back as "x" and
+        # merge with it.
+        ends = [v for v in np.asarray(values, dtype=object) if v.endswith("\0")]
+        if ends:
+            raise ValueError(f"cannot store the vocabulary of column {column!r}: value "
+                             f"{ends[0]!r} ends in a NUL character, which the file format "
+                             "drops; strip or replace trailing NULs before fitting")
     return kinds[kind]
 
 
