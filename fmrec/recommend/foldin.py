@@ -157,14 +157,15 @@ def _fold_in_bayesian(dataset: InteractionDataset, model, Z: np.ndarray, offset:
     w, V = parts["user"]
     ids = np.column_stack([w[:n_ids.stop - n_ids.start], V[:n_ids.stop - n_ids.start]])
     mu, var = ids.mean(axis=0), ids.var(axis=0)
-    var = np.where(var > 0, var, np.inf)  # no spread: the prior pins the parameter at μ
     logistic = is_classifier(model)
     if logistic:
-        Z, offset, alpha = _PROBIT_TO_LOGIT * Z, _PROBIT_TO_LOGIT * offset, 1.0
-        reg = 1.0 / (_PROBIT_TO_LOGIT ** 2 * var)
+        Z, offset = _PROBIT_TO_LOGIT * Z, _PROBIT_TO_LOGIT * offset
+        scale = _PROBIT_TO_LOGIT ** 2
     else:
-        alpha = model.noise_precision_
-        reg = 1.0 / (alpha * var)
+        scale = model.noise_precision_
+    # No spread among the trained users: the prior pins the parameter at μ.
+    reg = np.full(len(var), np.inf)
+    np.divide(1.0, scale * var, out=reg, where=var > 0)
     if not model.fit_linear:
         mu[0], reg[0] = 0.0, np.inf
     delta = _scoring.fold_in(Z, offset + Z @ mu, y, group, n_users, reg, 0.0,

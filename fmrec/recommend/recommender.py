@@ -617,16 +617,15 @@ class Recommender(BaseEstimator):
             model = self.model_
             # An ALS sweep would re-solve the intercept from the batch alone (its mean, not
             # the data's); it stays where all the data put it.
-            if model.solver == "als" and model.fit_intercept:
+            freeze = model.solver == "als" and model.fit_intercept
+            if freeze:
                 model.set_params(fit_intercept=False)
-                try:
-                    for _ in range(int(n_epochs)):
-                        model.partial_fit(X, y)
-                finally:
-                    model.set_params(fit_intercept=True)
-            else:
+            try:
                 for _ in range(int(n_epochs)):
                     model.partial_fit(X, y)
+            finally:
+                if freeze:
+                    model.set_params(fit_intercept=True)
             if getattr(self, "ranker_", None) is not None:
                 self._fit_ranker()
         return self
