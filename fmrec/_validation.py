@@ -26,6 +26,30 @@ def resolve_dtype(dtype) -> type:
     return DTYPES[key]
 
 
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_model_size(n_features: int, n_factors: int, dtype) -> None:
+    """Refuse, before allocating, a model whose training state would not fit in memory.
+
+    Training holds the parameters (w and V) about twice (residual caches or AdaGrad sums)
+    plus float64 column counts. A width past the RAM nearly always means sparse ids used
+    as column indices (a libSVM index of 2e9 asks for 2e9 columns).
+    """
+    total = physical_memory()
+    need = n_features * ((n_factors + 1) * 2 * np.dtype(dtype).itemsize + 8)
+    if total is not None and need > total:
+        raise ValueError(f"X has {n_features} columns: training {n_factors} factors on them "
+                         f"needs about {need / 2**30:.1f} GiB, more than this machine's "
+                         f"{total / 2**30:.1f} GiB; are the column indices sparse ids? "
+                         "Number the features from 0 without gaps")
+
+
 def as_kernel_csr(X) -> sp.csr_matrix:
     """Canonical CSR (from sparse or dense) for the kernels: no duplicates, sorted indices,
     int32/int64 indices."""

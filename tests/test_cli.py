@@ -51,6 +51,12 @@ def files(tmp_path_factory):
                  empty=folder / "empty.csv", header=folder / "header.csv",
                  bad_model=folder / "bad.npz")
     paths["empty"].write_text("")
+    paths["index_2e31"] = folder / "index_2e31.libsvm"
+    paths["index_2e31"].write_text("1 0:1 3:1\n0 1:1 2147483648:1\n")
+    ranker = fmrec.FMRanker(n_factors=2, n_epochs=1, random_state=0).fit(
+        np.eye(4)[:2], np.eye(4)[2:], [0, 1], [0, 1])
+    paths["ranker"] = folder / "ranker.npz"
+    ranker.save(paths["ranker"])
     paths["header"].write_text("user_id,item_id,rating\n")
     paths["bad_model"].write_bytes(b"not a model")
     return paths
@@ -329,6 +335,20 @@ ERRORS = [
     (["recommend", "{model}", "--users", "9999"], "unknown user(s) 9999", "--unknown popular"),
     (["predict", "{model}", "{reg}"], "is a Recommender", ""),
     (["recommend", "{model}", "--users-file", "{empty}"], "has no ids", ""),
+    # Issue 15: these were tracebacks with exit 1.
+    (["train", "{reg}", "--out", "{dir}"], "is a folder", ""),
+    (["train", "{train}", "--out", "{dir}"], "is a folder", ""),
+    (["predict", "{model}", "{test}", "--out", "{dir}"], "is a folder", ""),
+    (["recommend", "{model}", "--out", "{dir}"], "is a folder", ""),
+    (["train", "{index_2e31}", "--out", "{dir}/m.npz"], "a feature index is 2147483648 or more",
+     ""),
+    (["predict", "{ranker}", "{reg}"], "is a plain FMRanker", "fmrec predict"),
+    (["evaluate", "{ranker}", "{reg}"], "is a plain FMRanker", "fmrec evaluate"),
+    (["tune", "{train}", "--out", "{dir}/t.npz", "--trials", "1", "--storage",
+      "sqlite:///{dir}/no/such/folder/t.db", "--study-name", "s"],
+     "cannot open the study storage", "unable to open database file"),
+    (["tune", "{train}", "--out", "{dir}/t.npz", "--trials", "1", "--storage", "nonsense",
+      "--study-name", "s"], "cannot open the study storage 'nonsense'", ""),
 ]
 
 
@@ -340,6 +360,34 @@ def test_errors_exit_2_with_one_line(files, model, capsys, argv, message, also):
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("fmrec: error: "), err
     assert message in err and also in err
+
+
+def test_a_width_past_the_machine_memory_is_refused_before_allocating(files, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Issue 15: a libSVM index of 2e9 made ``train`` allocate 15 GiB for an empty model."""
+    monkeypatch.setattr(fmrec._validation, "physical_memory", lambda: 2**30)
+    path = tmp_path / "sparse_ids.libsvm"
+    path.write_text("1 0:1 3:1\n0 1:1 200000000:1\n")  # 2e8 columns need ~15 GiB
+    assert main(["train", "-q", str(path), "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert "X has 200000001 columns" in err and "more than this machine's 1.0 GiB" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_missing_database_driver_is_one_line(files, tmp_path, capsys, monkeypatch):
+    """ImportError (a storage URL's driver is not installed) is a user error, not a crash."""
+    import optuna
+
+    def no_driver(url):
+        raise ImportError("Failed to import DB access module")
+
+    monkeypatch.setattr(optuna.storages, "get_storage", no_driver)
+    code = main(["tune", str(files["train"]), "--out", str(tmp_path / "t.npz"), "--trials", "1",
+                 "--storage", "postgresql://u@localhost/db", "--study-name", "s"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "needs a database driver that is not installed" in err
 
 
 def test_evaluate_with_a_blank_rating_is_an_error_not_nan(files, model, tmp_path, capsys):

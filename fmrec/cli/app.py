@@ -12,12 +12,20 @@ from fmrec.cli.console import Console
 from fmrec.cli.parser import build_parser
 
 NETWORK_ERROR = 1  # the exit code when a download (fmrec demo --download) failed
+# What a command raises for input, files, settings or a machine it cannot use: one line and
+# exit 2. OSError covers unwritable or directory paths; ImportError an optional dependency
+# (a database driver) that is missing; MemoryError input whose model would not fit.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, MemoryError)
 
 
 def _message(exc: BaseException) -> str:
     """One line for the user: the message itself, whitespace (and tracebacks) folded."""
     if isinstance(exc, FileNotFoundError) and exc.filename is not None:
         text = f"file {exc.filename!r} not found"
+    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, MemoryError):
+        text = f"not enough memory ({exc or 'the input is too large'})"
     elif isinstance(exc, KeyError) and len(exc.args) == 1:
         text = f"not found: {exc.args[0]}"  # str(KeyError) would show it in extra quotes
     else:
@@ -36,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code: 0, 2 after a usage error or input the command cannot use, or 1
-        when a download failed (the reason is one ``fmrec: error: ...`` line on stderr).
+        The exit code: 0, 2 after a usage error or input, a file or a setting the command
+        cannot use (``USER_ERRORS``), or 1 when a download failed (the reason is one
+        ``fmrec: error: ...`` line on stderr).
         ``--help`` and ``--version`` exit through ``SystemExit`` as argparse does.
 
     Examples
@@ -52,9 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         args.run(args, Console(quiet=args.quiet))
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
-        print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
-        return USAGE_ERROR
     except BrokenPipeError:
         # The reader of stdout went away (fmrec predict ... | head): stop quietly, and keep
         # Python from complaining again when it flushes stdout at exit.
@@ -63,4 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnectionError as exc:  # a failed download (BrokenPipeError, above, is one too)
         print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
         return NETWORK_ERROR
+    except USER_ERRORS as exc:
+        print(f"{parser.prog}: error: {_message(exc)}", file=sys.stderr)
+        return USAGE_ERROR
     return 0

@@ -5,7 +5,7 @@ Every command is a thin layer over the public API (``Recommender``, ``FMRegresso
 ``FMClassifier``, ``load_model``, ``fmrec.metrics``); file formats live in ``fmrec.cli.io``,
 the options in ``fmrec.cli.parser``. Results go to stdout or files, progress to stderr through
 ``fmrec.cli.console`` (``-q`` silences it); a problem the user can fix is raised as
-ValueError/TypeError/FileNotFoundError/KeyError and ``fmrec.cli.main`` reports it.
+one of ``fmrec.cli.app.USER_ERRORS`` and ``fmrec.cli.main`` reports it.
 """
 
 from __future__ import annotations
@@ -56,10 +56,16 @@ def _ranker(args: argparse.Namespace, verbose: int) -> FMRanker:
                     random_state=args.seed, n_jobs=args.n_jobs, verbose=verbose)
 
 
-def _load(path: str):
+def _load(path: str, command: str):
+    """The model in ``path``, refused when ``command`` cannot use its kind."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file {path!r} not found")
-    return load_model(path)
+    model = load_model(path)
+    if isinstance(model, FMRanker) and command != "recommend":
+        raise ValueError(f"{path} is a plain FMRanker, which scores user and item rows "
+                         f"(FMRanker.score in Python), not the rows fmrec {command} reads; "
+                         "train a Recommender on a table instead")
+    return model
 
 
 def _side_table(path: str | None, id_col: str, what: str) -> pd.DataFrame | None:
@@ -83,6 +89,7 @@ def _as_user_ids(rec: Recommender, raw: Sequence[str]) -> list:
 # ---------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace, console: Console) -> None:
     """Fit a Recommender on a table, or a plain FM on a libSVM file, and save it."""
+    io.check_output(args.out, "--out")
     if io.is_libsvm(args.input, args.format):
         X, y = io.read_libsvm(args.input)
         task = _task(args.task, y)
@@ -134,7 +141,7 @@ def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> None:
     """Score the rows of INPUT with MODEL."""
-    model = _load(args.model)
+    model = _load(args.model, "predict")
     if isinstance(model, Recommender):
         if io.is_libsvm(args.input, args.format):
             raise ValueError(f"{args.model} is a Recommender: give it a CSV or Parquet table "
@@ -162,7 +169,7 @@ def _scores(model, X) -> np.ndarray:
 
 def cmd_recommend(args: argparse.Namespace, console: Console) -> None:
     """Top-N lists for some or all of the model's users."""
-    rec = _load(args.model)
+    rec = _load(args.model, "recommend")
     if not isinstance(rec, Recommender):
         raise ValueError(f"{args.model} is a plain {type(rec).__name__}, not a Recommender: "
                          "train it on a CSV or Parquet table to recommend")
@@ -187,7 +194,7 @@ def cmd_recommend(args: argparse.Namespace, console: Console) -> None:
 
 def cmd_evaluate(args: argparse.Namespace, console: Console) -> None:
     """Print accuracy and ranking metrics of MODEL on TEST."""
-    model = _load(args.model)
+    model = _load(args.model, "evaluate")
     if isinstance(model, Recommender):
         metrics = _evaluate_recommender(model, args, console)
     else:
@@ -260,10 +267,14 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
         import optuna
 
         from fmrec.tuning.search import tune
+        from fmrec.tuning.trials import open_storage
     except ImportError:
         raise ValueError("fmrec tune needs Optuna: pip install 'fmrec[tune]'") from None
     if (args.storage is None) != (args.study_name is None):
         raise ValueError("--storage and --study-name go together (a study is resumed by name)")
+    io.check_output(args.out, "--out")
+    # Opened before the data is read, so a storage that cannot be opened fails at once.
+    storage = open_storage(args.storage) if args.scheduler is None else args.storage
     if io.is_libsvm(args.input, args.format):
         X, y = io.read_libsvm(args.input)
         target, data = _estimator(_task(args.task, y), args, 0), (X, y)
@@ -277,7 +288,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
     try:
         result = tune(target, data, n_trials=args.trials, timeout=args.timeout,
                       metric=args.metric, validation=args.validation, cv=args.cv,
-                      storage=args.storage,
+                      storage=storage,
                       study_name=args.study_name, random_state=args.seed,
                       n_jobs=args.parallel, callbacks=[_trial_line(console, args.trials)],
                       client=client)

@@ -104,7 +104,7 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike | None) -> None:
     if path is None:
         frame.to_csv(sys.stdout, index=False)
         return
-    _ensure_parent(path)
+    check_output(path, "output file")
     if _suffix(path) in PARQUET_SUFFIXES:
         _parquet_engine_check()
         frame.to_parquet(path, index=False)
@@ -137,6 +137,10 @@ def read_libsvm(path: str | os.PathLike, n_features: int | None = None, what: st
         X, y = load_svmlight_file(os.fspath(path), n_features=n_features, zero_based=True)
     except ValueError as exc:
         raise ValueError(f"cannot read {what} {str(path)!r} as libSVM: {_one_line(exc)}") from None
+    except OverflowError:  # an index past 2**31 - 1, which sklearn's reader cannot hold
+        raise ValueError(f"cannot read {what} {str(path)!r} as libSVM: a feature index is "
+                         f"{np.iinfo(np.int32).max + 1} or more; number the features from 0 "
+                         "without gaps") from None
     if X.shape[0] == 0:
         raise ValueError(f"{what} {str(path)!r} has no data rows")
     return X, y
@@ -149,7 +153,7 @@ def write_lines(values: Iterable, path: str | os.PathLike | None) -> None:
     if path is None:
         sys.stdout.write(text)
         return
-    _ensure_parent(path)
+    check_output(path, "output file")
     Path(path).write_text(text)
 
 
@@ -180,7 +184,10 @@ def split_multi_valued(frame: pd.DataFrame, separator: str = "|") -> pd.DataFram
     return out
 
 
-def _ensure_parent(path: str | os.PathLike) -> None:
+def check_output(path: str | os.PathLike, what: str) -> None:
+    """Refuse an output file that is a folder before any work is done, and make its folder."""
+    if Path(path).is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder; give a file name")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -105,6 +105,7 @@ class _DaskFM:
         client = self._get_client()
         dtype = v.resolve_dtype(self.dtype)
         n_features = n_columns(X)
+        v.check_model_size(n_features, self.n_factors, dtype)
         if not reset:
             check_warm(self, dtype, n_features)
         partitions = aligned_partitions(X, y, sample_weight)

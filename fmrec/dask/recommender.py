@@ -15,6 +15,7 @@ from fmrec._validation import resolve_dtype
 from fmrec.dask._reduce import tree_reduce
 from fmrec.dask.encoder import DaskFeatureEncoder
 from fmrec.dask.estimators import DaskFMClassifier, DaskFMRegressor, _client
+from fmrec.models._base import restore_on_failure
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.recommend._entities import SEP, as_keys, check_keys, column_kinds
 from fmrec.recommend.dataset import InteractionDataset, context_columns
@@ -119,13 +120,8 @@ implicit_weight, random_state
         if missing:
             raise ValueError(f"interactions has no column(s) {missing}; it has "
                              f"{list(interactions.columns)}")
-        backup = dict(self.__dict__)
-        try:
+        with restore_on_failure(self):
             self._fit_on(client, interactions[needed], model, cols)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(backup)
-            raise
         return self
 
     def _fit_on(self, client, ddf: dd.DataFrame, model, cols: list) -> None:

@@ -5,6 +5,7 @@ behaved."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from fmrec._validation import resolve_dtype
 from fmrec.features._vocabulary import (
@@ -93,9 +94,25 @@ def read_state(arrays) -> tuple[dict, dict]:
             vocabs.append(Bins(edges[i]) if i in edges else None)
             continue
         n_local, has_infrequent = a[f"n_local_{i}"].tolist()
-        vocabs.append(Vocabulary(from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"])),
-                                 a[f"local_{i}"], n_local, bool(has_infrequent)))
+        categories = from_str(a[f"vocab_{i}"], str(a[f"vocab_kind_{i}"]))
+        _check_vocabulary(fields[i], categories, a[f"local_{i}"], n_local)
+        vocabs.append(Vocabulary(categories, a[f"local_{i}"], n_local, bool(has_infrequent)))
+    for name in ("means", "stds", "fills"):
+        if len(a[name] if name != "fills" else fills) != len(fields):
+            raise ValueError(f"the encoder's {name} do not match its {len(fields)} fields")
     state = {"fields": fields, "kinds": kinds, "vocabs": vocabs,
              "means": a["means"].astype(np.float64), "stds": a["stds"].astype(np.float64),
              "norms": norms, "missing": missing, "fills": fills, "dropped": dropped}
     return params, state
+
+
+def _check_vocabulary(field, categories: np.ndarray, local: np.ndarray, n_local: int) -> None:
+    """A vocabulary read from a file: distinct values, each mapped into [0, n_local)."""
+    if local.dtype.kind not in "iu" or local.shape != categories.shape:
+        raise ValueError(f"the vocabulary of field {field!r} has {len(categories)} values but "
+                         f"{local.size} feature indices")
+    if len(local) and (local.min() < 0 or local.max() >= n_local):
+        raise ValueError(f"the vocabulary of field {field!r} maps values outside its "
+                         f"{n_local} features")
+    if not pd.Index(categories).is_unique:
+        raise ValueError(f"the vocabulary of field {field!r} repeats a value")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fmrec.features._csr_build import index_dtype
-from fmrec.features._vocabulary import ValueCounts, row_error, split_cells
+from fmrec.features._vocabulary import ValueCounts, integers, row_error, split_cells
 
 # Multi-valued string cells are split once per distinct cell unless a sample of
 # _SAMPLE_CELLS of them is more than _MAX_DISTINCT_SHARE distinct (then each cell is split).
@@ -41,9 +41,36 @@ class UniqueColumnWarning(UserWarning):
 
 
 def categorical_column(df: pd.DataFrame, column) -> tuple[pd.Series, np.ndarray]:
-    """A categorical column and where it is missing (None, NaN, pd.NA, NaT)."""
+    """A categorical column and where it is missing (None, NaN, pd.NA, NaT).
+
+    Raises ValueError naming the column and row for a cell that cannot be a category (a
+    list, dict or set: those belong in a multi-valued column) and for integers that fit no
+    64-bit type.
+    """
     s = df[column]
+    if s.dtype == object:
+        kind = pd.api.types.infer_dtype(s, skipna=True)
+        if kind == "integer":
+            try:
+                integers(s.dropna().to_numpy())
+            except ValueError as exc:
+                raise ValueError(f"column {column!r}: {exc}") from None
+        elif kind.startswith("mixed") or kind == "unknown-array":
+            unhashable = s.map(_unhashable).to_numpy(dtype=bool)
+            if unhashable.any():
+                cell = s.iloc[int(np.flatnonzero(unhashable)[0])]
+                raise row_error(column, s, unhashable,
+                                f"holds a {type(cell).__name__} cell, which cannot be a "
+                                "category (list-like cells go in a multi-valued column)")
     return s, s.isna().to_numpy()
+
+
+def _unhashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return True
+    return False
 
 
 def numeric_column(df: pd.DataFrame, column) -> tuple[np.ndarray, np.ndarray]:

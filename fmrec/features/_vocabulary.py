@@ -15,6 +15,7 @@ MISSING = "<missing>"
 KINDS = ("categorical", "numeric", "multi_valued")
 NORMALIZATIONS = ("sum", "sqrt", "none")
 MAX_UNSEEN_SHOWN = 5
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def as_columns(columns, name: str) -> list:
@@ -33,12 +34,38 @@ def typed(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     kind = pd.api.types.infer_dtype(values, skipna=False)
     if kind == "integer":
-        return values.astype(np.int64)
+        return integers(values)
     if kind == "floating":
         return values.astype(np.float64)
     if kind == "boolean":
         return values.astype(bool)
     return values.astype(object)
+
+
+def integers(values) -> np.ndarray:
+    """Integer values (any integer dtype, or Python ints as objects) as int64, or as uint64
+    when some reach 2**63 and none is negative, as 64-bit hashed ids do.
+
+    NumPy's casts would wrap such values silently (2**63 to -2**63, merging two ids), so
+    values that fit neither type raise ValueError instead.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind == "u" and values.size and values.max() > _INT64_MAX:
+        return values.astype(np.uint64, copy=False)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    for dtype in (np.int64, np.uint64):
+        try:
+            return values.astype(dtype)
+        except OverflowError:
+            continue
+    ints = values.tolist()
+    big = next((v for v in ints if not -(2**63) <= v < 2**63), ints[0])
+    low = next((v for v in ints if v < 0), None)
+    why = (f"{big!r} is beyond 64 bits" if not -(2**63) <= big < 2**64
+           else f"{big!r} needs unsigned 64 bits while {low!r} is negative")
+    raise ValueError(f"integer values must all fit in int64 or all in uint64, but {why}; "
+                     "give such values as strings")
 
 
 def vocab_kind(values: np.ndarray, column) -> str:
@@ -61,8 +88,19 @@ def vocab_kind(values: np.ndarray, column) -> str:
 
 
 def from_str(values: np.ndarray, kind: str) -> np.ndarray:
+    """The typed values ``to_str`` wrote (a file's strings): ValueError if they do not parse
+    as ``kind``, one of ``vocab_kind``'s letters."""
+    if kind not in ("i", "f", "b", "U"):
+        raise ValueError(f"unknown vocabulary kind {kind!r}")
+    if values.dtype.kind != "U":
+        raise ValueError(f"vocabulary values must be strings, got dtype {values.dtype}")
+    if kind == "b" and not np.isin(values, ("True", "False")).all():
+        raise ValueError("boolean vocabulary values must be 'True' or 'False'")
     if kind == "i":
-        return values.astype(np.int64)
+        try:
+            return values.astype(np.int64)
+        except OverflowError:  # ids of 2**63 and above, saved from a uint64 vocabulary
+            return values.astype(np.uint64)
     if kind == "f":
         return values.astype(np.float64)
     if kind == "b":

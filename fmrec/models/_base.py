@@ -262,6 +262,7 @@ class _BaseFM(BaseEstimator):
         if not reset:
             check_warm(self, dtype)
         X, y = v.check_X_y(self, X, y, dtype=dtype, reset=reset, y_numeric=self._loss == SQUARE)
+        v.check_model_size(X.shape[1], self.n_factors, dtype)
         y = self._encode_targets(y, reset=reset, classes=classes).astype(dtype)
         sw = v.check_sample_weight(sample_weight, X, dtype)
         evaluation = self._prepare_eval_set(eval_set, dtype)

@@ -199,6 +199,7 @@ class FMRanker(BaseEstimator):
         if U.shape[1] != I.shape[1]:
             raise ValueError(f"U and I must have the same number of columns (one feature "
                              f"space), got {U.shape[1]} and {I.shape[1]}")
+        v.check_model_size(U.shape[1], self.n_factors, dtype)
         n_users, n_items = U.shape[0], I.shape[0]
         users = _check_positions(users, "users", n_users, "U")
         items = _check_positions(items, "items", n_items, "I")

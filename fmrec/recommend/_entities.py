@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fmrec._validation import check_frame
+from fmrec.features._vocabulary import integers
 from fmrec.features.encoder import FeatureEncoder
 
 # Multi-valued side columns hold list-likes; this separator never splits a real token.
@@ -191,7 +192,7 @@ def as_keys(values) -> np.ndarray:
         return values.ravel()
     arr = np.array(list(values) + [None], dtype=object)[:-1]
     kind = pd.api.types.infer_dtype(arr, skipna=False)
-    return arr.astype(np.int64) if kind == "integer" else arr
+    return integers(arr) if kind == "integer" else arr
 
 
 def csr_arrays(X: sp.csr_matrix, prefix: str) -> dict:

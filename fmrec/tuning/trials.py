@@ -25,6 +25,7 @@ def open_study(storage, study_name: str | None, task, sampler, pruner, space=Non
     A new study's first trial is the untuned settings (``default_params``), enqueued, so
     the best trial can only improve on them on validation.
     """
+    storage = open_storage(storage)
     if exists:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                   pruner=pruner)
@@ -43,6 +44,32 @@ def open_study(storage, study_name: str | None, task, sampler, pruner, space=Non
         if defaults:
             study.enqueue_trial(defaults, user_attrs={"fmrec_defaults": True})
     return study
+
+
+def open_storage(storage) -> optuna.storages.BaseStorage | None:
+    """``storage`` opened: None (in memory), an Optuna storage, or a database URL.
+
+    A URL that cannot be opened raises ValueError naming it (ImportError for a missing
+    database driver), not the database library's own exception.
+    """
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if not isinstance(storage, str):
+        raise TypeError(f"storage must be None, a database URL or an Optuna storage, got "
+                        f"{type(storage).__name__}")
+    try:
+        return optuna.storages.get_storage(storage)
+    except ImportError as exc:
+        raise ImportError(f"storage {storage!r} needs a database driver that is not "
+                          f"installed: {exc}") from exc
+    except Exception as exc:  # SQLAlchemy's errors: no common base worth importing it for
+        raise ValueError(f"cannot open the study storage {storage!r}: "
+                         f"{type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
 
 
 def default_params(task, space) -> dict:
