@@ -12,9 +12,11 @@ from sklearn.metrics import roc_auc_score
 from fmrec._validation import check_frame
 
 
-def _checked(y_true, y_pred, sample_weight, pred_name: str = "y_pred"):
-    """Float64 1-D ``y_true``, ``y_pred`` and weights of one length, all finite: a metric
-    of NaN or of misaligned arrays would be a wrong figure, not an error."""
+def _checked(y_true, y_pred, sample_weight, pred_name: str = "y_pred", labels: bool = False):
+    """Float64 1-D ``y_true``, ``y_pred`` and weights of one length, all finite, weights
+    non-negative with a positive sum (and ``y_true`` in {0, 1} for ``labels``): a metric of
+    NaN, of misaligned arrays or of labels it does not define would be a wrong figure, not
+    an error."""
     arrays = {"y_true": y_true, pred_name: y_pred}
     if sample_weight is not None:
         arrays["sample_weight"] = sample_weight
@@ -35,7 +37,13 @@ def _checked(y_true, y_pred, sample_weight, pred_name: str = "y_pred"):
         raise ValueError(f"lengths differ: {lengths}")
     if lengths["y_true"] == 0:
         raise ValueError("no values to score (y_true is empty)")
-    return out["y_true"], out[pred_name], out.get("sample_weight")
+    weights = out.get("sample_weight")
+    if weights is not None and ((weights < 0).any() or weights.sum() <= 0):
+        raise ValueError("sample_weight must be non-negative with a positive sum")
+    if labels and not np.isin(out["y_true"], (0.0, 1.0)).all():
+        odd = out["y_true"][~np.isin(out["y_true"], (0.0, 1.0))][0]
+        raise ValueError(f"y_true must hold labels 0 and 1, got {odd:g}")
+    return out["y_true"], out[pred_name], weights
 
 
 def rmse(y_true, y_pred, sample_weight=None) -> float:
@@ -52,14 +60,18 @@ def mae(y_true, y_pred, sample_weight=None) -> float:
 
 def log_loss(y_true, y_prob, sample_weight=None) -> float:
     """Mean negative log-likelihood of labels in {0, 1} given P(y=1), clipped away from 0/1."""
-    y, p, w = _checked(y_true, y_prob, sample_weight, "y_prob")
+    y, p, w = _checked(y_true, y_prob, sample_weight, "y_prob", labels=True)
     p = np.clip(p, 1e-15, 1 - 1e-15)
     return float(np.average(-(y * np.log(p) + (1 - y) * np.log1p(-p)), weights=w))
 
 
 def auc(y_true, y_score, sample_weight=None) -> float:
-    """Area under the ROC curve for labels in {0, 1}."""
-    return float(roc_auc_score(y_true, y_score, sample_weight=sample_weight))
+    """Area under the ROC curve for labels in {0, 1}; both must occur (ValueError if not:
+    the area is undefined, not NaN)."""
+    y, s, w = _checked(y_true, y_score, sample_weight, "y_score", labels=True)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"AUC needs both labels in y_true, got only {y[0]:g}")
+    return float(roc_auc_score(y, s, sample_weight=w))
 
 
 METRICS = {

@@ -141,13 +141,16 @@ def test_non_numeric_X(data):
 
 
 # ----------------------------------------------------------------------------- metrics
-@pytest.mark.parametrize("metric", ["rmse", "mae", "log_loss"])
+@pytest.mark.parametrize("metric", ["rmse", "mae", "log_loss", "auc"])
 @pytest.mark.parametrize(("y_true", "y_pred", "weights", "match"), [
     ([1.0, np.nan], [0.5, 0.5], None, "y_true is NaN or infinite at position 1"),
     ([1.0, 0.0], [0.5, np.inf], None, "is NaN or infinite at position 1"),
     ([1.0, 0.0], [0.5], None, "lengths differ"),
     ([1.0, 0.0], [0.5, 0.5], [1.0], "lengths differ"),
     ([1.0, 0.0], [0.5, 0.5], [1.0, np.nan], "sample_weight is NaN"),
+    # Found by tests/test_properties.py: np.average divided by a zero weight sum.
+    ([1.0, 0.0], [0.5, 0.5], [0.0, 0.0], "non-negative with a positive sum"),
+    ([1.0, 0.0], [0.5, 0.5], [2.0, -1.0], "non-negative with a positive sum"),
     ([], [], None, "no values"),
     ([[1.0, 0.0]], [[0.5, 0.5]], None, "must be 1-D"),
 ])
@@ -158,6 +161,19 @@ def test_metrics_refuse_what_would_give_a_wrong_figure(metric, y_true, y_pred, w
 
     with pytest.raises(ValueError, match=match):
         getattr(fmrec.metrics, metric)(y_true, y_pred, sample_weight=weights)
+
+
+def test_classification_metrics_refuse_labels_they_do_not_define():
+    """Found by tests/test_properties.py: auc of one class was NaN (with a warning), and
+    log_loss of a label 2 was a number, negative."""
+    from fmrec.metrics import auc, log_loss
+
+    with pytest.raises(ValueError, match="AUC needs both labels in y_true, got only 1"):
+        auc([1, 1], [0.2, 0.8])
+    for metric in (auc, log_loss):
+        with pytest.raises(ValueError, match="y_true must hold labels 0 and 1, got 2"):
+            metric([0, 2], [0.2, 0.8])
+    assert auc([0, 1, 1], [0.1, 0.9, 0.2]) == pytest.approx(1.0)
 
 
 def test_metrics_of_good_input():
