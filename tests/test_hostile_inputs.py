@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import fmrec
-from fmrec import FeatureEncoder, FMRegressor, Recommender, load_model
+from fmrec import FeatureEncoder, FMClassifier, FMRegressor, Recommender, load_model
 
 TWO_63 = 2**63
 
@@ -197,3 +197,25 @@ def test_a_model_wider_than_memory_is_refused_before_allocating(monkeypatch):
     ranker = fmrec.FMRanker(n_epochs=1)
     with pytest.raises(ValueError, match="X has 200000001 columns"):
         ranker.fit(X, X, [0], [1])
+
+
+def test_a_classifier_file_relabelled_as_a_regressor_is_refused(tmp_path):
+    """It loaded, then predict failed with AttributeError: no attribute 'y_range_'."""
+    FMClassifier(n_epochs=1).fit(np.eye(4), [0, 1, 1, 0]).save(tmp_path / "c.npz")
+
+    def relabel(arrays):
+        meta = json.loads(str(arrays["metadata"]))
+        meta["class"] = "FMRegressor"
+        arrays["metadata"] = np.array(json.dumps(meta))
+
+    with pytest.raises(ValueError, match="regressor's record holds class labels"):
+        load_model(_tampered(tmp_path / "c.npz", tmp_path / "t.npz", relabel))
+
+    def drop_range(arrays):
+        meta = json.loads(str(arrays["metadata"]))
+        del meta["fitted"]["y_range"]
+        arrays["metadata"] = np.array(json.dumps(meta))
+
+    FMRegressor(n_epochs=1).fit(np.eye(4), np.arange(4.0)).save(tmp_path / "r.npz")
+    with pytest.raises(ValueError, match="fitted lacks 'y_range'"):
+        load_model(_tampered(tmp_path / "r.npz", tmp_path / "t.npz", drop_range))

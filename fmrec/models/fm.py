@@ -224,6 +224,18 @@ class FMRegressor(RegressorMixin, _BaseFM):
         return float(np.mean(self.samples_alpha_)) if len(self.samples_alpha_) else \
             float(self._mcmc_hyper["alpha"][0])
 
+    @classmethod
+    def _from_record(cls, meta: dict, arrays: dict):
+        """``_BaseFM``'s record, which for a regressor must hold the training targets' range
+        (predictions are clipped to it) and no classifier's labels."""
+        if "classes" in arrays:
+            raise ValueError("a regressor's record holds class labels: the file is a "
+                             "classifier's with another class name")
+        fitted = meta.get("fitted")
+        if isinstance(fitted, dict) and "y_range" not in fitted:
+            raise ValueError("fitted lacks 'y_range', the range a regressor clips to")
+        return super()._from_record(meta, arrays)
+
 
 @register
 class FMClassifier(ClassifierMixin, _BaseFM):
