@@ -229,6 +229,53 @@ def test_a_failed_partial_fit_changes_nothing(fitted_recommender, data):
     finite(rec.predict(batch.iloc[:3]))
 
 
+@settings(settings.get_profile(PROFILE))
+@given(data=st.data())
+def test_queries_are_an_error_or_finite_and_change_nothing(fitted_recommender, data):
+    """recommend and predict with generated users, n, candidates, context and history
+    (unknown ids, NaN, unhashable cells, wrong columns) never alter the recommender."""
+    rec = fitted_recommender
+    before = state(rec)
+    some_ids = mostly(st.integers(0, 12), id_values())
+    users = data.draw(mostly(st.lists(some_ids, min_size=1, max_size=4), st.one_of(
+        some_ids, st.just([]), st.just([[1]]), st.just(np.array([[0, 1]])))), label="users")
+    kwargs = data.draw(st.fixed_dictionaries({}, optional={
+        "n": mostly(st.integers(1, 20), st.sampled_from([0, -1, 2.5, "3", None, 10**12])),
+        "exclude_seen": st.booleans(),
+        "items": mostly(st.lists(st.integers(0, 14), min_size=1, max_size=5),
+                        st.lists(id_values(), max_size=3)),
+        "unknown": mostly(st.sampled_from(["error", "popular"]), st.sampled_from(["x", None])),
+        "context": mostly(st.fixed_dictionaries({"hour": st.sampled_from(["am", "pm"])}),
+                          st.one_of(st.just({"hour": [1]}), st.just({"nope": 1}),
+                                    st.just(pd.DataFrame({"hour": ["am", "pm", "am"]})))),
+        "history": st.one_of(
+            st.dictionaries(st.integers(100, 103), st.lists(st.integers(0, 20), max_size=4),
+                            max_size=2),
+            st.just(pd.DataFrame({"user_id": [100, 100], "item_id": [1, 2],
+                                  "rating": [5.0, np.nan], "hour": ["am", "pm"]})),
+            st.just(pd.DataFrame({"user_id": [100, 101], "item_id": [1, 99],
+                                  "rating": [5.0, 1.0], "hour": ["am", "pm"]}))),
+    }), label="kwargs")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            recs = rec.recommend(users, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            documented(exc)
+        else:
+            finite(recs["score"])
+            assert (recs.groupby("user")["rank"].max() <= kwargs.get("n", 10)).all()
+        pairs = pd.DataFrame({"user_id": data.draw(id_columns(3), label="pred_users"),
+                              "item_id": [0, 1, 2], "hour": ["am", "pm", None]})
+        try:
+            predictions = rec.predict(pairs)
+        except Exception as exc:  # noqa: BLE001
+            documented(exc)
+        else:
+            finite(predictions)
+    assert_same_state(before, state(rec))
+
+
 # ---------------------------------------------------------------------------- estimators
 def arrays_2d() -> st.SearchStrategy:
     elements = mostly(st.floats(-3, 3), st.sampled_from([0.0, 1.0, np.nan, np.inf, 1e38,
