@@ -326,6 +326,88 @@ def test_estimator_fit_is_an_error_or_finite_and_failures_keep_the_model(X, data
     finite(model.predict(X))
 
 
+@settings(settings.get_profile(PROFILE))
+@given(data=st.data())
+def test_ranker_fit_is_an_error_or_finite_and_failures_keep_the_model(data):
+    n_users, n_items = data.draw(st.integers(1, 5), label="n_users"), data.draw(
+        st.integers(1, 6), label="n_items")
+    width = n_users + n_items
+    U = np.hstack([np.eye(n_users), np.zeros((n_users, n_items))])
+    I = np.hstack([np.zeros((n_items, n_users)), np.eye(n_items)])  # noqa: E741
+    if data.draw(st.integers(0, 5), label="odd rows") == 0:
+        odd = data.draw(st.sampled_from([np.nan, np.inf, -1e39]), label="odd value")
+        U[0, 0] = odd
+    n = data.draw(st.integers(0, 12), label="n_positives")
+    def positions(n_rows):
+        return mostly(st.integers(0, n_rows - 1), st.sampled_from([-1, 99, 2.5, None]), 20)
+
+    users = data.draw(st.lists(positions(n_users), min_size=n, max_size=n), label="users")
+    items = data.draw(st.lists(positions(n_items), min_size=n, max_size=n + data.draw(
+        st.sampled_from([0] * 6 + [1]), label="extra")), label="items")
+    params = data.draw(st.fixed_dictionaries({}, optional={
+        "n_factors": mostly(st.integers(1, 4), st.sampled_from([0, -1, "x", np.nan]), 12),
+        "n_candidates": mostly(st.integers(1, 5), st.sampled_from([0, -2, 1.5]), 12),
+        "learning_rate": mostly(st.floats(0.001, 0.5), st.sampled_from([0, -1, np.inf]), 12),
+        "negative_sampling": mostly(st.sampled_from(["uniform", "popularity"]),
+                                    st.just("x"), 12)}), label="params")
+    model = FMRanker(n_factors=2, n_epochs=1, random_state=0).fit(
+        np.eye(width)[:1], np.eye(width), [0], [1])  # width >= 2: a negative to sample
+    before, original = state(model), model.get_params()
+    model.set_params(n_epochs=2, warm_start=data.draw(st.booleans(), label="warm"), **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model.fit(U, I, users, items)
+        except Exception as exc:  # noqa: BLE001
+            documented(exc)
+            model.set_params(**original)
+            assert_same_state(before, state(model))
+            return
+    finite(model.score(U[:1].repeat(n_items, 0), I))
+    finite(model.history_["train_loss"])
+
+
+@settings(settings.get_profile(PROFILE), max_examples=min(
+    settings.get_profile(PROFILE).max_examples, 30))
+@given(data=st.data())
+def test_tune_is_an_error_or_a_finite_best_score(data):
+    pytest.importorskip("optuna")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 5)), rng.normal(size=40)
+    kwargs = data.draw(st.fixed_dictionaries({}, optional={
+        "n_trials": mostly(st.integers(1, 2), st.sampled_from([0, -1, 2.5, "2", None])),
+        "metric": mostly(st.sampled_from(["rmse", "mae"]),
+                         st.sampled_from(["auc", "ndcg@10", "x", 3])),
+        "validation": mostly(st.sampled_from([0.2, 0.5]),
+                             st.sampled_from([0.0, 1.0, -0.1, 2, "x", (X, y)])),
+        "cv": st.sampled_from([None, 2, 1, 0, 41, "x"]),
+        "timeout": st.sampled_from([None, 30, 0, -1, np.nan]),
+        "early_stopping_rounds": st.sampled_from([None, 1, 0, -3]),
+        "n_jobs": st.sampled_from([None, 1, 0, -1, 2.5]),
+        "search_space": st.sampled_from([None, {}, {"n_factors": (2, 4)},
+                                         {"bogus": (0, 1)}, {"n_factors": "x"}]),
+    }), label="kwargs")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result = fmrec_tune(FMRegressor(n_epochs=2, n_factors=2), (X, y), random_state=0,
+                                **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            documented(exc)
+            return
+    finite([result.best_score])
+    finite(result.best_model.predict(X))
+
+
+def fmrec_tune(*args, **kwargs):
+    from fmrec import tune
+
+    return tune(*args, **kwargs)
+
+
 # ---------------------------------------------------------------------------- encoder
 @settings(settings.get_profile(PROFILE))
 @given(data=st.data())
