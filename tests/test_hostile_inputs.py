@@ -219,3 +219,25 @@ def test_a_classifier_file_relabelled_as_a_regressor_is_refused(tmp_path):
     FMRegressor(n_epochs=1).fit(np.eye(4), np.arange(4.0)).save(tmp_path / "r.npz")
     with pytest.raises(ValueError, match="fitted lacks 'y_range'"):
         load_model(_tampered(tmp_path / "r.npz", tmp_path / "t.npz", drop_range))
+
+
+def test_a_grow_that_runs_out_of_memory_changes_nothing(monkeypatch):
+    """grow assigned w_ before widening V_: a failure between left w_ and V_ of two widths."""
+    model = FMRegressor(solver="sgd", n_epochs=1, random_state=0).fit(np.eye(4), np.arange(4.0))
+    w, V, n = model.w_.copy(), model.V_.copy(), model.n_features_in_
+    real_insert, calls = np.insert, []
+
+    def insert_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("no room for V")
+        return real_insert(*args, **kwargs)
+
+    monkeypatch.setattr(np, "insert", insert_then_fail)
+    with pytest.raises(MemoryError):
+        model.grow(6)
+    monkeypatch.undo()
+    assert model.n_features_in_ == n
+    np.testing.assert_array_equal(model.w_, w)
+    np.testing.assert_array_equal(model.V_, V)
+    assert model._accumulators[1].shape == w.shape

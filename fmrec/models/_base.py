@@ -238,14 +238,18 @@ class _BaseFM(BaseEstimator):
         rng = check_random_state(self.random_state if random_state is None else random_state)
         dt = self.V_.dtype
         new_V = rng.normal(0.0, self.init_std, size=(extra, self.V_.shape[1])).astype(dt)
-        self.w_ = np.insert(self.w_, at, 0).astype(dt)
-        self.V_ = np.insert(self.V_, at, new_V, axis=0).astype(dt)
+        # Everything is computed before anything is assigned: a grow that fails (out of
+        # memory) leaves the model as it was.
+        w = np.insert(self.w_, at, 0).astype(dt)
+        V = np.insert(self.V_, at, new_V, axis=0).astype(dt)
         accumulators = getattr(self, "_accumulators", None)
         if accumulators is not None:
             a0, aw, aV = accumulators
-            self._accumulators = (a0, np.insert(aw, at, 0).astype(dt),
-                                  np.insert(aV, at, 0, axis=0).astype(dt))
-        self.n_features_in_ = int(n_features)
+            accumulators = (a0, np.insert(aw, at, 0).astype(dt),
+                            np.insert(aV, at, 0, axis=0).astype(dt))
+        self.w_, self.V_, self.n_features_in_ = w, V, int(n_features)
+        if accumulators is not None:
+            self._accumulators = accumulators
         return self
 
     def _fit(self, X, y, sample_weight, eval_set, callbacks, n_epochs, *, reset, classes=None,
