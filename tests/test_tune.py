@@ -10,6 +10,7 @@ from sklearn.base import clone  # noqa: E402
 
 from fmrec import (  # noqa: E402
     FMClassifier,
+    FMRanker,
     FMRegressor,
     InteractionDataset,
     Recommender,
@@ -806,3 +807,29 @@ def test_the_noise_of_a_curve_is_its_epoch_to_epoch_wobble():
     assert noise(smooth) < 1e-12
     assert 0.001 < noise(jitter) < 0.006
     assert noise(jitter, window=3) == pytest.approx(noise(jitter) / np.sqrt(3))
+
+
+def test_a_rating_recommender_is_tuned_on_its_blended_lists():
+    """A trial of a rating Recommender tuned on NDCG is scored on the lists the refit one
+    gives (the target model blended with a ranker), not on the target model's own order,
+    which ranks much worse (README: 0.1560 against 0.4667 on MovieLens)."""
+    from fmrec.metrics import ranking_metrics
+    from fmrec.tuning.tasks import RecommenderTask
+
+    data = make_recsys(n_users=60, n_items=50, n_interactions=1500, random_state=3)
+    rec = Recommender(target="rating", random_state=0,
+                      model=FMRegressor(n_factors=4, n_epochs=3, random_state=0),
+                      ranker=FMRanker(n_factors=8, n_epochs=5, random_state=0))
+    task = RecommenderTask(rec, data.interactions, "ndcg@10", 0.2, None, random_state=0)
+    fold = task.folds({})[0]
+    model = clone(task.template)
+    fold.fit(model, lambda *args: None)
+    trial_score = fold.score(model, {})
+
+    train, valid = task.splits[0]
+    refit = clone(rec).fit(train)
+    lists = refit.recommend(fold.relevant["user"].unique(), n=10, unknown="popular")
+    assert trial_score == pytest.approx(ranking_metrics(lists, fold.relevant, k=10)["ndcg@10"])
+    alone = Recommender.from_fitted(fold.dataset, model).recommend(
+        fold.relevant["user"].unique(), n=10, unknown="popular")
+    assert ranking_metrics(alone, fold.relevant, k=10)["ndcg@10"] != pytest.approx(trial_score)

@@ -364,12 +364,7 @@ class Recommender(BaseEstimator):
         ranker = self.make_ranker()
         if ranker is None:
             return
-        ranker.fit(*self.dataset_.seen_ranking_data())
-        # The implicit sets were left out of its rows: their parameters are unused, not the
-        # random start they kept.
-        unused = self.dataset_.implicit_columns()
-        ranker.w_[unused], ranker.V_[unused] = 0.0, 0.0
-        self.ranker_ = ranker
+        self.ranker_ = fit_blend_ranker(ranker, self.dataset_)
         self.score_scale_ = self._calibrate()
 
     def _calibrate(self) -> np.ndarray:
@@ -707,3 +702,14 @@ class Recommender(BaseEstimator):
                                  f"{meta.get('score_scale')!r}")
             rec.score_scale_ = scale
         return rec
+
+
+def fit_blend_ranker(ranker: FMRanker, dataset: InteractionDataset) -> FMRanker:
+    """``ranker`` fitted as a blend's ranker: on every interaction of ``dataset``'s seen
+    matrix (each a positive, as many times as it occurred), without the implicit sets."""
+    ranker.fit(*dataset.seen_ranking_data())
+    # The implicit sets were left out of its rows: their parameters are unused, not the
+    # random start they kept.
+    unused = dataset.implicit_columns()
+    ranker.w_[unused], ranker.V_[unused] = 0.0, 0.0
+    return ranker

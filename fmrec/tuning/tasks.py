@@ -20,7 +20,7 @@ from sklearn.base import clone, is_classifier
 from fmrec.metrics import METRICS, ranking_metrics
 from fmrec.models.ranker import FMRanker
 from fmrec.recommend.dataset import implicit_sides
-from fmrec.recommend.recommender import Recommender
+from fmrec.recommend.recommender import Recommender, fit_blend_ranker
 from fmrec.split import kfold_split, train_test_split
 
 _RANKING = re.compile(r"^(precision|recall|ndcg|map|hit_rate)@([1-9][0-9]*)$")
@@ -100,6 +100,7 @@ class RecommenderFold:
 
     def __init__(self, recommender: Recommender, model, train, valid, metric, k):
         self.metric, self.k = metric, k
+        self.ranker, self.target_weight = None, 1.0
         self.dataset = dataset = recommender.make_dataset(model).fit(train)
         self.ranking = isinstance(model, FMRanker)
         if self.ranking:
@@ -120,13 +121,21 @@ class RecommenderFold:
                 raise ValueError("the validation part has no relevant interaction to rank")
             self.relevant = relevant[[user, item]].rename(columns={user: "user", item: "item"})
             self.eval_set = None
+            # A target model's lists are blended with a ranker's after the refit: trials are
+            # ranked by that blend (the ranker depends on no searched setting, so each fold
+            # fits it once).
+            ranker = None if self.ranking else recommender.make_ranker()
+            if ranker is not None:
+                self.ranker = fit_blend_ranker(ranker, dataset)
+                self.target_weight = recommender.target_weight
 
     def score(self, estimator, logs):
         if self.k is None:
             return logs[f"val_{self.metric}"]
         # A Recommender around the shared dataset and this trial's model: trials on several
         # threads never write to anything they share.
-        rec = Recommender.from_fitted(self.dataset, estimator)
+        rec = Recommender.from_fitted(self.dataset, estimator, ranker=self.ranker,
+                                      target_weight=self.target_weight)
         recs = rec.recommend(self.relevant["user"].unique(), n=self.k, unknown="popular")
         return ranking_metrics(recs, self.relevant, k=self.k)[self.metric]
 
