@@ -432,3 +432,26 @@ def test_io_helpers(tmp_path):
     assert out["genres"].tolist() == [["A", "B"], ["C"]] and out["n"].tolist() == [1, 2]
     (tmp_path / "ids.txt").write_text("7\n8\n\n")
     assert _cli_io.read_ids(tmp_path / "ids.txt", "user_id") == ["7", "8"]
+
+
+def test_train_on_a_table_starts_from_the_recommenders_default_model(files, tmp_path):
+    """``fmrec train ratings.csv`` trained ALS 8/50 (the estimator's class default) where
+    ``Recommender(target="rating")`` trains the measured default, the Bayesian FM."""
+    default = fmrec.default_model("rating")
+    assert main(["train", "-q", str(files["train"]), "--out", str(tmp_path / "a.npz")]) == 0
+    model = fmrec.load_model(tmp_path / "a.npz").model_
+    assert (model.solver, model.n_factors, model.n_epochs) == (
+        default.solver, default.n_factors, default.n_epochs)
+    # Options go on top of that default.
+    assert main(["train", "-q", str(files["train"]), "--out", str(tmp_path / "b.npz"),
+                 "--epochs", "30"]) == 0
+    model = fmrec.load_model(tmp_path / "b.npz").model_
+    assert (model.solver, model.n_epochs) == ("mcmc", 30)
+    # A libSVM file trains the plain estimator, with its own defaults.
+    assert main(["train", "-q", str(files["reg"]), "--out", str(tmp_path / "c.npz")]) == 0
+    plain = fmrec.load_model(tmp_path / "c.npz")
+    assert (plain.solver, plain.n_epochs) == (FMRegressorDefaults.solver,
+                                              FMRegressorDefaults.n_epochs)
+
+
+FMRegressorDefaults = fmrec.FMRegressor()

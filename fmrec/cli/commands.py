@@ -23,6 +23,7 @@ from fmrec.metrics import auc, log_loss, mae, ranking_metrics, rmse
 from fmrec.models.fm import FMClassifier, FMRegressor
 from fmrec.models.ranker import FMRanker
 from fmrec.persistence import load_model
+from fmrec.recommend.defaults import default_model
 from fmrec.recommend.recommender import Recommender
 
 USAGE_ERROR = 2  # the exit code of a usage error or of input the command cannot use
@@ -36,14 +37,21 @@ def _task(choice: str, y) -> str:
     return "classification" if len(pd.unique(np.asarray(y))) == 2 else "regression"
 
 
-def _estimator(task: str, args: argparse.Namespace, verbose: int):
-    """An unfitted FMRegressor/FMClassifier; options left unset keep the estimator's defaults."""
+def _estimator(task: str, args: argparse.Namespace, verbose: int, base=None):
+    """An unfitted FMRegressor/FMClassifier: ``base`` (by default the estimator with its
+    own defaults) with the options that were given."""
     given = {"n_factors": args.factors, "solver": args.solver, "n_epochs": args.epochs,
              "reg_linear": args.reg_linear, "reg_factors": args.reg_factors,
              "learning_rate": args.learning_rate}
     params = {name: value for name, value in given.items() if value is not None}
-    cls = FMClassifier if task == "classification" else FMRegressor
-    return cls(**params, random_state=args.seed, n_jobs=args.n_jobs, verbose=verbose)
+    if base is None:
+        base = FMClassifier() if task == "classification" else FMRegressor()
+    model = base.set_params(**params, random_state=args.seed, n_jobs=args.n_jobs,
+                            verbose=verbose)
+    if model.solver == "mcmc" and model.n_epochs <= model.n_burn_in:
+        # --epochs is the one length the command line sets: a short chain burns in half.
+        model.set_params(n_burn_in=model.n_epochs // 2)
+    return model
 
 
 def _ranker(args: argparse.Namespace, verbose: int) -> FMRanker:
@@ -111,8 +119,11 @@ def _train_recommender(args: argparse.Namespace, console: Console) -> Recommende
     return rec
 
 
-def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: int):
-    """The unfitted Recommender the data options describe, and the interactions table."""
+def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: int,
+                           tuning: bool = False):
+    """The unfitted Recommender the data options describe, and the interactions table; its
+    model starts from the Recommender's default unless ``tuning`` (a search starts from the
+    estimators' own defaults, the solver ``--solver`` names)."""
     df = io.read_table(args.input, "input file", args.format)
     target = None if args.no_target else args.target
     if target is None and not args.no_target and "rating" in df.columns:
@@ -125,9 +136,14 @@ def _recommender_from_args(args: argparse.Namespace, console: Console, verbose: 
     else:
         task = _task(args.task, df[target].dropna())
     ranking = target is None and args.loss == "bpr"
+    base = None  # a search starts from the estimators' defaults, on the solver it names
+    if not tuning:  # the model a Recommender trains when given none, options on top
+        kind = "implicit" if target is None else "label" if task == "classification" \
+            else "rating"
+        base = default_model(kind, has_context=True)  # implicit here: against negatives
     rec = Recommender(
         user_col=args.user_col, item_col=args.item_col, target=target,
-        model=_ranker(args, verbose) if ranking else _estimator(task, args, verbose),
+        model=_ranker(args, verbose) if ranking else _estimator(task, args, verbose, base),
         user_features=_side_table(args.user_features, args.user_col, "user features file"),
         item_features=_side_table(args.item_features, args.item_col, "item features file"),
         context=context, implicit=args.implicit, implicit_weight=args.implicit_weight,
@@ -280,7 +296,7 @@ def cmd_tune(args: argparse.Namespace, console: Console) -> None:
         target, data = _estimator(_task(args.task, y), args, 0), (X, y)
         console.note(f"{args.input}: {X.shape[0]} rows, {X.shape[1]} features")
     else:
-        target, data = _recommender_from_args(args, console, 0)
+        target, data = _recommender_from_args(args, console, 0, tuning=True)
     client = None if args.scheduler is None else _dask_client(args.scheduler, console)
     saved = optuna.logging.get_verbosity()
     # Optuna's own per-trial log lines would repeat ours; its warnings still show.

@@ -57,19 +57,26 @@ def _interaction_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model (unset options keep the estimator's defaults)")
+    group = parser.add_argument_group(
+        "model (unset options keep the defaults: on a table, those of the model a Recommender "
+        "trains when given none, fmrec.default_model: for a target the Bayesian FM, MCMC "
+        "with 8 factors and 200 sweeps, and for implicit feedback FMRanker, 64 factors and "
+        "30 epochs; on a libSVM file, the estimators' own: ALS, 8 factors, 50 sweeps)")
     group.add_argument("--task", choices=("auto", "regression", "classification"),
                        default="auto", help="auto: classification when the target has "
                        "exactly two distinct values (default: auto)")
-    group.add_argument("--solver", choices=("als", "sgd", "mcmc"), default="als",
+    group.add_argument("--solver", choices=("als", "sgd", "mcmc"),
                        help="coordinate descent (no learning rate), SGD, or Bayesian FM by "
-                       "Gibbs sampling (no penalties to set; --epochs sweeps, 10 of burn-in; "
-                       "default: als)")
+                       "Gibbs sampling (no penalties to set; --epochs sweeps, 10 of burn-in)")
     group.add_argument("--factors", type=_positive_int, metavar="K",
-                       help="rank of the interactions (8)")
-    group.add_argument("--epochs", type=_positive_int, metavar="N", help="sweeps or passes (50)")
-    group.add_argument("--reg-linear", type=float, metavar="L", help="penalty of w (0.5)")
-    group.add_argument("--reg-factors", type=float, metavar="L", help="penalty of V (1.0)")
+                       help="rank of the interactions")
+    group.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help="sweeps or passes (MCMC: 10 of them burn-in, half when fewer "
+                       "than 11)")
+    group.add_argument("--reg-linear", type=float, metavar="L",
+                       help="penalty of w (FM: 0.5; FMRanker: 0.05)")
+    group.add_argument("--reg-factors", type=float, metavar="L",
+                       help="penalty of V (FM: 1.0; FMRanker: 0.05)")
     group.add_argument("--learning-rate", type=float, metavar="R", help="SGD step (0.05)")
     group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     group.add_argument("--n-jobs", type=int, default=-1, metavar="N",
