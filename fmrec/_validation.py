@@ -86,23 +86,23 @@ def check_X_y(estimator, X, y, *, dtype, reset: bool, y_numeric: bool):
                         input_name="y")
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {y.shape}")
-        return X, _in_range(y, dtype) if y_numeric else y
+        return X, check_in_range(y, dtype) if y_numeric else y
     X, y = validate_data(
         estimator, X, y, reset=reset, accept_sparse="csr", dtype=dtype,
         accept_large_sparse=True, y_numeric=y_numeric, multi_output=False,
     )
-    return as_kernel_csr(X), _in_range(y, dtype) if y_numeric else y
+    return as_kernel_csr(X), check_in_range(y, dtype) if y_numeric else y
 
 
-def _in_range(y: np.ndarray, dtype) -> np.ndarray:
+def check_in_range(y: np.ndarray, dtype, what: str = "y") -> np.ndarray:
     """Targets the model's floats can hold: in float32 a value beyond ~3.4e38 becomes inf,
     and the fit would end as if it had diverged."""
     limit = np.finfo(dtype).max if np.issubdtype(np.dtype(dtype), np.floating) else None
     if limit is not None and len(y) and np.issubdtype(y.dtype, np.number):
         big = np.flatnonzero(np.abs(y) > limit)
         if len(big):
-            raise ValueError(f"y holds {float(y[big[0]]):.6g} at row {int(big[0])}, beyond what "
-                             f"{np.dtype(dtype).name} holds (±{limit:.3g}); use "
+            raise ValueError(f"{what} holds {float(y[big[0]]):.6g} at row {int(big[0])}, "
+                             f"beyond what {np.dtype(dtype).name} holds (±{limit:.3g}); use "
                              "dtype='float64' or rescale the targets")
     return y
 

@@ -361,6 +361,10 @@ def test_bad_input_names_the_problem_and_keeps_the_fitted_model(client):
         DaskFMClassifier(client=client).fit(*dask_rows(X, np.arange(len(y)) % 3))
     with pytest.raises(ValueError, match="combine"):
         DaskFMRegressor(client=client, combine="max").fit(*dask_rows(X, y))
+    # Issue 15: a target beyond float32 was reported as divergence ("smaller learning_rate").
+    with pytest.raises(ValueError, match=r"y partition \d holds 1e\+39 at row 0, beyond what "
+                                         "float32 holds"):
+        model.fit(*dask_rows(X, np.full_like(y, 1e39)))
     np.testing.assert_array_equal(model.V_, V)
 
 

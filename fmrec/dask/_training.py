@@ -76,7 +76,10 @@ def _partition_arrays(index: int, X, y, w, n_features: int, dtype, classes):
         y = y.reshape(-1) if y.ndim == 2 and 1 in y.shape else y
         if y.shape != (n,):
             raise ValueError(f"y {where} has shape {y.shape}, X has {n} rows")
-        y = _targets(y, classes, where).astype(dtype)
+        y = _targets(y, classes, where)
+        if classes is None:
+            v.check_in_range(y, dtype, f"y {where}")
+        y = y.astype(dtype)
     if w is None:
         w = np.ones(n, dtype)
     else:
