@@ -1,5 +1,6 @@
-"""``fmrec demo``: popularity, a bias baseline and three FMs on MovieLens 100K (or synthetic
-ratings when it is absent), compared in one table; the best FM's top-10 lists are written out.
+"""``fmrec demo``: popularity, a bias baseline and four FMs at the Recommender's defaults on
+MovieLens 100K (or synthetic ratings when it is absent), compared in one table; the best FM's
+top-10 lists are written out.
 """
 
 from __future__ import annotations
@@ -15,23 +16,15 @@ import pandas as pd
 from fmrec import datasets, plot  # plot imports matplotlib only when a figure is drawn
 from fmrec.cli import io
 from fmrec.metrics import mae, ranking_metrics, rmse
-from fmrec.models.fm import FMClassifier, FMRegressor
-from fmrec.models.ranker import FMRanker
+from fmrec.models.fm import FMRegressor
+from fmrec.recommend.defaults import default_model
 from fmrec.recommend.recommender import Recommender
 from fmrec.split import train_test_split
 
 # -------------------------------------------------------------------------------------- demo
-# ALS at hyperparameters picked on a validation split of MovieLens u1.base (README, and
-# tests/test_movielens*.py): ids only, and ids + side features + implicit users/items.
-DEMO_FM = {"solver": "als", "n_factors": 8, "n_epochs": 50, "reg_linear": 0.57,
-           "reg_factors": 1.3}
-DEMO_FM_FEATURES = {"solver": "als", "n_factors": 16, "n_epochs": 100, "reg_linear": 0.5,
-                    "reg_factors": 3.0, "init_std": 0.01}
-DEMO_IMPLICIT_WEIGHT = 4.0
-DEMO_RANKER = {"solver": "als", "n_factors": 8, "n_epochs": 20}
-# FMRanker's defaults before issue 14 (the README's demo figures were measured with them).
-DEMO_BPR = {"n_factors": 32, "n_epochs": 30, "n_candidates": 5, "reg_linear": 0.01,
-            "reg_factors": 0.01}
+# Every FM of the demo is what a newcomer gets: the Recommender's own default model
+# (fmrec.default_model), nothing tuned. The log-loss ranker is the default for implicit
+# feedback with context columns, shown here without them beside BPR.
 # The fallback: MovieLens 100K's shape scaled down to run in seconds (67 ratings a user, its
 # median is 65; 6.7% of the cells rated, its 6.3%) and its noise: the best FMs reach RMSE
 # ~0.88 there on ratings that spread 1.13, so much of a rating is not predictable
@@ -85,8 +78,7 @@ def _demo_data(data_home: str | None, download: bool, console) -> _DemoData:
         split = "random 80/20 split"
     return _DemoData(f"MovieLens 100K from {ml.path}, {split}", train, test,
                      ml.users[["user_id", "age", "gender", "occupation"]],
-                     ml.items[["item_id", "genres", "year"]].assign(
-                         year=lambda d: d["year"].astype(float).fillna(d["year"].median())),
+                     ml.items[["item_id", "genres", "year"]],  # a missing year is imputed
                      ml.items.set_index("item_id")["title"])
 
 
@@ -143,7 +135,7 @@ def _format_table(rows: list[dict]) -> str:
 
 
 def run_demo(args: argparse.Namespace, console) -> None:
-    """Compare popularity, a bias baseline and three FMs; save the best FM's lists."""
+    """Compare popularity, a bias baseline and four FMs; save the best FM's lists."""
     start = time.perf_counter()
     data = _demo_data(args.data_home, args.download, console)
     train, test = data.train, data.test
@@ -165,18 +157,19 @@ def run_demo(args: argparse.Namespace, console) -> None:
                           _global_top_n(b_i, train, users, DEMO_K), relevant, None))
 
     features = {"user_features": data.users, "item_features": data.items}
-    models = [  # (label, recommender, unfitted model)
-        ("FM, user and item ids", Recommender(target="rating"), FMRegressor(**DEMO_FM)),
+    models = [  # (label, recommender, its model: None for the Recommender's default)
+        ("FM, user and item ids", Recommender(target="rating"), None),
         ("FM, ids + side features + implicit users/items",
-         Recommender(target="rating", implicit="both", implicit_weight=DEMO_IMPLICIT_WEIGHT,
-                     **features), FMRegressor(**DEMO_FM_FEATURES)),
+         Recommender(target="rating", implicit="both", **features), None),
         ("FM ranker: rated vs 4 sampled unrated, features",
-         Recommender(target=None, negatives=4, **features), FMClassifier(**DEMO_RANKER)),
+         Recommender(target=None, negatives=4, **features),
+         default_model("implicit", has_context=True)),
         ("FM ranker: BPR, hard negatives, features", Recommender(target=None, **features),
-         FMRanker(**DEMO_BPR)),
+         None),
     ]
     fitted = {}
     for name, rec, model in models:
+        model = rec.make_model() if model is None else model
         model.set_params(random_state=0, n_jobs=-1, verbose=console.verbose)
         rec.set_params(model=model, random_state=0)
         with console.training(name, model.n_epochs) as timer:
