@@ -241,3 +241,19 @@ def test_a_grow_that_runs_out_of_memory_changes_nothing(monkeypatch):
     np.testing.assert_array_equal(model.w_, w)
     np.testing.assert_array_equal(model.V_, V)
     assert model._accumulators[1].shape == w.shape
+
+
+def test_booleans_never_merge_with_numeric_ids():
+    """Found by the property tests: a batch with the item id False, given to a Recommender
+    whose item ids are ints, crashed partial_fit with pandas' InvalidIndexError (False and
+    0 are one key to pandas); at fit, [0, False] silently became one user."""
+    rec = _rating_recommender().fit(_interactions())
+    before = rec.recommend([1, 2], n=5)
+    batch = pd.DataFrame({"user_id": [0], "item_id": [False], "rating": [1.0]})
+    with pytest.raises(ValueError, match="column 'item_id'.*False.*same key"):
+        rec.partial_fit(batch)
+    pd.testing.assert_frame_equal(rec.recommend([1, 2], n=5), before)
+    mixed = _interactions().astype({"user_id": object})
+    mixed.loc[mixed["user_id"] == 1, "user_id"] = True
+    with pytest.raises(ValueError, match="column 'user_id' mixes booleans with numbers"):
+        _rating_recommender().fit(mixed)

@@ -4,6 +4,8 @@ cells repeat), and the rule that tells an identifier-like column from a feature.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 
@@ -62,7 +64,21 @@ def categorical_column(df: pd.DataFrame, column) -> tuple[pd.Series, np.ndarray]
                 raise row_error(column, s, unhashable,
                                 f"holds a {type(cell).__name__} cell, which cannot be a "
                                 "category (list-like cells go in a multi-valued column)")
+            booleans = s.map(_is_bool).to_numpy(dtype=bool)
+            if booleans.any() and s.map(_is_number).any():
+                # pandas hashes True as 1 and False as 0: two categories would merge.
+                raise row_error(column, s, booleans,
+                                "mixes booleans with numbers (True and 1 are one key to "
+                                "pandas); give the column one type")
     return s, s.isna().to_numpy()
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Number) and not _is_bool(value)
 
 
 def _unhashable(value) -> bool:

@@ -137,6 +137,13 @@ class Vocabulary:
         self.n_local = int(n_local)
         self.has_infrequent = bool(has_infrequent)
         self._index = pd.Index(self.categories, tupleize_cols=False)
+        if not self._index.is_unique:
+            # Distinct Python values that hash alike (True and 1, False and 0.0): lookups
+            # could not tell them apart.
+            same = self._index[self._index.duplicated()][0]
+            raise ValueError(f"the value {same!r} and another one are the same key "
+                             "(booleans and numbers such as True and 1 compare equal); give "
+                             "the column one type")
         # ``local`` with -1 appended, so position -1 ("not found") reads as unseen; int32
         # keeps the per-row codes of a million-row transform at half the size.
         small = self.n_local <= np.iinfo(np.int32).max

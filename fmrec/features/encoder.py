@@ -415,7 +415,10 @@ class FeatureEncoder(BaseEstimator):
                 units, owner, values = column_tokens(df, c, self.delimiter)
                 weights = occurrences(units, owner)
             vocab = self._vocabs[i]
-            vocabs[i], n_new, created = vocab.extend(values, self.min_frequency, weights)
+            try:
+                vocabs[i], n_new, created = vocab.extend(values, self.min_frequency, weights)
+            except ValueError as exc:
+                raise ValueError(f"column {c!r}: {exc}") from None
             at = int(self._offsets[i]) + vocab.n_local - vocab.has_infrequent
             positions += [at] * (n_new + created)
             if na is not None and na.any() and not missing[i]:
