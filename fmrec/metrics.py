@@ -69,8 +69,12 @@ def auc(y_true, y_score, sample_weight=None) -> float:
     """Area under the ROC curve for labels in {0, 1}; both must occur (ValueError if not:
     the area is undefined, not NaN)."""
     y, s, w = _checked(y_true, y_score, sample_weight, "y_score", labels=True)
+    weight = np.ones_like(y) if w is None else w
     if len(np.unique(y)) < 2:
         raise ValueError(f"AUC needs both labels in y_true, got only {y[0]:g}")
+    if weight[y == 0].sum() <= 0 or weight[y == 1].sum() <= 0:
+        raise ValueError("AUC needs both labels with a positive weight; one label's rows "
+                         "all weigh 0")
     return float(roc_auc_score(y, s, sample_weight=w))
 
 

@@ -173,6 +173,8 @@ def test_classification_metrics_refuse_labels_they_do_not_define():
     for metric in (auc, log_loss):
         with pytest.raises(ValueError, match="y_true must hold labels 0 and 1, got 2"):
             metric([0, 2], [0.2, 0.8])
+    with pytest.raises(ValueError, match="both labels with a positive weight"):
+        auc([0, 1], [0.0, 0.0], sample_weight=[0.0, 1.0])  # was NaN (the deep property run)
     assert auc([0, 1, 1], [0.1, 0.9, 0.2]) == pytest.approx(1.0)
 
 
