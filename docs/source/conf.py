@@ -75,3 +75,27 @@ sphinx_gallery_conf = {
 
 # Examples read MovieLens 100K when it is there ($FMREC_DATA_HOME), else synthetic data.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# ------------------------------------------------------------------- the CLI's help texts
+def write_cli_help(app) -> None:
+    """Write ``fmrec --help`` and each ``fmrec COMMAND --help`` to _generated/, which
+    guide/cli.rst includes: the page shows the options of the installed command."""
+    import argparse
+
+    from fmrec.cli.parser import build_parser
+
+    out = HERE / "_generated"
+    out.mkdir(exist_ok=True)
+    os.environ["COLUMNS"] = "92"  # argparse wraps to the terminal width
+    parser = build_parser()
+    parser.prog = "fmrec"
+    (out / "cli_fmrec.txt").write_text(parser.format_help())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                (out / f"cli_{name}.txt").write_text(sub.format_help())
+
+
+def setup(app):
+    app.connect("builder-inited", write_cli_help)
