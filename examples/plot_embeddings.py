@@ -65,3 +65,4 @@ print(fig_genres.fmrec_coords.head())
 # clustering, so films that act alike sit in blocks.
 fig_heatmap = fmrec.plot.similarity_heatmap(
     rec, [f"item:item_id={i}" for i in top[:25]], labels=titles)
+# sphinx_gallery_thumbnail_number = 3

@@ -66,6 +66,7 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "show_memory": False,
     "min_reported_time": 0,
+    "capture_repr": (),  # what a script prints is its output, not the repr of a last value
     "remove_config_comments": True,
     "run_stale_examples": True,
     "reference_url": {"fmrec": None},
@@ -97,5 +98,15 @@ def write_cli_help(app) -> None:
                 (out / f"cli_{name}.txt").write_text(sub.format_help())
 
 
+def unlink_metric_names(app, doctree, docname) -> None:
+    """docutils reads "NDCG@10" and "P@10" as e-mail addresses; show them as plain text."""
+    from docutils import nodes
+
+    for ref in list(doctree.findall(nodes.reference)):
+        if ref.get("refuri", "").startswith("mailto:"):
+            ref.replace_self(nodes.Text(ref.astext()))
+
+
 def setup(app):
     app.connect("builder-inited", write_cli_help)
+    app.connect("doctree-resolved", unlink_metric_names)
