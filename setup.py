@@ -5,6 +5,7 @@ OpenMP is probed with a tiny test program: where the compiler lacks it (or
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,12 @@ def _openmp_flags() -> tuple[list[str], list[str]]:
         src = Path(tmp) / "probe.c"
         src.write_text(_OPENMP_PROBE)
         for cflags, lflags in candidates:
-            cmd = [*cc.split(), *cflags, str(src), "-o", str(Path(tmp) / "probe"), *lflags]
+            # The flags setuptools will compile and link with too, e.g. where Homebrew's
+            # libomp is (CPPFLAGS=-I..., LDFLAGS=-L..., as the macOS wheels set them).
+            env = [shlex.split(os.environ.get(name, "")) for name in ("CPPFLAGS", "CFLAGS",
+                                                                       "LDFLAGS")]
+            cmd = [*cc.split(), *env[0], *env[1], *cflags, str(src), "-o",
+                   str(Path(tmp) / "probe"), *env[2], *lflags]
             if subprocess.run(cmd, capture_output=True).returncode == 0:
                 return cflags, lflags
     print("fmrec: OpenMP not available, building single-threaded kernels", file=sys.stderr)

@@ -368,15 +368,6 @@ def test_bad_input_names_the_problem_and_keeps_the_fitted_model(client):
     np.testing.assert_array_equal(model.V_, V)
 
 
-def test_docstring_examples():
-    import doctest
-
-    import fmrec.dask.estimators
-
-    result = doctest.testmod(fmrec.dask.estimators, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_sample_weights_partial_fit_and_encoder_output(client):
     from fmrec.dask import DaskFeatureEncoder
     from fmrec.datasets import make_recsys

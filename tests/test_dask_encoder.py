@@ -1,6 +1,5 @@
 """DaskFeatureEncoder against FeatureEncoder on the same data, on an in-process cluster."""
 
-import doctest
 import pickle
 import warnings
 
@@ -14,7 +13,6 @@ distributed = pytest.importorskip("distributed")
 
 import dask  # noqa: E402
 
-import fmrec.dask.encoder  # noqa: E402
 from fmrec import FeatureEncoder  # noqa: E402
 from fmrec.dask import DaskFeatureEncoder  # noqa: E402
 
@@ -280,7 +278,3 @@ def test_unsortable_categories_keep_global_first_seen_order(client):
     denc = DaskFeatureEncoder(categorical=["c"]).fit(to_dask(df, 3))
     assert denc.feature_names_.tolist() == enc.feature_names_.tolist()
 
-
-def test_docstring_examples(client):
-    result = doctest.testmod(fmrec.dask.encoder, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

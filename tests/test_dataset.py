@@ -1,7 +1,6 @@
 """InteractionDataset: the rows the Recommender trains on, ranking data, negatives, growth,
 bad input, feature names, and the round trip through arrays."""
 
-import doctest
 
 import numpy as np
 import pandas as pd
@@ -43,11 +42,6 @@ def same_design(a, b):
     A, B = a.to_csr(), b.to_csr()
     assert A.shape == B.shape
     assert (A != B).nnz == 0
-
-
-def test_docstring_example_runs():
-    result = doctest.testmod(fmrec.recommend.dataset, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("kw", [

@@ -1,4 +1,3 @@
-import doctest
 import functools
 import hashlib
 import http.server
@@ -26,11 +25,6 @@ def test_make_fm_regression_is_the_stated_fm():
     for row in range(20):  # distinct, sorted columns in every row
         cols = X.indices[X.indptr[row]:X.indptr[row + 1]]
         assert np.all(np.diff(cols) > 0)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(datasets, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_make_fm_classification_labels():

@@ -1,31 +1,42 @@
-"""The examples users copy: docstring examples and the README's quick start."""
+"""The examples users copy: the README's quick start, and the same code on the docs site.
 
-import doctest
+Docstring examples are not run here: ``pytest --doctest-modules --pyargs fmrec`` runs each
+of them once, against the installed package (a step of .ci/run; see docs/source/
+development.rst).
+"""
+
 import re
+import textwrap
 from pathlib import Path
 
-import pytest
-
-import fmrec.design
-import fmrec.models.fm
-import fmrec.persistence
-import fmrec.recommend.defaults
-import fmrec.recommend.recommender
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+QUICKSTART = REPO / "docs" / "source" / "quickstart.rst"
 
 
-@pytest.mark.parametrize("module", [fmrec.models.fm, fmrec.persistence, fmrec.design,
-                                    fmrec.recommend.recommender, fmrec.recommend.defaults])
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+def readme_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def rst_blocks(path: Path) -> list[str]:
+    """The bodies of ``.. code-block:: python`` directives, dedented."""
+    found = re.findall(r"^\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)", path.read_text(),
+                       re.M)
+    return [textwrap.dedent(block).strip() + "\n" for block in found]
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = readme_blocks()
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)  # they save model files in the working folder
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "model.npz").is_file() and (tmp_path / "recommender.npz").is_file()
+
+
+def test_docs_quick_start_is_the_readme_quick_start():
+    # The site's quick start shows the README's code (run above), so neither goes stale.
+    site = rst_blocks(QUICKSTART)
+    assert len(site) >= 2
+    for block in readme_blocks():
+        assert block.strip() + "\n" in site, f"README block not on the quick start page:\n{block}"

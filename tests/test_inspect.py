@@ -1,14 +1,12 @@
 """fmrec.inspect: cosine neighbours of factor vectors, checked against V_ directly, and the
 claim users rely on: features that interact end up with aligned factor vectors."""
 
-import doctest
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-import fmrec.inspect
 from fmrec import FMClassifier, FMRegressor, Recommender
 from fmrec.datasets import load_movielens
 from fmrec.inspect import most_similar, similarity_matrix
@@ -31,11 +29,6 @@ def model():
     model = FMRegressor(n_factors=4, n_epochs=10, random_state=0).fit(X, y)
     model.V_[7] = 0  # an unused feature
     return model
-
-
-def test_docstring_examples():
-    result = doctest.testmod(fmrec.inspect, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_most_similar_is_cosine_of_V_rows(model):

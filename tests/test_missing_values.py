@@ -2,7 +2,6 @@
 FeatureEncoder up to the Recommender: what a missing value becomes at fit and at predict,
 the warning for a title-like column, and persistence of all of it."""
 
-import doctest
 import warnings
 
 import numpy as np
@@ -226,11 +225,6 @@ def test_identifier_rule_boundaries(column, dropped):
             pd.DataFrame({"c": column}))
     assert (enc.dropped_columns_ == ["c"]) is dropped
     assert any(issubclass(w.category, UniqueColumnWarning) for w in caught) is dropped
-
-
-def test_warning_docstring_example():
-    result = doctest.testmod(fmrec.features._columns)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_numeric_and_multi_valued_columns_are_never_dropped():

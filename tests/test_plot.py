@@ -1,6 +1,5 @@
 """fmrec.plot: the numbers behind each figure, PNGs that are not blank, no display needed."""
 
-import doctest
 import subprocess
 import sys
 
@@ -13,7 +12,6 @@ pytest.importorskip("matplotlib")
 
 import matplotlib.image  # noqa: E402
 
-import fmrec.plot  # noqa: E402
 from fmrec import FMClassifier, FMRegressor, Recommender  # noqa: E402
 from fmrec.plot import (  # noqa: E402
     embedding_map,
@@ -51,11 +49,6 @@ def assert_png_not_blank(fig, path):
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
     assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
-
-
-def test_docstring_examples():
-    result = doctest.testmod(fmrec.plot, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_lazy_import_and_no_pyplot(model, tmp_path):

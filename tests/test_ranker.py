@@ -414,15 +414,9 @@ def test_warm_start_checks_what_it_continues(synthetic, change, match):
     assert model.n_epochs_ == 2
 
 
-def test_docstring_example_and_sklearn_params():
-    import doctest
-
+def test_sklearn_params():
     from sklearn.base import clone
 
-    import fmrec.models.ranker
-
-    result = doctest.testmod(fmrec.models.ranker, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
     model = FMRanker(8, n_candidates=3, negative_sampling="popularity")
     assert clone(model).get_params() == model.get_params()
     assert model.get_params()["n_factors"] == 8

@@ -1,6 +1,5 @@
 """Recommender: factorized scores equal predict, top-N, cold start, fold-in, growth, save/load."""
 
-import doctest
 import time
 
 import numpy as np
@@ -10,7 +9,6 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 from sklearn.exceptions import NotFittedError
 
-import fmrec.recommend.recommender
 from fmrec import FMClassifier, FMRegressor, Recommender, load_model
 from fmrec.datasets import load_ml100k_split
 from fmrec.design import DesignMatrix, RelationBlock, part_terms
@@ -620,11 +618,6 @@ def test_damaged_recommender_file(data, tmp_path):
 def test_save_before_fit_fails(tmp_path):
     with pytest.raises(NotFittedError):
         Recommender().save(tmp_path / "x.npz")
-
-
-def test_docstring_example():
-    result = doctest.testmod(fmrec.recommend.recommender, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ----------------------------------------------------------------------------- MovieLens

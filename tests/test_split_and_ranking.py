@@ -4,7 +4,6 @@ The metrics are checked against hand-computed examples and against a slow per-us
 reference on random data; the splits against their documented sizes and invariants.
 """
 
-import doctest
 import math
 import os
 from pathlib import Path
@@ -13,8 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fmrec.metrics
-import fmrec.split
 from fmrec.metrics import (
     hit_rate_at_k,
     map_at_k,
@@ -373,12 +370,6 @@ def test_split_validation():
 
 
 # ------------------------------------------------------------------------ docs, real data
-
-@pytest.mark.parametrize("module", [fmrec.metrics, fmrec.split])
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
-
 
 def ml100k_udata() -> Path | None:
     """u.data under $FMREC_DATA_HOME/ml-100k, else ../shared/datasets/ml-100k."""

@@ -135,7 +135,7 @@ standardize, delimiter, dtype, bins, drop_unique
         Returns
         -------
         X : dask.array.Array or scipy.sparse.csr_matrix
-            For a Dask DataFrame, an array of shape (rows, n_features_), one chunk per
+            For a Dask DataFrame, an array of shape ``(rows, n_features_)``, one chunk per
             partition and one column chunk; each chunk is the ``scipy.sparse.csr_matrix``
             that ``FeatureEncoder.transform`` gives for that partition, so ``compute()``
             stacks them (``scipy.sparse.vstack``) into one CSR matrix equal to

@@ -462,7 +462,7 @@ class FeatureEncoder(BaseEstimator):
 
     # ---------------------------------------------------------------------- transform
     def transform(self, df: pd.DataFrame) -> sp.csr_matrix:
-        """Encode ``df`` as a canonical CSR matrix of shape (len(df), n_features_).
+        """Encode ``df`` as a canonical CSR matrix of shape ``(len(df), n_features_)``.
 
         Parameters
         ----------

@@ -28,7 +28,7 @@ class FMRanker(BaseEstimator):
     demographics, implicit sets...) and item i is ``I[i]``. The score of (u, i) is the FM
     output ŷ of the row ``U[u] + I[i]`` (sum-of-squares identity; the columns of users and
     items may overlap). Training runs SGD over triples (u, i, j), i a positive of u and j a
-    sampled item u has not interacted with, and each step descends
+    sampled item u has not interacted with, and each step descends::
 
         ℓ(u, i, j) = -ln σ(ŷ(U[u] + I[i]) - ŷ(U[u] + I[j]))
                      + ½ reg_linear Σ_{c ∈ I[i] ∪ I[j]} w_c²
@@ -163,7 +163,7 @@ class FMRanker(BaseEstimator):
     # ------------------------------------------------------------------ fitting
     def fit(self, U, I, users, items, seen=None,  # noqa: E741
             callbacks: Sequence[Callback] | None = None):
-        """Learn w_ and V_ from the positive pairs ``(users[t], items[t])``, starting afresh
+        """Learn ``w_`` and ``V_`` from the positive pairs ``(users[t], items[t])``, starting afresh
         unless ``warm_start`` is set.
 
         Parameters
@@ -288,7 +288,7 @@ class FMRanker(BaseEstimator):
         """ŷ of ``U_rows[a] + I_rows[b]`` for every a and b: a dense (n_u, n_i) float64 array.
 
         Exact when user and item columns overlap: with t and q the within-row linear plus
-        pairwise terms and factor sums, ŷ = t_u + t_i + q_u·q_i - Σ_c u_c i_c |v_c|².
+        pairwise terms and factor sums, ``ŷ = t_u + t_i + q_u·q_i - Σ_c u_c i_c |v_c|²``.
         """
         check_is_fitted(self, "V_")
         Ur, Ir = self._check_fitted_rows(U_rows, "U_rows"), self._check_fitted_rows(I_rows,
