@@ -11,7 +11,9 @@ The package in layers, each importing only the ones below it:
 - ``fmrec.tuning``, ``fmrec.cli``, ``fmrec.dask``: built on the public API.
 """
 
-from fmrec import inspect, plot  # plot imports matplotlib only when a figure is drawn
+# Submodules a user reaches as fmrec.<name> (plot imports matplotlib only when a figure is
+# drawn).
+from fmrec import datasets, inspect, metrics, plot, split
 from fmrec._kernels._openmp import openmp_enabled
 from fmrec._version import __version__ as __version__
 from fmrec.design import DesignMatrix, RelationBlock
@@ -25,8 +27,8 @@ from fmrec.recommend.recommender import Recommender
 
 __all__ = ["DesignMatrix", "FMClassifier", "FMRanker", "FMRegressor", "FeatureEncoder",
            "InteractionDataset", "Recommender", "RelationBlock", "TuneResult",
-           "UniqueColumnWarning", "default_model", "inspect", "load_model", "openmp_enabled",
-           "plot", "tune"]
+           "UniqueColumnWarning", "datasets", "default_model", "inspect", "load_model",
+           "metrics", "openmp_enabled", "plot", "split", "tune"]
 
 
 def __getattr__(name: str):

@@ -40,3 +40,14 @@ def test_docs_quick_start_is_the_readme_quick_start():
     assert len(site) >= 2
     for block in readme_blocks():
         assert block.strip() + "\n" in site, f"README block not on the quick start page:\n{block}"
+
+
+def test_submodules_are_reachable_from_a_bare_import():
+    """Prose such as ``fmrec.datasets.load_movielens(...)`` failed after ``import fmrec``
+    (found while writing the docs): the submodules users call are attributes of the package."""
+    import fmrec
+
+    for name in ("datasets", "metrics", "split", "inspect", "plot"):
+        assert name in fmrec.__all__
+    assert callable(fmrec.datasets.load_movielens) and callable(fmrec.metrics.rmse)
+    assert callable(fmrec.split.train_test_split)
