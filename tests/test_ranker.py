@@ -1,5 +1,10 @@
 """FMRanker (BPR): reference gradients, kernel vs reference, sampler, ranking quality, API."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import reference as ref
@@ -211,6 +216,29 @@ def test_one_hot_fast_path_with_given_negatives_and_popularity_sampling():
     out = _one_hot_epochs(np.float32, np.int64, True, 5, 8, sampling="popularity")
     np.testing.assert_array_equal(out[True][1], out[False][1])
     assert out[True][4] == out[False][4]
+
+
+def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
+    # The kernel picks AVX at run time where the CPU has it; FMREC_NO_AVX=1 forces the SSE2
+    # loops. Same lanes, same operations, no FMA: the parameters must agree bit for bit.
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_ranker as t\n"
+        "out = {}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    runs = t._one_hot_epochs(dt, np.int32, True, 5, 19)\n"
+        "    for fast, (w, V, aw, aV, fig) in runs.items():\n"
+        "        out[f'{dt.__name__}_{fast}_w'], out[f'{dt.__name__}_{fast}_V'] = w, V\n"
+        "        out[f'{dt.__name__}_{fast}_aV'] = aV\n"
+        "np.savez(sys.argv[2], **out)\n")
+    files = {}
+    for flag in ("0", "1"):
+        files[flag] = tmp_path / f"avx_off_{flag}.npz"
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag})
+    a, b = np.load(files["0"]), np.load(files["1"])
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 12
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_one_hot_detection():

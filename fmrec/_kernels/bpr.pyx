@@ -47,167 +47,222 @@ cdef extern from *:
     uint64_t splitmix64 "fmrec_splitmix64"(uint64_t* s) noexcept nogil
 
 
-# Reductions over the k factors. A plain `for f: s += a[f] * b[f]` runs scalar: without
-# -ffast-math the compiler may not reorder a floating-point sum. These keep FMREC_LANES
-# independent partial sums (float products accumulated in double, as the loops they replace
-# did), combined in one fixed order, so they vectorise at any -march and give the same bits
-# wherever they are called: the one-hot fast path relies on that to match the general path.
+# Reductions over the k factors and the one-hot step's row update, in C.
+#
+# A plain `for f: s += a[f] * b[f]` runs scalar: without -ffast-math the compiler may not
+# reorder a floating-point sum. The reductions keep 8 independent partial sums (lane l sums
+# the terms of the factors f with f % 8 == l; float products accumulated in double, as the
+# loops they replaced did), combined as ((0+4) + (1+5)) + ((2+6) + (3+7)), so they vectorise
+# and give the same bits wherever they are called: the one-hot fast path relies on that to
+# match the general path.
+#
+# The update of v_u, v_i, v_j (and of their AdaGrad sums; acc_u NULL for plain SGD) has six
+# row pointers, too many for the compiler's alias checks, so it is written on vectors; a
+# short last chunk runs zero-padded. Every lane does exactly the general path's operations,
+# in its order.
+#
+# With GCC/Clang on x86-64 each helper exists twice: on 16-byte vectors (SSE2, the portable
+# baseline) and on 32-byte ones (AVX, picked at run time when the CPU has it; FMREC_NO_AVX=1
+# in the environment turns it off). AVX halves the vector instructions; the two give the same
+# bits, since neither contracts to FMA and the lanes are the same.
 cdef extern from *:
     """
     #include <string.h>
-    #define FMREC_LANES 8
-    /* Lane l sums the terms of the factors f with f % 8 == l; the lanes are combined as
-       ((0+4) + (1+5)) + ((2+6) + (3+7)). TERM(f) is one term, rounded to T. */
-    #define FMREC_REDUCE_TAIL(TERM)                                                        \
+    #include <stdlib.h>
+    #include <math.h>
+
+    #define FMREC_TERM_DOT(f) (a[f] * b[f])
+    #define FMREC_TERM_DOT_DIFF(f) (a[f] * (b[f] - c[f]))
+    /* The factors past the last multiple of 8, then the fixed combination of the lanes. */
+    #define FMREC_REDUCE_END(TERM)                                                         \
         for (l = 0; f < k; f++, l++) s[l] += (double)(TERM(f));                            \
         return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-    #define FMREC_DOT_TERM(f) (a[f] * b[f])
-    #define FMREC_DOT_DIFF_TERM(f) (a[f] * (b[f] - c[f]))
-    #if defined(__GNUC__) || defined(__clang__)
-    /* The same sums on 16-byte vectors (SSE2, the x86-64 baseline), written out because the
-       compiler's own vectoriser handles the float -> double widening poorly. */
-    typedef float fmrec_v4f __attribute__((vector_size(16)));
-    typedef double fmrec_v2d __attribute__((vector_size(16)));
-    static inline fmrec_v4f fmrec_ld4f(const float *p) { fmrec_v4f v; memcpy(&v, p, 16); return v; }
-    static inline fmrec_v2d fmrec_ld2d(const double *p) { fmrec_v2d v; memcpy(&v, p, 16); return v; }
-    #define FMREC_WIDEN_ADD(acc_lo, acc_hi, x)                                             \
-        acc_lo += (fmrec_v2d){(double)x[0], (double)x[1]};                                 \
-        acc_hi += (fmrec_v2d){(double)x[2], (double)x[3]};
-    static inline double fmrec_dot_float(const float *a, const float *b, Py_ssize_t k) {
-        fmrec_v2d s0 = {0, 0}, s1 = {0, 0}, s2 = {0, 0}, s3 = {0, 0};
-        double s[FMREC_LANES]; Py_ssize_t f = 0; int l;
-        for (; f + 8 <= k; f += 8) {
-            fmrec_v4f x = fmrec_ld4f(a + f) * fmrec_ld4f(b + f);
-            fmrec_v4f y = fmrec_ld4f(a + f + 4) * fmrec_ld4f(b + f + 4);
-            FMREC_WIDEN_ADD(s0, s1, x)
-            FMREC_WIDEN_ADD(s2, s3, y)
-        }
-        memcpy(s, &s0, 16); memcpy(s + 2, &s1, 16); memcpy(s + 4, &s2, 16); memcpy(s + 6, &s3, 16);
-        FMREC_REDUCE_TAIL(FMREC_DOT_TERM)
-    }
-    static inline double fmrec_dot_diff_float(const float *a, const float *b, const float *c,
-                                              Py_ssize_t k) {
-        fmrec_v2d s0 = {0, 0}, s1 = {0, 0}, s2 = {0, 0}, s3 = {0, 0};
-        double s[FMREC_LANES]; Py_ssize_t f = 0; int l;
-        for (; f + 8 <= k; f += 8) {
-            fmrec_v4f x = fmrec_ld4f(a + f) * (fmrec_ld4f(b + f) - fmrec_ld4f(c + f));
-            fmrec_v4f y = fmrec_ld4f(a + f + 4) * (fmrec_ld4f(b + f + 4) - fmrec_ld4f(c + f + 4));
-            FMREC_WIDEN_ADD(s0, s1, x)
-            FMREC_WIDEN_ADD(s2, s3, y)
-        }
-        memcpy(s, &s0, 16); memcpy(s + 2, &s1, 16); memcpy(s + 4, &s2, 16); memcpy(s + 6, &s3, 16);
-        FMREC_REDUCE_TAIL(FMREC_DOT_DIFF_TERM)
-    }
-    #define FMREC_D8(EXPR)                                                                 \
-        fmrec_v2d s0 = {0, 0}, s1 = {0, 0}, s2 = {0, 0}, s3 = {0, 0};                      \
-        double s[FMREC_LANES]; Py_ssize_t f = 0; int l;                                    \
-        for (; f + 8 <= k; f += 8) {                                                       \
-            s0 += EXPR(f); s1 += EXPR(f + 2); s2 += EXPR(f + 4); s3 += EXPR(f + 6);        \
-        }                                                                                  \
-        memcpy(s, &s0, 16); memcpy(s + 2, &s1, 16); memcpy(s + 4, &s2, 16); memcpy(s + 6, &s3, 16);
-    #define FMREC_DOT_D(f) (fmrec_ld2d(a + (f)) * fmrec_ld2d(b + (f)))
-    #define FMREC_DOT_DIFF_D(f) (fmrec_ld2d(a + (f)) * (fmrec_ld2d(b + (f)) - fmrec_ld2d(c + (f))))
-    static inline double fmrec_dot_double(const double *a, const double *b, Py_ssize_t k) {
-        FMREC_D8(FMREC_DOT_D)
-        FMREC_REDUCE_TAIL(FMREC_DOT_TERM)
-    }
-    static inline double fmrec_dot_diff_double(const double *a, const double *b,
-                                               const double *c, Py_ssize_t k) {
-        FMREC_D8(FMREC_DOT_DIFF_D)
-        FMREC_REDUCE_TAIL(FMREC_DOT_DIFF_TERM)
-    }
-    #else
-    #define FMREC_REDUCE_DEFS(T)                                                            \
-    static inline double fmrec_dot_##T(const T *a, const T *b, Py_ssize_t k) {             \
-        double s[FMREC_LANES] = {0}; Py_ssize_t f = 0; int l;                              \
-        for (; f + FMREC_LANES <= k; f += FMREC_LANES)                                     \
-            for (l = 0; l < FMREC_LANES; l++) s[l] += (double)(T)(a[f + l] * b[f + l]);    \
-        FMREC_REDUCE_TAIL(FMREC_DOT_TERM)                                                  \
-    }                                                                                      \
-    static inline double fmrec_dot_diff_##T(const T *a, const T *b, const T *c,            \
-                                            Py_ssize_t k) {                                \
-        double s[FMREC_LANES] = {0}; Py_ssize_t f = 0; int l;                              \
-        for (; f + FMREC_LANES <= k; f += FMREC_LANES)                                     \
-            for (l = 0; l < FMREC_LANES; l++)                                              \
-                s[l] += (double)(T)(a[f + l] * (T)(b[f + l] - c[f + l]));                  \
-        FMREC_REDUCE_TAIL(FMREC_DOT_DIFF_TERM)                                             \
-    }
-    FMREC_REDUCE_DEFS(float)
-    FMREC_REDUCE_DEFS(double)
-    #endif
-    """
-    double dot_f "fmrec_dot_float"(const float* a, const float* b, Py_ssize_t k) noexcept nogil
-    double dot_d "fmrec_dot_double"(const double* a, const double* b, Py_ssize_t k) noexcept nogil
-    double dot_diff_f "fmrec_dot_diff_float"(const float* a, const float* b, const float* c, Py_ssize_t k) noexcept nogil
-    double dot_diff_d "fmrec_dot_diff_double"(const double* a, const double* b, const double* c, Py_ssize_t k) noexcept nogil
 
-
-# The one-hot step's update of the rows v_u, v_i, v_j (and of their AdaGrad sums: acc_u NULL
-# for plain SGD). Six row pointers defeat the compiler's alias checks, so the loop is written
-# on 8-lane vectors (GCC/Clang vector extensions; a short last chunk runs zero-padded). Every
-# lane does exactly the general path's operations, in its order.
-cdef extern from *:
-    """
-    #include <string.h>
-    #include <math.h>
-    #define FMREC_OH_BODY(VT, xu, xi, xj, gu, gi, gj)                                    \
+    /* The update's arithmetic, on scalars or vectors alike. */
+    #define FMREC_OH_BODY(VT)                                                              \
         VT qi = xi + xu, qj = xj + xu;                                                     \
         VT gu = gf * ((qi - xu) - (qj - xu)) + rv * xu;                                    \
         VT gi = gf * (qi - xi) + rv * xi;                                                  \
         VT gj = gf * (-(qj - xj)) + rv * xj;
-    #if defined(__GNUC__) || defined(__clang__)
-    /* Vectors as wide as the target's registers: wider generic vectors are split by the
-       compiler through the stack. */
-    #if defined(__AVX__)
-    #define FMREC_VBYTES 32
-    #else
-    #define FMREC_VBYTES 16
+
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define FMREC_SIMD 1
+    #define FMREC_AVX __attribute__((target("avx")))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define FMREC_SIMD 1
+    #define FMREC_AVX
     #endif
-    typedef float fmrec_oh_vf __attribute__((vector_size(FMREC_VBYTES)));
-    typedef double fmrec_oh_vd __attribute__((vector_size(FMREC_VBYTES)));
-    #define FMREC_L(VT, T) ((int)(sizeof(VT) / sizeof(T)))
-    /* One chunk of FMREC_L factors from f on, B bytes of them real (a constant sizeof(VT) in
-       the main loop, so each memcpy is one vector load or store). */
+
+    #ifdef FMREC_SIMD
+    typedef float fmrec_f4 __attribute__((vector_size(16)));
+    typedef double fmrec_d2 __attribute__((vector_size(16)));
+    typedef float fmrec_f8 __attribute__((vector_size(32)));
+    typedef double fmrec_d4 __attribute__((vector_size(32)));
+    #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
+    #define FMREC_LANES(VT, T) ((int)(sizeof(VT) / sizeof(T)))
+
+    /* --- reductions: SUF names the variant, ATTR its target --- */
+    #define FMREC_REDUCE_DEFS(SUF, ATTR, FV, DV, WIDEN)                                  \
+    ATTR static double fmrec_dot_float##SUF(const float *a, const float *b, Py_ssize_t k) { \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                FV x = FMREC_LD(FV, a + f + h) * FMREC_LD(FV, b + f + h);                  \
+                WIDEN                                                                      \
+            }                                                                              \
+        memcpy(s, acc, sizeof s); (void)m;                                                 \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    ATTR static double fmrec_dot_diff_float##SUF(const float *a, const float *b,          \
+                                                 const float *c, Py_ssize_t k) {           \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                FV x = FMREC_LD(FV, a + f + h)                                             \
+                       * (FMREC_LD(FV, b + f + h) - FMREC_LD(FV, c + f + h));             \
+                WIDEN                                                                      \
+            }                                                                              \
+        memcpy(s, acc, sizeof s); (void)m;                                                 \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }                                                                                      \
+    ATTR static double fmrec_dot_double##SUF(const double *a, const double *b,            \
+                                             Py_ssize_t k) {                               \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, m = FMREC_LANES(DV, double);                                             \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += m)                                                     \
+                acc[h / m] += FMREC_LD(DV, a + f + h) * FMREC_LD(DV, b + f + h);           \
+        memcpy(s, acc, sizeof s);                                                          \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    ATTR static double fmrec_dot_diff_double##SUF(const double *a, const double *b,       \
+                                                  const double *c, Py_ssize_t k) {         \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, m = FMREC_LANES(DV, double);                                             \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += m)                                                     \
+                acc[h / m] += FMREC_LD(DV, a + f + h)                                      \
+                              * (FMREC_LD(DV, b + f + h) - FMREC_LD(DV, c + f + h));       \
+        memcpy(s, acc, sizeof s);                                                          \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }
+    /* Widening the float products x (n lanes) into the double accumulators of lanes
+       h .. h + n - 1. */
+    #define FMREC_WIDEN_SSE                                                                \
+        acc[h / 2] += (fmrec_d2){(double)x[0], (double)x[1]};                              \
+        acc[h / 2 + 1] += (fmrec_d2){(double)x[2], (double)x[3]};
+    #define FMREC_WIDEN_AVX                                                                \
+        acc[0] += (fmrec_d4){(double)x[0], (double)x[1], (double)x[2], (double)x[3]};      \
+        acc[1] += (fmrec_d4){(double)x[4], (double)x[5], (double)x[6], (double)x[7]};
+    FMREC_REDUCE_DEFS(_sse, , fmrec_f4, fmrec_d2, FMREC_WIDEN_SSE)
+    FMREC_REDUCE_DEFS(_avx, FMREC_AVX, fmrec_f8, fmrec_d4, FMREC_WIDEN_AVX)
+
+    /* --- the one-hot update --- */
+    /* One chunk of factors from f on, B bytes of them real (a constant sizeof(VT) in the
+       main loop, so each memcpy is one vector load or store). */
     #define FMREC_OH_CHUNK(T, VT, SQRT, B)                                                 \
         {                                                                                  \
             VT xu = {0}, xi = {0}, xj = {0}, au = {0}, ai = {0}, aj = {0}, r;              \
             memcpy(&xu, vu + f, B); memcpy(&xi, vi + f, B); memcpy(&xj, vj + f, B);       \
-            FMREC_OH_BODY(VT, xu, xi, xj, gu, gi, gj)                                      \
+            FMREC_OH_BODY(VT)                                                              \
             if (acc_u != NULL) {                                                           \
                 memcpy(&au, acc_u + f, B); memcpy(&ai, acc_i + f, B);                      \
                 memcpy(&aj, acc_j + f, B);                                                 \
                 au = au + gu * gu; ai = ai + gi * gi; aj = aj + gj * gj;                   \
                 memcpy(acc_u + f, &au, B); memcpy(acc_i + f, &ai, B);                      \
                 memcpy(acc_j + f, &aj, B);                                                 \
-                r = au + eps; for (l = 0; l < FMREC_L(VT, T); l++) r[l] = SQRT(r[l]);       \
+                r = au + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
                 xu = xu - lr * gu / r;                                                     \
-                r = ai + eps; for (l = 0; l < FMREC_L(VT, T); l++) r[l] = SQRT(r[l]);       \
+                r = ai + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
                 xi = xi - lr * gi / r;                                                     \
-                r = aj + eps; for (l = 0; l < FMREC_L(VT, T); l++) r[l] = SQRT(r[l]);       \
+                r = aj + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
                 xj = xj - lr * gj / r;                                                     \
             } else {                                                                       \
                 xu = xu - lr * gu; xi = xi - lr * gi; xj = xj - lr * gj;                   \
             }                                                                              \
             memcpy(vu + f, &xu, B); memcpy(vi + f, &xi, B); memcpy(vj + f, &xj, B);       \
         }
-    #define FMREC_OH_DEFS(T, VT, SQRT)                                                   \
-    static inline void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i,       \
-                                           T *acc_j, Py_ssize_t k, T gf, T rv, T lr,      \
-                                           T eps) {                                        \
+    #define FMREC_OH_DEFS(T, SUF, ATTR, VT, SQRT)                                          \
+    ATTR static void fmrec_oh_update_##T##SUF(T *vu, T *vi, T *vj, T *acc_u, T *acc_i,    \
+                                              T *acc_j, Py_ssize_t k, T gf, T rv, T lr,   \
+                                              T eps) {                                     \
         Py_ssize_t f = 0; int l;                                                           \
-        for (; f + FMREC_L(VT, T) <= k; f += FMREC_L(VT, T))                               \
+        for (; f + FMREC_LANES(VT, T) <= k; f += FMREC_LANES(VT, T))                       \
             FMREC_OH_CHUNK(T, VT, SQRT, sizeof(VT))                                        \
         if (f < k) /* the last factors, zero-padded */                                     \
             FMREC_OH_CHUNK(T, VT, SQRT, (size_t)(k - f) * sizeof(T))                       \
     }
-    #else
-    #define FMREC_OH_DEFS(T, VT, SQRT)                                                   \
-    static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,   \
+    FMREC_OH_DEFS(float, _sse, , fmrec_f4, sqrtf)
+    FMREC_OH_DEFS(double, _sse, , fmrec_d2, sqrt)
+    FMREC_OH_DEFS(float, _avx, FMREC_AVX, fmrec_f8, sqrtf)
+    FMREC_OH_DEFS(double, _avx, FMREC_AVX, fmrec_d4, sqrt)
+
+    /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
+       on the first look all store the same value. */
+    static int fmrec_avx_state = -1;
+    static inline int fmrec_use_avx(void) {
+        if (fmrec_avx_state < 0) {
+            const char *off = getenv("FMREC_NO_AVX");
+            int on = 0;
+    #if defined(__x86_64__) || defined(__i386__)
+            on = __builtin_cpu_supports("avx");
+    #endif
+            fmrec_avx_state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
+        }
+        return fmrec_avx_state;
+    }
+    #define FMREC_DISPATCH(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
+    static inline double fmrec_dot_float(const float *a, const float *b, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_float)(a, b, k);
+    }
+    static inline double fmrec_dot_double(const double *a, const double *b, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_double)(a, b, k);
+    }
+    static inline double fmrec_dot_diff_float(const float *a, const float *b, const float *c,
+                                              Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_diff_float)(a, b, c, k);
+    }
+    static inline double fmrec_dot_diff_double(const double *a, const double *b,
+                                               const double *c, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_diff_double)(a, b, c, k);
+    }
+    static inline void fmrec_oh_update_float(float *vu, float *vi, float *vj, float *acc_u,
+                                             float *acc_i, float *acc_j, Py_ssize_t k,
+                                             float gf, float rv, float lr, float eps) {
+        FMREC_DISPATCH(fmrec_oh_update_float)(vu, vi, vj, acc_u, acc_i, acc_j, k, gf, rv, lr,
+                                              eps);
+    }
+    static inline void fmrec_oh_update_double(double *vu, double *vi, double *vj,
+                                              double *acc_u, double *acc_i, double *acc_j,
+                                              Py_ssize_t k, double gf, double rv, double lr,
+                                              double eps) {
+        FMREC_DISPATCH(fmrec_oh_update_double)(vu, vi, vj, acc_u, acc_i, acc_j, k, gf, rv,
+                                               lr, eps);
+    }
+    static int fmrec_avx_in_use(void) { return fmrec_use_avx(); }
+
+    #else  /* other compilers: plain loops, the same lanes and operations */
+    #define FMREC_PLAIN_DEFS(T, SQRT)                                                       \
+    static double fmrec_dot_##T(const T *a, const T *b, Py_ssize_t k) {                    \
+        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * b[f + l]);              \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    static double fmrec_dot_diff_##T(const T *a, const T *b, const T *c, Py_ssize_t k) {   \
+        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * (T)(b[f + l] - c[f + l])); \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }                                                                                      \
+    static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,    \
                                     Py_ssize_t k, T gf, T rv, T lr, T eps) {               \
         Py_ssize_t f;                                                                      \
         for (f = 0; f < k; f++) {                                                          \
             T xu = vu[f], xi = vi[f], xj = vj[f];                                          \
-            FMREC_OH_BODY(T, xu, xi, xj, gu, gi, gj)                                       \
+            FMREC_OH_BODY(T)                                                               \
             if (acc_u != NULL) {                                                           \
                 acc_u[f] += gu * gu; acc_i[f] += gi * gi; acc_j[f] += gj * gj;             \
                 vu[f] = xu - lr * gu / SQRT(acc_u[f] + eps);                               \
@@ -218,12 +273,24 @@ cdef extern from *:
             }                                                                              \
         }                                                                                  \
     }
+    FMREC_PLAIN_DEFS(float, sqrtf)
+    FMREC_PLAIN_DEFS(double, sqrt)
+    static int fmrec_avx_in_use(void) { return 0; }
     #endif
-    FMREC_OH_DEFS(float, fmrec_oh_vf, sqrtf)
-    FMREC_OH_DEFS(double, fmrec_oh_vd, sqrt)
     """
+    double dot_f "fmrec_dot_float"(const float* a, const float* b, Py_ssize_t k) noexcept nogil
+    double dot_d "fmrec_dot_double"(const double* a, const double* b, Py_ssize_t k) noexcept nogil
+    double dot_diff_f "fmrec_dot_diff_float"(const float* a, const float* b, const float* c, Py_ssize_t k) noexcept nogil
+    double dot_diff_d "fmrec_dot_diff_double"(const double* a, const double* b, const double* c, Py_ssize_t k) noexcept nogil
     void oh_update_f "fmrec_oh_update_float"(float* vu, float* vi, float* vj, float* acc_u, float* acc_i, float* acc_j, Py_ssize_t k, float gf, float rv, float lr, float eps) noexcept nogil
     void oh_update_d "fmrec_oh_update_double"(double* vu, double* vi, double* vj, double* acc_u, double* acc_i, double* acc_j, Py_ssize_t k, double gf, double rv, double lr, double eps) noexcept nogil
+    int avx_in_use "fmrec_avx_in_use"() noexcept nogil
+
+
+def simd_in_use() -> str:
+    """Which variant of the factor loops runs here: "avx" or "sse2/plain" (for tests and
+    benchmark reports)."""
+    return "avx" if avx_in_use() else "sse2/plain"
 
 
 cdef inline double dot(const floating* a, const floating* b, Py_ssize_t k) noexcept nogil:
