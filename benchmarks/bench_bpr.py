@@ -14,14 +14,18 @@ Two data sets, both one-hot user and item ids (FMRanker's fast path):
 Timing: one thread each (``n_jobs=1``, ``num_threads=1``). Each repeat fits a fresh model of
 each library back to back (the order alternating), and an epoch is the fit's wall time over
 its epochs: what a user waits for, setup included. The ratio fmrec / implicit is taken within
-a repeat; the median and range over ``--repeats`` repeats are printed. FMRanker's kernel-only
-epoch (``history_["seconds"]``) is printed beside it.
+a repeat; the median and range over the repeats are printed (``--repeats`` on ml-100k,
+``--synthetic-repeats`` on the synthetic set, where one 10M epoch takes seconds). FMRanker's
+kernel-only epoch (``history_["seconds"]``) is printed beside it. The SIMD variant of the
+BPR kernel's factor loops is printed too (``FMREC_NO_AVX=1`` forces SSE2).
 
 Curves: NDCG@10 on the held-out positives of fresh fits of increasing numbers of epochs,
 against each fit's wall time (evaluation excluded), saved as the PNG ``--plot``.
 
-    python benchmarks/bench_bpr.py [--size 10000000] [--repeats 5] [--plot bench_bpr.png]
-                                   [--skip-ml100k] [--skip-synthetic]
+    python benchmarks/bench_bpr.py [--size 10000000] [--repeats 5] [--synthetic-repeats 3]
+                                   [--plot bench_bpr.png] [--skip-ml100k] [--skip-synthetic]
+
+About 4 minutes on 2 cores at the default size (most of it the synthetic set).
 """
 
 from __future__ import annotations
@@ -151,6 +155,7 @@ def epoch_ratios(name, data, repeats, epochs, fm_params):
     U, I = one_hot(n_users, n_items)  # noqa: E741
     X = pattern(train, n_users, n_items)
     fm, imp, kern = [], [], []
+    models = {}
     for rep in range(repeats):
         runs = [("fm", None), ("imp", None)]
         if rep % 2:
@@ -160,8 +165,10 @@ def epoch_ratios(name, data, repeats, epochs, fm_params):
                 model = fmrec_model(epochs, **fm_params)
                 fm.append(fit_fmrec(model, U, I, train) / epochs)
                 kern.append(float(np.median(model.history_["seconds"])))
+                models["fm"] = model
             else:
-                imp.append(fit_implicit(implicit_model(epochs), X) / epochs)
+                models["imp"] = implicit_model(epochs)
+                imp.append(fit_implicit(models["imp"], X) / epochs)
     fm, imp, kern = np.array(fm), np.array(imp), np.array(kern)
     ratio = fm / imp
     label = ", ".join(f"{k}={v}" for k, v in fm_params.items()) or "defaults"
@@ -169,37 +176,49 @@ def epoch_ratios(name, data, repeats, epochs, fm_params):
           f"(kernel {np.median(kern) * 1e3:.1f} ms), implicit BPR {np.median(imp) * 1e3:8.1f} "
           f"ms/epoch; ratio fmrec/implicit median {np.median(ratio):.2f} "
           f"[{ratio.min():.2f}, {ratio.max():.2f}] over {repeats} repeats", flush=True)
-    return ratio
+    return models, float(np.median(fm)) * epochs, float(np.median(imp)) * epochs
 
 
-def curves(data, eval_users, fm_epochs, implicit_epochs, implicit_lrs):
-    """{label: [(seconds, ndcg)]} for FMRanker (defaults, and 1 candidate) and implicit: a
-    fresh fit per point (a warm restart would replay the seeded sampler), its wall time."""
+def fm_point(model, seconds, epochs, data, eval_users):
     train, test, n_users, n_items = data
+    V, w = model.V_.astype(np.float64), model.w_.astype(np.float64)
+    Vu, Vi, wi = V[:n_users], V[n_users:], w[n_users:]
+    return (seconds, ndcg_at_10(lambda b: Vu[b] @ Vi.T + wi, pattern(train, n_users, n_items),
+                                pattern(test, n_users, n_items), eval_users), epochs)
+
+
+def implicit_point(model, seconds, epochs, data, eval_users):
+    train, test, n_users, n_items = data
+    uf, itf = np.asarray(model.user_factors), np.asarray(model.item_factors)
+    return (seconds, ndcg_at_10(lambda b: uf[b] @ itf.T, pattern(train, n_users, n_items),
+                                pattern(test, n_users, n_items), eval_users), epochs)
+
+
+def curves(data, eval_users, fm_epochs, implicit_epochs, implicit_lrs, fm_variants=None,
+           known=None):
+    """{label: [(seconds, ndcg, epochs)]} for FMRanker and implicit: a fresh fit per point (a
+    warm restart would replay the seeded sampler) and its wall time. ``known`` holds points
+    already measured (label -> list), e.g. from the timed fits."""
+    train, _, n_users, n_items = data
     U, I = one_hot(n_users, n_items)  # noqa: E741
-    train_m, test_m = pattern(train, n_users, n_items), pattern(test, n_users, n_items)
-    out = {}
-    for label, params in (("fmrec FMRanker() [5 candidates]", {}),
-                          ("fmrec FMRanker(n_candidates=1)", {"n_candidates": 1})):
-        points = []
+    X = pattern(train, n_users, n_items)
+    if fm_variants is None:
+        fm_variants = (("fmrec FMRanker() [5 candidates]", {}),
+                       ("fmrec FMRanker(n_candidates=1)", {"n_candidates": 1}))
+    out = {label: list(points) for label, points in (known or {}).items()}
+    for label, params in fm_variants:
         for n in fm_epochs:
             model = fmrec_model(n, **params)
             spent = fit_fmrec(model, U, I, train)
-            V, w = model.V_.astype(np.float64), model.w_.astype(np.float64)
-            Vu, Vi, wi = V[:n_users], V[n_users:], w[n_users:]
-            points.append((spent, ndcg_at_10(lambda b, Vu=Vu, Vi=Vi, wi=wi: Vu[b] @ Vi.T + wi,
-                                             train_m, test_m, eval_users), n))
-        out[label] = points
+            out.setdefault(label, []).append(fm_point(model, spent, n, data, eval_users))
     for lr in implicit_lrs:
-        points = []
+        label = f"implicit BPR (learning_rate={lr})"
         for n in implicit_epochs:
             model = implicit_model(n, learning_rate=lr)
-            spent = fit_implicit(model, train_m)
-            uf, itf = np.asarray(model.user_factors), np.asarray(model.item_factors)
-            points.append((spent, ndcg_at_10(lambda b, uf=uf, itf=itf: uf[b] @ itf.T,
-                                             train_m, test_m, eval_users), n))
-        out[f"implicit BPR (learning_rate={lr})"] = points
+            spent = fit_implicit(model, X)
+            out.setdefault(label, []).append(implicit_point(model, spent, n, data, eval_users))
     for label, points in out.items():
+        points.sort()
         best = max(points, key=lambda p: p[1])
         print(f"    {label:40s} " + "  ".join(f"{n}:{nd:.4f}@{t:.2f}s" for t, nd, n in points)
               + f"  (epochs:NDCG@10@fit seconds; best {best[1]:.4f})", flush=True)
@@ -230,12 +249,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=10_000_000, help="synthetic interactions")
     ap.add_argument("--eval-users", type=int, default=3000, help="synthetic held-out users")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats on ml-100k")
+    ap.add_argument("--synthetic-repeats", type=int, default=3,
+                    help="timing repeats on the synthetic set (3 keep 10M under 5 minutes)")
     ap.add_argument("--plot", default="bench_bpr.png")
     ap.add_argument("--skip-ml100k", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
     args = ap.parse_args()
     all_curves = {}
+    from fmrec._kernels.bpr import simd_in_use
+    print(f"FMRanker's factor loops: {simd_in_use()}")
     with threadpool_limits(1):  # BLAS in the evaluations only; both fits run one thread
         if not args.skip_ml100k:
             data = ml100k()
@@ -256,12 +279,18 @@ def main():
             print(f"synthetic: {len(data[0][0])} train / {len(data[1][0])} test positives, "
                   f"{data[2]} users, {data[3]} items (made in {time.perf_counter() - start:.0f} "
                   f"s); k={K}, one thread")
-            reps = max(3, args.repeats) if args.size <= 2_000_000 else args.repeats
-            epoch_ratios("synthetic", data, reps, 1, {})
-            epoch_ratios("synthetic", data, reps, 1, {"n_candidates": 1})
+            users = np.unique(data[1][0])
+            models, fm_s, imp_s = epoch_ratios("synthetic", data, args.synthetic_repeats, 1, {})
+            known = {"fmrec FMRanker() [5 candidates]":
+                     [fm_point(models["fm"], fm_s, 1, data, users)],
+                     "implicit BPR (learning_rate=0.01)":
+                     [implicit_point(models["imp"], imp_s, 1, data, users)]}
+            if args.size <= 2_000_000:
+                epoch_ratios("synthetic", data, args.synthetic_repeats, 1, {"n_candidates": 1})
             print("  NDCG@10 against training seconds:")
             all_curves[f"synthetic, {len(data[0][0]) / 1e6:.1f}M positives"] = curves(
-                data, np.unique(data[1][0]), [1, 2], [1, 2, 4], [0.01, 0.05])
+                data, users, [2], [3], [0.01],
+                fm_variants=(("fmrec FMRanker() [5 candidates]", {}),), known=known)
     if all_curves:
         plot(all_curves, args.plot)
 
