@@ -3,7 +3,9 @@ implicit's BPR, the repeatable figure behind bench_bpr.py's noisy timings (issue
 
 FMRanker: collection is switched on only inside the kernel's parallel body
 (``--toggle-collect='*bpr_epoch._omp_fn*'``), one epoch. implicit's library is stripped, so
-its epoch is (whole run with 3 iterations - whole run with 1) / 2. Both one thread, k = 64.
+its epoch is (whole run with 3 iterations - whole run with 1) / 2, which also catches whatever
+varies between two runs outside its kernel (four runs here gave 47.5, 48.3, 48.4 and 67.2M):
+repeat it and take the low figure. FMRanker's count repeats exactly. One thread, k = 64.
 
     python benchmarks/callgrind_bpr.py [--configs default,nc1,nc1-constant] [--general]
 
