@@ -9,6 +9,8 @@ repeat it and take the low figure. FMRanker's count repeats exactly. One thread,
 
     python benchmarks/callgrind_bpr.py [--configs default,nc1,nc1-constant] [--general]
 
+About 4 minutes with the default --configs default (three callgrind runs).
+
 ``--general`` makes FMRanker take its general (merged sparse rows) path on the same one-hot
 data. Each callgrind run takes about a minute (Python starts under valgrind).
 """
@@ -67,7 +69,8 @@ def instructions(args: list[str], toggle: str | None) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--configs", default="default,nc1,nc1-constant")
+    ap.add_argument("--configs", default="default",
+                    help="comma-separated, of default, nc1, nc1-constant (about 80 s each)")
     ap.add_argument("--general", action="store_true")
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
