@@ -1,5 +1,10 @@
 """FMRanker (BPR): reference gradients, kernel vs reference, sampler, ranking quality, API."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import reference as ref
@@ -150,6 +155,102 @@ def test_kernel_epoch_matches_reference(adagrad, index_dtype):
     w32, V32, _, _ = _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, lr=0.1,
                                    adagrad=adagrad, rw=0.05, rv=0.02, dtype=np.float32)
     np.testing.assert_allclose(V32, V_ref, rtol=1e-3, atol=1e-4)
+
+
+def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None,
+                    sampling="uniform", n_epochs=3):
+    """w, V, accumulators and figures after ``n_epochs`` kernel epochs on one-hot ids, once
+    through the one-hot fast path and once through the general path (same seeds)."""
+    rng = np.random.default_rng(8)
+    n_users, n_items = 40, 30
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    U, I = _csr(U, index_dtype, dtype), _csr(I, index_dtype, dtype)  # noqa: E741
+    users, items = rng.integers(0, n_users, 300), rng.integers(0, n_items, 300)
+    seen = _csr(sp.csr_matrix((np.ones(len(users)), (users, items)),
+                              shape=(n_users, n_items)), index_dtype)
+    cdf = np.empty(0) if sampling == "uniform" else popularity_cdf(items, n_items)
+    negatives = np.empty(0, np.int64) if negatives is None else negatives(rng, len(users))
+    n_features = n_users + n_items
+    w0 = (rng.normal(size=n_features) * 0.1).astype(dtype)
+    V0 = (rng.normal(size=(n_features, k)) * 0.1).astype(dtype)
+    out = {}
+    for fast in (True, False):
+        w, V = w0.copy(), V0.copy()
+        aw = np.zeros_like(w) if adagrad else np.zeros(1, dtype)
+        aV = np.zeros_like(V) if adagrad else np.zeros((1, 1), dtype)
+        figures = []
+        for epoch in range(n_epochs):
+            order = np.random.default_rng(epoch).permutation(len(users)).astype(np.int64)
+            figures.append(_bpr.bpr_epoch(
+                U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
+                seen.indices, users.astype(np.int64), items.astype(np.int64),
+                negatives.astype(np.int64), order, cdf, w, V, aw, aV, 0.1, adagrad, 0.03,
+                0.02, n_candidates, MAX_DRAWS, np.array([5 + epoch], np.uint64), 1,
+                one_hot=fast))
+        out[fast] = (w, V, aw, aV, figures)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("adagrad", [False, True], ids=["constant", "adagrad"])
+@pytest.mark.parametrize("n_candidates", [1, 5])
+@pytest.mark.parametrize("k", [3, 8, 19])
+def test_one_hot_fast_path_gives_the_general_paths_bits(dtype, adagrad, n_candidates, k):
+    out = _one_hot_epochs(dtype, np.int32, adagrad, n_candidates, k)
+    for fast, general in zip(out[True], out[False], strict=True):
+        if isinstance(fast, list):
+            assert fast == general  # loss sums (exactly), steps, skipped, non-finite
+        else:
+            np.testing.assert_array_equal(fast, general)
+    assert all(fig[1] > 250 for fig in out[True][4])  # steps were taken (not skipped)
+
+
+def test_one_hot_fast_path_with_given_negatives_and_popularity_sampling():
+    # Given negatives include some equal to the positive (that triple takes the general
+    # path inside the fast one); int64 indices; popularity sampling.
+    def negatives(rng, n):
+        return rng.integers(0, 30, n)
+    out = _one_hot_epochs(np.float64, np.int64, True, 1, 8, negatives=negatives)
+    np.testing.assert_array_equal(out[True][1], out[False][1])
+    assert out[True][4] == out[False][4]
+    out = _one_hot_epochs(np.float32, np.int64, True, 5, 8, sampling="popularity")
+    np.testing.assert_array_equal(out[True][1], out[False][1])
+    assert out[True][4] == out[False][4]
+
+
+def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
+    # The kernel picks AVX at run time where the CPU has it; FMREC_NO_AVX=1 forces the SSE2
+    # loops. Same lanes, same operations, no FMA: the parameters must agree bit for bit.
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_ranker as t\n"
+        "out = {}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    runs = t._one_hot_epochs(dt, np.int32, True, 5, 19)\n"
+        "    for fast, (w, V, aw, aV, fig) in runs.items():\n"
+        "        out[f'{dt.__name__}_{fast}_w'], out[f'{dt.__name__}_{fast}_V'] = w, V\n"
+        "        out[f'{dt.__name__}_{fast}_aV'] = aV\n"
+        "np.savez(sys.argv[2], **out)\n")
+    files = {}
+    for flag in ("0", "1"):
+        files[flag] = tmp_path / f"avx_off_{flag}.npz"
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag})
+    a, b = np.load(files["0"]), np.load(files["1"])
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 12
+    for name in a.files:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_one_hot_detection():
+    from fmrec.solvers.bpr import is_one_hot
+    U, I = _one_hot(4, 3)  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    assert is_one_hot(U, I)
+    assert not is_one_hot(_csr(U * 2.0), I)  # a value other than 1
+    assert not is_one_hot(U, _csr(I + sp.csr_matrix(([1.0], ([0], [0])), shape=I.shape)))
+    shared = _csr(sp.hstack([sp.csr_matrix((3, 4)), sp.eye(3)]).tocsr()[:, :7])
+    assert not is_one_hot(_csr(sp.eye(4, 7)), _csr(sp.eye(3, 7)))  # columns in both
+    assert is_one_hot(_csr(sp.eye(4, 7)), shared)
 
 
 # ------------------------------------------------------------------ 2. the sampler

@@ -47,6 +47,269 @@ cdef extern from *:
     uint64_t splitmix64 "fmrec_splitmix64"(uint64_t* s) noexcept nogil
 
 
+# Reductions over the k factors and the one-hot step's row update, in C.
+#
+# A plain `for f: s += a[f] * b[f]` runs scalar: without -ffast-math the compiler may not
+# reorder a floating-point sum. The reductions keep 8 independent partial sums (lane l sums
+# the terms of the factors f with f % 8 == l; float products accumulated in double, as the
+# loops they replaced did), combined as ((0+4) + (1+5)) + ((2+6) + (3+7)), so they vectorise
+# and give the same bits wherever they are called: the one-hot fast path relies on that to
+# match the general path.
+#
+# The update of v_u, v_i, v_j (and of their AdaGrad sums; acc_u NULL for plain SGD) has six
+# row pointers, too many for the compiler's alias checks, so it is written on vectors; a
+# short last chunk runs zero-padded. Every lane does exactly the general path's operations,
+# in its order.
+#
+# With GCC/Clang on x86-64 each helper exists twice: on 16-byte vectors (SSE2, the portable
+# baseline) and on 32-byte ones (AVX, picked at run time when the CPU has it; FMREC_NO_AVX=1
+# in the environment turns it off). AVX halves the vector instructions; the two give the same
+# bits, since neither contracts to FMA and the lanes are the same.
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdlib.h>
+    #include <math.h>
+
+    #define FMREC_TERM_DOT(f) (a[f] * b[f])
+    #define FMREC_TERM_DOT_DIFF(f) (a[f] * (b[f] - c[f]))
+    /* The factors past the last multiple of 8, then the fixed combination of the lanes. */
+    #define FMREC_REDUCE_END(TERM)                                                         \
+        for (l = 0; f < k; f++, l++) s[l] += (double)(TERM(f));                            \
+        return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+
+    /* The update's arithmetic, on scalars or vectors alike. */
+    #define FMREC_OH_BODY(VT)                                                              \
+        VT qi = xi + xu, qj = xj + xu;                                                     \
+        VT gu = gf * ((qi - xu) - (qj - xu)) + rv * xu;                                    \
+        VT gi = gf * (qi - xi) + rv * xi;                                                  \
+        VT gj = gf * (-(qj - xj)) + rv * xj;
+
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define FMREC_SIMD 1
+    #define FMREC_AVX __attribute__((target("avx")))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define FMREC_SIMD 1
+    #define FMREC_AVX
+    #endif
+
+    #ifdef FMREC_SIMD
+    typedef float fmrec_f4 __attribute__((vector_size(16)));
+    typedef double fmrec_d2 __attribute__((vector_size(16)));
+    typedef float fmrec_f8 __attribute__((vector_size(32)));
+    typedef double fmrec_d4 __attribute__((vector_size(32)));
+    #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
+    #define FMREC_LANES(VT, T) ((int)(sizeof(VT) / sizeof(T)))
+
+    /* --- reductions: SUF names the variant, ATTR its target --- */
+    #define FMREC_REDUCE_DEFS(SUF, ATTR, FV, DV, WIDEN)                                  \
+    ATTR static double fmrec_dot_float##SUF(const float *a, const float *b, Py_ssize_t k) { \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                FV x = FMREC_LD(FV, a + f + h) * FMREC_LD(FV, b + f + h);                  \
+                WIDEN                                                                      \
+            }                                                                              \
+        memcpy(s, acc, sizeof s); (void)m;                                                 \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    ATTR static double fmrec_dot_diff_float##SUF(const float *a, const float *b,          \
+                                                 const float *c, Py_ssize_t k) {           \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                FV x = FMREC_LD(FV, a + f + h)                                             \
+                       * (FMREC_LD(FV, b + f + h) - FMREC_LD(FV, c + f + h));             \
+                WIDEN                                                                      \
+            }                                                                              \
+        memcpy(s, acc, sizeof s); (void)m;                                                 \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }                                                                                      \
+    ATTR static double fmrec_dot_double##SUF(const double *a, const double *b,            \
+                                             Py_ssize_t k) {                               \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, m = FMREC_LANES(DV, double);                                             \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += m)                                                     \
+                acc[h / m] += FMREC_LD(DV, a + f + h) * FMREC_LD(DV, b + f + h);           \
+        memcpy(s, acc, sizeof s);                                                          \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    ATTR static double fmrec_dot_diff_double##SUF(const double *a, const double *b,       \
+                                                  const double *c, Py_ssize_t k) {         \
+        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
+        int l, h, m = FMREC_LANES(DV, double);                                             \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += m)                                                     \
+                acc[h / m] += FMREC_LD(DV, a + f + h)                                      \
+                              * (FMREC_LD(DV, b + f + h) - FMREC_LD(DV, c + f + h));       \
+        memcpy(s, acc, sizeof s);                                                          \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }
+    /* Widening the float products x (n lanes) into the double accumulators of lanes
+       h .. h + n - 1. */
+    #define FMREC_WIDEN_SSE                                                                \
+        acc[h / 2] += (fmrec_d2){(double)x[0], (double)x[1]};                              \
+        acc[h / 2 + 1] += (fmrec_d2){(double)x[2], (double)x[3]};
+    #define FMREC_WIDEN_AVX                                                                \
+        acc[0] += (fmrec_d4){(double)x[0], (double)x[1], (double)x[2], (double)x[3]};      \
+        acc[1] += (fmrec_d4){(double)x[4], (double)x[5], (double)x[6], (double)x[7]};
+    FMREC_REDUCE_DEFS(_sse, , fmrec_f4, fmrec_d2, FMREC_WIDEN_SSE)
+    FMREC_REDUCE_DEFS(_avx, FMREC_AVX, fmrec_f8, fmrec_d4, FMREC_WIDEN_AVX)
+
+    /* --- the one-hot update --- */
+    /* One chunk of factors from f on, B bytes of them real (a constant sizeof(VT) in the
+       main loop, so each memcpy is one vector load or store). */
+    #define FMREC_OH_CHUNK(T, VT, SQRT, B)                                                 \
+        {                                                                                  \
+            VT xu = {0}, xi = {0}, xj = {0}, au = {0}, ai = {0}, aj = {0}, r;              \
+            memcpy(&xu, vu + f, B); memcpy(&xi, vi + f, B); memcpy(&xj, vj + f, B);       \
+            FMREC_OH_BODY(VT)                                                              \
+            if (acc_u != NULL) {                                                           \
+                memcpy(&au, acc_u + f, B); memcpy(&ai, acc_i + f, B);                      \
+                memcpy(&aj, acc_j + f, B);                                                 \
+                au = au + gu * gu; ai = ai + gi * gi; aj = aj + gj * gj;                   \
+                memcpy(acc_u + f, &au, B); memcpy(acc_i + f, &ai, B);                      \
+                memcpy(acc_j + f, &aj, B);                                                 \
+                r = au + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
+                xu = xu - lr * gu / r;                                                     \
+                r = ai + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
+                xi = xi - lr * gi / r;                                                     \
+                r = aj + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
+                xj = xj - lr * gj / r;                                                     \
+            } else {                                                                       \
+                xu = xu - lr * gu; xi = xi - lr * gi; xj = xj - lr * gj;                   \
+            }                                                                              \
+            memcpy(vu + f, &xu, B); memcpy(vi + f, &xi, B); memcpy(vj + f, &xj, B);       \
+        }
+    #define FMREC_OH_DEFS(T, SUF, ATTR, VT, SQRT)                                          \
+    ATTR static void fmrec_oh_update_##T##SUF(T *vu, T *vi, T *vj, T *acc_u, T *acc_i,    \
+                                              T *acc_j, Py_ssize_t k, T gf, T rv, T lr,   \
+                                              T eps) {                                     \
+        Py_ssize_t f = 0; int l;                                                           \
+        for (; f + FMREC_LANES(VT, T) <= k; f += FMREC_LANES(VT, T))                       \
+            FMREC_OH_CHUNK(T, VT, SQRT, sizeof(VT))                                        \
+        if (f < k) /* the last factors, zero-padded */                                     \
+            FMREC_OH_CHUNK(T, VT, SQRT, (size_t)(k - f) * sizeof(T))                       \
+    }
+    FMREC_OH_DEFS(float, _sse, , fmrec_f4, sqrtf)
+    FMREC_OH_DEFS(double, _sse, , fmrec_d2, sqrt)
+    FMREC_OH_DEFS(float, _avx, FMREC_AVX, fmrec_f8, sqrtf)
+    FMREC_OH_DEFS(double, _avx, FMREC_AVX, fmrec_d4, sqrt)
+
+    /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
+       on the first look all store the same value. */
+    static int fmrec_avx_state = -1;
+    static inline int fmrec_use_avx(void) {
+        if (fmrec_avx_state < 0) {
+            const char *off = getenv("FMREC_NO_AVX");
+            int on = 0;
+    #if defined(__x86_64__) || defined(__i386__)
+            on = __builtin_cpu_supports("avx");
+    #endif
+            fmrec_avx_state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
+        }
+        return fmrec_avx_state;
+    }
+    #define FMREC_DISPATCH(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
+    static inline double fmrec_dot_float(const float *a, const float *b, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_float)(a, b, k);
+    }
+    static inline double fmrec_dot_double(const double *a, const double *b, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_double)(a, b, k);
+    }
+    static inline double fmrec_dot_diff_float(const float *a, const float *b, const float *c,
+                                              Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_diff_float)(a, b, c, k);
+    }
+    static inline double fmrec_dot_diff_double(const double *a, const double *b,
+                                               const double *c, Py_ssize_t k) {
+        return FMREC_DISPATCH(fmrec_dot_diff_double)(a, b, c, k);
+    }
+    static inline void fmrec_oh_update_float(float *vu, float *vi, float *vj, float *acc_u,
+                                             float *acc_i, float *acc_j, Py_ssize_t k,
+                                             float gf, float rv, float lr, float eps) {
+        FMREC_DISPATCH(fmrec_oh_update_float)(vu, vi, vj, acc_u, acc_i, acc_j, k, gf, rv, lr,
+                                              eps);
+    }
+    static inline void fmrec_oh_update_double(double *vu, double *vi, double *vj,
+                                              double *acc_u, double *acc_i, double *acc_j,
+                                              Py_ssize_t k, double gf, double rv, double lr,
+                                              double eps) {
+        FMREC_DISPATCH(fmrec_oh_update_double)(vu, vi, vj, acc_u, acc_i, acc_j, k, gf, rv,
+                                               lr, eps);
+    }
+    static int fmrec_avx_in_use(void) { return fmrec_use_avx(); }
+
+    #else  /* other compilers: plain loops, the same lanes and operations */
+    #define FMREC_PLAIN_DEFS(T, SQRT)                                                       \
+    static double fmrec_dot_##T(const T *a, const T *b, Py_ssize_t k) {                    \
+        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * b[f + l]);              \
+        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+    }                                                                                      \
+    static double fmrec_dot_diff_##T(const T *a, const T *b, const T *c, Py_ssize_t k) {   \
+        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * (T)(b[f + l] - c[f + l])); \
+        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+    }                                                                                      \
+    static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,    \
+                                    Py_ssize_t k, T gf, T rv, T lr, T eps) {               \
+        Py_ssize_t f;                                                                      \
+        for (f = 0; f < k; f++) {                                                          \
+            T xu = vu[f], xi = vi[f], xj = vj[f];                                          \
+            FMREC_OH_BODY(T)                                                               \
+            if (acc_u != NULL) {                                                           \
+                acc_u[f] += gu * gu; acc_i[f] += gi * gi; acc_j[f] += gj * gj;             \
+                vu[f] = xu - lr * gu / SQRT(acc_u[f] + eps);                               \
+                vi[f] = xi - lr * gi / SQRT(acc_i[f] + eps);                               \
+                vj[f] = xj - lr * gj / SQRT(acc_j[f] + eps);                               \
+            } else {                                                                       \
+                vu[f] = xu - lr * gu; vi[f] = xi - lr * gi; vj[f] = xj - lr * gj;          \
+            }                                                                              \
+        }                                                                                  \
+    }
+    FMREC_PLAIN_DEFS(float, sqrtf)
+    FMREC_PLAIN_DEFS(double, sqrt)
+    static int fmrec_avx_in_use(void) { return 0; }
+    #endif
+    """
+    double dot_f "fmrec_dot_float"(const float* a, const float* b, Py_ssize_t k) noexcept nogil
+    double dot_d "fmrec_dot_double"(const double* a, const double* b, Py_ssize_t k) noexcept nogil
+    double dot_diff_f "fmrec_dot_diff_float"(const float* a, const float* b, const float* c, Py_ssize_t k) noexcept nogil
+    double dot_diff_d "fmrec_dot_diff_double"(const double* a, const double* b, const double* c, Py_ssize_t k) noexcept nogil
+    void oh_update_f "fmrec_oh_update_float"(float* vu, float* vi, float* vj, float* acc_u, float* acc_i, float* acc_j, Py_ssize_t k, float gf, float rv, float lr, float eps) noexcept nogil
+    void oh_update_d "fmrec_oh_update_double"(double* vu, double* vi, double* vj, double* acc_u, double* acc_i, double* acc_j, Py_ssize_t k, double gf, double rv, double lr, double eps) noexcept nogil
+    int avx_in_use "fmrec_avx_in_use"() noexcept nogil
+
+
+def simd_in_use() -> str:
+    """Which variant of the factor loops runs here: "avx" or "sse2/plain" (for tests and
+    benchmark reports)."""
+    return "avx" if avx_in_use() else "sse2/plain"
+
+
+cdef inline double dot(const floating* a, const floating* b, Py_ssize_t k) noexcept nogil:
+    """Σ_f a[f] b[f] (each product rounded to ``floating``, summed in double)."""
+    if floating is float:
+        return dot_f(a, b, k)
+    else:
+        return dot_d(a, b, k)
+
+
+cdef inline double dot_diff(const floating* a, const floating* b, const floating* c,
+                            Py_ssize_t k) noexcept nogil:
+    """Σ_f a[f] (b[f] - c[f]) (each term rounded to ``floating``, summed in double)."""
+    if floating is float:
+        return dot_diff_f(a, b, c, k)
+    else:
+        return dot_diff_d(a, b, c, k)
+
+
 cdef inline double rng_uniform(uint64_t* s) noexcept nogil:
     """Uniform in [0, 1) with 53 random bits."""
     return <double> (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0)
@@ -129,7 +392,7 @@ cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssi
     cdef int64_t col
     cdef floating x, a
     cdef const floating* v
-    cdef double s = 0, ssq = 0, n2, cross = 0, sq = 0
+    cdef double s = 0, ssq = 0, n2
     for f in range(k):
         qj[f] = 0
     for p in range(nj):
@@ -138,15 +401,19 @@ cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssi
         a = lookup(ui, ux, nu, col)
         v = V + col * k
         s += w[col] * x
-        n2 = 0
+        n2 = dot(v, v, k)
         for f in range(k):
-            n2 += v[f] * v[f]
             qj[f] += x * v[f]
         ssq += n2 * (2 * a * x + x * x)
-    for f in range(k):
-        cross += qu[f] * qj[f]
-        sq += qj[f] * qj[f]
-    return s + cross + 0.5 * sq - 0.5 * ssq
+    # (sq - ssq) is exactly 0 for a one-hot item row outside the user's columns, so the
+    # score is then exactly s + cross, as one_hot_score computes it.
+    return s + dot(qu, qj, k) + 0.5 * (dot(qj, qj, k) - ssq)
+
+
+cdef inline double one_hot_score(floating wj, const floating* vu, const floating* vj,
+                                 Py_ssize_t k) noexcept nogil:
+    """``candidate_score`` when U[u] and I[j] are distinct one-hot columns: w_j + v_u·v_j."""
+    return <double> wj + dot(vu, vj, k)
 
 
 cdef inline Py_ssize_t merge3(const index_t* ui, const floating* ux, Py_ssize_t nu,
@@ -199,7 +466,7 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
     cdef floating a, b, c, ab, ac, gw, gv, vv, gf, eps = <floating> ADAGRAD_EPS
     cdef floating* v
     cdef floating* av
-    cdef double d, lin = 0, corr = 0, n2, cross = 0, sqi = 0, sqj = 0, g
+    cdef double d, lin = 0, corr = 0, n2, g
     for f in range(k):
         qu[f] = 0
         qi[f] = 0
@@ -212,19 +479,15 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
         if b != c:
             # Terms of the user's columns alone cancel in d; these are what remains.
             lin += w[cols[p]] * (b - c)
-            n2 = 0
-            for f in range(k):
-                n2 += v[f] * v[f]
+            n2 = dot(v, v, k)
             corr += n2 * ((a + b) * (a + b) - (a + c) * (a + c))
         for f in range(k):
             qu[f] += a * v[f]
             qi[f] += b * v[f]
             qj[f] += c * v[f]
-    for f in range(k):
-        cross += qu[f] * (qi[f] - qj[f])
-        sqi += qi[f] * qi[f]
-        sqj += qj[f] * qj[f]
-    d = lin + cross + 0.5 * (sqi - sqj) - 0.5 * corr
+    # The bracket is exactly 0 for distinct one-hot rows, so d is then exactly lin + cross,
+    # as one_hot_step computes it.
+    d = lin + dot_diff(qu, qi, qj, k) + 0.5 * ((dot(qi, qi, k) - dot(qj, qj, k)) - corr)
     if not isfinite(d):
         return False
     loss_out[0] = softplus(-d)
@@ -263,6 +526,47 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
     return True
 
 
+cdef inline bint one_hot_step(floating* w, floating* vu, floating* vi, floating* vj,
+                              Py_ssize_t ci, Py_ssize_t cj, floating* aw, floating* avu,
+                              floating* avi, floating* avj, Py_ssize_t k, floating lr,
+                              bint adagrad, floating rw, floating rv,
+                              double* loss_out) noexcept nogil:
+    """``triple_step`` when U[u], I[i] and I[j] are three distinct one-hot columns u, i, j.
+
+    Then d = w_i - w_j + v_u·(v_i - v_j), and each expression below is the general one with
+    its coefficients (a, b, c) = (1, 0, 0), (0, 1, 0) or (0, 0, 1) put in: multiplying by 1,
+    adding 0 and the exactly-zero bracket of d change no bits, so both paths give the same
+    parameters (the tests compare them). ``vu``... are the rows of V, ``avu``... of its
+    AdaGrad sums (NULL with ``adagrad`` False); ``ci``, ``cj`` index w and its sums.
+    """
+    cdef floating gw, gf, eps = <floating> ADAGRAD_EPS
+    cdef double d = (<double> w[ci] - <double> w[cj]) + dot_diff(vu, vi, vj, k), g
+    if not isfinite(d):
+        return False
+    loss_out[0] = softplus(-d)
+    g = -sigmoid(-d)
+    gf = <floating> g
+    gw = gf + rw * w[ci]
+    if adagrad:
+        aw[ci] += gw * gw
+        w[ci] -= lr * gw / <floating> sqrt(aw[ci] + eps)
+    else:
+        w[ci] -= lr * gw
+    gw = -gf + rw * w[cj]
+    if adagrad:
+        aw[cj] += gw * gw
+        w[cj] -= lr * gw / <floating> sqrt(aw[cj] + eps)
+    else:
+        w[cj] -= lr * gw
+    # One pass over the factors updates the three rows: each gradient needs only the
+    # pre-step values of the same factor f of v_u, v_i and v_j.
+    if floating is float:
+        oh_update_f(vu, vi, vj, avu, avi, avj, k, gf, rv, lr, eps)
+    else:
+        oh_update_d(vu, vi, vj, avu, avi, avj, k, gf, rv, lr, eps)
+    return True
+
+
 cdef struct Merged:
     Py_ssize_t capacity
     int64_t* cols
@@ -295,8 +599,13 @@ cdef int train_positive(
         floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
-        double* loss_out) noexcept nogil:
-    """Find the negative of one positive (u, i) and take its step; returns a status."""
+        bint one_hot, double* loss_out) noexcept nogil:
+    """Find the negative of one positive (u, i) and take its step; returns a status.
+
+    ``one_hot``: every row of U and I is one column with value 1, no column in both; the
+    positive then takes the fast path (``one_hot_score``, ``one_hot_step``), which gives the
+    same bits as the general one.
+    """
     cdef const index_t* ui = Ui + Up[u]
     cdef const floating* ux = Ux + Up[u]
     cdef Py_ssize_t nu = Up[u + 1] - Up[u], ni, nj, m, p, f
@@ -306,8 +615,11 @@ cdef int train_positive(
     cdef floating* qu = scratch
     cdef floating* floating_coef
     cdef const floating* v
+    cdef int64_t cu = 0, ci, cj
+    if one_hot:
+        cu = ui[0]
     if j < 0:
-        if n_candidates > 1:
+        if not one_hot and n_candidates > 1:
             # Hard negative: the best scoring of n_candidates draws under the current model.
             for f in range(k):
                 qu[f] = 0
@@ -322,13 +634,28 @@ cdef int train_positive(
             if n_candidates == 1:
                 j = cand
                 break
-            s = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
-                                Ip[cand + 1] - Ip[cand], w, V, k, qu, scratch + k)
+            if one_hot:
+                cj = Ii[Ip[cand]]
+                s = one_hot_score(w[cj], V + cu * k, V + cj * k, k)
+            else:
+                s = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
+                                    Ip[cand + 1] - Ip[cand], w, V, k, qu, scratch + k)
             if j < 0 or s > best:
                 j = cand
                 best = s
         if j < 0:
             return SKIPPED
+    if one_hot:
+        ci = Ii[Ip[i]]
+        cj = Ii[Ip[j]]
+        if ci != cj:  # i == j (a given negative equal to the positive) takes the general path
+            if not one_hot_step(w, V + cu * k, V + ci * k, V + cj * k, ci, cj, aw,
+                                aV + cu * k if adagrad else NULL,
+                                aV + ci * k if adagrad else NULL,
+                                aV + cj * k if adagrad else NULL,
+                                k, lr, adagrad, rw, rv, loss_out):
+                return NOT_FINITE
+            return DONE
     ni = Ip[i + 1] - Ip[i]
     nj = Ip[j + 1] - Ip[j]
     if not reserve(buf, nu + ni + nj, sizeof(floating)):
@@ -405,7 +732,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
               const int64_t[::1] order, const double[::1] cdf,
               floating[::1] w, floating[:, ::1] V, floating[::1] acc_w, floating[:, ::1] acc_V,
               double learning_rate, bint adagrad, double reg_linear, double reg_factors,
-              int n_candidates, int max_draws, const uint64_t[::1] seeds, int n_threads):
+              int n_candidates, int max_draws, const uint64_t[::1] seeds, int n_threads,
+              bint one_hot=False):
     """One BPR pass over the positives ``(users[t], items[t])`` for t in ``order``.
 
     Each positive gets the negative ``negatives[t]`` when ``negatives`` is non-empty and that
@@ -418,6 +746,11 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     (sum of -ln σ(d) before each step, steps taken, positives skipped for want of a
     negative, positives whose d was not finite). One thread gives exactly the sequential
     result; several share w and V without locks (Hogwild) and are not reproducible.
+
+    ``one_hot`` (the caller's promise, see ``fmrec.solvers.bpr.is_one_hot``): every row of U
+    and of I has exactly one non-zero, equal to 1, and no column is both a user and an item
+    column. Such triples skip the row merging and the terms that cancel; the result is the
+    same, bit for bit.
     """
     cdef Py_ssize_t n = order.shape[0], k = V.shape[1], t
     cdef int64_t n_items = I_indptr.shape[0] - 1, pos, jg
@@ -478,7 +811,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             lrow = 0
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
                                     n_items, cdfp, wp, Vp, awp, aVp, k, lr, adagrad, rw, rv,
-                                    n_candidates, max_draws, rng, scratch, buf, &lrow)
+                                    n_candidates, max_draws, rng, scratch, buf, one_hot,
+                                    &lrow)
             if status == DONE:
                 loss_sum += lrow
                 n_done += 1

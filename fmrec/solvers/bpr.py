@@ -27,6 +27,17 @@ def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
     return cdf
 
 
+def is_one_hot(U: sp.csr_matrix, I: sp.csr_matrix) -> bool:  # noqa: E741
+    """True when every row of U and of I is one column with value 1 and no column is both a
+    user and an item column: the kernel's fast path (ids only, the common case) applies."""
+    for M in (U, I):
+        if M.nnz != M.shape[0] or not (np.diff(M.indptr) == 1).all() or (M.data != 1).any():
+            return False
+    used = np.zeros(U.shape[1], dtype=bool)
+    used[U.indices] = True
+    return not used[I.indices].any()
+
+
 @dataclass
 class BPREpoch:
     """One epoch's figures: Σ of the triples' BPR losses, how many triples ran, how many
@@ -62,6 +73,7 @@ class BPRSolver:
         if hp["negative_sampling"] == "popularity":
             self.cdf = popularity_cdf(items, I.shape[0])
         self.no_negatives = np.empty(0, np.int64)
+        self.one_hot = is_one_hot(U, I)
 
     def epoch(self) -> BPREpoch:
         """One pass over the shuffled positives, one (hardest of ``n_candidates``) negative
@@ -78,7 +90,7 @@ class BPRSolver:
             seen.indptr, seen.indices, self.users, self.items, self.no_negatives, order,
             self.cdf, st.w, st.V, acc_w, acc_V, hp["learning_rate"], self.adagrad,
             hp["reg_linear"], hp["reg_factors"], hp["n_candidates"], MAX_DRAWS, seeds,
-            self.n_threads)
+            self.n_threads, self.one_hot)
         seconds = time.perf_counter() - start
         if n_bad or not (np.isfinite(loss_sum) and st.is_finite()):
             raise Diverged(f"{n_bad} triples had a non-finite score difference")
