@@ -234,7 +234,8 @@ def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
     for flag in ("0", "1"):
         files[flag] = tmp_path / f"avx_off_{flag}.npz"
         subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
-                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag})
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
+                       cwd=tmp_path)  # not the repository: python -c imports from its folder
     a, b = np.load(files["0"]), np.load(files["1"])
     assert sorted(a.files) == sorted(b.files) and len(a.files) == 12
     for name in a.files:
