@@ -57,15 +57,16 @@ def categorical_column(df: pd.DataFrame, column) -> tuple[pd.Series, np.ndarray]
                 integers(s.dropna().to_numpy())
             except ValueError as exc:
                 raise ValueError(f"column {column!r}: {exc}") from None
-        elif kind.startswith("mixed") or kind == "unknown-array":
-            unhashable = s.map(_unhashable).to_numpy(dtype=bool)
+        elif kind.startswith("mixed"):
+            cells = s.map(_cell_kind).to_numpy()  # one pass over the (Python) cells
+            unhashable = cells == _UNHASHABLE
             if unhashable.any():
                 cell = s.iloc[int(np.flatnonzero(unhashable)[0])]
                 raise row_error(column, s, unhashable,
                                 f"holds a {type(cell).__name__} cell, which cannot be a "
                                 "category (list-like cells go in a multi-valued column)")
-            booleans = s.map(_is_bool).to_numpy(dtype=bool)
-            if booleans.any() and s.map(_is_number).any():
+            booleans = cells == _BOOL
+            if booleans.any() and (cells == _NUMBER).any():
                 # pandas hashes True as 1 and False as 0: two categories would merge.
                 raise row_error(column, s, booleans,
                                 "mixes booleans with numbers (True and 1 are one key to "
@@ -73,20 +74,20 @@ def categorical_column(df: pd.DataFrame, column) -> tuple[pd.Series, np.ndarray]
     return s, s.isna().to_numpy()
 
 
-def _is_bool(value) -> bool:
-    return isinstance(value, bool | np.bool_)
+_OTHER, _BOOL, _NUMBER, _UNHASHABLE = range(4)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Number) and not _is_bool(value)
-
-
-def _unhashable(value) -> bool:
+def _cell_kind(value) -> int:
+    """What a categorical cell is, for the checks above."""
+    if isinstance(value, bool | np.bool_):
+        return _BOOL
+    if isinstance(value, numbers.Number):
+        return _NUMBER
     try:
         hash(value)
     except TypeError:
-        return True
-    return False
+        return _UNHASHABLE
+    return _OTHER
 
 
 def numeric_column(df: pd.DataFrame, column) -> tuple[np.ndarray, np.ndarray]:
