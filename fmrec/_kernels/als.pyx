@@ -507,7 +507,7 @@ def als_sweep(const index_t[::1] indptr, const index_t[::1] indices, const float
                                 continue
                             own = pool + threadid() * (4 + k) * stride
                             update_column(j, ip, ix, xs, cs, ys, sw, loss, unit, wp, Vp, k, rp,
-                                          qp, rl, rf, fit_linear, hi, own, stride, gb)
+                                          qp, rl, rf, fit_linear, nnz_all, own, stride, gb)
                 else:
                     for j in range(lo, hi):
                         if sk != NULL and sk[j]:
