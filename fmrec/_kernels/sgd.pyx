@@ -1,6 +1,7 @@
 # One SGD / AdaGrad epoch of an FM over CSR rows in a given order (Hogwild when n_threads > 1).
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt, sqrtf, isfinite
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memcpy
 
@@ -94,20 +95,31 @@ cdef inline int gather_chunk(const index_t* indptr, const index_t* indices,
 
 
 cdef inline void prefetch_params(const index_t* idx, Py_ssize_t nnz, const floating* w,
-                                 const floating* V, const floating* aw, const floating* aV,
-                                 const floating* rs, Py_ssize_t k) noexcept nogil:
-    """Ask for the rows of w and V (and their accumulators and penalty scale) a row touches."""
-    cdef Py_ssize_t p
+                                 const floating* aw, const floating* rs, Py_ssize_t ws,
+                                 const floating* V, const floating* aV, Py_ssize_t vs,
+                                 Py_ssize_t k, bint packed) noexcept nogil:
+    """Ask for the parameters a row touches: feature j's w, acc_w, reg scale at ``j * ws`` of
+    their arrays, its rows of V and acc_V at ``j * vs`` (``packed``: acc_V follows V in one
+    record, and w, acc_w and the scale share one small record)."""
+    cdef Py_ssize_t p, off
+    cdef Py_ssize_t span = (2 * k if packed else k) * sizeof(floating)
     for p in range(nnz):
-        prefetch(V + idx[p] * k)
-        prefetch(w + idx[p])
+        prefetch(V + idx[p] * vs)
+        # Records longer than a line (float64, k > 8): their other lines too.
+        off = 64
+        while off < span:
+            prefetch(<const char*> (V + idx[p] * vs) + off)
+            off += 64
+        prefetch(w + idx[p] * ws)
+        if packed:
+            continue
         # AdaGrad touches as many accumulator lines as parameter lines: without these
         # the accumulators alone cost as much as the whole constant-rate epoch.
         if aV != NULL:
-            prefetch(aV + idx[p] * k)
-            prefetch(aw + idx[p])
+            prefetch(aV + idx[p] * vs)
+            prefetch(aw + idx[p] * ws)
         if rs != NULL:
-            prefetch(rs + idx[p])
+            prefetch(rs + idx[p] * ws)
 
 
 cdef inline RowBuffer* new_row_buffer(Py_ssize_t floating_size, Py_ssize_t index_size
@@ -148,15 +160,21 @@ cdef inline floating root(floating x) noexcept nogil:
 cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz,
                          double yi, double s, int loss, floating lr,
                          double reg_bias, double reg_linear, double reg_factors,
-                         const floating* reg_scale,
                          bint adagrad, bint fit_intercept, bint fit_linear,
                          floating* w0, floating* acc_w0,
-                         floating* w, floating* V, floating* acc_w, floating* acc_V,
+                         floating* w, floating* acc_w, const floating* reg_scale, Py_ssize_t ws,
+                         floating* V, floating* acc_V, Py_ssize_t vs,
                          Py_ssize_t k, floating* buf, bint k8, double* loss_out) noexcept nogil:
     """Predict one row, then step every parameter it touches; False if the output is not finite.
 
+    Feature j's w, acc_w and penalty scale are at ``j * ws`` of ``w``, ``acc_w`` and
+    ``reg_scale`` (NULL: all ones); its rows of V and acc_V start at ``j * vs`` of ``V`` and
+    ``acc_V``. The flat arrays have ws = 1, vs = k; the packed records (see sgd_epoch) ws = 4,
+    vs = 2k. The arithmetic is the same either way.
+
     ``buf`` holds 4*k scratch elements. ``k8`` (only with k == 8) takes the vector fast paths;
-    the k == 8 caller passes it as a literal so the test folds away once inlined.
+    the k == 8 callers pass it, ``adagrad`` and the strides as literals so they fold away
+    once inlined.
     """
     cdef floating* q = buf
     cdef floating* sq = buf + k
@@ -167,7 +185,7 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
     cdef floating eps = <floating> ADAGRAD_EPS
     cdef floating* v
     cdef floating* av
-    cdef index_t j
+    cdef Py_ssize_t j
     cdef double yhat, g
 
     for f in range(k):
@@ -175,8 +193,8 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         sq[f] = 0
     for p in range(nnz):
         x = val[p]
-        lin = lin + w[idx[p]] * x
-        v = V + idx[p] * k
+        lin = lin + w[idx[p] * ws] * x
+        v = V + idx[p] * vs
         if k8:
             k8_accum(q, sq, v, x)
             continue
@@ -207,19 +225,19 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         rw = sreg_w
         rv = sreg_v
         if reg_scale != NULL:
-            rw = rw * reg_scale[j]
-            rv = rv * reg_scale[j]
+            rw = rw * reg_scale[j * ws]
+            rv = rv * reg_scale[j * ws]
         if fit_linear:
-            grad = gx + rw * w[j]
+            grad = gx + rw * w[j * ws]
             if adagrad:
-                acc_w[j] += grad * grad
-                w[j] -= lr * grad / root(acc_w[j] + eps)
+                acc_w[j * ws] += grad * grad
+                w[j * ws] -= lr * grad / root(acc_w[j * ws] + eps)
             else:
-                w[j] -= lr * grad
-        v = V + j * k
+                w[j * ws] -= lr * grad
+        v = V + j * vs
         if k8:
             if adagrad:
-                k8_adagrad(v, acc_V + j * k, q, gx, x, rv, lr, eps)
+                k8_adagrad(v, acc_V + j * vs, q, gx, x, rv, lr, eps)
             else:
                 k8_step(v, q, gx, x, rv, lr)
             continue
@@ -229,7 +247,7 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         for f in range(k):
             vl[f] = v[f]
         if adagrad:
-            av = acc_V + j * k
+            av = acc_V + j * vs
             for f in range(k):
                 al[f] = av[f]
             for f in range(k):
@@ -249,16 +267,80 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
 cdef inline bint sgd_row_k8(const index_t* idx, const floating* val, Py_ssize_t nnz,
                             double yi, double s, int loss, floating lr,
                             double reg_bias, double reg_linear, double reg_factors,
-                            const floating* reg_scale,
-                            bint adagrad, bint fit_intercept, bint fit_linear,
+                            bint adagrad, bint packed, bint fit_intercept, bint fit_linear,
                             floating* w0, floating* acc_w0,
-                            floating* w, floating* V, floating* acc_w, floating* acc_V,
-                            double* loss_out) noexcept nogil:
-    # k = 8 is the common default: a private copy with the trip counts known at compile time.
+                            floating* w, floating* acc_w, const floating* reg_scale,
+                            floating* V, floating* acc_V, double* loss_out) noexcept nogil:
+    # k = 8 is the common default: private copies with the trip counts and strides known at
+    # compile time, one per layout and schedule.
     cdef floating buf[32]
+    if packed:
+        return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
+                       True, fit_intercept, fit_linear, w0, acc_w0,
+                       w, acc_w, reg_scale, 4, V, acc_V, 16, 8, buf, True, loss_out)
+    if adagrad:
+        return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
+                       True, fit_intercept, fit_linear, w0, acc_w0,
+                       w, acc_w, reg_scale, 1, V, acc_V, 8, 8, buf, True, loss_out)
     return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
-                   reg_scale, adagrad, fit_intercept, fit_linear, w0, acc_w0, w, V, acc_w, acc_V,
-                   8, buf, True, loss_out)
+                   False, fit_intercept, fit_linear, w0, acc_w0,
+                   w, acc_w, reg_scale, 1, V, acc_V, 8, 8, buf, True, loss_out)
+
+
+cdef inline floating* align_line(floating* p) noexcept nogil:
+    """``p`` rounded up to the next 64-byte boundary."""
+    return <floating*> ((<uintptr_t> p + 63) & ~(<uintptr_t> 63))
+
+
+def workspace_size(Py_ssize_t n_features, Py_ssize_t k) -> int:
+    """Elements of the ``workspace`` that lets an AdaGrad ``sgd_epoch`` use packed records.
+
+    Parameters
+    ----------
+    n_features, k : int
+        The model's width and rank.
+
+    Returns
+    -------
+    int
+        n_features * (2k + 4) plus room to align both blocks to 64 bytes.
+    """
+    return n_features * (2 * k + 4) + 32
+
+
+cdef inline void pack_feature(Py_ssize_t j, Py_ssize_t k, const floating* w,
+                              const floating* aw, const floating* rs, const floating* V,
+                              const floating* aV, floating* P, floating* W4) noexcept nogil:
+    cdef Py_ssize_t f
+    cdef floating* rec = P + j * 2 * k
+    if k == 8:  # a known size: a few vector moves instead of a loop
+        memcpy(rec, V + j * 8, 8 * sizeof(floating))
+        memcpy(rec + 8, aV + j * 8, 8 * sizeof(floating))
+    else:
+        for f in range(k):
+            rec[f] = V[j * k + f]
+            rec[k + f] = aV[j * k + f]
+    W4[4 * j] = w[j]
+    W4[4 * j + 1] = aw[j]
+    # x * 1 == x exactly, so an unscaled penalty can go through the same multiply.
+    W4[4 * j + 2] = rs[j] if rs != NULL else 1
+    W4[4 * j + 3] = 0
+
+
+cdef inline void unpack_feature(Py_ssize_t j, Py_ssize_t k, floating* w, floating* aw,
+                                floating* V, floating* aV, const floating* P,
+                                const floating* W4) noexcept nogil:
+    cdef Py_ssize_t f
+    cdef const floating* rec = P + j * 2 * k
+    if k == 8:
+        memcpy(V + j * 8, rec, 8 * sizeof(floating))
+        memcpy(aV + j * 8, rec + 8, 8 * sizeof(floating))
+    else:
+        for f in range(k):
+            V[j * k + f] = rec[f]
+            aV[j * k + f] = rec[k + f]
+    w[j] = W4[4 * j]
+    aw[j] = W4[4 * j + 1]
 
 
 def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
@@ -269,7 +351,8 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
               int loss, double learning_rate, bint adagrad,
               double reg_bias, double reg_linear, double reg_factors,
               const floating[::1] reg_scale,
-              bint fit_intercept, bint fit_linear, int n_threads):
+              bint fit_intercept, bint fit_linear, int n_threads,
+              floating[::1] workspace):
     """Update (w0, w, V) in place from one pass over ``order``.
 
     Regularization is applied per occurrence: a row with weight s adds
@@ -283,8 +366,15 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
     the intercept (and its accumulator), and the copies are averaged at the end: every row
     writes w0, so a shared one would bounce its cache line between the cores on every row.
     One thread gives exactly the sequential result.
+
+    ``workspace`` (AdaGrad only; empty: not used) of ``workspace_size(d, k)`` elements holds
+    the parameters packed per feature for the epoch: its rows of V and acc_V side by side in
+    one 64-byte-aligned record of 2k (one cache line for float32 and k = 8), and w, acc_w and
+    the penalty scale in a 4-element record. A non-zero then touches two lines instead of
+    five. Packing and unpacking cost two passes over the parameters, repaid once the epoch
+    has a few non-zeros per feature. Results are the same bits as without it.
     """
-    cdef Py_ssize_t n = order.shape[0], k = V.shape[1]
+    cdef Py_ssize_t n = order.shape[0], k = V.shape[1], d = w.shape[0], j
     cdef Py_ssize_t tid, me, chunk, first, m, c, start, nnz
     cdef Py_ssize_t n_chunks = (n + CHUNK - 1) // CHUNK, n_oom = 0
     cdef RowBuffer* buf
@@ -312,8 +402,28 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef floating* awp = &acc_w[0] if adagrad else NULL
     cdef floating* aVp = &acc_V[0, 0] if adagrad else NULL
     cdef const floating* rsp = &reg_scale[0] if reg_scale.shape[0] > 0 else NULL
+    cdef bint packed = adagrad and workspace.shape[0] > 0 and d > 0
+    cdef floating* P = NULL
+    cdef floating* W4 = NULL
+    # What the rows read and step: the flat arrays, or the packed records.
+    cdef floating* wq = wp
+    cdef floating* awq = awp
+    cdef const floating* rsq = rsp
+    cdef floating* Vq = Vp
+    cdef floating* aVq = aVp
+    cdef Py_ssize_t ws = 1, vs = k
     if rsp != NULL and reg_scale.shape[0] != w.shape[0]:
         raise ValueError("reg_scale must be empty or have one entry per feature")
+    if packed:
+        if workspace.shape[0] < workspace_size(d, k):
+            raise ValueError(f"workspace has {workspace.shape[0]} elements, needs "
+                             f"{workspace_size(d, k)}")
+        P = align_line(&workspace[0])
+        W4 = align_line(P + d * 2 * k)
+        wq, awq, rsq, ws = W4, W4 + 1, W4 + 2, 4
+        Vq, aVq, vs = P, P + k, 2 * k
+        for j in prange(d, nogil=True, num_threads=n_threads, schedule="static"):
+            pack_feature(j, k, wp, awp, rsp, Vp, aVp, P, W4)
     # Per-thread final (w0, acc_w0, rows seen), merged after the parallel region.
     cdef double* slots = <double*> malloc(3 * n_slots * sizeof(double))
     if slots == NULL:
@@ -343,21 +453,21 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
                 if c + AHEAD_PARAMS < m:
                     prefetch_params(lix + lptr[c + AHEAD_PARAMS],
                                     lptr[c + AHEAD_PARAMS + 1] - lptr[c + AHEAD_PARAMS],
-                                    wp, Vp, awp, aVp, rsp, k)
+                                    wq, awq, rsq, ws, Vq, aVq, vs, k, packed)
                 start = lptr[c]
                 nnz = lptr[c + 1] - start
                 lrow = 0
                 if k == 8:
                     ok = sgd_row_k8(lix + start, lxs + start, nnz, lys[c], lsw[c], loss, lr,
-                                    reg_bias, reg_linear, reg_factors, rsp,
-                                    adagrad, fit_intercept, fit_linear,
-                                    th_w0, th_w0 + 1, wp, Vp, awp, aVp, &lrow)
+                                    reg_bias, reg_linear, reg_factors,
+                                    adagrad, packed, fit_intercept, fit_linear,
+                                    th_w0, th_w0 + 1, wq, awq, rsq, Vq, aVq, &lrow)
                 else:
                     ok = sgd_row(lix + start, lxs + start, nnz, lys[c], lsw[c], loss, lr,
-                                 reg_bias, reg_linear, reg_factors, rsp,
+                                 reg_bias, reg_linear, reg_factors,
                                  adagrad, fit_intercept, fit_linear,
-                                 th_w0, th_w0 + 1, wp, Vp, awp, aVp, k, scratch, False,
-                                 &lrow)
+                                 th_w0, th_w0 + 1, wq, awq, rsq, ws, Vq, aVq, vs,
+                                 k, scratch, False, &lrow)
                 if ok:
                     loss_sum += lrow
                     weight_sum += lsw[c]
@@ -371,6 +481,11 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
             slots[3 * me + 2] = th_w0[2]
         free(scratch)
         free_row_buffer(buf)
+
+    if packed:
+        # Even after running out of memory: the rows trained so far are in the records.
+        for j in prange(d, nogil=True, num_threads=n_threads, schedule="static"):
+            unpack_feature(j, k, wp, awp, Vp, aVp, P, W4)
 
     if n_oom:
         free(slots)
