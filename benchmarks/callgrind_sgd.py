@@ -6,10 +6,14 @@ The data is gen_synthetic.py's set at a fifth of bench_core's rows (200,000 rows
 non-zeros over the same 200,000 features, zipf 0.8, seed 0), so the parameters take as much
 memory as in the timed runs. k = 8, float32, one thread, square loss.
 
-* C reference: compiled as ``sgd_reference.py`` compiles it (gcc -O3 -march=native); one
-  epoch is (the run with 2 epochs - the run with 1), which removes reading the files and
-  initialising V. Storage order (the timing target's denominator) and shuffled.
-* fmrec: ``FMRegressor(solver="sgd", n_epochs=1, n_jobs=1)`` with the schedules given;
+* C reference: compiled the way fmrec's kernels are (gcc -O3 -fno-math-errno, no -march:
+  valgrind cannot run the AVX-512 that ``sgd_reference.py``'s -march=native emits on recent
+  CPUs; ``--march`` picks another, e.g. x86-64-v3); one epoch is (the run with 2 epochs - the
+  run with 1), which removes reading the files and initialising V. Storage order (the timing
+  target's denominator) and shuffled.
+* fmrec: ``FMRegressor(solver="sgd", n_epochs=1, n_jobs=1)`` with the schedules given
+  (``adagrad-flat``: AdaGrad without the packed records); FMREC_NO_AVX=1 in the environment
+  counts the SSE2 rows;
   collection is on only inside the kernel's parallel regions
   (``--toggle-collect='*sgd_epoch*._omp_fn*'``: packing, the epoch, unpacking).
 
@@ -29,7 +33,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = {"adagrad": {}, "constant": {"lr_schedule": "constant", "learning_rate": 0.01}}
+CONFIGS = {"adagrad": {}, "constant": {"lr_schedule": "constant", "learning_rate": 0.01},
+           "adagrad-flat": {}}  # AdaGrad on the flat arrays (the solver never packs)
 EVENTS = ("Ir", "D1mr", "D1mw", "DLmr", "DLmw")
 
 
@@ -39,6 +44,9 @@ def run_one(data: str, config: str) -> None:
     import scipy.sparse as sp
 
     from fmrec import FMRegressor
+    if config == "adagrad-flat":
+        import fmrec.solvers.sgd as solver
+        solver.PACK_MIN_NNZ_PER_FEATURE = float("inf")
     with np.load(data) as z:
         X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         y = z["y"].astype(np.float32)
@@ -83,6 +91,7 @@ def main() -> None:
     ap.add_argument("--configs", default="adagrad,constant",
                     help="comma-separated, of " + ", ".join(CONFIGS))
     ap.add_argument("--no-reference", action="store_true", help="skip the C reference")
+    ap.add_argument("--march", default=None, help="-march for the C reference (default none)")
     ap.add_argument("--inner", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
@@ -104,7 +113,8 @@ def main() -> None:
             z["data"].astype(np.float32).tofile(f"{d}/data.bin")
             z["y"].astype(np.float32).tofile(f"{d}/y.bin")
             exe = f"{d}/fm_sgd_limit"
-            subprocess.run(["gcc", "-O3", "-march=native", "-o", exe,
+            march = [f"-march={args.march}"] if args.march else []
+            subprocess.run(["gcc", "-O3", "-fno-math-errno", *march, "-o", exe,
                             str(args.shared / "bench" / "fm_sgd_limit.c"), "-lm"], check=True)
             n, m = str(int(z["shape"][0])), str(int(z["shape"][1]))
             for order in ("sequential", "shuffled"):
@@ -115,7 +125,7 @@ def main() -> None:
                     base = epoch
                 show(f"C reference, {'storage order' if order == 'sequential' else order}",
                      epoch, base)
-    for config in args.configs.split(","):
+    for config in filter(None, args.configs.split(",")):
         c = counts([sys.executable, os.path.abspath(__file__), "--inner", str(data), config],
                    "*sgd_epoch*._omp_fn*")
         show(f"fmrec SGD {config} (shuffled)", c, base)

@@ -1,5 +1,9 @@
 """Each Cython kernel against the NumPy reference (reference)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -117,6 +121,45 @@ def test_sgd_adagrad_packed_records_give_the_flat_bits(dtype, index_dtype, loss,
     assert flat[0] == packed[0] and flat[4] == packed[4]
     for a, b in [(flat[1], packed[1]), (flat[2], packed[2]), *zip(flat[3], packed[3], strict=True)]:
         np.testing.assert_array_equal(a, b)
+
+
+def _k8_adagrad_epoch(dtype, index_dtype, packed):
+    """One AdaGrad epoch at k = 8 with a penalty scale: (w0, w, V, acc_w, acc_V, loss)."""
+    X = random_csr(400, 50, 0.2, dtype, index_dtype, seed=13, empty_rows=(2,))
+    y = targets(X, R.SQUARE)
+    rng = np.random.default_rng(5)
+    w0, w, V = params(50, 8, dtype)
+    got = run_sgd(X, y, rng.uniform(0.5, 2.0, 400), rng.permutation(400), w0, w, V,
+                  loss=R.SQUARE, adagrad=True, reg_scale=rng.uniform(0.1, 3.0, 50),
+                  packed=packed)
+    return np.array(got[0]), got[1], got[2], got[3][1], got[3][2], np.array(got[4][0])
+
+
+def test_sgd_avx_and_sse2_adagrad_rows_give_the_same_bits(tmp_path):
+    """The k = 8 AdaGrad rows pick AVX at run time where the CPU has it; FMREC_NO_AVX=1
+    forces the SSE2 ones. Same lanes, same operations, no FMA: the same bits."""
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_kernels as t\n"
+        "from fmrec._kernels import sgd\n"
+        "out = {'simd': np.array(sgd.simd_in_use())}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    for it in (np.int32, np.int64):\n"
+        "        for packed in (False, True):\n"
+        "            for i, a in enumerate(t._k8_adagrad_epoch(dt, it, packed)):\n"
+        "                out[f'{dt.__name__}_{it.__name__}_{packed}_{i}'] = a\n"
+        "np.savez(sys.argv[2], **out)\n")
+    files = {}
+    for flag in ("0", "1"):
+        files[flag] = tmp_path / f"avx_off_{flag}.npz"
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
+                       cwd=tmp_path)  # not the repository: python -c imports from its folder
+    a, b = np.load(files["0"]), np.load(files["1"])
+    assert str(b["simd"]) == "sse2/plain"
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 49
+    for name in a.files:
+        if name != "simd":
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_sgd_workspace_too_small_is_refused():

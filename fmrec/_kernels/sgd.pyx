@@ -1,12 +1,12 @@
 # One SGD / AdaGrad epoch of an FM over CSR rows in a given order (Hogwild when n_threads > 1).
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt, sqrtf, isfinite
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int32_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memcpy
 
 from fmrec._kernels._common cimport (
-    floating, index_t, loss_value, loss_gradient, prefetch, k8_accum, k8_step, k8_adagrad,
+    floating, index_t, loss_value, loss_gradient, prefetch,
 )
 
 # How far ahead (in rows of the epoch's order) memory is requested: first the row's start
@@ -42,6 +42,259 @@ cdef struct RowBuffer:
 
 # Keeps the first AdaGrad step finite when a gradient is exactly zero.
 cdef double ADAGRAD_EPS = 1e-8
+
+
+# The k = 8 AdaGrad row (the default model), in C: the factor sums of one row, and the steps
+# of every parameter it touches, for the flat arrays (w stride 1, V and acc_V stride 8) and
+# the packed records (stride 4 and 16), each with its strides as constants. Every lane does
+# the Cython path's operations in its order (v x summed into q and (v x)^2 into sq, then
+# q^2 - sq summed f by f), so the flat and packed layouts give the same bits.
+#
+# With GCC/Clang on x86-64 each exists twice: on the SSE2 baseline (a row of 8 float32 is two
+# registers, so every operation, sqrt and divide included, is issued twice) and for AVX (one
+# register), picked at run time when the CPU has it; FMREC_NO_AVX=1 in the environment turns
+# it off, as for the BPR kernel. Neither contracts to FMA, so both give the same bits.
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdlib.h>
+    #include <stdint.h>
+    #include <math.h>
+
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define FMREC_K8_SIMD 1
+    #define FMREC_K8_AVX __attribute__((target("avx")))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define FMREC_K8_SIMD 1
+    #define FMREC_K8_AVX
+    #endif
+
+    #ifdef FMREC_K8_SIMD
+    typedef float fmrec_k8_float __attribute__((vector_size(32)));
+    typedef double fmrec_k8_double __attribute__((vector_size(64)));
+    #define FMREC_K8_LD(VT, v, p) memcpy(&(v), (p), sizeof(VT))
+    #define FMREC_K8_ST(VT, p, v) memcpy((p), &(v), sizeof(VT))
+    #else  /* other compilers: the same operations lane by lane */
+    typedef struct { float e[8]; } fmrec_k8_float;
+    typedef struct { double e[8]; } fmrec_k8_double;
+    #endif
+
+    /* T: float or double; I: the index type; L: flat or packed, WS and VS its strides. */
+    #define FMREC_K8_ROW_DEFS(T, I, L, WS, VS, SUF, ATTR, SQRT)                           \
+    ATTR static T fmrec_k8_predict_##T##_##I##_##L##SUF(                                  \
+            const I *idx, const T *val, Py_ssize_t nnz, const T *w, const T *V, T lin,     \
+            T *q) {                                                                        \
+        fmrec_k8_##T qv, sqv, v; T sq[8], inter = 0; Py_ssize_t p; int f;                  \
+        memset(&qv, 0, sizeof qv); memset(&sqv, 0, sizeof sqv);                            \
+        for (p = 0; p < nnz; p++) {                                                        \
+            T x = val[p]; Py_ssize_t j = (Py_ssize_t)idx[p];                               \
+            lin = lin + w[j * WS] * x;                                                     \
+            FMREC_K8_LD(fmrec_k8_##T, v, V + j * VS);                                      \
+            FMREC_K8_ACCUM(v, x, qv, sqv)                                                  \
+        }                                                                                  \
+        memcpy(q, &qv, sizeof qv); memcpy(sq, &sqv, sizeof sqv);                           \
+        for (f = 0; f < 8; f++) inter = inter + q[f] * q[f] - sq[f];                       \
+        return lin + (T)0.5 * inter;                                                       \
+    }                                                                                      \
+    ATTR static void fmrec_k8_adagrad_##T##_##I##_##L##SUF(                               \
+            const I *idx, const T *val, Py_ssize_t nnz, T *w, T *aw, const T *rs, T *V,    \
+            T *aV, const T *q, T g, T sreg_w, T sreg_v, T lr, T eps, int fit_linear) {     \
+        fmrec_k8_##T qv, v, a, gr, r; Py_ssize_t p;                                        \
+        memcpy(&qv, q, sizeof qv);                                                         \
+        for (p = 0; p < nnz; p++) {                                                        \
+            T x = val[p], gx = g * x, rw = sreg_w, rv = sreg_v, grad;                      \
+            Py_ssize_t j = (Py_ssize_t)idx[p];                                             \
+            if (rs != NULL) { rw = rw * rs[j * WS]; rv = rv * rs[j * WS]; }                \
+            if (fit_linear) {                                                              \
+                grad = gx + rw * w[j * WS];                                                \
+                aw[j * WS] = aw[j * WS] + grad * grad;                                     \
+                w[j * WS] = w[j * WS] - lr * grad / SQRT(aw[j * WS] + eps);                \
+            }                                                                              \
+            FMREC_K8_LD(fmrec_k8_##T, v, V + j * VS);                                      \
+            FMREC_K8_LD(fmrec_k8_##T, a, aV + j * VS);                                     \
+            FMREC_K8_STEP(v, a, gr, r, qv, gx, x, rv, lr, eps, SQRT)                       \
+            FMREC_K8_ST(fmrec_k8_##T, aV + j * VS, a);                                     \
+            FMREC_K8_ST(fmrec_k8_##T, V + j * VS, v);                                      \
+        }                                                                                  \
+    }
+
+    #ifdef FMREC_K8_SIMD
+    #define FMREC_K8_ACCUM(v, x, qv, sqv) v = v * x; qv = qv + v; sqv = sqv + v * v;
+    #define FMREC_K8_STEP(v, a, gr, r, qv, gx, x, rv, lr, eps, SQRT)                       \
+        gr = gx * (qv - v * x) + rv * v;                                                   \
+        a = a + gr * gr;                                                                   \
+        r = a + eps;                                                                       \
+        { int f_; for (f_ = 0; f_ < 8; f_++) r[f_] = SQRT(r[f_]); }                        \
+        v = v - lr * gr / r;
+    #define FMREC_K8_SGD_STEP(v, qv, gx, x, rv, lr) v = v - lr * (gx * (qv - v * x) + rv * v);
+    #else
+    #define FMREC_K8_ACCUM(v, x, qv, sqv)                                                  \
+        { int f_; for (f_ = 0; f_ < 8; f_++) { v.e[f_] = v.e[f_] * x;                      \
+          qv.e[f_] = qv.e[f_] + v.e[f_]; sqv.e[f_] = sqv.e[f_] + v.e[f_] * v.e[f_]; } }
+    #define FMREC_K8_STEP(v, a, gr, r, qv, gx, x, rv, lr, eps, SQRT)                       \
+        { int f_; for (f_ = 0; f_ < 8; f_++) {                                             \
+            gr.e[f_] = gx * (qv.e[f_] - v.e[f_] * x) + rv * v.e[f_];                       \
+            a.e[f_] = a.e[f_] + gr.e[f_] * gr.e[f_];                                       \
+            r.e[f_] = SQRT(a.e[f_] + eps);                                                 \
+            v.e[f_] = v.e[f_] - lr * gr.e[f_] / r.e[f_]; } }
+    #define FMREC_K8_SGD_STEP(v, qv, gx, x, rv, lr)                                        \
+        { int f_; for (f_ = 0; f_ < 8; f_++)                                               \
+            v.e[f_] = v.e[f_] - lr * (gx * (qv.e[f_] - v.e[f_] * x) + rv * v.e[f_]); }
+    #endif
+
+    /* Constant-rate SGD steps of one row's w and V (flat arrays only). */
+    #define FMREC_K8_SGD_DEFS(T, I, SUF, ATTR)                                             \
+    ATTR static void fmrec_k8_sgd_##T##_##I##_flat##SUF(                                  \
+            const I *idx, const T *val, Py_ssize_t nnz, T *w, const T *rs, T *V,           \
+            const T *q, T g, T sreg_w, T sreg_v, T lr, int fit_linear) {                   \
+        fmrec_k8_##T qv, v; Py_ssize_t p;                                                  \
+        memcpy(&qv, q, sizeof qv);                                                         \
+        for (p = 0; p < nnz; p++) {                                                        \
+            T x = val[p], gx = g * x, rw = sreg_w, rv = sreg_v;                            \
+            Py_ssize_t j = (Py_ssize_t)idx[p];                                             \
+            if (rs != NULL) { rw = rw * rs[j]; rv = rv * rs[j]; }                          \
+            if (fit_linear) w[j] = w[j] - lr * (gx + rw * w[j]);                           \
+            FMREC_K8_LD(fmrec_k8_##T, v, V + j * 8);                                       \
+            FMREC_K8_SGD_STEP(v, qv, gx, x, rv, lr)                                        \
+            FMREC_K8_ST(fmrec_k8_##T, V + j * 8, v);                                       \
+        }                                                                                  \
+    }
+
+    #define FMREC_K8_ALL(SUF, ATTR)                                                        \
+        FMREC_K8_ROW_DEFS(float, int32_t, flat, 1, 8, SUF, ATTR, sqrtf)                    \
+        FMREC_K8_ROW_DEFS(float, int32_t, packed, 4, 16, SUF, ATTR, sqrtf)                 \
+        FMREC_K8_ROW_DEFS(float, int64_t, flat, 1, 8, SUF, ATTR, sqrtf)                    \
+        FMREC_K8_ROW_DEFS(float, int64_t, packed, 4, 16, SUF, ATTR, sqrtf)                 \
+        FMREC_K8_ROW_DEFS(double, int32_t, flat, 1, 8, SUF, ATTR, sqrt)                    \
+        FMREC_K8_ROW_DEFS(double, int32_t, packed, 4, 16, SUF, ATTR, sqrt)                 \
+        FMREC_K8_ROW_DEFS(double, int64_t, flat, 1, 8, SUF, ATTR, sqrt)                    \
+        FMREC_K8_ROW_DEFS(double, int64_t, packed, 4, 16, SUF, ATTR, sqrt)                 \
+        FMREC_K8_SGD_DEFS(float, int32_t, SUF, ATTR)                                       \
+        FMREC_K8_SGD_DEFS(float, int64_t, SUF, ATTR)                                       \
+        FMREC_K8_SGD_DEFS(double, int32_t, SUF, ATTR)                                      \
+        FMREC_K8_SGD_DEFS(double, int64_t, SUF, ATTR)
+    FMREC_K8_ALL(_base, )
+    #if defined(FMREC_K8_SIMD) && (defined(__x86_64__) || defined(__i386__))
+    FMREC_K8_ALL(_avx, FMREC_K8_AVX)
+    /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
+       on the first look all store the same value. */
+    static int fmrec_k8_avx_state = -1;
+    static int fmrec_k8_use_avx(void) {
+        if (fmrec_k8_avx_state < 0) {
+            const char *off = getenv("FMREC_NO_AVX");
+            int on = __builtin_cpu_supports("avx");
+            fmrec_k8_avx_state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
+        }
+        return fmrec_k8_avx_state;
+    }
+    #define FMREC_K8_PICK(NAME, avx) ((avx) ? NAME##_avx : NAME##_base)
+    #else
+    static int fmrec_k8_use_avx(void) { return 0; }
+    #define FMREC_K8_PICK(NAME, avx) NAME##_base
+    #endif
+
+    /* The entry points: the variant by layout, and by ``avx`` (fmrec_k8_use_avx()). */
+    #define FMREC_K8_ENTRY(T, I)                                                           \
+    static inline T fmrec_k8_predict_##T##_##I(                                           \
+            const I *idx, const T *val, Py_ssize_t nnz, const T *w, const T *V, T lin,     \
+            T *q, int packed, int avx) {                                                   \
+        return (packed ? FMREC_K8_PICK(fmrec_k8_predict_##T##_##I##_packed, avx)           \
+                       : FMREC_K8_PICK(fmrec_k8_predict_##T##_##I##_flat, avx))            \
+            (idx, val, nnz, w, V, lin, q);                                                 \
+    }                                                                                      \
+    static inline void fmrec_k8_adagrad_##T##_##I(                                        \
+            const I *idx, const T *val, Py_ssize_t nnz, T *w, T *aw, const T *rs, T *V,    \
+            T *aV, const T *q, T g, T sreg_w, T sreg_v, T lr, T eps, int fit_linear,       \
+            int packed, int avx) {                                                         \
+        (packed ? FMREC_K8_PICK(fmrec_k8_adagrad_##T##_##I##_packed, avx)                  \
+                : FMREC_K8_PICK(fmrec_k8_adagrad_##T##_##I##_flat, avx))                   \
+            (idx, val, nnz, w, aw, rs, V, aV, q, g, sreg_w, sreg_v, lr, eps, fit_linear);  \
+    }                                                                                      \
+    static inline void fmrec_k8_sgd_##T##_##I(                                            \
+            const I *idx, const T *val, Py_ssize_t nnz, T *w, const T *rs, T *V,           \
+            const T *q, T g, T sreg_w, T sreg_v, T lr, int fit_linear, int avx) {          \
+        FMREC_K8_PICK(fmrec_k8_sgd_##T##_##I##_flat, avx)                                  \
+            (idx, val, nnz, w, rs, V, q, g, sreg_w, sreg_v, lr, fit_linear);               \
+    }
+    FMREC_K8_ENTRY(float, int32_t)
+    FMREC_K8_ENTRY(float, int64_t)
+    FMREC_K8_ENTRY(double, int32_t)
+    FMREC_K8_ENTRY(double, int64_t)
+    """
+    int k8_use_avx "fmrec_k8_use_avx"() noexcept nogil
+    float k8_predict_f32 "fmrec_k8_predict_float_int32_t"(const int32_t* idx, const float* val, Py_ssize_t nnz, const float* w, const float* V, float lin, float* q, int packed, int avx) noexcept nogil
+    float k8_predict_f64 "fmrec_k8_predict_float_int64_t"(const int64_t* idx, const float* val, Py_ssize_t nnz, const float* w, const float* V, float lin, float* q, int packed, int avx) noexcept nogil
+    double k8_predict_d32 "fmrec_k8_predict_double_int32_t"(const int32_t* idx, const double* val, Py_ssize_t nnz, const double* w, const double* V, double lin, double* q, int packed, int avx) noexcept nogil
+    double k8_predict_d64 "fmrec_k8_predict_double_int64_t"(const int64_t* idx, const double* val, Py_ssize_t nnz, const double* w, const double* V, double lin, double* q, int packed, int avx) noexcept nogil
+    void k8_adagrad_f32 "fmrec_k8_adagrad_float_int32_t"(const int32_t* idx, const float* val, Py_ssize_t nnz, float* w, float* aw, const float* rs, float* V, float* aV, const float* q, float g, float sreg_w, float sreg_v, float lr, float eps, int fit_linear, int packed, int avx) noexcept nogil
+    void k8_adagrad_f64 "fmrec_k8_adagrad_float_int64_t"(const int64_t* idx, const float* val, Py_ssize_t nnz, float* w, float* aw, const float* rs, float* V, float* aV, const float* q, float g, float sreg_w, float sreg_v, float lr, float eps, int fit_linear, int packed, int avx) noexcept nogil
+    void k8_sgd_f32 "fmrec_k8_sgd_float_int32_t"(const int32_t* idx, const float* val, Py_ssize_t nnz, float* w, const float* rs, float* V, const float* q, float g, float sreg_w, float sreg_v, float lr, int fit_linear, int avx) noexcept nogil
+    void k8_sgd_f64 "fmrec_k8_sgd_float_int64_t"(const int64_t* idx, const float* val, Py_ssize_t nnz, float* w, const float* rs, float* V, const float* q, float g, float sreg_w, float sreg_v, float lr, int fit_linear, int avx) noexcept nogil
+    void k8_sgd_d32 "fmrec_k8_sgd_double_int32_t"(const int32_t* idx, const double* val, Py_ssize_t nnz, double* w, const double* rs, double* V, const double* q, double g, double sreg_w, double sreg_v, double lr, int fit_linear, int avx) noexcept nogil
+    void k8_sgd_d64 "fmrec_k8_sgd_double_int64_t"(const int64_t* idx, const double* val, Py_ssize_t nnz, double* w, const double* rs, double* V, const double* q, double g, double sreg_w, double sreg_v, double lr, int fit_linear, int avx) noexcept nogil
+    void k8_adagrad_d32 "fmrec_k8_adagrad_double_int32_t"(const int32_t* idx, const double* val, Py_ssize_t nnz, double* w, double* aw, const double* rs, double* V, double* aV, const double* q, double g, double sreg_w, double sreg_v, double lr, double eps, int fit_linear, int packed, int avx) noexcept nogil
+    void k8_adagrad_d64 "fmrec_k8_adagrad_double_int64_t"(const int64_t* idx, const double* val, Py_ssize_t nnz, double* w, double* aw, const double* rs, double* V, double* aV, const double* q, double g, double sreg_w, double sreg_v, double lr, double eps, int fit_linear, int packed, int avx) noexcept nogil
+
+
+def simd_in_use() -> str:
+    """Which variant of the k = 8 AdaGrad rows runs here: "avx" or "sse2/plain" (for tests
+    and benchmark reports)."""
+    return "avx" if k8_use_avx() else "sse2/plain"
+
+
+cdef inline floating k8_predict(const index_t* idx, const floating* val, Py_ssize_t nnz,
+                                const floating* w, const floating* V, floating lin,
+                                floating* q, bint packed, int avx) noexcept nogil:
+    """FM output of one row (k = 8, intercept ``lin``); leaves its factor sums in q."""
+    if floating is float:
+        if index_t is int32_t:
+            return k8_predict_f32(idx, val, nnz, w, V, lin, q, packed, avx)
+        else:
+            return k8_predict_f64(idx, val, nnz, w, V, lin, q, packed, avx)
+    else:
+        if index_t is int32_t:
+            return k8_predict_d32(idx, val, nnz, w, V, lin, q, packed, avx)
+        else:
+            return k8_predict_d64(idx, val, nnz, w, V, lin, q, packed, avx)
+
+
+cdef inline void k8_adagrad_steps(const index_t* idx, const floating* val, Py_ssize_t nnz,
+                                  floating* w, floating* aw, const floating* rs,
+                                  floating* V, floating* aV, const floating* q, floating g,
+                                  floating sreg_w, floating sreg_v, floating lr, floating eps,
+                                  bint fit_linear, bint packed, int avx) noexcept nogil:
+    """AdaGrad steps of the w (if ``fit_linear``) and V of every feature of one row (k = 8)."""
+    if floating is float:
+        if index_t is int32_t:
+            k8_adagrad_f32(idx, val, nnz, w, aw, rs, V, aV, q, g, sreg_w, sreg_v, lr, eps,
+                           fit_linear, packed, avx)
+        else:
+            k8_adagrad_f64(idx, val, nnz, w, aw, rs, V, aV, q, g, sreg_w, sreg_v, lr, eps,
+                           fit_linear, packed, avx)
+    else:
+        if index_t is int32_t:
+            k8_adagrad_d32(idx, val, nnz, w, aw, rs, V, aV, q, g, sreg_w, sreg_v, lr, eps,
+                           fit_linear, packed, avx)
+        else:
+            k8_adagrad_d64(idx, val, nnz, w, aw, rs, V, aV, q, g, sreg_w, sreg_v, lr, eps,
+                           fit_linear, packed, avx)
+
+
+cdef inline void k8_sgd_steps(const index_t* idx, const floating* val, Py_ssize_t nnz,
+                              floating* w, const floating* rs, floating* V, const floating* q,
+                              floating g, floating sreg_w, floating sreg_v, floating lr,
+                              bint fit_linear, int avx) noexcept nogil:
+    """Constant-rate SGD steps of the w (if ``fit_linear``) and V of one row (k = 8, flat)."""
+    if floating is float:
+        if index_t is int32_t:
+            k8_sgd_f32(idx, val, nnz, w, rs, V, q, g, sreg_w, sreg_v, lr, fit_linear, avx)
+        else:
+            k8_sgd_f64(idx, val, nnz, w, rs, V, q, g, sreg_w, sreg_v, lr, fit_linear, avx)
+    else:
+        if index_t is int32_t:
+            k8_sgd_d32(idx, val, nnz, w, rs, V, q, g, sreg_w, sreg_v, lr, fit_linear, avx)
+        else:
+            k8_sgd_d64(idx, val, nnz, w, rs, V, q, g, sreg_w, sreg_v, lr, fit_linear, avx)
 
 
 cdef inline int gather_chunk(const index_t* indptr, const index_t* indices,
@@ -164,7 +417,7 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
                          floating* w0, floating* acc_w0,
                          floating* w, floating* acc_w, const floating* reg_scale, Py_ssize_t ws,
                          floating* V, floating* acc_V, Py_ssize_t vs,
-                         Py_ssize_t k, floating* buf, bint k8, double* loss_out) noexcept nogil:
+                         Py_ssize_t k, floating* buf, double* loss_out) noexcept nogil:
     """Predict one row, then step every parameter it touches; False if the output is not finite.
 
     Feature j's w, acc_w and penalty scale are at ``j * ws`` of ``w``, ``acc_w`` and
@@ -172,9 +425,8 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
     ``acc_V``. The flat arrays have ws = 1, vs = k; the packed records (see sgd_epoch) ws = 4,
     vs = 2k. The arithmetic is the same either way.
 
-    ``buf`` holds 4*k scratch elements. ``k8`` (only with k == 8) takes the vector fast paths;
-    the k == 8 callers pass it, ``adagrad`` and the strides as literals so they fold away
-    once inlined.
+    ``buf`` holds 4*k scratch elements. k = 8 runs sgd_row_k8 / adagrad_row_k8 instead (the
+    same arithmetic, with its loops in C).
     """
     cdef floating* q = buf
     cdef floating* sq = buf + k
@@ -195,9 +447,6 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
         x = val[p]
         lin = lin + w[idx[p] * ws] * x
         v = V + idx[p] * vs
-        if k8:
-            k8_accum(q, sq, v, x)
-            continue
         for f in range(k):
             q[f] += v[f] * x
             sq[f] += v[f] * v[f] * x * x
@@ -235,12 +484,6 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
             else:
                 w[j * ws] -= lr * grad
         v = V + j * vs
-        if k8:
-            if adagrad:
-                k8_adagrad(v, acc_V + j * vs, q, gx, x, rv, lr, eps)
-            else:
-                k8_step(v, q, gx, x, rv, lr)
-            continue
         # Load the row(s) into scratch first and store only at the end: the compiler cannot
         # prove V, acc_V and the scratch apart, and interleaved loads and stores through
         # maybe-aliased pointers keep these loops scalar.
@@ -267,24 +510,53 @@ cdef inline bint sgd_row(const index_t* idx, const floating* val, Py_ssize_t nnz
 cdef inline bint sgd_row_k8(const index_t* idx, const floating* val, Py_ssize_t nnz,
                             double yi, double s, int loss, floating lr,
                             double reg_bias, double reg_linear, double reg_factors,
-                            bint adagrad, bint packed, bint fit_intercept, bint fit_linear,
-                            floating* w0, floating* acc_w0,
-                            floating* w, floating* acc_w, const floating* reg_scale,
-                            floating* V, floating* acc_V, double* loss_out) noexcept nogil:
-    # k = 8 is the common default: private copies with the trip counts and strides known at
-    # compile time, one per layout and schedule.
-    cdef floating buf[32]
-    if packed:
-        return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
-                       True, fit_intercept, fit_linear, w0, acc_w0,
-                       w, acc_w, reg_scale, 4, V, acc_V, 16, 8, buf, True, loss_out)
-    if adagrad:
-        return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
-                       True, fit_intercept, fit_linear, w0, acc_w0,
-                       w, acc_w, reg_scale, 1, V, acc_V, 8, 8, buf, True, loss_out)
-    return sgd_row(idx, val, nnz, yi, s, loss, lr, reg_bias, reg_linear, reg_factors,
-                   False, fit_intercept, fit_linear, w0, acc_w0,
-                   w, acc_w, reg_scale, 1, V, acc_V, 8, 8, buf, True, loss_out)
+                            bint fit_intercept, bint fit_linear,
+                            floating* w0, floating* w, const floating* reg_scale,
+                            floating* V, int avx, double* loss_out) noexcept nogil:
+    """sgd_row's constant-rate step at k = 8 on the flat arrays (same arithmetic), its loops
+    over the non-zeros in C (see k8_predict)."""
+    cdef floating q[8]
+    cdef floating grad
+    cdef double yhat, g
+    yhat = k8_predict(idx, val, nnz, w, V, w0[0], q, False, avx)
+    if not isfinite(yhat):
+        return False
+    loss_out[0] = s * loss_value(loss, yhat, yi)
+    g = s * loss_gradient(loss, yhat, yi)
+    if fit_intercept:
+        grad = <floating> (g + s * reg_bias * w0[0])
+        w0[0] -= lr * grad
+    k8_sgd_steps(idx, val, nnz, w, reg_scale, V, q, <floating> g, <floating> (s * reg_linear),
+                 <floating> (s * reg_factors), lr, fit_linear, avx)
+    return True
+
+
+cdef inline bint adagrad_row_k8(const index_t* idx, const floating* val, Py_ssize_t nnz,
+                                double yi, double s, int loss, floating lr,
+                                double reg_bias, double reg_linear, double reg_factors,
+                                bint fit_intercept, bint fit_linear,
+                                floating* w0, floating* acc_w0,
+                                floating* w, floating* acc_w, const floating* reg_scale,
+                                floating* V, floating* acc_V, bint packed, int avx,
+                                double* loss_out) noexcept nogil:
+    """sgd_row's AdaGrad step at k = 8 (same arithmetic; arguments as there, the strides
+    given by ``packed``), its loops over the non-zeros in C (see k8_predict)."""
+    cdef floating q[8]
+    cdef floating grad, eps = <floating> ADAGRAD_EPS
+    cdef double yhat, g
+    yhat = k8_predict(idx, val, nnz, w, V, w0[0], q, packed, avx)
+    if not isfinite(yhat):
+        return False
+    loss_out[0] = s * loss_value(loss, yhat, yi)
+    g = s * loss_gradient(loss, yhat, yi)
+    if fit_intercept:
+        grad = <floating> (g + s * reg_bias * w0[0])
+        acc_w0[0] += grad * grad
+        w0[0] -= lr * grad / root(acc_w0[0] + eps)
+    k8_adagrad_steps(idx, val, nnz, w, acc_w, reg_scale, V, acc_V, q, <floating> g,
+                     <floating> (s * reg_linear), <floating> (s * reg_factors), lr, eps,
+                     fit_linear, packed, avx)
+    return True
 
 
 cdef inline floating* align_line(floating* p) noexcept nogil:
@@ -412,6 +684,7 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
     cdef floating* Vq = Vp
     cdef floating* aVq = aVp
     cdef Py_ssize_t ws = 1, vs = k
+    cdef int avx = k8_use_avx()
     if rsp != NULL and reg_scale.shape[0] != w.shape[0]:
         raise ValueError("reg_scale must be empty or have one entry per feature")
     if packed:
@@ -457,17 +730,21 @@ def sgd_epoch(const index_t[::1] indptr, const index_t[::1] indices, const float
                 start = lptr[c]
                 nnz = lptr[c + 1] - start
                 lrow = 0
-                if k == 8:
+                if k == 8 and adagrad:
+                    ok = adagrad_row_k8(lix + start, lxs + start, nnz, lys[c], lsw[c], loss,
+                                        lr, reg_bias, reg_linear, reg_factors,
+                                        fit_intercept, fit_linear, th_w0, th_w0 + 1,
+                                        wq, awq, rsq, Vq, aVq, packed, avx, &lrow)
+                elif k == 8:
                     ok = sgd_row_k8(lix + start, lxs + start, nnz, lys[c], lsw[c], loss, lr,
-                                    reg_bias, reg_linear, reg_factors,
-                                    adagrad, packed, fit_intercept, fit_linear,
-                                    th_w0, th_w0 + 1, wq, awq, rsq, Vq, aVq, &lrow)
+                                    reg_bias, reg_linear, reg_factors, fit_intercept,
+                                    fit_linear, th_w0, wq, rsq, Vq, avx, &lrow)
                 else:
                     ok = sgd_row(lix + start, lxs + start, nnz, lys[c], lsw[c], loss, lr,
                                  reg_bias, reg_linear, reg_factors,
                                  adagrad, fit_intercept, fit_linear,
                                  th_w0, th_w0 + 1, wq, awq, rsq, ws, Vq, aVq, vs,
-                                 k, scratch, False, &lrow)
+                                 k, scratch, &lrow)
                 if ok:
                     loss_sum += lrow
                     weight_sum += lsw[c]
