@@ -44,11 +44,13 @@ cdef struct RowBuffer:
 cdef double ADAGRAD_EPS = 1e-8
 
 
-# The k = 8 AdaGrad row (the default model), in C: the factor sums of one row, and the steps
+# The k = 8 rows (the default model), in C: the factor sums of one row, then the AdaGrad steps
 # of every parameter it touches, for the flat arrays (w stride 1, V and acc_V stride 8) and
-# the packed records (stride 4 and 16), each with its strides as constants. Every lane does
-# the Cython path's operations in its order (v x summed into q and (v x)^2 into sq, then
-# q^2 - sq summed f by f), so the flat and packed layouts give the same bits.
+# the packed records (stride 4 and 16), each with its strides as constants; and the
+# constant-rate steps (flat arrays). The factor sums stay in registers across the row. Every
+# lane does the earlier Cython k = 8 path's operations in its order (v x summed into q and
+# (v x)^2 into sq, then q^2 - sq summed f by f), so the results are the same bits as before,
+# and the same for both layouts.
 #
 # With GCC/Clang on x86-64 each exists twice: on the SSE2 baseline (a row of 8 float32 is two
 # registers, so every operation, sqrt and divide included, is issued twice) and for AVX (one

@@ -10,9 +10,10 @@ from fmrec.solvers._state import Diverged, FMState, penalty_scale
 
 # AdaGrad epochs train on the parameters packed per feature (see ``_sgd.sgd_epoch``): two
 # cache lines per non-zero instead of five, for two extra passes over the parameters per
-# epoch. That pays from a few non-zeros per feature (a small Dask partition over many
-# features would pay more than it saves), and the packed copy doubles the parameters'
-# memory, so very large models keep the flat layout.
+# epoch. Packing a feature moves about as much memory as a few of its non-zeros touch, so an
+# epoch with fewer non-zeros per feature than this (a small Dask partition over many
+# features) keeps the flat arrays (an estimate, not a measured break-even); and the packed
+# copy doubles the parameters' memory, so very large models keep them too.
 PACK_MIN_NNZ_PER_FEATURE = 4
 PACK_MAX_BYTES = 1 << 30
 
