@@ -1,5 +1,11 @@
 """Each Cython kernel against the NumPy reference (reference)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import reference as R
@@ -42,24 +48,30 @@ def test_predict(dtype, index_dtype, n_threads, shape, k):
 
 
 def run_sgd(X, y, s, order, w0, w, V, *, loss, adagrad, fit_intercept=True, fit_linear=True,
-            n_threads=1, lr=0.05, regs=(0.1, 0.2, 0.3), reg_scale=None):
+            n_threads=1, lr=0.05, regs=(0.1, 0.2, 0.3), reg_scale=None, packed=False,
+            acc=None):
+    """One kernel epoch on copies of the parameters (and of ``acc``, default zeros);
+    ``packed`` gives AdaGrad its packed per-feature records."""
     dt = w.dtype
     scale = np.empty(0, dt) if reg_scale is None else np.asarray(reg_scale, dt)
     W0, W, VV = np.array([w0], dt), w.copy(), V.copy()
-    acc = (np.zeros(1, dt), np.zeros_like(w), np.zeros_like(V))
+    acc = ((np.zeros(1, dt), np.zeros_like(w), np.zeros_like(V)) if acc is None
+           else tuple(a.astype(dt) for a in acc))
+    size = sgd.workspace_size(*V.shape) if packed else 0
     out = sgd.sgd_epoch(X.indptr, X.indices, X.data, y.astype(dt), s.astype(dt),
                         np.asarray(order, np.intp), W0, W, VV, *acc, loss, lr, adagrad, *regs,
-                        scale, fit_intercept, fit_linear, n_threads)
+                        scale, fit_intercept, fit_linear, n_threads, np.empty(size, dt))
     return W0[0], W, VV, acc, out
 
 
 @pytest.mark.parametrize("dtype,index_dtype", CASES)
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
-@pytest.mark.parametrize("adagrad", [False, True])
+@pytest.mark.parametrize("adagrad,packed", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("flags", [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("k", [4, 8])
 @pytest.mark.parametrize("scaled", [False, True])
-def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags, k, scaled):
+def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, packed, flags, k,
+                                     scaled):
     X = random_csr(50, 12, 0.3, dtype, index_dtype, seed=5, empty_rows=(3,))
     y = targets(X, loss)
     s = np.random.default_rng(0).uniform(0.5, 2.0, 50)
@@ -71,7 +83,8 @@ def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags, k
                       reg_bias=0.1, reg_linear=0.2, reg_factors=0.3, reg_scale=reg_scale,
                       fit_intercept=fit_intercept, fit_linear=fit_linear)
     got = run_sgd(X, y, s, order, w0, w, V, loss=loss, adagrad=adagrad,
-                  fit_intercept=fit_intercept, fit_linear=fit_linear, reg_scale=reg_scale)
+                  fit_intercept=fit_intercept, fit_linear=fit_linear, reg_scale=reg_scale,
+                  packed=packed)
     tol = tolerance(dtype)
     assert got[0] == pytest.approx(ref[0], rel=tol["rtol"], abs=tol["atol"])
     np.testing.assert_allclose(got[1], ref[1], **tol)
@@ -81,6 +94,84 @@ def test_sgd_epoch_matches_reference(dtype, index_dtype, loss, adagrad, flags, k
     assert weight_sum == pytest.approx(s.sum(), rel=1e-6) and n_bad == 0
     if adagrad:
         np.testing.assert_allclose(got[3][2], ref[3][2], **tol)
+        np.testing.assert_allclose(got[3][1], ref[3][1], **tol)
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+@pytest.mark.parametrize("flags", [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize("k", [1, 3, 8, 12])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_sgd_adagrad_packed_records_give_the_flat_bits(dtype, index_dtype, loss, flags, k,
+                                                        scaled):
+    """The packed layout only moves the parameters: w, V, their AdaGrad sums and the loss
+    are bit-identical to the flat arrays' (from non-zero sums, so they are read back too)."""
+    X = random_csr(300, 40, 0.15, dtype, index_dtype, seed=11, empty_rows=(0, 7))
+    y = targets(X, loss)
+    rng = np.random.default_rng(3)
+    s = rng.uniform(0.5, 2.0, 300)
+    w0, w, V = params(40, k, dtype)
+    acc = (np.array([0.5]), rng.uniform(0, 1, 40), rng.uniform(0, 1, (40, k)))
+    order = rng.permutation(300)
+    reg_scale = rng.uniform(0.1, 3.0, 40) if scaled else None
+    kw = dict(loss=loss, adagrad=True, fit_intercept=flags[0], fit_linear=flags[1],
+              reg_scale=reg_scale, acc=acc)
+    flat = run_sgd(X, y, s, order, w0, w, V, **kw)
+    packed = run_sgd(X, y, s, order, w0, w, V, packed=True, **kw)
+    assert flat[0] == packed[0] and flat[4] == packed[4]
+    for a, b in [(flat[1], packed[1]), (flat[2], packed[2]), *zip(flat[3], packed[3], strict=True)]:
+        np.testing.assert_array_equal(a, b)
+
+
+def _k8_adagrad_epoch(dtype, index_dtype, packed):
+    """One AdaGrad epoch at k = 8 with a penalty scale: (w0, w, V, acc_w, acc_V, loss)."""
+    X = random_csr(400, 50, 0.2, dtype, index_dtype, seed=13, empty_rows=(2,))
+    y = targets(X, R.SQUARE)
+    rng = np.random.default_rng(5)
+    w0, w, V = params(50, 8, dtype)
+    got = run_sgd(X, y, rng.uniform(0.5, 2.0, 400), rng.permutation(400), w0, w, V,
+                  loss=R.SQUARE, adagrad=True, reg_scale=rng.uniform(0.1, 3.0, 50),
+                  packed=packed)
+    return np.array(got[0]), got[1], got[2], got[3][1], got[3][2], np.array(got[4][0])
+
+
+def test_sgd_avx_and_sse2_adagrad_rows_give_the_same_bits(tmp_path):
+    """The k = 8 AdaGrad rows pick AVX at run time where the CPU has it; FMREC_NO_AVX=1
+    forces the SSE2 ones. Same lanes, same operations, no FMA: the same bits."""
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_kernels as t\n"
+        "from fmrec._kernels import sgd\n"
+        "out = {'simd': np.array(sgd.simd_in_use())}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    for it in (np.int32, np.int64):\n"
+        "        for packed in (False, True):\n"
+        "            for i, a in enumerate(t._k8_adagrad_epoch(dt, it, packed)):\n"
+        "                out[f'{dt.__name__}_{it.__name__}_{packed}_{i}'] = a\n"
+        "np.savez(sys.argv[2], **out)\n")
+    files = {}
+    for flag in ("0", "1"):
+        files[flag] = tmp_path / f"avx_off_{flag}.npz"
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
+                       cwd=tmp_path)  # not the repository: python -c imports from its folder
+    a, b = np.load(files["0"]), np.load(files["1"])
+    assert str(b["simd"]) == "sse2/plain"
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 49
+    for name in a.files:
+        if name != "simd":
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_sgd_workspace_too_small_is_refused():
+    X = random_csr(10, 6, 0.5, np.float64, seed=1)
+    w0, w, V = params(6, 8, np.float64)
+    dt = np.float64
+    with pytest.raises(ValueError, match="workspace"):
+        sgd.sgd_epoch(X.indptr, X.indices, X.data, np.zeros(10), np.ones(10),
+                      np.arange(10, dtype=np.intp), np.array([w0]), w, V, np.zeros(1),
+                      np.zeros_like(w), np.zeros_like(V), R.SQUARE, 0.05, True, 0.1, 0.2, 0.3,
+                      np.empty(0, dt), True, True, 1,
+                      np.empty(sgd.workspace_size(6, 8) - 1, dt))
 
 
 def test_sgd_one_thread_is_bit_reproducible():
@@ -95,8 +186,8 @@ def test_sgd_one_thread_is_bit_reproducible():
     np.testing.assert_array_equal(a[2], b[2])
 
 
-@pytest.mark.parametrize("adagrad", [False, True])
-def test_sgd_two_threads_without_conflicts_match_reference(adagrad):
+@pytest.mark.parametrize("adagrad,packed", [(False, False), (True, False), (True, True)])
+def test_sgd_two_threads_without_conflicts_match_reference(adagrad, packed):
     """Rows of the two halves of the order touch disjoint features, so Hogwild has no races
     and two threads (each taking one half: 2 x 3 chunks of 1024 rows) must give the sequential
     result."""
@@ -113,10 +204,50 @@ def test_sgd_two_threads_without_conflicts_match_reference(adagrad):
                       adagrad=adagrad, reg_bias=0.1, reg_linear=0.2, reg_factors=0.3,
                       fit_intercept=False)
     got = run_sgd(X, y, s, order, w0, w, V, loss=R.SQUARE, adagrad=adagrad,
-                  fit_intercept=False, n_threads=2)
+                  fit_intercept=False, n_threads=2, packed=packed)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-10, atol=1e-12)
     assert got[4][0] == pytest.approx(ref[4], rel=1e-10)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_sgd_solver_packs_only_where_it_pays_and_fits_the_same(monkeypatch, n_jobs):
+    """FMRegressor's AdaGrad fit (the solver holding its workspace across epochs, with
+    reg_power's per-feature scale) ends in the same bits packed or flat on one thread; on two
+    (Hogwild) both fit the data about equally well."""
+    from fmrec import FMRegressor
+    from fmrec.solvers import sgd as solver
+
+    X = random_csr(2000, 60, 0.1, np.float32, seed=4)
+    y = targets(X, R.SQUARE)
+    real, sizes = sgd.sgd_epoch, []
+
+    def spy(*args):
+        sizes.append(args[-1].shape[0])  # the workspace
+        return real(*args)
+
+    monkeypatch.setattr(solver, "_sgd", SimpleNamespace(sgd_epoch=spy,
+                                                        workspace_size=sgd.workspace_size))
+    fits = {}
+    for min_nnz in (0, 10**9):
+        monkeypatch.setattr(solver, "PACK_MIN_NNZ_PER_FEATURE", min_nnz)
+        seen = []
+        model = FMRegressor(solver="sgd", n_epochs=4, random_state=0, n_jobs=n_jobs,
+                            reg_linear=0.01, reg_factors=0.01)
+        model.fit(X, y, callbacks=[lambda est, epoch, logs, seen=seen: seen.append(est.V_.copy())])
+        fits[min_nnz] = model, seen
+    assert sizes == [sgd.workspace_size(60, 8)] * 4 + [0] * 4
+    (packed, seen_p), (flat, seen_f) = fits[0], fits[10**9]
+    if n_jobs == 1:
+        np.testing.assert_array_equal(packed.w_, flat.w_)
+        np.testing.assert_array_equal(packed.V_, flat.V_)
+        for a, b in zip(packed._accumulators, flat._accumulators, strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(seen_p, seen_f, strict=True):  # what every epoch published
+            np.testing.assert_array_equal(a, b)
+    else:
+        loss_p, loss_f = packed.history_["train_loss"][-1], flat.history_["train_loss"][-1]
+        assert loss_p == pytest.approx(loss_f, rel=0.05)
 
 
 def test_sgd_reports_non_finite_rows():

@@ -29,6 +29,7 @@ cdef extern from *:
 # accumulators carried around the loop over non-zeros, so the loops end up scalar. Writing
 # them with vector extensions keeps one row of V in one (AVX) or two (SSE2) registers whatever
 # -march is. Unaligned loads/stores go through memcpy. Other compilers get plain loops.
+# (SGD's k = 8 rows, predictions and steps alike, are written the same way in sgd.pyx.)
 cdef extern from *:
     """
     #include <string.h>
@@ -43,38 +44,11 @@ cdef extern from *:
         VT vx = fmrec_ld_##T(v) * x;                                                       \
         fmrec_st_##T(q, fmrec_ld_##T(q) + vx);                                             \
         fmrec_st_##T(sq, fmrec_ld_##T(sq) + vx * vx);                                      \
-    }                                                                                      \
-    static inline void fmrec_k8_step_##T(T *v, const T *q, T gx, T x, T sreg, T lr) {     \
-        VT vv = fmrec_ld_##T(v);                                                           \
-        fmrec_st_##T(v, vv - lr * (gx * (fmrec_ld_##T(q) - vv * x) + sreg * vv));          \
-    }                                                                                      \
-    static inline void fmrec_k8_adagrad_##T(T *v, T *acc, const T *q, T gx, T x, T sreg,  \
-                                            T lr, T eps) {                                 \
-        VT vv = fmrec_ld_##T(v), g, a, r;                                                  \
-        int f;                                                                             \
-        g = gx * (fmrec_ld_##T(q) - vv * x) + sreg * vv;                                   \
-        a = fmrec_ld_##T(acc) + g * g;                                                     \
-        r = a + eps;                                                                       \
-        for (f = 0; f < 8; f++) r[f] = SQRT(r[f]);  /* one sqrtps/sqrtpd per register */   \
-        fmrec_st_##T(acc, a);                                                              \
-        fmrec_st_##T(v, vv - lr * g / r);                                                  \
     }
     #else
     #define FMREC_K8_DEFS(T, VT, SQRT)                                                      \
     static void fmrec_k8_accum_##T(T *q, T *sq, const T *v, T x) {                        \
         int f; for (f = 0; f < 8; f++) { q[f] += v[f] * x; sq[f] += v[f] * x * v[f] * x; } \
-    }                                                                                      \
-    static void fmrec_k8_step_##T(T *v, const T *q, T gx, T x, T sreg, T lr) {            \
-        int f; for (f = 0; f < 8; f++) v[f] -= lr * (gx * (q[f] - v[f] * x) + sreg * v[f]); \
-    }                                                                                      \
-    static void fmrec_k8_adagrad_##T(T *v, T *acc, const T *q, T gx, T x, T sreg, T lr,   \
-                                     T eps) {                                              \
-        int f; T g;                                                                        \
-        for (f = 0; f < 8; f++) {                                                          \
-            g = gx * (q[f] - v[f] * x) + sreg * v[f];                                      \
-            acc[f] += g * g;                                                               \
-            v[f] -= lr * g / SQRT(acc[f] + eps);                                           \
-        }                                                                                  \
     }
     #endif
     FMREC_K8_DEFS(float, fmrec_vf8, sqrtf)
@@ -82,10 +56,6 @@ cdef extern from *:
     """
     void k8_accum_f "fmrec_k8_accum_float"(float* q, float* sq, const float* v, float x) noexcept nogil
     void k8_accum_d "fmrec_k8_accum_double"(double* q, double* sq, const double* v, double x) noexcept nogil
-    void k8_step_f "fmrec_k8_step_float"(float* v, const float* q, float gx, float x, float sreg, float lr) noexcept nogil
-    void k8_step_d "fmrec_k8_step_double"(double* v, const double* q, double gx, double x, double sreg, double lr) noexcept nogil
-    void k8_adagrad_f "fmrec_k8_adagrad_float"(float* v, float* acc, const float* q, float gx, float x, float sreg, float lr, float eps) noexcept nogil
-    void k8_adagrad_d "fmrec_k8_adagrad_double"(double* v, double* acc, const double* q, double gx, double x, double sreg, double lr, double eps) noexcept nogil
 
 
 cdef inline void k8_accum(floating* q, floating* sq, const floating* v, floating x) noexcept nogil:
@@ -94,24 +64,6 @@ cdef inline void k8_accum(floating* q, floating* sq, const floating* v, floating
         k8_accum_f(q, sq, v, x)
     else:
         k8_accum_d(q, sq, v, x)
-
-
-cdef inline void k8_step(floating* v, const floating* q, floating gx, floating x, floating sreg,
-                         floating lr) noexcept nogil:
-    """SGD step of one row of V (k = 8): v -= lr * (gx * (q - v x) + sreg * v)."""
-    if floating is float:
-        k8_step_f(v, q, gx, x, sreg, lr)
-    else:
-        k8_step_d(v, q, gx, x, sreg, lr)
-
-
-cdef inline void k8_adagrad(floating* v, floating* acc, const floating* q, floating gx, floating x,
-                            floating sreg, floating lr, floating eps) noexcept nogil:
-    """AdaGrad step of one row of V and of its accumulator (k = 8)."""
-    if floating is float:
-        k8_adagrad_f(v, acc, q, gx, x, sreg, lr, eps)
-    else:
-        k8_adagrad_d(v, acc, q, gx, x, sreg, lr, eps)
 
 
 cdef inline double sigmoid(double z) noexcept nogil:
