@@ -166,23 +166,23 @@ class MCMCSolver:
         self._sample_hyper()
         k = st.V.shape[1]
         normals = self.rng.standard_normal(1 + X.shape[1] * (k + 1))
+        prior = prior_table(self.hyper)
+        alpha = float(self.hyper["alpha"][0])
         loss_sum, weight_sum, bad = _als.als_sweep(
             self.csc.indptr, self.csc.indices, self.values, self.codes, self.target, self.sw,
             SQUARE, st.w0, st.w, st.V, self.r, self.q, self.w0_prec, self.dummy_reg,
             self.dummy_reg, self.fit_intercept, self.fit_linear, self.blocks, self.n_threads,
-            self.skip, normals, self.groups, prior_table(self.hyper),
-            float(self.hyper["alpha"][0]), MU0,
+            self.skip, normals, self.groups, prior, alpha, MU0,
         )
         if self.parts:
-            h, g, z = self.hyper, self.groups, normals[1:].reshape(X.shape[1], k + 1)
-            gibbs = {"alpha": float(h["alpha"][0]), "lambda_w": h["lambda_w"][g],
-                     "mu_w": h["mu_w"][g], "z_w": z[:, 0], "lambda_V": h["lambda_V"][g],
-                     "mu_V": h["mu_V"][g], "z_V": z[:, 1:]}
+            gibbs = {"alpha": alpha, "normals": normals, "groups": self.groups, "prior": prior}
             for part in self.parts:
-                part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
-                           self.fit_linear, gibbs=gibbs)
-            r = self.r.astype(np.float64)
-            loss_sum = 0.5 * float(np.dot(self.sw.astype(np.float64), r * r))
+                sq_sum = part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
+                                    self.fit_linear, gibbs=gibbs)
+            if sq_sum is None:
+                r = self.r.astype(np.float64)
+                sq_sum = float(np.dot(self.sw.astype(np.float64), r * r))
+            loss_sum = 0.5 * sq_sum  # the last block's push summed the rows after all blocks
             bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the Gibbs sweep produced non-finite values")
