@@ -602,6 +602,36 @@ def test_hyperparameter_conditionals_concentrate():
     np.testing.assert_allclose(lam, [[1 / 4, 1 / 4], [100, 100]], rtol=0.05)
 
 
+@pytest.mark.parametrize("shape", [(500,), (500, 4)])
+def test_group_sums_by_membership_draw_the_bincount_bits(shape):
+    """sample_group_prior sums per group with one sparse product; the draws are those of
+    per-column np.bincount sums, bit for bit (the same adds in the same order)."""
+    from fmrec.solvers import mcmc as M
+
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 5, shape[0]).astype(np.int32)
+    theta = rng.normal(size=shape)
+    sizes = np.bincount(groups, minlength=6).astype(float)  # group 5 is empty
+    lam = rng.uniform(0.5, 2.0, (6,) + shape[1:])
+
+    def bincount_sums(values):
+        cols = values.reshape(len(values), -1).T
+        out = np.column_stack([np.bincount(groups, c, minlength=6) for c in cols])
+        return out.reshape((6,) + values.shape[1:])
+
+    size = sizes if theta.ndim == 1 else sizes[:, None]
+    draws = np.random.default_rng(3)
+    mu = ((bincount_sums(theta) + M.GAMMA0 * M.MU0) / (size + M.GAMMA0)
+          + draws.standard_normal(lam.shape) / np.sqrt((size + M.GAMMA0) * lam))
+    rate = 0.5 * (M.B0 + bincount_sums((theta - mu[groups]) ** 2)
+                  + M.GAMMA0 * (mu - M.MU0) ** 2)
+    expected = (mu, np.maximum(draws.gamma(0.5 * (M.A0 + size + 1), 1.0 / rate), 1e-300))
+    got = M.sample_group_prior(theta, groups, sizes, lam, np.random.default_rng(3),
+                               M.group_membership(groups, 6))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
 def test_cache_reuse_between_refreshes_is_exact(regression, classification, cls, monkeypatch):
     """The caches the sweep leaves behind equal a rebuild (up to rounding)."""
