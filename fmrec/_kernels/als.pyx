@@ -868,7 +868,7 @@ cdef extern from *:
 
 # The final row pass for one row: q_i += dqB_u and dr_i = dL_u + t_i . dqB_u returned, from
 # the entity's push record pu = [dL, qB at the start (k), dqB (k)]; four partial sums (a
-# chain of k adds otherwise), k = 8 as a constant.
+# chain of k adds otherwise); k = 8 in SSE2 (pairs).
 cdef extern from *:
     """
     #define FMREC_PUSH_ROW(T)                                                                  \
@@ -889,8 +889,57 @@ cdef extern from *:
     }                                                                                         \
     static inline double fmrec_push_row_##T(T *restrict q, const double *restrict pu,        \
                                             Py_ssize_t k) {                                  \
-        return k == 8 ? fmrec_push_row_any_##T(q, pu, 8) : fmrec_push_row_any_##T(q, pu, k);  \
+        FMREC_PUSH8_##T                                                                       \
+        return fmrec_push_row_any_##T(q, pu, k);                                              \
     }
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    /* k = 8 with SSE2: t_i . dqB in pairs, q_i += dqB four floats (two doubles) at a time */
+    static inline double fmrec_push_dot8(__m128d t01, __m128d t23, __m128d t45, __m128d t67,
+                                         const double *pu) {
+        const double *dq = pu + 9;
+        __m128d lo = _mm_add_pd(_mm_mul_pd(t01, _mm_loadu_pd(dq)),
+                                _mm_mul_pd(t45, _mm_loadu_pd(dq + 4)));
+        __m128d hi = _mm_add_pd(_mm_mul_pd(t23, _mm_loadu_pd(dq + 2)),
+                                _mm_mul_pd(t67, _mm_loadu_pd(dq + 6)));
+        lo = _mm_add_pd(lo, hi);
+        return pu[0] + _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
+    }
+    #define FMREC_PUSH8_float                                                                  \
+        if (k == 8) {                                                                         \
+            const double *qb = pu + 1, *dq = pu + 9;                                          \
+            __m128 q03 = _mm_loadu_ps(q), q47 = _mm_loadu_ps(q + 4);                          \
+            double dr = fmrec_push_dot8(                                                      \
+                _mm_sub_pd(_mm_cvtps_pd(q03), _mm_loadu_pd(qb)),                              \
+                _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(q03, q03)), _mm_loadu_pd(qb + 2)),      \
+                _mm_sub_pd(_mm_cvtps_pd(q47), _mm_loadu_pd(qb + 4)),                          \
+                _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(q47, q47)), _mm_loadu_pd(qb + 6)), pu); \
+            _mm_storeu_ps(q, _mm_add_ps(q03, _mm_movelh_ps(_mm_cvtpd_ps(_mm_loadu_pd(dq)),    \
+                                                           _mm_cvtpd_ps(_mm_loadu_pd(dq + 2))))); \
+            _mm_storeu_ps(q + 4, _mm_add_ps(q47,                                              \
+                _mm_movelh_ps(_mm_cvtpd_ps(_mm_loadu_pd(dq + 4)),                             \
+                              _mm_cvtpd_ps(_mm_loadu_pd(dq + 6)))));                          \
+            return dr;                                                                        \
+        }
+    #define FMREC_PUSH8_double                                                                 \
+        if (k == 8) {                                                                         \
+            const double *qb = pu + 1, *dq = pu + 9;                                          \
+            __m128d q0 = _mm_loadu_pd(q), q1 = _mm_loadu_pd(q + 2),                           \
+                    q2 = _mm_loadu_pd(q + 4), q3 = _mm_loadu_pd(q + 6);                       \
+            double dr = fmrec_push_dot8(_mm_sub_pd(q0, _mm_loadu_pd(qb)),                     \
+                                        _mm_sub_pd(q1, _mm_loadu_pd(qb + 2)),                 \
+                                        _mm_sub_pd(q2, _mm_loadu_pd(qb + 4)),                 \
+                                        _mm_sub_pd(q3, _mm_loadu_pd(qb + 6)), pu);            \
+            _mm_storeu_pd(q, _mm_add_pd(q0, _mm_loadu_pd(dq)));                               \
+            _mm_storeu_pd(q + 2, _mm_add_pd(q1, _mm_loadu_pd(dq + 2)));                       \
+            _mm_storeu_pd(q + 4, _mm_add_pd(q2, _mm_loadu_pd(dq + 4)));                       \
+            _mm_storeu_pd(q + 6, _mm_add_pd(q3, _mm_loadu_pd(dq + 6)));                       \
+            return dr;                                                                        \
+        }
+    #else
+    #define FMREC_PUSH8_float
+    #define FMREC_PUSH8_double
+    #endif
     FMREC_PUSH_ROW(float)
     FMREC_PUSH_ROW(double)
     """
