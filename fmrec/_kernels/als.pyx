@@ -743,15 +743,21 @@ def block_push(const int64_t[::1] index, floating[::1] r, floating[:, ::1] q, Py
 #   push records [dL so far, qB at the start (k), its change (k)], what the final row pass
 #   reads;
 #   statistics [A_f (k), GQ_f (k), M (k x k, upper triangle filled)].
+#
+# Within a factor pass only qB_f and dL move per non-zero: every row of entity u has moved by
+# dL + t_f (qB_f - qB_f at the pass's start), so G = G0 + A_f D + C dL and GQ_f = GQ0 + M_ff D
+# + A_f dL (D = qB_f - its start) are formed where read, and fixed up once per entity after
+# the pass. (The linear pass keeps G itself current: there D = 0.)
 cdef enum:
-    PASS_SIZE = 8   # C, G (kept current), then this pass's A_f, GQ_f, M_ff, qB_f, dL
-    P_C = 0
+    PASS_SIZE = 8   # C, G (G0: at the pass's start), this pass's A_f, GQ_f (GQ0), M_ff,
+    P_C = 0         # qB_f now, dL, qB_f at the pass's start
     P_G = 1
     P_A = 2
     P_GQ = 3
     P_M = 4
     P_QB = 5
     P_DL = 6
+    P_QB0 = 7
 
 
 # Four rows' contributions to their entity's running sums acc = [C, G, A (k), GQ (k), M
@@ -949,6 +955,104 @@ cdef extern from *:
                                               Py_ssize_t k) noexcept nogil
 
 
+# A factor pass's sums over one column, num += sum x (GQ + a G) and den += sum x^2 (M + 2 a A
+# + a^2 C) with a = qB - v x, G and GQ formed from the pass record (see PASS_SIZE), over the
+# records of its entities (idx, m of them, values x): two lanes (even and odd positions; num
+# and den arrive in lane 0 and leave as lane 0 + lane 1), in SSE2 one record pair per
+# instruction, the same bits as the scalar loop.
+cdef extern from *:
+    """
+    #define FMREC_PASS_TERMS(r, x, v, n, d) {                                                 \
+        double D_ = r[5] - r[7], a_ = r[5] - v * x;                                           \
+        double G_ = (r[1] + r[2] * D_) + r[0] * r[6];                                         \
+        double GQ_ = (r[3] + r[4] * D_) + r[2] * r[6];                                        \
+        n = n + x * (GQ_ + a_ * G_);                                                          \
+        d = d + x * x * ((r[4] + 2 * a_ * r[2]) + a_ * a_ * r[0]);                            \
+    }
+    #define FMREC_PASS_SUMS(I, T)                                                             \
+    static inline void fmrec_pass_sums_##I##_##T(const double *restrict pas,                 \
+                                                 const I *restrict idx,                      \
+                                                 const T *restrict x, Py_ssize_t m,          \
+                                                 double v, double *num, double *den) {       \
+        Py_ssize_t p = 0;                                                                     \
+        double n0 = *num, d0 = *den, n1 = 0, d1 = 0;                                          \
+        FMREC_PASS_SUMS2_##T                                                                  \
+        for (; p + 1 < m; p += 2) {                                                           \
+            const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                                 \
+            const double *r1 = pas + (Py_ssize_t) idx[p + 1] * 8;                             \
+            double x0 = x[p], x1 = x[p + 1];                                                  \
+            FMREC_PASS_TERMS(r0, x0, v, n0, d0)                                               \
+            FMREC_PASS_TERMS(r1, x1, v, n1, d1)                                               \
+        }                                                                                     \
+        if (p < m) {                                                                          \
+            const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                                 \
+            double x0 = x[p];                                                                 \
+            FMREC_PASS_TERMS(r0, x0, v, n0, d0)                                               \
+        }                                                                                     \
+        *num = n0 + n1;                                                                       \
+        *den = d0 + d1;                                                                       \
+    }
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define FMREC_XPAIR_float(p) \
+        _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(p))))
+    #define FMREC_XPAIR_double(p) _mm_loadu_pd(p)
+    /* the record fields come in pairs (C, G0), (A, GQ0), (M, qB), (dL, qB0): two loads and
+       two unpacks give each field of both entities */
+    #define FMREC_PASS_SUMS2(T)                                                               \
+        {                                                                                     \
+            const __m128d vv = _mm_set1_pd(v), two = _mm_set1_pd(2.0);                        \
+            __m128d nv = _mm_set_pd(0.0, n0), dv = _mm_set_pd(0.0, d0);                       \
+            for (; p + 1 < m; p += 2) {                                                       \
+                const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                             \
+                const double *r1 = pas + (Py_ssize_t) idx[p + 1] * 8;                         \
+                __m128d u0 = _mm_loadu_pd(r0), u1 = _mm_loadu_pd(r1);                         \
+                __m128d C = _mm_unpacklo_pd(u0, u1), G0 = _mm_unpackhi_pd(u0, u1);            \
+                __m128d A, GQ0, M, QB, DL, QB0, D, G, GQ, xv, a;                              \
+                u0 = _mm_loadu_pd(r0 + 2); u1 = _mm_loadu_pd(r1 + 2);                         \
+                A = _mm_unpacklo_pd(u0, u1); GQ0 = _mm_unpackhi_pd(u0, u1);                   \
+                u0 = _mm_loadu_pd(r0 + 4); u1 = _mm_loadu_pd(r1 + 4);                         \
+                M = _mm_unpacklo_pd(u0, u1); QB = _mm_unpackhi_pd(u0, u1);                    \
+                u0 = _mm_loadu_pd(r0 + 6); u1 = _mm_loadu_pd(r1 + 6);                         \
+                DL = _mm_unpacklo_pd(u0, u1); QB0 = _mm_unpackhi_pd(u0, u1);                  \
+                xv = FMREC_XPAIR_##T(x + p);                                                  \
+                D = _mm_sub_pd(QB, QB0);                                                      \
+                a = _mm_sub_pd(QB, _mm_mul_pd(vv, xv));                                       \
+                G = _mm_add_pd(_mm_add_pd(G0, _mm_mul_pd(A, D)), _mm_mul_pd(C, DL));          \
+                GQ = _mm_add_pd(_mm_add_pd(GQ0, _mm_mul_pd(M, D)), _mm_mul_pd(A, DL));        \
+                nv = _mm_add_pd(nv, _mm_mul_pd(xv, _mm_add_pd(GQ, _mm_mul_pd(a, G))));        \
+                dv = _mm_add_pd(dv, _mm_mul_pd(_mm_mul_pd(xv, xv),                            \
+                    _mm_add_pd(_mm_add_pd(M, _mm_mul_pd(_mm_mul_pd(two, a), A)),              \
+                               _mm_mul_pd(_mm_mul_pd(a, a), C))));                            \
+            }                                                                                 \
+            n0 = _mm_cvtsd_f64(nv); n1 = _mm_cvtsd_f64(_mm_unpackhi_pd(nv, nv));              \
+            d0 = _mm_cvtsd_f64(dv); d1 = _mm_cvtsd_f64(_mm_unpackhi_pd(dv, dv));              \
+        }
+    #define FMREC_PASS_SUMS2_float FMREC_PASS_SUMS2(float)
+    #define FMREC_PASS_SUMS2_double FMREC_PASS_SUMS2(double)
+    #else
+    #define FMREC_PASS_SUMS2_float
+    #define FMREC_PASS_SUMS2_double
+    #endif
+    FMREC_PASS_SUMS(int32_t, float)
+    FMREC_PASS_SUMS(int32_t, double)
+    FMREC_PASS_SUMS(int64_t, float)
+    FMREC_PASS_SUMS(int64_t, double)
+    """
+    void pass_sums_if "fmrec_pass_sums_int32_t_float"(
+        const double* pas, const int32_t* idx, const float* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_id "fmrec_pass_sums_int32_t_double"(
+        const double* pas, const int32_t* idx, const double* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_lf "fmrec_pass_sums_int64_t_float"(
+        const double* pas, const int64_t* idx, const float* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_ld "fmrec_pass_sums_int64_t_double"(
+        const double* pas, const int64_t* idx, const double* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+
+
 def block_record_size(Py_ssize_t k):
     """Doubles per entity in ``block_sweep``'s workspace."""
     return PASS_SIZE + (1 + 2 * k) + (2 * k + k * k)
@@ -987,13 +1091,11 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
     cdef Py_ssize_t n = index.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
     cdef Py_ssize_t n_e = starts.shape[0] - 1
     cdef Py_ssize_t PU = 1 + 2 * k, PS = 2 * k + k * k, NA = 2 + PS
-    cdef Py_ssize_t i, j, p, u, f, g, m, b, p1
+    cdef Py_ssize_t i, j, p, u, f, g, m, b
     cdef double s, ri, x, a, v, num, den, lam, mu, delta, dx, dq, dl, dr, loss_sum = 0
-    cdef double x1, a1, num1, den1
     cdef double sb[MOMENT_ROWS]
     cdef double rb[MOMENT_ROWS]
     cdef const floating* rows[MOMENT_ROWS]
-    cdef double* pr1
     cdef double* pas
     cdef double* push
     cdef double* stat
@@ -1133,6 +1235,7 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
                     pr[P_GQ] = st[k + f]
                     pr[P_M] = st[2 * k + f * k + f]
                     pr[P_QB] = push[u * PU + 1 + f]
+                    pr[P_QB0] = pr[P_QB]
                     pr[P_DL] = 0
                 for j in range(d):
                     if gibbs:
@@ -1155,30 +1258,18 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
                     else:
                         num = lam * v
                         den = lam
-                    # two partial sums: the adds are the loop's latency chain
-                    num1 = 0
-                    den1 = 0
-                    p1 = indptr[j + 1] - (indptr[j + 1] - indptr[j]) % 2
-                    for p in range(indptr[j], p1, 2):
-                        pr = pas + indices[p] * PASS_SIZE
-                        pr1 = pas + indices[p + 1] * PASS_SIZE
-                        x = data[p]
-                        x1 = data[p + 1]
-                        a = pr[P_QB] - v * x
-                        a1 = pr1[P_QB] - v * x1
-                        num = num + x * (pr[P_GQ] + a * pr[P_G])
-                        num1 = num1 + x1 * (pr1[P_GQ] + a1 * pr1[P_G])
-                        den = den + x * x * (pr[P_M] + 2 * a * pr[P_A] + a * a * pr[P_C])
-                        den1 = den1 + x1 * x1 * (pr1[P_M] + 2 * a1 * pr1[P_A]
-                                                 + a1 * a1 * pr1[P_C])
-                    if p1 < indptr[j + 1]:
-                        pr = pas + indices[p1] * PASS_SIZE
-                        x = data[p1]
-                        a = pr[P_QB] - v * x
-                        num = num + x * (pr[P_GQ] + a * pr[P_G])
-                        den = den + x * x * (pr[P_M] + 2 * a * pr[P_A] + a * a * pr[P_C])
-                    num = num + num1
-                    den = den + den1
+                    p = indptr[j]
+                    m = indptr[j + 1] - p
+                    if index_t is int32_t:
+                        if floating is float:
+                            pass_sums_if(pas, &indices[p], &data[p], m, v, &num, &den)
+                        else:
+                            pass_sums_id(pas, &indices[p], &data[p], m, v, &num, &den)
+                    else:
+                        if floating is float:
+                            pass_sums_lf(pas, &indices[p], &data[p], m, v, &num, &den)
+                        else:
+                            pass_sums_ld(pas, &indices[p], &data[p], m, v, &num, &den)
                     if gibbs:
                         num = alpha * num + lam * (v - mu)
                         den = alpha * den + lam
@@ -1188,17 +1279,14 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
                             delta = delta + z[0] / sqrt(den)
                         V[j, f] = <floating> (v + delta)
                         delta = <double> V[j, f] - v    # the step actually stored
-                        # each row of u moves by dx (t_f + a): G, GQ_f, qB_f and dL follow
+                        # each row of u moves by dx (t_f + a): qB_f and dL follow
                         for p in range(indptr[j], indptr[j + 1]):
                             pr = pas + indices[p] * PASS_SIZE
                             x = data[p]
                             dx = delta * x
-                            a = pr[P_QB] - v * x
-                            pr[P_G] += dx * (pr[P_A] + a * pr[P_C])
-                            pr[P_GQ] += dx * (pr[P_M] + a * pr[P_A])
+                            pr[P_DL] += dx * (pr[P_QB] - v * x)
                             pr[P_QB] += dx
-                            pr[P_DL] += dx * a
-                # the later factors' GQ_g after this pass's change (M_fg, g > f: row f)
+                # G, and the later factors' GQ_g, after this pass's change (M_fg, g > f: row f)
                 for u in range(n_e):
                     st = stat + u * PS
                     pr = pas + u * PASS_SIZE
@@ -1206,6 +1294,7 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
                     dq = pr[P_QB] - pu[1 + f]
                     pu[1 + k + f] = dq
                     dl = pr[P_DL]
+                    pr[P_G] = (pr[P_G] + pr[P_A] * dq) + pr[P_C] * dl
                     for g in range(f + 1, k):
                         st[k + g] += st[g] * dl + st[2 * k + f * k + g] * dq
                     pu[0] += dl
