@@ -1053,6 +1053,23 @@ cdef extern from *:
         double* num, double* den) noexcept nogil
 
 
+# y += x v over k doubles (restrict, k = 8 as a constant: the compiler pairs them).
+cdef extern from *:
+    """
+    static inline void fmrec_axpy_any(double *restrict y, const double *restrict v, double x,
+                                      Py_ssize_t k) {
+        Py_ssize_t f;
+        for (f = 0; f < k; f++) y[f] += x * v[f];
+    }
+    static inline void fmrec_axpy(double *restrict y, const double *restrict v, double x,
+                                  Py_ssize_t k) {
+        if (k == 8) fmrec_axpy_any(y, v, x, 8);
+        else fmrec_axpy_any(y, v, x, k);
+    }
+    """
+    void axpy "fmrec_axpy"(double* y, const double* v, double x, Py_ssize_t k) noexcept nogil
+
+
 def block_record_size(Py_ssize_t k):
     """Doubles per entity in ``block_sweep``'s workspace."""
     return PASS_SIZE + (1 + 2 * k) + (2 * k + k * k)
@@ -1143,11 +1160,10 @@ def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
                 memset(pas, 0, n_e * (PASS_SIZE + PU) * sizeof(double))
             # the block's share of every entity's factor sums
             for j in range(d):
+                for f in range(k):
+                    t[f] = V[j, f]
                 for p in range(indptr[j], indptr[j + 1]):
-                    pu = push + indices[p] * PU
-                    x = data[p]
-                    for f in range(k):
-                        pu[1 + f] += x * V[j, f]
+                    axpy(push + indices[p] * PU + 1, t, data[p], k)
             # the statistics, entity by entity (their sums stay in L1, the rows are gathered)
             for u in range(n_e):
                 pu = push + u * PU
