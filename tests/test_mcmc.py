@@ -473,6 +473,36 @@ def test_block_sweep_equals_the_per_pass_path(dtype, fit_linear, weighted, k):
                                    / np.sqrt(row[2:2 + k]), **tol)
 
 
+def test_block_sweep_falls_back_where_its_statistics_would_not_fit(monkeypatch):
+    """Entities nearly as many as rows: block_sweep's k² doubles per entity would outgrow
+    the row caches, so the per-pass path sweeps the block (same draws, to rounding)."""
+    from fmrec.solvers import _blocks
+    from fmrec.solvers.mcmc import MCMCSolver, initial_hyper
+
+    D = two_block_design(n=30, seed=3)
+    n, d = D.shape
+    k = 8
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=n)
+    groups, prior, _ = gibbs_inputs(d, k)
+    fixed = {"alpha": 0.9, "lambda_w": prior[:, 0], "mu_w": prior[:, 1],
+             "lambda_V": prior[:, 2:2 + k], "mu_V": prior[:, 2 + k:]}
+    V = rng.normal(0, 0.3, (d, k))
+    out = []
+    for limit in (1 << 26, 0):
+        monkeypatch.setattr(_blocks, "MOMENTS_MAX_BYTES", limit)
+        state = FMState(0.1, np.zeros(d), V.copy())
+        solver = MCMCSolver(D, y, np.ones(n), False, state, groups=groups,
+                            hyper=initial_hyper(3, k), rng=np.random.default_rng(9),
+                            n_threads=1, fit_intercept=True, fit_linear=True, fixed=fixed)
+        assert all(part.moments_fit(k, solver.q) == (limit > 0) for part in solver.parts)
+        mse = solver.epoch()
+        out.append((state.w.copy(), state.V.copy(), mse))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-10)
+    assert out[0][2] == pytest.approx(out[1][2], rel=1e-10)
+
+
 @pytest.mark.parametrize("k", [3, 8])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gibbs_sweep_with_two_blocks_matches_reference(k, weighted):

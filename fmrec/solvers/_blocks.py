@@ -22,6 +22,12 @@ from fmrec._links import SQUARE
 from fmrec.design import DesignMatrix
 from fmrec.solvers._state import CHUNK
 
+# block_sweep keeps k² + 4k + 9 doubles per entity (the rests' second moments among them).
+# Where that outgrows both this many bytes and twice the row caches (entities nearly as many
+# as rows, a large k), the square loss takes the per-pass path instead, whose sums are O(n
+# entities) whatever k.
+MOMENTS_MAX_BYTES = 1 << 26
+
 
 class BlockPart:
     """One relation block prepared for the sweeps: CSC over entities, its column range."""
@@ -45,14 +51,19 @@ class BlockPart:
         """Add the block's share of every row's output to r and of its factor sums to q."""
         lo, hi = self.lo, self.hi
         _als.block_add_to_caches(self.indptr, self.indices, self.data, self.index, w[lo:hi],
-                                 V[lo:hi], r, q, self._work(V.shape[1]), self.n_entities)
+                                 V[lo:hi], r, q, self._work(self.n_entities * (V.shape[1] + 1)),
+                                 self.n_entities)
 
-    def _work(self, k: int) -> np.ndarray:
-        """The per-entity scratch of the kernels (kept between sweeps)."""
-        size = _als.block_workspace_size(self.n_entities, k)
-        if self.work is None or len(self.work) != size:
+    def _work(self, size: int) -> np.ndarray:
+        """At least ``size`` float64 of per-entity scratch (kept between sweeps)."""
+        if self.work is None or len(self.work) < size:
             self.work = np.empty(size)
         return self.work
+
+    def moments_fit(self, k: int, q: np.ndarray) -> bool:
+        """Whether block_sweep's workspace is within bounds (see MOMENTS_MAX_BYTES)."""
+        size = 8 * _als.block_workspace_size(self.n_entities, k)
+        return size <= max(MOMENTS_MAX_BYTES, 2 * q.nbytes)
 
     def sweep(self, state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear,
               gibbs: dict | None = None, per_pass: bool = False) -> float | None:
@@ -63,15 +74,17 @@ class BlockPart:
         ``als_sweep`` reads them, over all columns) and the noise precision ``alpha``.
 
         The square loss is swept by ``block_sweep`` from per-entity statistics (two passes
-        over the rows), unless ``per_pass`` asks for the general path: per-entity sums taken
-        from the rows and pushed back to them in every pass (2(k + 1) row passes), which the
-        logistic loss needs (its quadratic model is refreshed every pass). Returns
-        Σ s r² after the sweep for the square loss's fast path, else None.
+        over the rows), unless ``per_pass`` asks for the general path (or the statistics
+        would not fit, see MOMENTS_MAX_BYTES): per-entity sums taken from the rows and pushed
+        back to them in every pass (2(k + 1) row passes), which the logistic loss needs (its
+        quadratic model is refreshed every pass). Returns Σ s r² after the sweep for the
+        square loss's fast path, else None.
         """
         lo, hi = self.lo, self.hi
         w_b, V_b = state.w[lo:hi], state.V[lo:hi]
-        if loss == SQUARE and not per_pass:
-            work = self._work(V_b.shape[1])
+        k = V_b.shape[1]
+        if loss == SQUARE and not per_pass and self.moments_fit(k, q):
+            work = self._work(_als.block_workspace_size(self.n_entities, k))
             if gibbs is None:
                 return _als.block_sweep(self.indptr, self.indices, self.data, self.index,
                                         self.order, self.starts, r, q, sw, w_b, V_b,
