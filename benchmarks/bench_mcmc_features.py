@@ -11,8 +11,8 @@ implicit sets, the items the user rated in u1.base at 1/√n; item block = item 
 relation blocks (``myfm.RelationBlock``) and the same hyperprior groups (one per field), so
 both libraries sample the same model; rank 8, ``--sweeps`` sweeps, 5 of burn-in, default
 priors, one thread for fmrec (myFM's sampler is single-threaded). Prints the u1.test RMSE and
-the fit time of each (median over ``--repeat`` runs, the two libraries taking turns) and the
-median of the runs' time ratios.
+the fit time of each (median over ``--repeat`` runs, the two libraries taking turns), the
+median of the runs' time ratios and their range (the spread of a shared machine).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> None:
     print(f"MovieLens 100K u1, rank 8, {args.sweeps} sweeps, median of {args.repeat} runs, "
           f"fmrec on {args.n_jobs} thread(s)")
     print(f"{'features':34} {'fmrec RMSE':>10} {'fit s':>7} {'myFM RMSE':>10} {'fit s':>7} "
-          f"{'speed-up':>8}")
+          f"{'speed-up':>8} {'range':>12}")
     for implicit in [False if name == "none" else name for name in args.implicit]:
         _, X, y, X_test, y_test, groups = build(data, implicit, args.age)
         # Interleaved, so that a change of the machine's load hits both libraries alike;
@@ -114,10 +114,11 @@ def main() -> None:
             ours.append(run_fmrec(X, y, X_test, y_test, groups, args.sweeps, args.n_jobs))
             theirs.append(run_myfm(myfm, X, y, X_test, y_test, groups, args.sweeps))
         o_t, m_t = (statistics.median(t for _, t in runs) for runs in (ours, theirs))
-        ratio = statistics.median(m[1] / o[1] for o, m in zip(ours, theirs, strict=True))
+        ratios = [m[1] / o[1] for o, m in zip(ours, theirs, strict=True)]
         label = f"side + implicit={implicit}" if implicit else "side features, no implicit"
         print(f"{label:34} {ours[0][0]:10.4f} {o_t:7.2f} {theirs[0][0]:10.4f} {m_t:7.2f} "
-              f"{ratio:7.2f}x", flush=True)
+              f"{statistics.median(ratios):7.2f}x {min(ratios):5.2f}-{max(ratios):.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":

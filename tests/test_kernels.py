@@ -433,3 +433,70 @@ def test_als_sweep_rejects_codes_past_the_table():
                       np.full(C.nnz, 7, np.uint8), np.zeros(50), np.ones(50), R.SQUARE,
                       np.zeros(1), np.zeros(10), np.zeros((10, 2)), r, q, 0.0, np.ones(10),
                       np.ones(10), True, True, np.array([0, 10], dtype=np.int64), 1)
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("k", [3, 8])
+@pytest.mark.parametrize("fit_linear", [True, False])
+def test_als_block_sweep_equals_the_per_pass_path(dtype, index_dtype, k, fit_linear):
+    """ALS over a relation block, square loss: block_sweep (per-entity statistics, two row
+    passes) takes the exact coordinate minimizers the per-pass path takes, up to rounding."""
+    from fmrec.design import DesignMatrix, RelationBlock
+    from fmrec.solvers._blocks import split_design
+    from fmrec.solvers._state import FMState
+
+    rng = np.random.default_rng(3)
+    n = 300
+    users = random_csr(30, 16, 0.4, dtype, index_dtype, seed=4, empty_rows=(29,))
+    D = DesignMatrix(random_csr(n, 3, 0.5, dtype, index_dtype, seed=6),
+                     [RelationBlock(users, rng.integers(0, 30, n))])
+    d = D.shape[1]
+    y = targets(D.to_csr(), R.SQUARE).astype(dtype)
+    s = rng.uniform(0.5, 2.0, n).astype(dtype)
+    rl, rf = rng.uniform(0.1, 1.0, d).astype(dtype), rng.uniform(0.1, 1.0, d).astype(dtype)
+    rl[-2] = rf[-2] = 0.0  # an unpenalized column
+    w0, w, V = params(d, k, dtype)
+    flat, parts, _ = split_design(D, dtype, max_row_nnz=2.0)
+    (part,) = parts
+    out = []
+    for per_pass in (False, True):
+        state = FMState(w0, w.copy(), V.copy())
+        r, q = als_caches(flat, y, R.SQUARE, w0, state.w, state.V)
+        part.add_to_caches(state.w, state.V, r, q)
+        sq = part.sweep(state, r, q, y, s, R.SQUARE, rl, rf, fit_linear, per_pass=per_pass)
+        out.append((state.w, state.V, r, q, sq))
+    (w_a, V_a, r_a, q_a, sq), (w_b, V_b, r_b, q_b, _) = out
+    tol = tolerance(dtype)
+    for a, b in [(w_a, w_b), (V_a, V_b), (r_a, r_b), (q_a, q_b)]:
+        np.testing.assert_allclose(a, b, **tol)
+    assert sq == pytest.approx(float(np.sum(s.astype(float) * r_a.astype(float) ** 2)),
+                               rel=tol["rtol"])
+    yhat = R.predict(D.to_csr(np.float64), w0, w_a.astype(float), V_a.astype(float))
+    np.testing.assert_allclose(r_a, yhat - y, **tol)  # the caches describe the new model
+
+
+@pytest.mark.parametrize("dtype,index_dtype", CASES)
+@pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
+def test_block_caches_equal_those_of_the_materialized_rows(dtype, index_dtype, loss):
+    """compute_caches over the flat columns plus block_add_to_caches for every block gives
+    compute_caches over the materialized rows."""
+    from fmrec.design import DesignMatrix, RelationBlock
+    from fmrec.solvers._blocks import split_design
+
+    rng = np.random.default_rng(8)
+    n, k = 200, 5
+    blocks = [RelationBlock(random_csr(n_e, width, 0.4, dtype, index_dtype, seed=n_e,
+                                       empty_rows=(n_e - 1,)), rng.integers(0, n_e, n))
+              for n_e, width in [(20, 11), (13, 7)]]
+    D = DesignMatrix(random_csr(n, 3, 0.5, dtype, index_dtype, seed=6), blocks)
+    X = D.to_csr(dtype)
+    y = targets(X, loss).astype(dtype)
+    w0, w, V = params(D.shape[1], k, dtype)
+    flat, parts, _ = split_design(D, dtype, max_row_nnz=2.0)
+    assert len(parts) == 2
+    r, q = als_caches(flat, y, loss, w0, w, V)
+    for part in parts:
+        part.add_to_caches(w, V, r, q)
+    r_ref, q_ref = als_caches(X, y, loss, w0, w, V)
+    np.testing.assert_allclose(r, r_ref, **tolerance(dtype))
+    np.testing.assert_allclose(q, q_ref, **tolerance(dtype))

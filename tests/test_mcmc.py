@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from conftest import random_csr
 
 from fmrec._kernels import als
+from fmrec.solvers._state import FMState
 
 NO_CODES = np.empty(0, np.uint8)
 
@@ -397,6 +398,170 @@ def test_gibbs_sweep_with_relation_block_matches_reference(flags, weighted):
     assert mse == pytest.approx(np.sum(s * (yhat - y) ** 2) / np.sum(s), rel=1e-9)
 
 
+def two_block_design(n=400, seed=0, k_users=14, k_items=9):
+    """A flat part and two long blocks (users, items: ~5 non-zeros per row each, so both
+    are swept per entity), an entity without samples and an empty column in each."""
+    from fmrec.design import DesignMatrix, RelationBlock
+
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for b, (n_e, width) in enumerate([(25, k_users), (18, k_items)]):
+        B = sp.random(n_e, width - 1, density=0.45, format="csr", random_state=seed + b,
+                      data_rvs=lambda m: rng.uniform(0.2, 1.5, m))
+        B = sp.hstack([B, sp.csr_matrix((n_e, 1))], format="csr")  # an unused column
+        blocks.append(RelationBlock(B, rng.integers(0, n_e - 1, n)))  # entity n_e - 1 unused
+    flat = random_csr(n, 4, 0.4, np.float64, np.int32, seed=seed + 5)
+    return DesignMatrix(flat, blocks)
+
+
+def gibbs_inputs(d, k, seed=4):
+    rng = np.random.default_rng(seed)
+    groups = (np.arange(d) % 3).astype(np.int32)
+    prior = np.column_stack([rng.uniform(0.5, 2, 3), rng.normal(0, 0.1, 3),
+                             rng.uniform(0.5, 2, (3, k)), rng.normal(0, 0.1, (3, k))])
+    return groups, prior, rng.standard_normal(1 + d * (k + 1))
+
+
+@pytest.mark.parametrize("k", [4, 8])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fit_linear", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_block_sweep_equals_the_per_pass_path(dtype, fit_linear, weighted, k):
+    """The square loss's two-row-pass block sweep (per-entity statistics) draws what the
+    per-pass path (2(k + 1) row passes) draws from the same normals: the same conditionals,
+    in the same order, up to rounding."""
+    from fmrec.solvers._blocks import split_design
+
+    D = two_block_design()
+    n, d = D.shape
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=n).astype(dtype)
+    s = (rng.uniform(0.5, 2.0, n) if weighted else np.ones(n)).astype(dtype)
+    w0, w, V = 0.2, rng.normal(0, 0.5, d).astype(dtype), rng.normal(0, 0.3, (d, k)).astype(dtype)
+    groups, prior, normals = gibbs_inputs(d, k)
+    gibbs = {"alpha": 1.7, "normals": normals, "groups": groups, "prior": prior}
+    flat, parts, _ = split_design(D, dtype, max_row_nnz=2.0)
+    assert len(parts) == 2
+    out = []
+    for per_pass in (False, True):
+        state = FMState(w0, w.copy(), V.copy())
+        r, q = np.empty(n, dtype), np.empty((n, k), dtype)
+        als.compute_caches(flat.indptr, flat.indices, flat.data, y, R.SQUARE, w0, state.w,
+                           state.V, r, q, 1)
+        for part in parts:
+            part.add_to_caches(state.w, state.V, r, q)
+        for part in parts:
+            sq = part.sweep(state, r, q, y, s, R.SQUARE, None, None, fit_linear, gibbs=gibbs,
+                            per_pass=per_pass)
+        assert (sq is None) == per_pass
+        out.append((state.w, state.V, r, q, sq))
+    (w_a, V_a, r_a, q_a, sq), (w_b, V_b, r_b, q_b, _) = out
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == np.float64 else {"rtol": 2e-4, "atol": 2e-4}
+    np.testing.assert_allclose(w_a, w_b, **tol)
+    np.testing.assert_allclose(V_a, V_b, **tol)
+    np.testing.assert_allclose(r_a, r_b, **tol)
+    np.testing.assert_allclose(q_a, q_b, **tol)
+    if not fit_linear:
+        np.testing.assert_array_equal(w_a, w)
+    assert sq == pytest.approx(float(np.sum(s.astype(float) * r_a.astype(float) ** 2)),
+                               rel=tol["rtol"])
+    # the block's empty last column is drawn from its prior
+    for part in parts:
+        j = part.hi - 1
+        row, base = prior[groups[j]], 2 + j * (k + 1)
+        np.testing.assert_allclose(V_a[j], row[2 + k:] + normals[base:base + k]
+                                   / np.sqrt(row[2:2 + k]), **tol)
+
+
+def test_block_sweep_falls_back_where_its_statistics_would_not_fit(monkeypatch):
+    """Entities nearly as many as rows: block_sweep's k² doubles per entity would outgrow
+    the row caches, so the per-pass path sweeps the block (same draws, to rounding)."""
+    from fmrec.solvers import _blocks
+    from fmrec.solvers.mcmc import MCMCSolver, initial_hyper
+
+    D = two_block_design(n=30, seed=3)
+    n, d = D.shape
+    k = 8
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=n)
+    groups, prior, _ = gibbs_inputs(d, k)
+    fixed = {"alpha": 0.9, "lambda_w": prior[:, 0], "mu_w": prior[:, 1],
+             "lambda_V": prior[:, 2:2 + k], "mu_V": prior[:, 2 + k:]}
+    V = rng.normal(0, 0.3, (d, k))
+    out = []
+    for limit in (1 << 26, 0):
+        monkeypatch.setattr(_blocks, "MOMENTS_MAX_BYTES", limit)
+        state = FMState(0.1, np.zeros(d), V.copy())
+        solver = MCMCSolver(D, y, np.ones(n), False, state, groups=groups,
+                            hyper=initial_hyper(3, k), rng=np.random.default_rng(9),
+                            n_threads=1, fit_intercept=True, fit_linear=True, fixed=fixed)
+        assert all(part.moments_fit(k, solver.q) == (limit > 0) for part in solver.parts)
+        mse = solver.epoch()
+        out.append((state.w.copy(), state.V.copy(), mse))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-10)
+    assert out[0][2] == pytest.approx(out[1][2], rel=1e-10)
+
+
+@pytest.mark.parametrize("k", [3, 8])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gibbs_sweep_with_two_blocks_matches_reference(k, weighted):
+    from fmrec.solvers.mcmc import MCMCSolver, initial_hyper
+
+    D = two_block_design(seed=2)
+    n, d = D.shape
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=n)
+    s = rng.uniform(0.5, 2.0, n) if weighted else np.ones(n)
+    groups, prior, _ = gibbs_inputs(d, k)
+    fixed = {"alpha": 0.9, "lambda_w": prior[:, 0], "mu_w": prior[:, 1],
+             "lambda_V": prior[:, 2:2 + k], "mu_V": prior[:, 2 + k:], "w0_prec": 0.3}
+    w0, w, V = 0.2, rng.normal(0, 0.5, d), rng.normal(0, 0.3, (d, k))
+    state = FMState(w0, w.copy(), V.copy())
+    solver = MCMCSolver(D, y, s, False, state, groups=groups, hyper=initial_hyper(3, k),
+                        rng=np.random.default_rng(9), n_threads=1, fit_intercept=True,
+                        fit_linear=True, fixed=fixed)
+    assert len(solver.parts) == 2
+    mse = solver.epoch()
+    normals = np.random.default_rng(9).standard_normal(1 + d * (k + 1))
+    offsets = D.block_offsets
+    ref = R.gibbs_sweep(D.to_csr(), y, s, w0, w, V, normals=normals, groups=groups,
+                        prior=prior, alpha=0.9, w0_prec=0.3, block_starts=offsets[1:-1])
+    np.testing.assert_allclose(state.w0[0], ref[0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state.w, ref[1], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(state.V, ref[2], rtol=1e-9, atol=1e-9)
+    yhat = R.predict(D.to_csr(), *ref)
+    np.testing.assert_allclose(solver.r, yhat - y, rtol=1e-9, atol=1e-9)
+    assert mse == pytest.approx(np.sum(s * (yhat - y) ** 2) / np.sum(s), rel=1e-9)
+
+
+def test_block_sweep_rejects_bad_arguments():
+    from fmrec.solvers._blocks import split_design
+
+    D = two_block_design(n=50)
+    flat, parts, _ = split_design(D, np.float64, max_row_nnz=2.0)
+    part, d, k = parts[0], D.shape[1], 2
+    w, V = np.zeros(d), np.zeros((d, k))
+    r, q, s = np.zeros(50), np.zeros((50, k)), np.ones(50)
+    lo, hi = part.lo, part.hi
+    work = np.empty(als.block_workspace_size(part.n_entities, k))
+    args = (part.indptr, part.indices, part.data, part.index, part.order, part.starts, r, q,
+            s, w[lo:hi], V[lo:hi], True)
+    groups, prior, normals = gibbs_inputs(d, k)
+    with pytest.raises(ValueError, match="block_workspace_size"):
+        als.block_sweep(*args, work[:-10], col0=lo, normals=normals, groups=groups,
+                        prior=prior)
+    with pytest.raises(ValueError, match="cover"):
+        als.block_sweep(*args, work, col0=lo, normals=normals[:10], groups=groups, prior=prior)
+    with pytest.raises(ValueError, match="no row"):
+        als.block_sweep(*args, work, col0=lo, normals=normals, groups=groups + 3, prior=prior)
+    with pytest.raises(ValueError, match="reg_linear"):
+        als.block_sweep(*args, work)
+    bad = (*args[:4], part.order[1:], *args[5:])
+    with pytest.raises(ValueError, match="every row"):
+        als.block_sweep(*bad, work, col0=lo, normals=normals, groups=groups, prior=prior)
+
+
 @pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])
 def test_design_matrix_with_long_block_fits_like_flat_rows(cls):
     D = long_block_design(n=2000, seed=3)
@@ -466,6 +631,36 @@ def test_hyperparameter_conditionals_concentrate():
                                  np.ones((2, 2)), rng)
     np.testing.assert_allclose(mu, [[0.5, -0.5], [-1.0, 1.0]], atol=0.05)
     np.testing.assert_allclose(lam, [[1 / 4, 1 / 4], [100, 100]], rtol=0.05)
+
+
+@pytest.mark.parametrize("shape", [(500,), (500, 4)])
+def test_group_sums_by_membership_draw_the_bincount_bits(shape):
+    """sample_group_prior sums per group with one sparse product; the draws are those of
+    per-column np.bincount sums, bit for bit (the same adds in the same order)."""
+    from fmrec.solvers import mcmc as M
+
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 5, shape[0]).astype(np.int32)
+    theta = rng.normal(size=shape)
+    sizes = np.bincount(groups, minlength=6).astype(float)  # group 5 is empty
+    lam = rng.uniform(0.5, 2.0, (6,) + shape[1:])
+
+    def bincount_sums(values):
+        cols = values.reshape(len(values), -1).T
+        out = np.column_stack([np.bincount(groups, c, minlength=6) for c in cols])
+        return out.reshape((6,) + values.shape[1:])
+
+    size = sizes if theta.ndim == 1 else sizes[:, None]
+    draws = np.random.default_rng(3)
+    mu = ((bincount_sums(theta) + M.GAMMA0 * M.MU0) / (size + M.GAMMA0)
+          + draws.standard_normal(lam.shape) / np.sqrt((size + M.GAMMA0) * lam))
+    rate = 0.5 * (M.B0 + bincount_sums((theta - mu[groups]) ** 2)
+                  + M.GAMMA0 * (mu - M.MU0) ** 2)
+    expected = (mu, np.maximum(draws.gamma(0.5 * (M.A0 + size + 1), 1.0 / rate), 1e-300))
+    got = M.sample_group_prior(theta, groups, sizes, lam, np.random.default_rng(3),
+                               M.group_membership(groups, 6))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("cls", [FMRegressor, FMClassifier])

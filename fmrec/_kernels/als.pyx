@@ -11,7 +11,7 @@ from libc.math cimport isfinite
 from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def compute_caches(const index_t[::1] indptr, const index_t[::1] indices,
     """
     cdef Py_ssize_t n = r.shape[0], k = V.shape[1], nnz_all = indptr[n]
     cdef Py_ssize_t i, p, f, lo, hi
-    cdef floating x, lin, inter
+    cdef floating x, lin, inter, inter1
     cdef floating* sq
     cdef floating* qi
     cdef const floating* v
@@ -95,10 +95,17 @@ def compute_caches(const index_t[::1] indptr, const index_t[::1] indices,
                     for f in range(k):
                         qi[f] += v[f] * x
                         sq[f] += v[f] * v[f] * x * x
+            # two partial sums: one chain of 2k dependent adds would cost more than the row;
+            # an empty row's is 0 (e.g. a design's flat part when blocks hold every column)
             inter = 0
-            for f in range(k):
-                inter = inter + qi[f] * qi[f] - sq[f]
-            r[i] = lin + <floating> 0.5 * inter
+            inter1 = 0
+            if hi > lo:
+                for f in range(0, k - 1, 2):
+                    inter = inter + qi[f] * qi[f] - sq[f]
+                    inter1 = inter1 + qi[f + 1] * qi[f + 1] - sq[f + 1]
+                if k % 2:
+                    inter = inter + qi[k - 1] * qi[k - 1] - sq[k - 1]
+            r[i] = lin + <floating> 0.5 * (inter + inter1)
             if loss == SQUARE:
                 r[i] -= y[i]
         free(sq)
@@ -713,3 +720,666 @@ def block_push(const int64_t[::1] index, floating[::1] r, floating[:, ::1] q, Py
                 t = q[i, f] - qB_old[u]
                 r[i] += <floating> (t * dq[u] + own[u])
                 q[i, f] += <floating> dq[u]
+
+
+# A whole block sweep under the square loss, touching the rows twice (not 2(k + 1) times).
+#
+# For a row i of entity u, with t_i the rest of its factor sums (q_i minus the block's share
+# qB_u), the block's coordinates change the residual by
+#     dr_i = dL_u + sum_f t_if dqB_uf
+# where dL_u (the change of the block's linear and own pairwise terms) and dqB_u depend on
+# the entity only: t does not move while the block is swept. So every sum a coordinate's
+# conditional reads stays a linear function of per-entity statistics taken once, before the
+# sweep:  C = sum s, G = sum s r, A_f = sum s t_f, GQ_f = sum s r t_f, M_fg = sum s t_f t_g
+# (the second moments make factor g's GQ_g current after factor f moved:
+# GQ_g += A_g dL + M_fg dqB_f). One row pass fills them, the coordinates are drawn (or
+# minimized) in the per-pass order of block_linear_pass / block_factor_pass from them
+# alone, and one row pass pushes r_i += dL_u + t_i . dqB_u, q_i += dqB_u. Same conditionals,
+# same order; only the rounding differs (the row caches are rounded once per sweep).
+#
+# The workspace holds three regions of per-entity records, each compact for the loop that
+# visits the entities at random:
+#   pass records (PASS_SIZE doubles: one cache line), what a column pass reads and updates;
+#   push records [dL so far, qB at the start (k), its change (k)], what the final row pass
+#   reads;
+#   statistics [A_f (k), GQ_f (k), M (k x k, upper triangle filled)].
+#
+# Within a factor pass only qB_f and dL move per non-zero: every row of entity u has moved by
+# dL + t_f (qB_f - qB_f at the pass's start), so G = G0 + A_f D + C dL and GQ_f = GQ0 + M_ff D
+# + A_f dL (D = qB_f - its start) are formed where read, and fixed up once per entity after
+# the pass. (The linear pass keeps G itself current: there D = 0.)
+cdef enum:
+    PASS_SIZE = 8   # C, G (G0: at the pass's start), this pass's A_f, GQ_f (GQ0), M_ff,
+    P_C = 0         # qB_f now, dL, qB_f at the pass's start
+    P_G = 1
+    P_A = 2
+    P_GQ = 3
+    P_M = 4
+    P_QB = 5
+    P_DL = 6
+    P_QB0 = 7
+
+
+# Four rows' contributions to their entity's running sums acc = [C, G, A (k), GQ (k), M
+# (k x k, the upper triangle filled)]; t holds the rows' rests one after the other (4 x k).
+# Four at a time, every sum is loaded and stored once per four rows. In C with restrict: in
+# Cython the compiler would have to assume that a store into acc may change t.
+cdef enum:
+    MOMENT_ROWS = 4
+
+cdef extern from *:
+    """
+    static inline void fmrec_block_moments_any(double *restrict acc,
+                                               const double *restrict t,
+                                               const double *restrict s,
+                                               const double *restrict ri, Py_ssize_t k) {
+        double *A = acc + 2, *GQ = acc + 2 + k, *M = acc + 2 + 2 * k;
+        const double *t0 = t, *t1 = t + k, *t2 = t + 2 * k, *t3 = t + 3 * k;
+        Py_ssize_t f, g;
+        acc[0] += (s[0] + s[1]) + (s[2] + s[3]);
+        acc[1] += (s[0] * ri[0] + s[1] * ri[1]) + (s[2] * ri[2] + s[3] * ri[3]);
+        for (f = 0; f < k; f++) {
+            double x0 = s[0] * t0[f], x1 = s[1] * t1[f], x2 = s[2] * t2[f], x3 = s[3] * t3[f];
+            A[f] += (x0 + x1) + (x2 + x3);
+            GQ[f] += (x0 * ri[0] + x1 * ri[1]) + (x2 * ri[2] + x3 * ri[3]);
+            for (g = f; g < k; g++)
+                M[f * k + g] += (x0 * t0[g] + x1 * t1[g]) + (x2 * t2[g] + x3 * t3[g]);
+        }
+    }
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    /* k = 8 (the default) with SSE2 (every x86-64), two columns of M at a time: the same
+       operations in the same order per element as above (so the same bits), about half
+       the instructions of the compiler's mostly scalar code */
+    static inline void fmrec_block_moments8(double *restrict acc, const double *restrict t,
+                                            const double *restrict s,
+                                            const double *restrict ri) {
+        double *M = acc + 18;
+        const __m128d s0 = _mm_set1_pd(s[0]), s1 = _mm_set1_pd(s[1]),
+                      s2 = _mm_set1_pd(s[2]), s3 = _mm_set1_pd(s[3]);
+        const __m128d r0 = _mm_set1_pd(ri[0]), r1 = _mm_set1_pd(ri[1]),
+                      r2 = _mm_set1_pd(ri[2]), r3 = _mm_set1_pd(ri[3]);
+        int f, g;
+        acc[0] += (s[0] + s[1]) + (s[2] + s[3]);
+        acc[1] += (s[0] * ri[0] + s[1] * ri[1]) + (s[2] * ri[2] + s[3] * ri[3]);
+        for (g = 0; g < 8; g += 2) {
+            __m128d x0 = _mm_mul_pd(s0, _mm_loadu_pd(t + g)),
+                    x1 = _mm_mul_pd(s1, _mm_loadu_pd(t + 8 + g)),
+                    x2 = _mm_mul_pd(s2, _mm_loadu_pd(t + 16 + g)),
+                    x3 = _mm_mul_pd(s3, _mm_loadu_pd(t + 24 + g));
+            _mm_storeu_pd(acc + 2 + g, _mm_add_pd(_mm_loadu_pd(acc + 2 + g),
+                _mm_add_pd(_mm_add_pd(x0, x1), _mm_add_pd(x2, x3))));
+            _mm_storeu_pd(acc + 10 + g, _mm_add_pd(_mm_loadu_pd(acc + 10 + g),
+                _mm_add_pd(_mm_add_pd(_mm_mul_pd(x0, r0), _mm_mul_pd(x1, r1)),
+                           _mm_add_pd(_mm_mul_pd(x2, r2), _mm_mul_pd(x3, r3)))));
+        }
+        for (f = 0; f < 8; f++) {
+            const __m128d x0 = _mm_set1_pd(s[0] * t[f]), x1 = _mm_set1_pd(s[1] * t[8 + f]),
+                          x2 = _mm_set1_pd(s[2] * t[16 + f]),
+                          x3 = _mm_set1_pd(s[3] * t[24 + f]);
+            for (g = f & ~1; g < 8; g += 2) {  /* from the diagonal's pair on */
+                __m128d p = _mm_add_pd(
+                    _mm_add_pd(_mm_mul_pd(x0, _mm_loadu_pd(t + g)),
+                               _mm_mul_pd(x1, _mm_loadu_pd(t + 8 + g))),
+                    _mm_add_pd(_mm_mul_pd(x2, _mm_loadu_pd(t + 16 + g)),
+                               _mm_mul_pd(x3, _mm_loadu_pd(t + 24 + g))));
+                _mm_storeu_pd(M + 8 * f + g, _mm_add_pd(_mm_loadu_pd(M + 8 * f + g), p));
+            }
+        }
+    }
+    #endif
+    /* Four rows (pointers into q; padding rows may point anywhere finite, their s and ri
+       being 0) of an entity whose block share is qb: their rests t = q - qb into t (4 x k),
+       then their moments. For k = 8 the rests are written as the pairs the moments read:
+       loads that span two scalar stores would wait for both (no store forwarding). */
+    #if defined(__SSE2__) || defined(_M_X64)
+    #define FMREC_PAIR_float(p) \
+        _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(p))))
+    #define FMREC_PAIR_double(p) _mm_loadu_pd(p)
+    #define FMREC_RESTS8(T)                                                                   \
+        if (k == 8) {                                                                         \
+            for (b = 0; b < 4; b++)                                                           \
+                for (f = 0; f < 8; f += 2)                                                    \
+                    _mm_storeu_pd(t + 8 * b + f, _mm_sub_pd(FMREC_PAIR_##T(rows[b] + f),      \
+                                                            _mm_loadu_pd(qb + f)));           \
+            fmrec_block_moments8(acc, t, s, ri);                                              \
+            return;                                                                           \
+        }
+    #else
+    #define FMREC_RESTS8(T)
+    #endif
+    #define FMREC_MOMENT_ROWS(T)                                                              \
+    static inline void fmrec_moment_rows_##T(double *restrict acc, double *restrict t,       \
+                                             const T **rows, const double *restrict qb,      \
+                                             const double *restrict s,                       \
+                                             const double *restrict ri, Py_ssize_t k) {      \
+        Py_ssize_t b, f;                                                                      \
+        FMREC_RESTS8(T)                                                                       \
+        for (b = 0; b < 4; b++)                                                               \
+            for (f = 0; f < k; f++)                                                           \
+                t[b * k + f] = rows[b][f] - qb[f];                                            \
+        fmrec_block_moments_any(acc, t, s, ri, k);                                            \
+    }
+    FMREC_MOMENT_ROWS(float)
+    FMREC_MOMENT_ROWS(double)
+    """
+    void moment_rows_f "fmrec_moment_rows_float"(double* acc, double* t, const float** rows,
+                                                 const double* qb, const double* s,
+                                                 const double* ri, Py_ssize_t k) noexcept nogil
+    void moment_rows_d "fmrec_moment_rows_double"(double* acc, double* t,
+                                                  const double** rows, const double* qb,
+                                                  const double* s, const double* ri,
+                                                  Py_ssize_t k) noexcept nogil
+
+
+# The final row pass for one row: q_i += dqB_u and dr_i = dL_u + t_i . dqB_u returned, from
+# the entity's push record pu = [dL, qB at the start (k), dqB (k)]; four partial sums (a
+# chain of k adds otherwise); k = 8 in SSE2 (pairs).
+cdef extern from *:
+    """
+    #define FMREC_PUSH_ROW(T)                                                                  \
+    static inline double fmrec_push_row_any_##T(T *restrict q, const double *restrict pu,    \
+                                                Py_ssize_t k) {                              \
+        const double *qb = pu + 1, *dq = pu + 1 + k;                                          \
+        double d0 = 0, d1 = 0, d2 = 0, d3 = 0;                                                \
+        Py_ssize_t f = 0;                                                                     \
+        for (; f + 4 <= k; f += 4) {                                                          \
+            d0 += (q[f] - qb[f]) * dq[f];                                                     \
+            d1 += (q[f + 1] - qb[f + 1]) * dq[f + 1];                                         \
+            d2 += (q[f + 2] - qb[f + 2]) * dq[f + 2];                                         \
+            d3 += (q[f + 3] - qb[f + 3]) * dq[f + 3];                                         \
+        }                                                                                     \
+        for (; f < k; f++) d0 += (q[f] - qb[f]) * dq[f];                                      \
+        for (f = 0; f < k; f++) q[f] += (T) dq[f];                                            \
+        return pu[0] + ((d0 + d1) + (d2 + d3));                                               \
+    }                                                                                         \
+    static inline double fmrec_push_row_##T(T *restrict q, const double *restrict pu,        \
+                                            Py_ssize_t k) {                                  \
+        FMREC_PUSH8_##T                                                                       \
+        return fmrec_push_row_any_##T(q, pu, k);                                              \
+    }
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    /* k = 8 with SSE2: t_i . dqB in pairs, q_i += dqB four floats (two doubles) at a time */
+    static inline double fmrec_push_dot8(__m128d t01, __m128d t23, __m128d t45, __m128d t67,
+                                         const double *pu) {
+        const double *dq = pu + 9;
+        __m128d lo = _mm_add_pd(_mm_mul_pd(t01, _mm_loadu_pd(dq)),
+                                _mm_mul_pd(t45, _mm_loadu_pd(dq + 4)));
+        __m128d hi = _mm_add_pd(_mm_mul_pd(t23, _mm_loadu_pd(dq + 2)),
+                                _mm_mul_pd(t67, _mm_loadu_pd(dq + 6)));
+        lo = _mm_add_pd(lo, hi);
+        return pu[0] + _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
+    }
+    #define FMREC_PUSH8_float                                                                  \
+        if (k == 8) {                                                                         \
+            const double *qb = pu + 1, *dq = pu + 9;                                          \
+            __m128 q03 = _mm_loadu_ps(q), q47 = _mm_loadu_ps(q + 4);                          \
+            double dr = fmrec_push_dot8(                                                      \
+                _mm_sub_pd(_mm_cvtps_pd(q03), _mm_loadu_pd(qb)),                              \
+                _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(q03, q03)), _mm_loadu_pd(qb + 2)),      \
+                _mm_sub_pd(_mm_cvtps_pd(q47), _mm_loadu_pd(qb + 4)),                          \
+                _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(q47, q47)), _mm_loadu_pd(qb + 6)), pu); \
+            _mm_storeu_ps(q, _mm_add_ps(q03, _mm_movelh_ps(_mm_cvtpd_ps(_mm_loadu_pd(dq)),    \
+                                                           _mm_cvtpd_ps(_mm_loadu_pd(dq + 2))))); \
+            _mm_storeu_ps(q + 4, _mm_add_ps(q47,                                              \
+                _mm_movelh_ps(_mm_cvtpd_ps(_mm_loadu_pd(dq + 4)),                             \
+                              _mm_cvtpd_ps(_mm_loadu_pd(dq + 6)))));                          \
+            return dr;                                                                        \
+        }
+    #define FMREC_PUSH8_double                                                                 \
+        if (k == 8) {                                                                         \
+            const double *qb = pu + 1, *dq = pu + 9;                                          \
+            __m128d q0 = _mm_loadu_pd(q), q1 = _mm_loadu_pd(q + 2),                           \
+                    q2 = _mm_loadu_pd(q + 4), q3 = _mm_loadu_pd(q + 6);                       \
+            double dr = fmrec_push_dot8(_mm_sub_pd(q0, _mm_loadu_pd(qb)),                     \
+                                        _mm_sub_pd(q1, _mm_loadu_pd(qb + 2)),                 \
+                                        _mm_sub_pd(q2, _mm_loadu_pd(qb + 4)),                 \
+                                        _mm_sub_pd(q3, _mm_loadu_pd(qb + 6)), pu);            \
+            _mm_storeu_pd(q, _mm_add_pd(q0, _mm_loadu_pd(dq)));                               \
+            _mm_storeu_pd(q + 2, _mm_add_pd(q1, _mm_loadu_pd(dq + 2)));                       \
+            _mm_storeu_pd(q + 4, _mm_add_pd(q2, _mm_loadu_pd(dq + 4)));                       \
+            _mm_storeu_pd(q + 6, _mm_add_pd(q3, _mm_loadu_pd(dq + 6)));                       \
+            return dr;                                                                        \
+        }
+    #else
+    #define FMREC_PUSH8_float
+    #define FMREC_PUSH8_double
+    #endif
+    FMREC_PUSH_ROW(float)
+    FMREC_PUSH_ROW(double)
+    """
+    double push_row_f "fmrec_push_row_float"(float* q, const double* pu,
+                                             Py_ssize_t k) noexcept nogil
+    double push_row_d "fmrec_push_row_double"(double* q, const double* pu,
+                                              Py_ssize_t k) noexcept nogil
+
+
+# A factor pass's sums over one column, num += sum x (GQ + a G) and den += sum x^2 (M + 2 a A
+# + a^2 C) with a = qB - v x, G and GQ formed from the pass record (see PASS_SIZE), over the
+# records of its entities (idx, m of them, values x): two lanes (even and odd positions; num
+# and den arrive in lane 0 and leave as lane 0 + lane 1), in SSE2 one record pair per
+# instruction, the same bits as the scalar loop.
+cdef extern from *:
+    """
+    #define FMREC_PASS_TERMS(r, x, v, n, d) {                                                 \
+        double D_ = r[5] - r[7], a_ = r[5] - v * x;                                           \
+        double G_ = (r[1] + r[2] * D_) + r[0] * r[6];                                         \
+        double GQ_ = (r[3] + r[4] * D_) + r[2] * r[6];                                        \
+        n = n + x * (GQ_ + a_ * G_);                                                          \
+        d = d + x * x * ((r[4] + 2 * a_ * r[2]) + a_ * a_ * r[0]);                            \
+    }
+    #define FMREC_PASS_SUMS(I, T)                                                             \
+    static inline void fmrec_pass_sums_##I##_##T(const double *restrict pas,                 \
+                                                 const I *restrict idx,                      \
+                                                 const T *restrict x, Py_ssize_t m,          \
+                                                 double v, double *num, double *den) {       \
+        Py_ssize_t p = 0;                                                                     \
+        double n0 = *num, d0 = *den, n1 = 0, d1 = 0;                                          \
+        FMREC_PASS_SUMS2_##T                                                                  \
+        for (; p + 1 < m; p += 2) {                                                           \
+            const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                                 \
+            const double *r1 = pas + (Py_ssize_t) idx[p + 1] * 8;                             \
+            double x0 = x[p], x1 = x[p + 1];                                                  \
+            FMREC_PASS_TERMS(r0, x0, v, n0, d0)                                               \
+            FMREC_PASS_TERMS(r1, x1, v, n1, d1)                                               \
+        }                                                                                     \
+        if (p < m) {                                                                          \
+            const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                                 \
+            double x0 = x[p];                                                                 \
+            FMREC_PASS_TERMS(r0, x0, v, n0, d0)                                               \
+        }                                                                                     \
+        *num = n0 + n1;                                                                       \
+        *den = d0 + d1;                                                                       \
+    }
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    #define FMREC_XPAIR_float(p) \
+        _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(p))))
+    #define FMREC_XPAIR_double(p) _mm_loadu_pd(p)
+    /* the record fields come in pairs (C, G0), (A, GQ0), (M, qB), (dL, qB0): two loads and
+       two unpacks give each field of both entities */
+    #define FMREC_PASS_SUMS2(T)                                                               \
+        {                                                                                     \
+            const __m128d vv = _mm_set1_pd(v), two = _mm_set1_pd(2.0);                        \
+            __m128d nv = _mm_set_pd(0.0, n0), dv = _mm_set_pd(0.0, d0);                       \
+            for (; p + 1 < m; p += 2) {                                                       \
+                const double *r0 = pas + (Py_ssize_t) idx[p] * 8;                             \
+                const double *r1 = pas + (Py_ssize_t) idx[p + 1] * 8;                         \
+                __m128d u0 = _mm_loadu_pd(r0), u1 = _mm_loadu_pd(r1);                         \
+                __m128d C = _mm_unpacklo_pd(u0, u1), G0 = _mm_unpackhi_pd(u0, u1);            \
+                __m128d A, GQ0, M, QB, DL, QB0, D, G, GQ, xv, a;                              \
+                u0 = _mm_loadu_pd(r0 + 2); u1 = _mm_loadu_pd(r1 + 2);                         \
+                A = _mm_unpacklo_pd(u0, u1); GQ0 = _mm_unpackhi_pd(u0, u1);                   \
+                u0 = _mm_loadu_pd(r0 + 4); u1 = _mm_loadu_pd(r1 + 4);                         \
+                M = _mm_unpacklo_pd(u0, u1); QB = _mm_unpackhi_pd(u0, u1);                    \
+                u0 = _mm_loadu_pd(r0 + 6); u1 = _mm_loadu_pd(r1 + 6);                         \
+                DL = _mm_unpacklo_pd(u0, u1); QB0 = _mm_unpackhi_pd(u0, u1);                  \
+                xv = FMREC_XPAIR_##T(x + p);                                                  \
+                D = _mm_sub_pd(QB, QB0);                                                      \
+                a = _mm_sub_pd(QB, _mm_mul_pd(vv, xv));                                       \
+                G = _mm_add_pd(_mm_add_pd(G0, _mm_mul_pd(A, D)), _mm_mul_pd(C, DL));          \
+                GQ = _mm_add_pd(_mm_add_pd(GQ0, _mm_mul_pd(M, D)), _mm_mul_pd(A, DL));        \
+                nv = _mm_add_pd(nv, _mm_mul_pd(xv, _mm_add_pd(GQ, _mm_mul_pd(a, G))));        \
+                dv = _mm_add_pd(dv, _mm_mul_pd(_mm_mul_pd(xv, xv),                            \
+                    _mm_add_pd(_mm_add_pd(M, _mm_mul_pd(_mm_mul_pd(two, a), A)),              \
+                               _mm_mul_pd(_mm_mul_pd(a, a), C))));                            \
+            }                                                                                 \
+            n0 = _mm_cvtsd_f64(nv); n1 = _mm_cvtsd_f64(_mm_unpackhi_pd(nv, nv));              \
+            d0 = _mm_cvtsd_f64(dv); d1 = _mm_cvtsd_f64(_mm_unpackhi_pd(dv, dv));              \
+        }
+    #define FMREC_PASS_SUMS2_float FMREC_PASS_SUMS2(float)
+    #define FMREC_PASS_SUMS2_double FMREC_PASS_SUMS2(double)
+    #else
+    #define FMREC_PASS_SUMS2_float
+    #define FMREC_PASS_SUMS2_double
+    #endif
+    FMREC_PASS_SUMS(int32_t, float)
+    FMREC_PASS_SUMS(int32_t, double)
+    FMREC_PASS_SUMS(int64_t, float)
+    FMREC_PASS_SUMS(int64_t, double)
+    """
+    void pass_sums_if "fmrec_pass_sums_int32_t_float"(
+        const double* pas, const int32_t* idx, const float* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_id "fmrec_pass_sums_int32_t_double"(
+        const double* pas, const int32_t* idx, const double* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_lf "fmrec_pass_sums_int64_t_float"(
+        const double* pas, const int64_t* idx, const float* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+    void pass_sums_ld "fmrec_pass_sums_int64_t_double"(
+        const double* pas, const int64_t* idx, const double* x, Py_ssize_t m, double v,
+        double* num, double* den) noexcept nogil
+
+
+# y += x v over k doubles (restrict, k = 8 as a constant: the compiler pairs them).
+cdef extern from *:
+    """
+    static inline void fmrec_axpy_any(double *restrict y, const double *restrict v, double x,
+                                      Py_ssize_t k) {
+        Py_ssize_t f;
+        for (f = 0; f < k; f++) y[f] += x * v[f];
+    }
+    static inline void fmrec_axpy(double *restrict y, const double *restrict v, double x,
+                                  Py_ssize_t k) {
+        if (k == 8) fmrec_axpy_any(y, v, x, 8);
+        else fmrec_axpy_any(y, v, x, k);
+    }
+    """
+    void axpy "fmrec_axpy"(double* y, const double* v, double x, Py_ssize_t k) noexcept nogil
+
+
+def block_record_size(Py_ssize_t k):
+    """Doubles per entity in ``block_sweep``'s workspace."""
+    return PASS_SIZE + (1 + 2 * k) + (2 * k + k * k)
+
+
+def block_workspace_size(Py_ssize_t n_entities, Py_ssize_t k):
+    """Length of ``block_sweep``'s workspace (float64): the records, plus room to start
+    them on a cache line."""
+    return n_entities * block_record_size(k) + PASS_SIZE
+
+
+def block_sweep(const index_t[::1] indptr, const index_t[::1] indices,
+                const floating[::1] data, const int64_t[::1] index,
+                const int64_t[::1] order, const int64_t[::1] starts, floating[::1] r,
+                floating[:, ::1] q, const floating[::1] sample_weight, floating[::1] w,
+                floating[:, ::1] V, bint fit_linear, double[::1] work,
+                const floating[::1] reg_linear=None, const floating[::1] reg_factors=None,
+                Py_ssize_t col0=0, const double[::1] normals=None,
+                const int32_t[::1] groups=None, const double[:, ::1] prior=None,
+                double alpha=1.0):
+    """Sweep one relation block under the square loss: its w_j in column order, then v_j1
+    for every j, then v_j2, ..., each by its exact minimizer (ALS) or Gibbs draw; returns
+    sum_i s_i r_i^2 after the sweep.
+
+    ``indptr``/``indices``/``data``: the block in CSC (rows are entities); ``index[i]``: row
+    i's entity; ``order``: the rows sorted by entity, entity u's being
+    ``order[starts[u]:starts[u + 1]]``; ``r``, ``q``: the ALS caches (residual, factor sums
+    with the block's share), brought up to date; ``w``, ``V``: the block's columns of the
+    parameters (views); ``work``: float64 scratch of ``block_workspace_size(n_entities, k)``.
+    ALS:
+    ``reg_linear``, ``reg_factors`` (the block's columns). Gibbs sampling (see the ``Gibbs``
+    struct; all three given): ``normals``, ``groups`` and ``prior`` as for ``als_sweep``,
+    over all columns, the block's first column being column ``col0``; noise precision
+    ``alpha``.
+    """
+    cdef Py_ssize_t n = index.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
+    cdef Py_ssize_t n_e = starts.shape[0] - 1
+    cdef Py_ssize_t PU = 1 + 2 * k, PS = 2 * k + k * k, NA = 2 + PS
+    cdef Py_ssize_t i, j, p, u, f, g, m, b
+    cdef double s, ri, x, a, v, num, den, lam, mu, delta, dx, dq, dl, dr, loss_sum = 0
+    cdef double sb[MOMENT_ROWS]
+    cdef double rb[MOMENT_ROWS]
+    cdef const floating* rows[MOMENT_ROWS]
+    cdef double* pas
+    cdef double* push
+    cdef double* stat
+    cdef double* pr
+    cdef double* pu
+    cdef double* st
+    cdef double* acc
+    cdef double* t
+    cdef const floating* qi
+    cdef floating* qw
+    cdef const double* pri = NULL
+    cdef const double* z = NULL
+    cdef bint gibbs = normals is not None and normals.shape[0] > 0
+    if starts.shape[0] < 1 or work.shape[0] < block_workspace_size(starts.shape[0] - 1, k):
+        raise ValueError("work must hold block_workspace_size(n_entities, k) values")
+    if w.shape[0] != d or V.shape[0] != d or r.shape[0] != n or q.shape[0] != n:
+        raise ValueError("w, V must hold the block's columns and r, q one row per sample")
+    if order.shape[0] != n or starts[n_e] != n:
+        raise ValueError("order and starts must list every row by entity")
+    if gibbs:
+        if normals.shape[0] < 1 + (col0 + d) * (k + 1) or groups is None \
+                or groups.shape[0] < col0 + d or prior is None or prior.shape[1] != 2 + 2 * k:
+            raise ValueError("normals, groups and prior must cover the block's columns")
+        for j in range(col0, col0 + d):
+            if groups[j] < 0 or groups[j] >= prior.shape[0]:
+                raise ValueError(f"groups[{j}] = {groups[j]} has no row in prior")
+    elif reg_linear is None or reg_factors is None or reg_linear.shape[0] != d \
+            or reg_factors.shape[0] != d:
+        raise ValueError("reg_linear and reg_factors must hold one value per block column")
+    if n_e == 0 and indptr[d] > 0:
+        raise ValueError("work must hold one record per entity")
+    # t: four rows' rests (4 x k); acc: one entity's running sums [C, G, statistics]
+    t = <double*> malloc((MOMENT_ROWS * k + NA) * sizeof(double))
+    if t == NULL:
+        raise MemoryError("block sweep scratch")
+    acc = t + MOMENT_ROWS * k
+    # the pass records start on a cache line (one line each)
+    pas = &work[0]
+    pas = pas + ((64 - (<size_t> pas) % 64) % 64) // sizeof(double)
+    push = pas + n_e * PASS_SIZE
+    stat = push + n_e * PU
+    try:
+        with nogil:
+            if n_e > 0:
+                memset(pas, 0, n_e * (PASS_SIZE + PU) * sizeof(double))
+            # the block's share of every entity's factor sums
+            for j in range(d):
+                for f in range(k):
+                    t[f] = V[j, f]
+                for p in range(indptr[j], indptr[j + 1]):
+                    axpy(push + indices[p] * PU + 1, t, data[p], k)
+            # the statistics, entity by entity (their sums stay in L1, the rows are gathered)
+            for u in range(n_e):
+                pu = push + u * PU
+                for m in range(NA):
+                    acc[m] = 0
+                for p in range(starts[u], starts[u + 1], 4):  # MOMENT_ROWS
+                    for b in range(MOMENT_ROWS):
+                        if p + b < starts[u + 1]:
+                            if p + b + AHEAD < n:  # the rows come in entity order, at random
+                                i = order[p + b + AHEAD]
+                                prefetch(&q[i, 0])
+                                prefetch(&r[i])
+                            i = order[p + b]
+                            sb[b] = sample_weight[i]
+                            rb[b] = r[i]
+                            rows[b] = &q[i, 0]
+                        else:  # past the entity's rows: adds nothing
+                            sb[b] = 0
+                            rb[b] = 0
+                            rows[b] = rows[0]
+                    if floating is float:
+                        moment_rows_f(acc, t, rows, pu + 1, sb, rb, k)
+                    else:
+                        moment_rows_d(acc, t, rows, pu + 1, sb, rb, k)
+                pr = pas + u * PASS_SIZE
+                pr[P_C] = acc[0]
+                pr[P_G] = acc[1]
+                memcpy(stat + u * PS, acc + 2, PS * sizeof(double))
+
+            if fit_linear:
+                for j in range(d):
+                    if gibbs:
+                        pri = &prior[groups[col0 + j], 0]
+                        lam = pri[0]
+                        mu = pri[1]
+                        z = &normals[1 + (col0 + j) * (k + 1)]
+                    else:
+                        lam = reg_linear[j]
+                    if indptr[j] == indptr[j + 1]:
+                        if gibbs:
+                            w[j] = <floating> (mu + z[0] / sqrt(lam))
+                        elif lam > 0:
+                            w[j] = 0
+                        continue
+                    if gibbs:
+                        num = 0
+                        den = 0
+                    else:
+                        num = lam * w[j]
+                        den = lam
+                    for p in range(indptr[j], indptr[j + 1]):
+                        pr = pas + indices[p] * PASS_SIZE
+                        x = data[p]
+                        num = num + x * pr[P_G]
+                        den = den + x * x * pr[P_C]
+                    if gibbs:
+                        num = alpha * num + lam * (w[j] - mu)
+                        den = alpha * den + lam
+                    if den > 0:
+                        v = w[j]
+                        delta = -num / den
+                        if gibbs:
+                            delta = delta + z[0] / sqrt(den)
+                        w[j] = <floating> (v + delta)
+                        delta = <double> w[j] - v    # the step actually stored
+                        for p in range(indptr[j], indptr[j + 1]):
+                            pr = pas + indices[p] * PASS_SIZE
+                            dx = delta * data[p]
+                            pr[P_G] += dx * pr[P_C]
+                            pr[P_DL] += dx
+                for u in range(n_e):
+                    st = stat + u * PS
+                    pr = pas + u * PASS_SIZE
+                    dl = pr[P_DL]
+                    for g in range(k):
+                        st[k + g] += st[g] * dl
+                    push[u * PU] += dl
+                    pr[P_DL] = 0
+
+            for f in range(k):
+                for u in range(n_e):
+                    st = stat + u * PS
+                    pr = pas + u * PASS_SIZE
+                    pr[P_A] = st[f]
+                    pr[P_GQ] = st[k + f]
+                    pr[P_M] = st[2 * k + f * k + f]
+                    pr[P_QB] = push[u * PU + 1 + f]
+                    pr[P_QB0] = pr[P_QB]
+                    pr[P_DL] = 0
+                for j in range(d):
+                    if gibbs:
+                        pri = &prior[groups[col0 + j], 0]
+                        lam = pri[2 + f]
+                        mu = pri[2 + k + f]
+                        z = &normals[2 + (col0 + j) * (k + 1) + f]
+                    else:
+                        lam = reg_factors[j]
+                    if indptr[j] == indptr[j + 1]:
+                        if gibbs:
+                            V[j, f] = <floating> (mu + z[0] / sqrt(lam))
+                        elif lam > 0:
+                            V[j, f] = 0
+                        continue
+                    v = V[j, f]
+                    if gibbs:
+                        num = 0
+                        den = 0
+                    else:
+                        num = lam * v
+                        den = lam
+                    p = indptr[j]
+                    m = indptr[j + 1] - p
+                    if index_t is int32_t:
+                        if floating is float:
+                            pass_sums_if(pas, &indices[p], &data[p], m, v, &num, &den)
+                        else:
+                            pass_sums_id(pas, &indices[p], &data[p], m, v, &num, &den)
+                    else:
+                        if floating is float:
+                            pass_sums_lf(pas, &indices[p], &data[p], m, v, &num, &den)
+                        else:
+                            pass_sums_ld(pas, &indices[p], &data[p], m, v, &num, &den)
+                    if gibbs:
+                        num = alpha * num + lam * (v - mu)
+                        den = alpha * den + lam
+                    if den > 0:
+                        delta = -num / den
+                        if gibbs:
+                            delta = delta + z[0] / sqrt(den)
+                        V[j, f] = <floating> (v + delta)
+                        delta = <double> V[j, f] - v    # the step actually stored
+                        # each row of u moves by dx (t_f + a): qB_f and dL follow
+                        for p in range(indptr[j], indptr[j + 1]):
+                            pr = pas + indices[p] * PASS_SIZE
+                            x = data[p]
+                            dx = delta * x
+                            pr[P_DL] += dx * (pr[P_QB] - v * x)
+                            pr[P_QB] += dx
+                # G, and the later factors' GQ_g, after this pass's change (M_fg, g > f: row f)
+                for u in range(n_e):
+                    st = stat + u * PS
+                    pr = pas + u * PASS_SIZE
+                    pu = push + u * PU
+                    dq = pr[P_QB] - pu[1 + f]
+                    pu[1 + k + f] = dq
+                    dl = pr[P_DL]
+                    pr[P_G] = (pr[P_G] + pr[P_A] * dq) + pr[P_C] * dl
+                    for g in range(f + 1, k):
+                        st[k + g] += st[g] * dl + st[2 * k + f * k + g] * dq
+                    pu[0] += dl
+
+            # push the entities' changes to their rows
+            for i in range(n):
+                pu = push + index[i] * PU
+                if floating is float:
+                    dr = push_row_f(&q[i, 0], pu, k)
+                else:
+                    dr = push_row_d(&q[i, 0], pu, k)
+                ri = r[i] + <floating> dr
+                r[i] = <floating> ri
+                loss_sum = loss_sum + sample_weight[i] * ri * ri
+    finally:
+        free(t)
+    return loss_sum
+
+
+def block_add_to_caches(const index_t[::1] indptr, const index_t[::1] indices,
+                        const floating[::1] data, const int64_t[::1] index,
+                        const floating[::1] w, const floating[:, ::1] V, floating[::1] r,
+                        floating[:, ::1] q, double[::1] work, Py_ssize_t n_entities):
+    """Add one relation block's share of every row's output to r and of its factor sums to q
+    (the caches of the other parts already in r and q).
+
+    ``indptr``/``indices``/``data``: the block in CSC (rows are entities); ``w``, ``V``: the
+    block's columns; ``work``: float64 scratch of n_entities * (k + 1) values or more. Row i of entity u gets
+    r_i += lin_u + q_i . qB_u + own_u (q_i before the update) and q_i += qB_u, where lin_u,
+    qB_u and the block's own pairwise term own_u = ½ Σ_f (qB_uf² − Σ_j v_jf² x_uj²) are
+    computed once per entity.
+    """
+    cdef Py_ssize_t n = index.shape[0], d = indptr.shape[0] - 1, k = V.shape[1]
+    cdef Py_ssize_t n_e = n_entities, i, j, p, u, f
+    cdef double x, xv, s2, dr
+    cdef double* rec
+    cdef floating* qi
+    if work.shape[0] < n_e * (k + 1) or w.shape[0] != d or V.shape[0] != d:
+        raise ValueError("work must hold n_entities * (k + 1) values and w, V the block's "
+                         "columns")
+    if r.shape[0] != n or q.shape[0] != n:
+        raise ValueError("r and q must hold one row per sample")
+    if n_e == 0:
+        return
+    with nogil:
+        # per entity: [own term, qB_1..k]; the own term first collects lin - ½ Σ v² x²
+        for u in range(n_e * (k + 1)):
+            work[u] = 0
+        for j in range(d):
+            for p in range(indptr[j], indptr[j + 1]):
+                rec = &work[indices[p] * (k + 1)]
+                x = data[p]
+                s2 = 0
+                for f in range(k):
+                    xv = x * V[j, f]
+                    rec[1 + f] += xv
+                    s2 = s2 + xv * xv
+                rec[0] += x * w[j] - 0.5 * s2
+        for u in range(n_e):
+            rec = &work[u * (k + 1)]
+            s2 = 0
+            for f in range(k):
+                s2 = s2 + rec[1 + f] * rec[1 + f]
+            rec[0] += 0.5 * s2
+        for i in range(n):
+            rec = &work[index[i] * (k + 1)]
+            qi = &q[i, 0]
+            dr = rec[0]
+            for f in range(k):
+                dr = dr + qi[f] * rec[1 + f]
+                qi[f] += <floating> rec[1 + f]
+            r[i] += <floating> dr

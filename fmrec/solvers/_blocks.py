@@ -6,7 +6,10 @@ Row caches stay what the flat sweep uses: r (residual for the square loss, outpu
 logistic loss) and q (factor sums, blocks included). A block's pass reduces the rows to
 per-entity sums, updates the block's coordinates from those in the kernel, and pushes the
 change of every entity's contribution back to its rows: O(n + nnz of the block) per pass
-instead of O(rows × features per entity).
+instead of O(rows × features per entity). Under the square loss (ALS and MCMC) the whole
+block sweep reads the rows once and writes them once (``block_sweep``): the rest of every
+row stays fixed while a block is swept, so per-entity first and second moments of it carry
+every pass's sums; the logistic loss keeps one reduction and one push per pass.
 """
 
 from __future__ import annotations
@@ -15,8 +18,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmrec._kernels import als as _als
+from fmrec._links import SQUARE
 from fmrec.design import DesignMatrix
 from fmrec.solvers._state import CHUNK
+
+# block_sweep keeps k² + 4k + 9 doubles per entity (the rests' second moments among them).
+# Where that outgrows both this many bytes and twice the row caches (entities nearly as many
+# as rows, a large k), the square loss takes the per-pass path instead, whose sums are O(n
+# entities) whatever k.
+MOMENTS_MAX_BYTES = 1 << 26
 
 
 class BlockPart:
@@ -28,43 +38,84 @@ class BlockPart:
         csc.sort_indices()
         self.indptr, self.indices = csc.indptr, csc.indices
         self.data = np.ascontiguousarray(csc.data, dtype=dtype)
-        self.squared = self.csr.multiply(self.csr).tocsr()
         self.index = np.ascontiguousarray(index, dtype=np.int64)
         self.n_entities = self.csr.shape[0]
+        # the rows grouped by entity (block_sweep gathers each entity's rows)
+        self.order = np.argsort(self.index, kind="stable").astype(np.int64, copy=False)
+        self.starts = np.zeros(self.n_entities + 1, np.int64)
+        np.cumsum(np.bincount(self.index, minlength=self.n_entities), out=self.starts[1:])
         self.lo, self.hi = lo, hi
+        self.work = None  # block_sweep's per-entity records, allocated on first use
 
     def add_to_caches(self, w, V, r, q) -> None:
         """Add the block's share of every row's output to r and of its factor sums to q."""
-        Vb = V[self.lo:self.hi].astype(np.float64)
-        linear = self.csr @ w[self.lo:self.hi].astype(np.float64)
-        qB = self.csr @ Vb
-        sB = self.squared @ Vb**2
-        rows_q = q.astype(np.float64)
-        at = self.index
-        r += (linear[at] + np.einsum("ij,ij->i", rows_q, qB[at])
-              + 0.5 * (qB**2 - sB).sum(axis=1)[at]).astype(r.dtype)
-        q += qB[at].astype(q.dtype)
+        lo, hi = self.lo, self.hi
+        _als.block_add_to_caches(self.indptr, self.indices, self.data, self.index, w[lo:hi],
+                                 V[lo:hi], r, q, self._work(self.n_entities * (V.shape[1] + 1)),
+                                 self.n_entities)
+
+    def _work(self, size: int) -> np.ndarray:
+        """At least ``size`` float64 of per-entity scratch (kept between sweeps)."""
+        if self.work is None or len(self.work) < size:
+            self.work = np.empty(size)
+        return self.work
+
+    def moments_fit(self, k: int, q: np.ndarray) -> bool:
+        """Whether block_sweep's workspace is within bounds (see MOMENTS_MAX_BYTES)."""
+        size = 8 * _als.block_workspace_size(self.n_entities, k)
+        return size <= max(MOMENTS_MAX_BYTES, 2 * q.nbytes)
 
     def sweep(self, state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear,
-              gibbs: dict | None = None) -> None:
+              gibbs: dict | None = None, per_pass: bool = False) -> float | None:
         """Linear weights, then factor after factor, each a pass over the block's columns.
 
         ``gibbs`` (square loss; fmrec.solvers.mcmc): draw every coordinate from its conditional
-        instead, given per-column arrays over all columns: ``lambda_w``, ``mu_w``, ``z_w``
-        (d,) and ``lambda_V``, ``mu_V``, ``z_V`` (d, k), and the noise precision ``alpha``.
+        instead, given the sweep's ``normals``, column ``groups`` and ``prior`` table (as
+        ``als_sweep`` reads them, over all columns) and the noise precision ``alpha``.
+
+        The square loss is swept by ``block_sweep`` from per-entity statistics (two passes
+        over the rows), unless ``per_pass`` asks for the general path (or the statistics
+        would not fit, see MOMENTS_MAX_BYTES): per-entity sums taken from the rows and pushed
+        back to them in every pass (2(k + 1) row passes), which the logistic loss needs (its
+        quadratic model is refreshed every pass). Returns Σ s r² after the sweep for the
+        square loss's fast path, else None.
         """
+        lo, hi = self.lo, self.hi
+        w_b, V_b = state.w[lo:hi], state.V[lo:hi]
+        k = V_b.shape[1]
+        if loss == SQUARE and not per_pass and self.moments_fit(k, q):
+            work = self._work(_als.block_workspace_size(self.n_entities, k))
+            if gibbs is None:
+                return _als.block_sweep(self.indptr, self.indices, self.data, self.index,
+                                        self.order, self.starts, r, q, sw, w_b, V_b,
+                                        fit_linear, work, reg_linear[lo:hi],
+                                        reg_factors[lo:hi])
+            return _als.block_sweep(self.indptr, self.indices, self.data, self.index,
+                                    self.order, self.starts, r, q, sw, w_b, V_b, fit_linear,
+                                    work, col0=lo,
+                                    normals=gibbs["normals"], groups=gibbs["groups"],
+                                    prior=gibbs["prior"], alpha=float(gibbs["alpha"]))
+        self._sweep_per_pass(state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear,
+                             gibbs)
+        return None
+
+    def _sweep_per_pass(self, state, r, q, y, sw, loss, reg_linear, reg_factors, fit_linear,
+                        gibbs) -> None:
         at = self.index
         lo, hi = self.lo, self.hi
         w_b, V_b = state.w[lo:hi], state.V[lo:hi]
         dt = w_b.dtype
+        k = V_b.shape[1]
         if gibbs is None:
             reg_w, reg_v = reg_linear[lo:hi], reg_factors[lo:hi]
             lin_kw, alpha = {}, 1.0
         else:
             alpha = float(gibbs["alpha"])
-            reg_w = np.ascontiguousarray(gibbs["lambda_w"][lo:hi], dtype=dt)
-            lin_kw = {"mu": np.ascontiguousarray(gibbs["mu_w"][lo:hi]),
-                      "z": np.ascontiguousarray(gibbs["z_w"][lo:hi]), "alpha": alpha}
+            prior = gibbs["prior"][gibbs["groups"][lo:hi]]
+            z = gibbs["normals"][1:].reshape(-1, k + 1)[lo:hi]
+            reg_w = np.ascontiguousarray(prior[:, 0], dtype=dt)
+            lin_kw = {"mu": np.ascontiguousarray(prior[:, 1]),
+                      "z": np.ascontiguousarray(z[:, 0]), "alpha": alpha}
         sums = np.zeros((5, self.n_entities))
         G, GQ, C, A, A2 = sums
         if fit_linear:
@@ -79,16 +130,16 @@ class BlockPart:
         # only moves in f's own pass, so these are each pass's starting values.
         QB = np.asarray(self.csr @ V_b.astype(np.float64))
         sq_change = np.empty(self.n_entities)
-        for f in range(V_b.shape[1]):
+        for f in range(k):
             qB_old = np.ascontiguousarray(QB[:, f])
             sums[:] = 0
             _als.block_entity_sums(at, r, y, sw, loss, q, f, qB_old, G, GQ, C, A, A2)
             qB = qB_old.copy()
             kw = {}
             if gibbs is not None:
-                reg_v = np.ascontiguousarray(gibbs["lambda_V"][lo:hi, f], dtype=dt)
-                kw = {"mu": np.ascontiguousarray(gibbs["mu_V"][lo:hi, f]),
-                      "z": np.ascontiguousarray(gibbs["z_V"][lo:hi, f]), "alpha": alpha}
+                reg_v = np.ascontiguousarray(prior[:, 2 + f], dtype=dt)
+                kw = {"mu": np.ascontiguousarray(prior[:, 2 + k + f]),
+                      "z": np.ascontiguousarray(z[:, 1 + f]), "alpha": alpha}
             sq_change[:] = 0
             _als.block_factor_pass(self.indptr, self.indices, self.data, V_b, f, reg_v,
                                    qB, G, GQ, C, A, A2, **kw, sq_change=sq_change)

@@ -51,11 +51,14 @@ class ALSSolver:
             self.n_threads, self.skip,
         )
         for part in self.block_parts:
-            part.sweep(st, self.r, self.q, self.y, self.sw, self.loss, self.reg_linear,
-                       self.reg_factors, hp["fit_linear"])
+            sq_sum = part.sweep(st, self.r, self.q, self.y, self.sw, self.loss,
+                                self.reg_linear, self.reg_factors, hp["fit_linear"])
         if self.block_parts:
-            out = self.r.astype(np.float64) + (self.y if self.loss == SQUARE else 0)
-            loss_sum = float(self.sw @ loss_value(self.loss, out, self.y))
+            if sq_sum is not None:  # the last block's push summed the rows after all blocks
+                loss_sum = 0.5 * sq_sum
+            else:
+                out = self.r.astype(np.float64) + (self.y if self.loss == SQUARE else 0)
+                loss_sum = float(self.sw @ loss_value(self.loss, out, self.y))
             bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the coordinate updates produced non-finite values")

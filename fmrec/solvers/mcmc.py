@@ -61,26 +61,29 @@ def prior_table(hyper: dict) -> np.ndarray:
         [hyper["lambda_w"], hyper["mu_w"], hyper["lambda_V"], hyper["mu_V"]]), dtype=np.float64)
 
 
+def group_membership(groups: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """The (n_groups, d) 0/1 matrix of which group each column belongs to."""
+    d = len(groups)
+    return sp.csr_matrix((np.ones(d), (groups, np.arange(d))), shape=(n_groups, d))
+
+
 def sample_group_prior(theta: np.ndarray, groups: np.ndarray, group_sizes: np.ndarray,
-                       lam: np.ndarray, rng: np.random.Generator):
+                       lam: np.ndarray, rng: np.random.Generator,
+                       membership: sp.csr_matrix | None = None):
     """Draw (μ, λ) of every group (and factor, for 2-D ``theta``) from the normal-gamma
-    conditional: μ | λ first, then λ | μ."""
-    n_groups = len(group_sizes)
-    if theta.ndim == 1:
-        sums = np.bincount(groups, theta, minlength=n_groups)
-        size = group_sizes
-    else:
-        sums = np.column_stack([np.bincount(groups, theta[:, f], minlength=n_groups)
-                                for f in range(theta.shape[1])]).reshape(n_groups, -1)
-        size = group_sizes[:, None]
+    conditional: μ | λ first, then λ | μ.
+
+    The per-group sums are products with ``membership`` (``group_membership(groups)``,
+    built here when not given): one sparse product for all factors, adding each group's
+    values in column order as ``np.bincount`` would.
+    """
+    if membership is None:
+        membership = group_membership(groups, len(group_sizes))
+    sums = membership @ theta
+    size = group_sizes if theta.ndim == 1 else group_sizes[:, None]
     mu = ((sums + GAMMA0 * MU0) / (size + GAMMA0)
           + rng.standard_normal(sums.shape) / np.sqrt((size + GAMMA0) * lam))
-    dev = (theta - mu[groups]) ** 2
-    if theta.ndim == 1:
-        ss = np.bincount(groups, dev, minlength=n_groups)
-    else:
-        ss = np.column_stack([np.bincount(groups, dev[:, f], minlength=n_groups)
-                              for f in range(theta.shape[1])]).reshape(n_groups, -1)
+    ss = membership @ (theta - mu[groups]) ** 2
     rate = 0.5 * (B0 + ss + GAMMA0 * (mu - MU0) ** 2)
     lam = rng.gamma(0.5 * (A0 + size + 1), 1.0 / rate)
     return mu, np.maximum(lam, 1e-300)
@@ -122,6 +125,7 @@ class MCMCSolver:
         self.groups = np.ascontiguousarray(groups, dtype=np.int32)
         self.n_groups = len(hyper["mu_w"])
         self.group_sizes = np.bincount(self.groups, minlength=self.n_groups).astype(np.float64)
+        self.membership = group_membership(self.groups, self.n_groups)
         self.hyper = {key: np.array(val, dtype=np.float64) for key, val in hyper.items()}
         self.fixed = dict(fixed or {})
         for key, val in self.fixed.items():
@@ -141,6 +145,7 @@ class MCMCSolver:
         self.positive = np.asarray(y) > 0.5
         self.sweeps_since_refresh = None  # the caches are not filled yet
         self.sse = None
+        self.normals = None
 
     def epoch(self) -> float:
         """One Gibbs scan; returns the training loss of the new sample (MSE, or the probit
@@ -165,24 +170,27 @@ class MCMCSolver:
         self.sweeps_since_refresh = 0 if refresh else self.sweeps_since_refresh + 1
         self._sample_hyper()
         k = st.V.shape[1]
-        normals = self.rng.standard_normal(1 + X.shape[1] * (k + 1))
+        # drawn into the same buffer every sweep (a fresh one costs its page faults)
+        if self.normals is None or len(self.normals) != 1 + X.shape[1] * (k + 1):
+            self.normals = np.empty(1 + X.shape[1] * (k + 1))
+        normals = self.rng.standard_normal(out=self.normals)
+        prior = prior_table(self.hyper)
+        alpha = float(self.hyper["alpha"][0])
         loss_sum, weight_sum, bad = _als.als_sweep(
             self.csc.indptr, self.csc.indices, self.values, self.codes, self.target, self.sw,
             SQUARE, st.w0, st.w, st.V, self.r, self.q, self.w0_prec, self.dummy_reg,
             self.dummy_reg, self.fit_intercept, self.fit_linear, self.blocks, self.n_threads,
-            self.skip, normals, self.groups, prior_table(self.hyper),
-            float(self.hyper["alpha"][0]), MU0,
+            self.skip, normals, self.groups, prior, alpha, MU0,
         )
         if self.parts:
-            h, g, z = self.hyper, self.groups, normals[1:].reshape(X.shape[1], k + 1)
-            gibbs = {"alpha": float(h["alpha"][0]), "lambda_w": h["lambda_w"][g],
-                     "mu_w": h["mu_w"][g], "z_w": z[:, 0], "lambda_V": h["lambda_V"][g],
-                     "mu_V": h["mu_V"][g], "z_V": z[:, 1:]}
+            gibbs = {"alpha": alpha, "normals": normals, "groups": self.groups, "prior": prior}
             for part in self.parts:
-                part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
-                           self.fit_linear, gibbs=gibbs)
-            r = self.r.astype(np.float64)
-            loss_sum = 0.5 * float(np.dot(self.sw.astype(np.float64), r * r))
+                sq_sum = part.sweep(st, self.r, self.q, self.target, self.sw, SQUARE, None, None,
+                                    self.fit_linear, gibbs=gibbs)
+            if sq_sum is None:
+                r = self.r.astype(np.float64)
+                sq_sum = float(np.dot(self.sw.astype(np.float64), r * r))
+            loss_sum = 0.5 * sq_sum  # the last block's push summed the rows after all blocks
             bad = bad or not np.isfinite(loss_sum)
         if bad or not st.is_finite():
             raise Diverged("the Gibbs sweep produced non-finite values")
@@ -209,14 +217,14 @@ class MCMCSolver:
             h["alpha"][:] = rng.gamma(0.5 * (A0 + self.n_eff), 2.0 / (B0 + sse))
         if self.fit_linear and not {"mu_w", "lambda_w"} <= self.fixed.keys():
             mu, lam = sample_group_prior(st.w.astype(np.float64), self.groups, self.group_sizes,
-                                         h["lambda_w"], rng)
+                                         h["lambda_w"], rng, self.membership)
             if "mu_w" not in self.fixed:
                 h["mu_w"] = mu
             if "lambda_w" not in self.fixed:
                 h["lambda_w"] = lam
         if st.V.shape[1] and not {"mu_V", "lambda_V"} <= self.fixed.keys():
             mu, lam = sample_group_prior(st.V.astype(np.float64), self.groups,
-                                         self.group_sizes, h["lambda_V"], rng)
+                                         self.group_sizes, h["lambda_V"], rng, self.membership)
             if "mu_V" not in self.fixed:
                 h["mu_V"] = mu
             if "lambda_V" not in self.fixed:
