@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 
 CONFIGS = {"default": {}, "nc1": {"n_candidates": 1},
            "nc1-constant": {"n_candidates": 1, "lr_schedule": "constant"}}
@@ -48,23 +46,9 @@ def run_one(which: str, epochs: int, config: str, general: bool) -> None:
 
 
 def instructions(args: list[str], toggle: str | None) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        cmd = ["valgrind", "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out}"]
-        if toggle:
-            cmd.append(f"--toggle-collect={toggle}")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        subprocess.run(cmd + [sys.executable, os.path.abspath(__file__), "--inner", *args],
-                       check=True, env=env, capture_output=True)
-        events = None
-        with open(out) as f:
-            for line in f:
-                if line.startswith("events:"):
-                    events = line.split()[1:]
-                if line.startswith("summary:"):
-                    values = [int(v) for v in line.split()[1:]]  # trailing zeros omitted
-                    return dict(zip(events, values + [0] * len(events), strict=False))["Ir"]
-    raise RuntimeError("no summary line in the callgrind output")
+    """Instructions of one run of this script's ``--inner`` mode under callgrind."""
+    from callgrind_sgd import counts
+    return counts([sys.executable, os.path.abspath(__file__), "--inner", *args], toggle)["Ir"]
 
 
 def main() -> None:

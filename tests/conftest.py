@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +84,15 @@ def dask_client():
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def with_and_without_avx(script: str, tmp_path: Path):
+    """The .npz files written by ``script`` (run by ``python -c`` with the tests' folder and
+    the file to write as arguments) with FMREC_NO_AVX=0 and with FMREC_NO_AVX=1 (SSE2)."""
+    files = {}
+    for flag in ("0", "1"):
+        files[flag] = tmp_path / f"avx_off_{flag}.npz"
+        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
+                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
+                       cwd=tmp_path)  # not the repository: python -c imports from its folder
+    return np.load(files["0"]), np.load(files["1"])

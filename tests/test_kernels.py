@@ -1,16 +1,12 @@
 """Each Cython kernel against the NumPy reference (reference)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import reference as R
 import scipy.sparse as sp
-from conftest import random_csr
+from conftest import random_csr, with_and_without_avx
 
 from fmrec._kernels import als, predict, sgd
 
@@ -148,13 +144,7 @@ def test_sgd_avx_and_sse2_adagrad_rows_give_the_same_bits(tmp_path):
         "            for i, a in enumerate(t._k8_adagrad_epoch(dt, it, packed)):\n"
         "                out[f'{dt.__name__}_{it.__name__}_{packed}_{i}'] = a\n"
         "np.savez(sys.argv[2], **out)\n")
-    files = {}
-    for flag in ("0", "1"):
-        files[flag] = tmp_path / f"avx_off_{flag}.npz"
-        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
-                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
-                       cwd=tmp_path)  # not the repository: python -c imports from its folder
-    a, b = np.load(files["0"]), np.load(files["1"])
+    a, b = with_and_without_avx(script, tmp_path)
     assert str(b["simd"]) == "sse2/plain"
     assert sorted(a.files) == sorted(b.files) and len(a.files) == 49
     for name in a.files:
@@ -246,8 +236,15 @@ def test_sgd_solver_packs_only_where_it_pays_and_fits_the_same(monkeypatch, n_jo
         for a, b in zip(seen_p, seen_f, strict=True):  # what every epoch published
             np.testing.assert_array_equal(a, b)
     else:
-        loss_p, loss_f = packed.history_["train_loss"][-1], flat.history_["train_loss"][-1]
-        assert loss_p == pytest.approx(loss_f, rel=0.05)
+        # Two Hogwild fits differ run to run: on this 60-feature problem 20 of them ended
+        # within -1% / +4% of the one-thread (sequential) loss, packed or flat, under load
+        # too; so each is held to the sequential fit, which is the same for both layouts.
+        sequential = FMRegressor(solver="sgd", n_epochs=4, random_state=0, n_jobs=1,
+                                 reg_linear=0.01, reg_factors=0.01).fit(X, y)
+        target = sequential.history_["train_loss"][-1]
+        for model in (packed, flat):
+            assert model.history_["train_loss"][-1] == pytest.approx(target, rel=0.1)
+            assert model.history_["train_loss"][-1] < 0.5 * model.history_["train_loss"][0]
 
 
 def test_sgd_reports_non_finite_rows():

@@ -1,14 +1,10 @@
 """FMRanker (BPR): reference gradients, kernel vs reference, sampler, ranking quality, API."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import reference as ref
 import scipy.sparse as sp
+from conftest import with_and_without_avx
 from scipy import stats
 
 from fmrec._kernels import bpr as _bpr
@@ -230,13 +226,7 @@ def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
         "        out[f'{dt.__name__}_{fast}_w'], out[f'{dt.__name__}_{fast}_V'] = w, V\n"
         "        out[f'{dt.__name__}_{fast}_aV'] = aV\n"
         "np.savez(sys.argv[2], **out)\n")
-    files = {}
-    for flag in ("0", "1"):
-        files[flag] = tmp_path / f"avx_off_{flag}.npz"
-        subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
-                        str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
-                       cwd=tmp_path)  # not the repository: python -c imports from its folder
-    a, b = np.load(files["0"]), np.load(files["1"])
+    a, b = with_and_without_avx(script, tmp_path)
     assert sorted(a.files) == sorted(b.files) and len(a.files) == 12
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
