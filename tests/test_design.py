@@ -143,6 +143,35 @@ def test_block_als_reaches_the_materialized_optimum(model, block_layout):
         assert np.all(np.diff(objective) <= 1e-9 * objective[:-1])
 
 
+@pytest.mark.parametrize("model", [FMRegressor, FMClassifier])
+def test_mcmc_predicts_a_design_block_by_block(model, monkeypatch):
+    # Every retained sample is applied to the blocks' per-entity sums; the rows (hundreds of
+    # non-zeros long with implicit feedback sets) are never materialized.
+    X = relational(n=300, seed=6)
+    rng = np.random.default_rng(2)
+    y = X.to_csr() @ rng.normal(size=X.shape[1]) + rng.normal(0, 0.5, len(X))
+    if model is FMClassifier:
+        y = (y > 0).astype(int)
+    X_val, y_val = X.take(np.arange(40)), y[:40]
+    fitted = model(n_factors=3, n_epochs=30, n_burn_in=5, solver="mcmc", random_state=0,
+                   dtype="float64").fit(X, y, eval_set=(X_val, y_val))
+    rows = X.to_csr()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a DesignMatrix was materialized")
+
+    monkeypatch.setattr(DesignMatrix, "to_csr", refuse)
+    out = fitted.predict_proba(X)[:, 1] if model is FMClassifier else fitted.predict(X)
+    refit = model(n_factors=3, n_epochs=30, n_burn_in=5, solver="mcmc", random_state=0,
+                  dtype="float64").fit(X, y, eval_set=(X_val, y_val))  # validation too
+    monkeypatch.undo()
+    expected = (fitted.predict_proba(rows)[:, 1] if model is FMClassifier
+                else fitted.predict(rows))
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(refit.history_[f"val_{fitted._metric_name()}"],
+                               fitted.history_[f"val_{fitted._metric_name()}"], rtol=1e-10)
+
+
 def test_estimators_take_designs_for_every_solver_and_check_them():
     X = relational(seed=5)
     y = np.random.default_rng(1).normal(size=len(X))

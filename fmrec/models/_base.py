@@ -22,7 +22,7 @@ from fmrec.models._training import Callback, Validation, run_epochs
 from fmrec.persistence import SAMPLES_VERSION, check_array, save_model
 from fmrec.solvers._state import FMState, predict_csr, weighted_column_counts
 from fmrec.solvers.als import ALSSolver
-from fmrec.solvers.mcmc import kernel_input, sample_stats
+from fmrec.solvers.mcmc import sample_stats
 from fmrec.solvers.sgd import SGDSolver
 
 
@@ -427,15 +427,13 @@ class _BaseFM(BaseEstimator):
         """Posterior mean (and std) over the samples of ŷ (or link(ŷ)) for raw X."""
         check_is_fitted(self, "V_")
         X = v.check_X(self, X, dtype=self.V_.dtype, reset=False)
-        X = kernel_input(X, self.V_.dtype)
         return sample_stats(X, self.parameter_sets(), v.resolve_n_jobs(self.n_jobs), link, std)
 
     def _raw_output(self, X, n_threads: int) -> np.ndarray:
         """ŷ before any link or clipping, for a validated CSR X or DesignMatrix (for a model
         fitted by MCMC: the mean over the retained samples)."""
         if self._is_mcmc():
-            return sample_stats(kernel_input(X, self.V_.dtype), self.parameter_sets(), n_threads,
-                                std=False)[0]
+            return sample_stats(X, self.parameter_sets(), n_threads, std=False)[0]
         if isinstance(X, DesignMatrix):
             return fm_output(X, self.w0_, self.w_, self.V_)
         return predict_csr(X, self.w0_, self.w_, self.V_, n_threads)

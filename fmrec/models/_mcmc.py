@@ -19,7 +19,6 @@ from fmrec.solvers.mcmc import (
     compact_groups,
     initial_hyper,
     kept_sweeps,
-    kernel_input,
     sample_stats,
 )
 
@@ -113,7 +112,7 @@ class SampleKeeper(EpochHook):
         if evaluation is not None:
             name = est._metric_name()
             self.key, self.metric = f"val_{name}", METRICS[name][0]
-            self.X_val = kernel_input(evaluation[0], solver.state.w.dtype)
+            self.X_val = evaluation[0]
             if n_old:  # the running posterior mean continues over the earlier samples
                 self.val_sum = n_old * sample_stats(
                     self.X_val, (self.w0s[:n_old], self.ws[:n_old], self.Vs[:n_old]),

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from fmrec._links import LOGISTIC, SQUARE, sigmoid
 from fmrec.models._base import _BaseFM
 from fmrec.persistence import check_array, register
-from fmrec.solvers.mcmc import kernel_input, sample_stats
+from fmrec.solvers.mcmc import sample_stats
 
 
 @register
@@ -302,8 +302,7 @@ class FMClassifier(ClassifierMixin, _BaseFM):
 
     def _eval_output(self, X, n_threads):
         if self._is_mcmc():  # the posterior predictive probability
-            return sample_stats(kernel_input(X, self.V_.dtype), self.parameter_sets(), n_threads,
-                                ndtr, std=False)[0]
+            return sample_stats(X, self.parameter_sets(), n_threads, ndtr, std=False)[0]
         out = self._raw_output(X, n_threads)
         return out if self._metric_name() == "auc" else sigmoid(out)
 

@@ -28,10 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_ndtr, ndtr, ndtri_exp
 
-from fmrec import _validation as v
 from fmrec._kernels import als as _als
 from fmrec._links import LOGISTIC, SQUARE
-from fmrec.design import DesignMatrix
+from fmrec.design import DesignMatrix, fm_output
 from fmrec.solvers._blocks import column_blocks_and_caches, kernel_csc, split_design
 from fmrec.solvers._state import Diverged, FMState, predict_csr
 
@@ -268,14 +267,21 @@ def kept_sweeps(start: int, n_epochs: int, n_burn_in: int, n_samples: int | None
 
 
 def sample_stats(X, samples: tuple, n_threads: int, link=None, std: bool = True):
-    """Mean (and standard deviation) over the samples of the output (or of link(output))."""
+    """Mean (and standard deviation) over the samples of the output (or of link(output)).
+
+    ``X`` is a kernel-ready CSR matrix or a DesignMatrix; a DesignMatrix is predicted block
+    by block (``fm_output``), never materialized: its rows can be hundreds of non-zeros long
+    (implicit feedback sets) while each block's per-entity sums are computed once per sample.
+    """
     w0s, ws, Vs = samples
-    dt = X.dtype
     total = np.zeros(X.shape[0])
     total2 = np.zeros(X.shape[0]) if std else None
     for s in range(len(w0s)):
-        o = predict_csr(X, w0s[s], np.ascontiguousarray(ws[s], dtype=dt),
-                        np.ascontiguousarray(Vs[s], dtype=dt), n_threads)
+        if isinstance(X, DesignMatrix):
+            o = fm_output(X, float(w0s[s]), ws[s], Vs[s])
+        else:
+            o = predict_csr(X, w0s[s], np.ascontiguousarray(ws[s], dtype=X.dtype),
+                            np.ascontiguousarray(Vs[s], dtype=X.dtype), n_threads)
         if link is not None:
             o = link(o)
         total += o
@@ -285,10 +291,3 @@ def sample_stats(X, samples: tuple, n_threads: int, link=None, std: bool = True)
     if not std:
         return mean, None
     return mean, np.sqrt(np.maximum(total2 / len(w0s) - mean * mean, 0.0))
-
-
-def kernel_input(X, dtype):
-    """A validated CSR X, or a DesignMatrix materialized to CSR (for prediction)."""
-    if isinstance(X, DesignMatrix):
-        return v.as_kernel_csr(X.to_csr(dtype))
-    return X
