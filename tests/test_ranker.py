@@ -282,6 +282,41 @@ def test_sampler_gives_up_for_users_who_have_seen_everything():
     assert model.history_["n_skipped"] == [1]
 
 
+@pytest.mark.parametrize("rows", ["one-hot", "one-hot via the general path", "general"])
+def test_hard_negative_is_the_best_scoring_unseen_draw(rows):
+    # Far more candidates than items: every unseen item is among them, so each positive's
+    # negative must be its user's best scoring unseen item. Each user's two best items are
+    # seen ones: a candidate not looked up would be caught. A zero learning rate leaves the
+    # model as it is, so the loss sum tells which negatives were taken.
+    rng = np.random.default_rng(12)
+    n_users, n_items, k, n_side = 6, 8, 3, 3
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    if rows == "general":  # side columns shared by user and item rows
+        U = sp.hstack([U, _random_rows(n_users, n_side, 0.7, seed=13)]).tocsr()
+        I = sp.hstack([I, _random_rows(n_items, n_side, 0.7, seed=14)]).tocsr()  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    w, V = rng.normal(size=U.shape[1]), rng.normal(size=(U.shape[1], k))
+    S = np.array([[ref.predict((U[u] + I[j]).toarray(), 0.0, w, V)[0] for j in range(n_items)]
+                  for u in range(n_users)])
+    ranked = np.argsort(-S, axis=1)
+    users = np.arange(n_users)
+    items = ranked[:, 5]  # a positive among the worse half; the two best are seen too
+    seen = np.zeros((n_users, n_items), bool)
+    seen[users, items] = True
+    seen[users[:, None], ranked[:, :2]] = True
+    S_seen = np.where(seen, -np.inf, S)
+    expected = sum(np.logaddexp(0.0, -(S[u, items[u]] - S_seen[u].max())) for u in users)
+    seen = _csr(seen.astype(float))
+    loss, n_done, n_skipped, n_bad = _bpr.bpr_epoch(
+        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
+        users.astype(np.int64), items.astype(np.int64), np.empty(0, np.int64),
+        np.arange(n_users, dtype=np.int64), np.empty(0), w, V.copy(), np.zeros(1),
+        np.zeros((1, 1)), 0.0, False, 0.0, 0.0, 500, 1000, np.array([3], np.uint64), 1,
+        one_hot=rows == "one-hot")
+    assert (n_done, n_skipped, n_bad) == (n_users, 0, 0)
+    assert loss == pytest.approx(expected, rel=1e-12)
+
+
 def test_popularity_frequencies_follow_the_stated_distribution():
     n_items = 40
     rng = np.random.default_rng(6)

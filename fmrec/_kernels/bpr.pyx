@@ -6,13 +6,13 @@
 # I[j]_col), so a column shared by several of them (an item attribute both items have, or a
 # user column that also appears in an item row) is handled exactly, and stepped once.
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport sqrt, isfinite, exp, log1p
+from libc.math cimport sqrt, isfinite, exp, fabs, log1p
 from libc.stdlib cimport malloc, free, realloc
 from libc.stdint cimport uint64_t, int64_t
 
 import numpy as np
 
-from fmrec._kernels._common cimport floating, index_t, prefetch, sigmoid
+from fmrec._kernels._common cimport floating, index_t, prefetch
 
 # How far ahead (in positives of the epoch's order) memory is requested: first the positive's
 # user and item, then their rows' offsets, then the rows' columns, then the rows of V (and of
@@ -22,6 +22,7 @@ cdef enum:
     AHEAD_PTR = 12
     AHEAD_IDX = 8
     AHEAD_PARAMS = 4
+    SEEN_LINES = 8
 
 # Keeps the first AdaGrad step finite when a gradient is exactly zero (as sgd.pyx).
 cdef double ADAGRAD_EPS = 1e-8
@@ -50,11 +51,12 @@ cdef extern from *:
 # Reductions over the k factors and the one-hot step's row update, in C.
 #
 # A plain `for f: s += a[f] * b[f]` runs scalar: without -ffast-math the compiler may not
-# reorder a floating-point sum. The reductions keep 8 independent partial sums (lane l sums
-# the terms of the factors f with f % 8 == l; float products accumulated in double, as the
-# loops they replaced did), combined as ((0+4) + (1+5)) + ((2+6) + (3+7)), so they vectorise
-# and give the same bits wherever they are called: the one-hot fast path relies on that to
-# match the general path.
+# reorder a floating-point sum. The reductions keep 8 independent partial sums in the
+# parameters' own type (lane l sums the terms of the factors f with f % 8 == l), combined in
+# double as ((0+4) + (1+5)) + ((2+6) + (3+7)), so they vectorise and give the same bits
+# wherever they are called: the one-hot fast path relies on that to match the general path.
+# (float lanes, not double ones: widening every product cost more instructions than the rest
+# of a candidate's scoring; 8 terms to a lane keep the sum within float rounding.)
 #
 # The update of v_u, v_i, v_j (and of their AdaGrad sums; acc_u NULL for plain SGD) has six
 # row pointers, too many for the compiler's alias checks, so it is written on vectors; a
@@ -73,10 +75,11 @@ cdef extern from *:
 
     #define FMREC_TERM_DOT(f) (a[f] * b[f])
     #define FMREC_TERM_DOT_DIFF(f) (a[f] * (b[f] - c[f]))
-    /* The factors past the last multiple of 8, then the fixed combination of the lanes. */
-    #define FMREC_REDUCE_END(TERM)                                                         \
-        for (l = 0; f < k; f++, l++) s[l] += (double)(TERM(f));                            \
-        return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    /* The factors past the last multiple of 8 into lanes t, then the fixed combination. */
+    #define FMREC_REDUCE_END(T, TERM)                                                      \
+        for (l = 0; f < k; f++, l++) t[l] += TERM(f);                                      \
+        return (((double)t[0] + (double)t[4]) + ((double)t[1] + (double)t[5]))             \
+               + (((double)t[2] + (double)t[6]) + ((double)t[3] + (double)t[7]));
 
     /* The update's arithmetic, on scalars or vectors alike. */
     #define FMREC_OH_BODY(VT)                                                              \
@@ -101,63 +104,32 @@ cdef extern from *:
     #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
     #define FMREC_LANES(VT, T) ((int)(sizeof(VT) / sizeof(T)))
 
-    /* --- reductions: SUF names the variant, ATTR its target --- */
-    #define FMREC_REDUCE_DEFS(SUF, ATTR, FV, DV, WIDEN)                                  \
-    ATTR static double fmrec_dot_float##SUF(const float *a, const float *b, Py_ssize_t k) { \
-        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
-        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+    /* --- reductions: SUF names the variant, ATTR its target, VT holds n lanes of T --- */
+    #define FMREC_REDUCE_DEFS(T, SUF, ATTR, VT)                                            \
+    ATTR static double fmrec_dot_##T##SUF(const T *a, const T *b, Py_ssize_t k) {         \
+        VT acc[8 / FMREC_LANES(VT, T)] = {{0}}; T t[8]; Py_ssize_t f = 0;                  \
+        int l, h, n = FMREC_LANES(VT, T);                                                  \
         for (; f + 8 <= k; f += 8)                                                         \
-            for (h = 0; h < 8; h += n) {                                                   \
-                FV x = FMREC_LD(FV, a + f + h) * FMREC_LD(FV, b + f + h);                  \
-                WIDEN                                                                      \
-            }                                                                              \
-        memcpy(s, acc, sizeof s); (void)m;                                                 \
-        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+            for (h = 0; h < 8; h += n)                                                     \
+                acc[h / n] += FMREC_LD(VT, a + f + h) * FMREC_LD(VT, b + f + h);           \
+        memcpy(t, acc, sizeof t);                                                          \
+        FMREC_REDUCE_END(T, FMREC_TERM_DOT)                                                \
     }                                                                                      \
-    ATTR static double fmrec_dot_diff_float##SUF(const float *a, const float *b,          \
-                                                 const float *c, Py_ssize_t k) {           \
-        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
-        int l, h, n = FMREC_LANES(FV, float), m = FMREC_LANES(DV, double);                  \
+    ATTR static double fmrec_dot_diff_##T##SUF(const T *a, const T *b, const T *c,        \
+                                               Py_ssize_t k) {                             \
+        VT acc[8 / FMREC_LANES(VT, T)] = {{0}}; T t[8]; Py_ssize_t f = 0;                  \
+        int l, h, n = FMREC_LANES(VT, T);                                                  \
         for (; f + 8 <= k; f += 8)                                                         \
-            for (h = 0; h < 8; h += n) {                                                   \
-                FV x = FMREC_LD(FV, a + f + h)                                             \
-                       * (FMREC_LD(FV, b + f + h) - FMREC_LD(FV, c + f + h));             \
-                WIDEN                                                                      \
-            }                                                                              \
-        memcpy(s, acc, sizeof s); (void)m;                                                 \
-        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
-    }                                                                                      \
-    ATTR static double fmrec_dot_double##SUF(const double *a, const double *b,            \
-                                             Py_ssize_t k) {                               \
-        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
-        int l, h, m = FMREC_LANES(DV, double);                                             \
-        for (; f + 8 <= k; f += 8)                                                         \
-            for (h = 0; h < 8; h += m)                                                     \
-                acc[h / m] += FMREC_LD(DV, a + f + h) * FMREC_LD(DV, b + f + h);           \
-        memcpy(s, acc, sizeof s);                                                          \
-        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
-    }                                                                                      \
-    ATTR static double fmrec_dot_diff_double##SUF(const double *a, const double *b,       \
-                                                  const double *c, Py_ssize_t k) {         \
-        DV acc[8 / FMREC_LANES(DV, double)] = {{0}}; double s[8]; Py_ssize_t f = 0;        \
-        int l, h, m = FMREC_LANES(DV, double);                                             \
-        for (; f + 8 <= k; f += 8)                                                         \
-            for (h = 0; h < 8; h += m)                                                     \
-                acc[h / m] += FMREC_LD(DV, a + f + h)                                      \
-                              * (FMREC_LD(DV, b + f + h) - FMREC_LD(DV, c + f + h));       \
-        memcpy(s, acc, sizeof s);                                                          \
-        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+            for (h = 0; h < 8; h += n)                                                     \
+                acc[h / n] += FMREC_LD(VT, a + f + h)                                      \
+                              * (FMREC_LD(VT, b + f + h) - FMREC_LD(VT, c + f + h));       \
+        memcpy(t, acc, sizeof t);                                                          \
+        FMREC_REDUCE_END(T, FMREC_TERM_DOT_DIFF)                                           \
     }
-    /* Widening the float products x (n lanes) into the double accumulators of lanes
-       h .. h + n - 1. */
-    #define FMREC_WIDEN_SSE                                                                \
-        acc[h / 2] += (fmrec_d2){(double)x[0], (double)x[1]};                              \
-        acc[h / 2 + 1] += (fmrec_d2){(double)x[2], (double)x[3]};
-    #define FMREC_WIDEN_AVX                                                                \
-        acc[0] += (fmrec_d4){(double)x[0], (double)x[1], (double)x[2], (double)x[3]};      \
-        acc[1] += (fmrec_d4){(double)x[4], (double)x[5], (double)x[6], (double)x[7]};
-    FMREC_REDUCE_DEFS(_sse, , fmrec_f4, fmrec_d2, FMREC_WIDEN_SSE)
-    FMREC_REDUCE_DEFS(_avx, FMREC_AVX, fmrec_f8, fmrec_d4, FMREC_WIDEN_AVX)
+    FMREC_REDUCE_DEFS(float, _sse, , fmrec_f4)
+    FMREC_REDUCE_DEFS(double, _sse, , fmrec_d2)
+    FMREC_REDUCE_DEFS(float, _avx, FMREC_AVX, fmrec_f8)
+    FMREC_REDUCE_DEFS(double, _avx, FMREC_AVX, fmrec_d4)
 
     /* --- the one-hot update --- */
     /* One chunk of factors from f on, B bytes of them real (a constant sizeof(VT) in the
@@ -246,16 +218,16 @@ cdef extern from *:
     #else  /* other compilers: plain loops, the same lanes and operations */
     #define FMREC_PLAIN_DEFS(T, SQRT)                                                       \
     static double fmrec_dot_##T(const T *a, const T *b, Py_ssize_t k) {                    \
-        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        T t[8] = {0}; Py_ssize_t f = 0; int l;                                             \
         for (; f + 8 <= k; f += 8)                                                         \
-            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * b[f + l]);              \
-        FMREC_REDUCE_END(FMREC_TERM_DOT)                                                   \
+            for (l = 0; l < 8; l++) t[l] += a[f + l] * b[f + l];                           \
+        FMREC_REDUCE_END(T, FMREC_TERM_DOT)                                                \
     }                                                                                      \
     static double fmrec_dot_diff_##T(const T *a, const T *b, const T *c, Py_ssize_t k) {   \
-        double s[8] = {0}; Py_ssize_t f = 0; int l;                                        \
+        T t[8] = {0}; Py_ssize_t f = 0; int l;                                             \
         for (; f + 8 <= k; f += 8)                                                         \
-            for (l = 0; l < 8; l++) s[l] += (double)(T)(a[f + l] * (T)(b[f + l] - c[f + l])); \
-        FMREC_REDUCE_END(FMREC_TERM_DOT_DIFF)                                              \
+            for (l = 0; l < 8; l++) t[l] += a[f + l] * (T)(b[f + l] - c[f + l]);           \
+        FMREC_REDUCE_END(T, FMREC_TERM_DOT_DIFF)                                           \
     }                                                                                      \
     static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,    \
                                     Py_ssize_t k, T gf, T rv, T lr, T eps) {               \
@@ -294,7 +266,7 @@ def simd_in_use() -> str:
 
 
 cdef inline double dot(const floating* a, const floating* b, Py_ssize_t k) noexcept nogil:
-    """Σ_f a[f] b[f] (each product rounded to ``floating``, summed in double)."""
+    """Σ_f a[f] b[f], summed in 8 lanes of ``floating`` combined in double."""
     if floating is float:
         return dot_f(a, b, k)
     else:
@@ -303,7 +275,7 @@ cdef inline double dot(const floating* a, const floating* b, Py_ssize_t k) noexc
 
 cdef inline double dot_diff(const floating* a, const floating* b, const floating* c,
                             Py_ssize_t k) noexcept nogil:
-    """Σ_f a[f] (b[f] - c[f]) (each term rounded to ``floating``, summed in double)."""
+    """Σ_f a[f] (b[f] - c[f]), summed in 8 lanes of ``floating`` combined in double."""
     if floating is float:
         return dot_diff_f(a, b, c, k)
     else:
@@ -333,14 +305,20 @@ cdef inline int64_t draw_item(uint64_t* s, int64_t n_items, const double* cdf) n
 
 
 cdef inline bint sorted_contains(const index_t* idx, Py_ssize_t n, int64_t j) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if idx[mid] < j:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < n and idx[lo] == j
+    """Whether j is in the sorted list idx[:n].
+
+    Halving a window with a conditional move rather than a branch: the sampler's lookups
+    land anywhere in the list, so a branch would be mispredicted about every other step.
+    """
+    cdef const index_t* base = idx
+    cdef Py_ssize_t half
+    if n == 0:
+        return False
+    while n > 1:
+        half = n // 2
+        base = base + half if base[half] <= j else base
+        n -= half
+    return base[0] == j
 
 
 cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n_seen,
@@ -373,11 +351,15 @@ cdef inline floating lookup(const index_t* idx, const floating* val, Py_ssize_t 
     return 0
 
 
-cdef inline double softplus(double z) noexcept nogil:
-    """log(1 + exp(z)) without overflow."""
-    if z > 0:
-        return z + log1p(exp(-z))
-    return log1p(exp(z))
+cdef inline double bpr_loss(double d, double* slope) noexcept nogil:
+    """-ln σ(d), with its derivative -σ(-d) in ``slope``: both from one exp(-|d|), which
+    cannot overflow."""
+    cdef double e = exp(-fabs(d))
+    if d >= 0:
+        slope[0] = -e / (1.0 + e)
+        return log1p(e)
+    slope[0] = -1.0 / (1.0 + e)
+    return log1p(e) - d
 
 
 cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssize_t nu,
@@ -490,8 +472,7 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
     d = lin + dot_diff(qu, qi, qj, k) + 0.5 * ((dot(qi, qi, k) - dot(qj, qj, k)) - corr)
     if not isfinite(d):
         return False
-    loss_out[0] = softplus(-d)
-    g = -sigmoid(-d)            # d(-ln σ(d)) / dd
+    loss_out[0] = bpr_loss(d, &g)
     gf = <floating> g
     for f in range(k):          # the factor sums of the two full rows z and z'
         qi[f] += qu[f]
@@ -543,8 +524,7 @@ cdef inline bint one_hot_step(floating* w, floating* vu, floating* vi, floating*
     cdef double d = (<double> w[ci] - <double> w[cj]) + dot_diff(vu, vi, vj, k), g
     if not isfinite(d):
         return False
-    loss_out[0] = softplus(-d)
-    g = -sigmoid(-d)
+    loss_out[0] = bpr_loss(d, &g)
     gf = <floating> g
     gw = gf + rw * w[ci]
     if adagrad:
@@ -591,6 +571,62 @@ cdef inline bint reserve(Merged* buf, Py_ssize_t need, Py_ssize_t floating_size)
     return True
 
 
+cdef inline void prefetch_row(const floating* row, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t off = 0
+    while off < k:  # every cache line of the row
+        prefetch(row + off)
+        off += 64 // sizeof(floating)
+
+
+cdef int64_t choose_negative(
+        int64_t u, const index_t* ui, const floating* ux, Py_ssize_t nu,
+        const index_t* Ip, const index_t* Ii, const floating* Ix,
+        const index_t* Sp, const index_t* Si, int64_t n_items, const double* cdf,
+        const floating* w, const floating* V, Py_ssize_t k,
+        int n_candidates, int max_draws, uint64_t* rng, const floating* qu, floating* qj,
+        int64_t* cands, double* scores, bint one_hot) noexcept nogil:
+    """A negative for user u, outside the user's sorted row of ``seen``, or -1.
+
+    Each of ``n_candidates`` candidates is drawn until it is unseen (giving up after
+    ``max_draws`` draws); the negative is the highest scoring candidate (the first of equal
+    scores, in draw order). All candidates are drawn before any is scored, so their rows are
+    requested together. ``qu`` holds Σ_U[u] x v (general rows); ``qj`` is scratch of length
+    k; ``cands`` and ``scores`` hold ``n_candidates`` entries.
+    """
+    cdef const index_t* seen = Si + Sp[u]
+    cdef Py_ssize_t n_seen = Sp[u + 1] - Sp[u]
+    cdef int nb = 0, t, best
+    cdef int64_t cand, cj, cu = 0
+    for t in range(n_candidates):
+        cand = draw_negative(rng, seen, n_seen, n_items, cdf, max_draws)
+        if cand < 0:
+            break   # the user has (nearly) seen everything: more draws will not help
+        if n_candidates == 1:
+            return cand
+        cands[nb] = cand
+        nb += 1
+        if one_hot:  # the rows are read just below: ask for all of them at once
+            cj = Ii[Ip[cand]]
+            prefetch(w + cj)
+            prefetch_row(V + cj * k, k)
+    if nb == 0:
+        return -1
+    if one_hot:
+        cu = ui[0]
+    best = 0
+    for t in range(nb):
+        cand = cands[t]
+        if one_hot:
+            cj = Ii[Ip[cand]]
+            scores[t] = one_hot_score(w[cj], V + cu * k, V + cj * k, k)
+        else:
+            scores[t] = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
+                                        Ip[cand + 1] - Ip[cand], w, V, k, qu, qj)
+        if scores[t] > scores[best]:
+            best = t
+    return cands[best]
+
+
 cdef int train_positive(
         int64_t u, int64_t i, int64_t j_given,
         const index_t* Up, const index_t* Ui, const floating* Ux,
@@ -599,7 +635,7 @@ cdef int train_positive(
         floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
-        bint one_hot, double* loss_out) noexcept nogil:
+        int64_t* cands, double* scores, bint one_hot, double* loss_out) noexcept nogil:
     """Find the negative of one positive (u, i) and take its step; returns a status.
 
     ``one_hot``: every row of U and I is one column with value 1, no column in both; the
@@ -609,9 +645,7 @@ cdef int train_positive(
     cdef const index_t* ui = Ui + Up[u]
     cdef const floating* ux = Ux + Up[u]
     cdef Py_ssize_t nu = Up[u + 1] - Up[u], ni, nj, m, p, f
-    cdef int64_t j = j_given, cand
-    cdef int t
-    cdef double best = 0, s
+    cdef int64_t j = j_given
     cdef floating* qu = scratch
     cdef floating* floating_coef
     cdef const floating* v
@@ -620,34 +654,24 @@ cdef int train_positive(
         cu = ui[0]
     if j < 0:
         if not one_hot and n_candidates > 1:
-            # Hard negative: the best scoring of n_candidates draws under the current model.
+            # Σ_U[u] x v, which every candidate's score uses.
             for f in range(k):
                 qu[f] = 0
             for p in range(nu):
                 v = V + ui[p] * k
                 for f in range(k):
                     qu[f] += ux[p] * v[f]
-        for t in range(n_candidates):
-            cand = draw_negative(rng, Si + Sp[u], Sp[u + 1] - Sp[u], n_items, cdf, max_draws)
-            if cand < 0:
-                break   # the user has (nearly) seen everything: more draws will not help
-            if n_candidates == 1:
-                j = cand
-                break
-            if one_hot:
-                cj = Ii[Ip[cand]]
-                s = one_hot_score(w[cj], V + cu * k, V + cj * k, k)
-            else:
-                s = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
-                                    Ip[cand + 1] - Ip[cand], w, V, k, qu, scratch + k)
-            if j < 0 or s > best:
-                j = cand
-                best = s
+        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, n_items, cdf, w, V, k,
+                            n_candidates, max_draws, rng, qu, scratch + k, cands, scores,
+                            one_hot)
         if j < 0:
             return SKIPPED
     if one_hot:
         ci = Ii[Ip[i]]
         cj = Ii[Ip[j]]
+        if adagrad:  # the negative's AdaGrad sums: nothing asked for them yet
+            prefetch(aw + cj)
+            prefetch_row(aV + cj * k, k)
         if ci != cj:  # i == j (a given negative equal to the positive) takes the general path
             if not one_hot_step(w, V + cu * k, V + ci * k, V + cj * k, ci, cj, aw,
                                 aV + cu * k if adagrad else NULL,
@@ -671,22 +695,32 @@ cdef int train_positive(
     return DONE
 
 
+cdef inline void prefetch_list(const index_t* idx, Py_ssize_t n) noexcept nogil:
+    """Every cache line of idx[:n], up to SEEN_LINES of them (a lookup reads a handful)."""
+    cdef Py_ssize_t step = 64 // sizeof(index_t), off = 0
+    if n > SEEN_LINES * step:
+        n = SEEN_LINES * step
+    while off < n:
+        prefetch(idx + off)
+        off += step
+    if n > 0:  # the row need not start on a line
+        prefetch(idx + n - 1)
+
+
 cdef inline void prefetch_row_params(const index_t* idx, Py_ssize_t nnz, const floating* V,
                                      const floating* aV, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t p, off
+    cdef Py_ssize_t p
     for p in range(nnz):
-        off = 0
-        while off < k:  # every cache line of the row
-            prefetch(V + idx[p] * k + off)
-            if aV != NULL:
-                prefetch(aV + idx[p] * k + off)
-            off += 64 // sizeof(floating)
+        prefetch_row(V + idx[p] * k, k)
+        if aV != NULL:
+            prefetch_row(aV + idx[p] * k, k)
 
 
 cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
                                 const int64_t* up, const int64_t* ip,
                                 const index_t* Up, const index_t* Ui,
                                 const index_t* Ip, const index_t* Ii,
+                                const index_t* Sp, const index_t* Si,
                                 const floating* V, const floating* aV, Py_ssize_t k
                                 ) noexcept nogil:
     """Ask for what the positives AHEAD_* places later in the order will read."""
@@ -697,14 +731,19 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
         prefetch(ip + pos)
     if t + AHEAD_PTR < n:
         pos = op[t + AHEAD_PTR]
-        prefetch(Up + up[pos])
+        u = up[pos]
+        prefetch(Up + u)
         prefetch(Ip + ip[pos])
+        prefetch(Sp + u)
     if t + AHEAD_IDX < n:
         pos = op[t + AHEAD_IDX]
+        u = up[pos]
         if Ui != NULL:
-            prefetch(Ui + Up[up[pos]])
+            prefetch(Ui + Up[u])
         if Ii != NULL:
             prefetch(Ii + Ip[ip[pos]])
+        if Si != NULL:  # the user's seen row, which the sampler searches
+            prefetch_list(Si + Sp[u], Sp[u + 1] - Sp[u])
     if t + AHEAD_PARAMS < n:
         pos = op[t + AHEAD_PARAMS]
         u = up[pos]
@@ -740,7 +779,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     entry is >= 0, else one drawn for the positive's user: uniformly (``cdf`` empty) or from the
     cumulative distribution ``cdf``, rejecting the user's sorted row of ``seen`` and giving up
     after ``max_draws`` draws; with ``n_candidates`` > 1, the highest scoring of that many
-    draws. Thread t draws from its own splitmix64 stream seeded by ``seeds[t]``.
+    draws (``choose_negative``). Thread t draws from its own splitmix64 stream seeded by
+    ``seeds[t]``.
 
     Updates w, V (and with ``adagrad`` their accumulators) in place. Returns
     (sum of -ln σ(d) before each step, steps taken, positives skipped for want of a
@@ -779,8 +819,12 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef floating* scratch
     cdef uint64_t* rng
     cdef Merged* buf
+    cdef int64_t* cands
+    cdef double* scores
     if n_threads < 1:
         n_threads = 1
+    if n_candidates < 1:
+        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
     if seeds.shape[0] < n_threads:
         raise ValueError(f"need {n_threads} seeds, got {seeds.shape[0]}")
     if negp != NULL and negatives.shape[0] != users.shape[0]:
@@ -795,6 +839,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         scratch = <floating*> malloc(4 * k * sizeof(floating))
         rng = <uint64_t*> malloc(8 * sizeof(uint64_t))
         buf = <Merged*> malloc(sizeof(Merged))
+        # The negative sampler's batch: n_candidates draws and their scores.
+        cands = <int64_t*> malloc(n_candidates * sizeof(int64_t))
+        scores = <double*> malloc(n_candidates * sizeof(double))
         if buf != NULL:
             buf.capacity = 0
             buf.cols = NULL
@@ -802,17 +849,17 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         if rng != NULL:
             rng[0] = seeds[threadid()]
         for t in prange(n, schedule="static"):
-            if scratch == NULL or rng == NULL or buf == NULL:
+            if scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL:
                 n_oom += 1
                 continue
-            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Vp, aVp, k)
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, Vp, aVp, k)
             pos = op[t]
             jg = negp[pos] if negp != NULL else -1
             lrow = 0
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
                                     n_items, cdfp, wp, Vp, awp, aVp, k, lr, adagrad, rw, rv,
-                                    n_candidates, max_draws, rng, scratch, buf, one_hot,
-                                    &lrow)
+                                    n_candidates, max_draws, rng, scratch, buf, cands,
+                                    scores, one_hot, &lrow)
             if status == DONE:
                 loss_sum += lrow
                 n_done += 1
@@ -824,6 +871,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
                 n_oom += 1
         free(scratch)
         free(rng)
+        free(cands)
+        free(scores)
         if buf != NULL:
             free(buf.cols)
             free(buf.coef)

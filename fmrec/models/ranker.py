@@ -243,8 +243,10 @@ class FMRanker(BaseEstimator):
         """w = 0, V ~ N(0, init_std²) on the columns some user or item row uses, else 0."""
         n_features = U.shape[1]
         V = rng.normal(0.0, self.init_std, size=(n_features, self.n_factors)).astype(dtype)
+        has_positive = np.zeros(U.shape[0], dtype=bool)
+        has_positive[users] = True
         used = np.zeros(n_features, dtype=bool)
-        used[U[np.unique(users)].indices] = True
+        used[U.indices[np.repeat(has_positive, np.diff(U.indptr))]] = True
         used[I.indices] = True
         V[~used] = 0
         return np.zeros(n_features, dtype), V
