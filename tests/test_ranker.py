@@ -214,6 +214,73 @@ def test_one_hot_fast_path_with_given_negatives_and_popularity_sampling():
     assert out[True][4] == out[False][4]
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["one-hot path", "general path"])
+@pytest.mark.parametrize("n_candidates", [1, 5])
+def test_seen_bitmap_gives_the_searchs_bits(fast, n_candidates):
+    # Users who have seen 0, some or all items, a catalogue that is not a multiple of 64;
+    # the bitmap must hold exactly the seen pairs, and training with it must give the bits
+    # of training with the sorted rows.
+    rng = np.random.default_rng(9)
+    n_users, n_items, k = 30, 70, 4
+    seen = _seen_matrix(n_users, n_items, 0.3, seed=10).tolil()
+    seen.rows[0], seen.data[0] = [], []
+    seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
+    seen = _csr(seen)
+    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items)
+    words = (n_items + 63) // 64
+    unpacked = np.unpackbits(bits.view(np.uint8), bitorder="little").reshape(n_users, -1)
+    np.testing.assert_array_equal(unpacked[:, :n_items], seen.toarray() != 0)
+    assert not unpacked[:, n_items:].any() and bits.shape == (n_users * words,)
+    users = rng.integers(0, n_users, 400)
+    items = rng.integers(0, n_items, 400)
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
+    out = []
+    for seen_bits in (None, bits):
+        w, V, aV = w0.copy(), V0.copy(), np.zeros_like(V0)
+        figures = _bpr.bpr_epoch(
+            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
+            seen.indices, users.astype(np.int64), items.astype(np.int64),
+            np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w, V,
+            np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, n_candidates, MAX_DRAWS,
+            np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits)
+        out.append((w, V, aV, figures))
+    assert out[0][3] == out[1][3] and out[0][3][2] > 0  # user 1 was skipped
+    for a, b in zip(out[0][:3], out[1][:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The kernel reads the bits, not the rows: a bitmap that marks every item seen leaves
+    # no negative to draw, so every positive is skipped.
+    every = np.full_like(bits, np.iinfo(np.uint64).max)
+    skipped = _bpr.bpr_epoch(
+        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
+        seen.indices, users.astype(np.int64), items.astype(np.int64),
+        np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w0.copy(),
+        V0.copy(), np.zeros_like(w0), np.zeros_like(V0), 0.1, True, 0.01, 0.01,
+        n_candidates, MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=every)
+    assert skipped[1] == 0 and skipped[2] == 400
+    with pytest.raises(ValueError, match="one row of words per user"):
+        _bpr.bpr_epoch(
+            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
+            seen.indices, users.astype(np.int64), items.astype(np.int64),
+            np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w, V,
+            np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, 1, MAX_DRAWS,
+            np.array([4], np.uint64), 1, seen_bits=bits[:-1])
+
+
+def test_fits_with_and_without_the_seen_bitmap_agree(synthetic, monkeypatch):
+    import fmrec.solvers.bpr as solver
+    made, real = [], solver._bpr.seen_bitmap
+    monkeypatch.setattr(solver._bpr, "seen_bitmap", lambda *a: made.append(1) or real(*a))
+    with_bits = _fit(synthetic, n_epochs=2, random_state=3)
+    assert made == [1]  # a small catalogue: the fit looked up bits
+    monkeypatch.setattr(solver, "SEEN_BITMAP_MAX_BYTES", 0)
+    without = _fit(synthetic, n_epochs=2, random_state=3)
+    assert made == [1]  # too big a bitmap: the fit searched the sorted rows
+    np.testing.assert_array_equal(with_bits.V_, without.V_)
+    assert with_bits.history_ == without.history_ | {"seconds": with_bits.history_["seconds"]}
+
+
 def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
     # The kernel picks AVX at run time where the CPU has it; FMREC_NO_AVX=1 forces the SSE2
     # loops. Same lanes, same operations, no FMA: the parameters must agree bit for bit.

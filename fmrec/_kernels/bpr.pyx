@@ -321,17 +321,28 @@ cdef inline bint sorted_contains(const index_t* idx, Py_ssize_t n, int64_t j) no
     return base[0] == j
 
 
+cdef inline bint bit_set(const uint64_t* bits, int64_t j) noexcept nogil:
+    return (bits[j >> 6] >> (j & 63)) & 1
+
+
 cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n_seen,
-                                  int64_t n_items, const double* cdf, int max_draws
-                                  ) noexcept nogil:
-    """An item not in the sorted list ``seen``, or -1 after ``max_draws`` rejected draws."""
+                                  const uint64_t* seen_bits, int64_t n_items,
+                                  const double* cdf, int max_draws) noexcept nogil:
+    """An item not in the sorted list ``seen``, or -1 after ``max_draws`` rejected draws.
+
+    ``seen_bits`` (NULL when absent) holds the same items as bits: one load per lookup
+    instead of a search.
+    """
     cdef int t
     cdef int64_t j
     if n_seen >= n_items:
         return -1
     for t in range(max_draws):
         j = draw_item(s, n_items, cdf)
-        if not sorted_contains(seen, n_seen, j):
+        if seen_bits != NULL:
+            if not bit_set(seen_bits, j):
+                return j
+        elif not sorted_contains(seen, n_seen, j):
             return j
     return -1
 
@@ -581,8 +592,8 @@ cdef inline void prefetch_row(const floating* row, Py_ssize_t k) noexcept nogil:
 cdef int64_t choose_negative(
         int64_t u, const index_t* ui, const floating* ux, Py_ssize_t nu,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
-        const index_t* Sp, const index_t* Si, int64_t n_items, const double* cdf,
-        const floating* w, const floating* V, Py_ssize_t k,
+        const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, int64_t n_items,
+        const double* cdf, const floating* w, const floating* V, Py_ssize_t k,
         int n_candidates, int max_draws, uint64_t* rng, const floating* qu, floating* qj,
         int64_t* cands, double* scores, bint one_hot) noexcept nogil:
     """A negative for user u, outside the user's sorted row of ``seen``, or -1.
@@ -591,14 +602,15 @@ cdef int64_t choose_negative(
     ``max_draws`` draws); the negative is the highest scoring candidate (the first of equal
     scores, in draw order). All candidates are drawn before any is scored, so their rows are
     requested together. ``qu`` holds Σ_U[u] x v (general rows); ``qj`` is scratch of length
-    k; ``cands`` and ``scores`` hold ``n_candidates`` entries.
+    k; ``cands`` and ``scores`` hold ``n_candidates`` entries. ``seen_bits``: the user's
+    row of the bitmap, or NULL.
     """
     cdef const index_t* seen = Si + Sp[u]
     cdef Py_ssize_t n_seen = Sp[u + 1] - Sp[u]
     cdef int nb = 0, t, best
     cdef int64_t cand, cj, cu = 0
     for t in range(n_candidates):
-        cand = draw_negative(rng, seen, n_seen, n_items, cdf, max_draws)
+        cand = draw_negative(rng, seen, n_seen, seen_bits, n_items, cdf, max_draws)
         if cand < 0:
             break   # the user has (nearly) seen everything: more draws will not help
         if n_candidates == 1:
@@ -631,7 +643,8 @@ cdef int train_positive(
         int64_t u, int64_t i, int64_t j_given,
         const index_t* Up, const index_t* Ui, const floating* Ux,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
-        const index_t* Sp, const index_t* Si, int64_t n_items, const double* cdf,
+        const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, Py_ssize_t words,
+        int64_t n_items, const double* cdf,
         floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
@@ -661,9 +674,10 @@ cdef int train_positive(
                 v = V + ui[p] * k
                 for f in range(k):
                     qu[f] += ux[p] * v[f]
-        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, n_items, cdf, w, V, k,
-                            n_candidates, max_draws, rng, qu, scratch + k, cands, scores,
-                            one_hot)
+        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si,
+                            seen_bits + u * words if seen_bits != NULL else NULL, n_items,
+                            cdf, w, V, k, n_candidates, max_draws, rng, qu, scratch + k,
+                            cands, scores, one_hot)
         if j < 0:
             return SKIPPED
     if one_hot:
@@ -707,6 +721,18 @@ cdef inline void prefetch_list(const index_t* idx, Py_ssize_t n) noexcept nogil:
         prefetch(idx + n - 1)
 
 
+cdef inline void prefetch_words(const uint64_t* bits, Py_ssize_t n) noexcept nogil:
+    """Every cache line of bits[:n], up to SEEN_LINES of them."""
+    cdef Py_ssize_t off = 0
+    if n > SEEN_LINES * 8:
+        n = SEEN_LINES * 8
+    while off < n:
+        prefetch(bits + off)
+        off += 8
+    if n > 0:  # the row need not start on a line
+        prefetch(bits + n - 1)
+
+
 cdef inline void prefetch_row_params(const index_t* idx, Py_ssize_t nnz, const floating* V,
                                      const floating* aV, Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t p
@@ -721,6 +747,7 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
                                 const index_t* Up, const index_t* Ui,
                                 const index_t* Ip, const index_t* Ii,
                                 const index_t* Sp, const index_t* Si,
+                                const uint64_t* seen_bits, Py_ssize_t words,
                                 const floating* V, const floating* aV, Py_ssize_t k
                                 ) noexcept nogil:
     """Ask for what the positives AHEAD_* places later in the order will read."""
@@ -742,7 +769,10 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
             prefetch(Ui + Up[u])
         if Ii != NULL:
             prefetch(Ii + Ip[ip[pos]])
-        if Si != NULL:  # the user's seen row, which the sampler searches
+        # The user's row of seen items, which the sampler looks up.
+        if seen_bits != NULL:
+            prefetch_words(seen_bits + u * words, words)
+        elif Si != NULL:
             prefetch_list(Si + Sp[u], Sp[u + 1] - Sp[u])
     if t + AHEAD_PARAMS < n:
         pos = op[t + AHEAD_PARAMS]
@@ -772,7 +802,7 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
               floating[::1] w, floating[:, ::1] V, floating[::1] acc_w, floating[:, ::1] acc_V,
               double learning_rate, bint adagrad, double reg_linear, double reg_factors,
               int n_candidates, int max_draws, const uint64_t[::1] seeds, int n_threads,
-              bint one_hot=False):
+              bint one_hot=False, seen_bits=None):
     """One BPR pass over the positives ``(users[t], items[t])`` for t in ``order``.
 
     Each positive gets the negative ``negatives[t]`` when ``negatives`` is non-empty and that
@@ -791,6 +821,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     and of I has exactly one non-zero, equal to 1, and no column is both a user and an item
     column. Such triples skip the row merging and the terms that cancel; the result is the
     same, bit for bit.
+
+    ``seen_bits`` (optional, from ``seen_bitmap``): the items of ``seen`` as one row of bits
+    per user; lookups then read a bit instead of searching the row. Same result, bit for bit.
     """
     cdef Py_ssize_t n = order.shape[0], k = V.shape[1], t
     cdef int64_t n_items = I_indptr.shape[0] - 1, pos, jg
@@ -819,6 +852,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef floating* scratch
     cdef uint64_t* rng
     cdef Merged* buf
+    cdef const uint64_t[::1] bits_view
+    cdef const uint64_t* bitsp = NULL
+    cdef Py_ssize_t words = (n_items + 63) // 64
     cdef int64_t* cands
     cdef double* scores
     if n_threads < 1:
@@ -831,6 +867,12 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         raise ValueError("negatives must be empty or aligned with users")
     if cdfp != NULL and cdf.shape[0] != n_items:
         raise ValueError("cdf must be empty or have one entry per item")
+    if seen_bits is not None:
+        bits_view = seen_bits
+        if bits_view.shape[0] != (seen_indptr.shape[0] - 1) * words:
+            raise ValueError("seen_bits must hold one row of words per user")
+        if bits_view.shape[0] > 0:
+            bitsp = &bits_view[0]
     if n == 0:
         return 0.0, 0, 0, 0
 
@@ -852,12 +894,13 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             if scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL:
                 n_oom += 1
                 continue
-            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, Vp, aVp, k)
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, bitsp, words, Vp, aVp, k)
             pos = op[t]
             jg = negp[pos] if negp != NULL else -1
             lrow = 0
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    n_items, cdfp, wp, Vp, awp, aVp, k, lr, adagrad, rw, rv,
+                                    bitsp, words, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
+                                    adagrad, rw, rv,
                                     n_candidates, max_draws, rng, scratch, buf, cands,
                                     scores, one_hot, &lrow)
             if status == DONE:
@@ -902,5 +945,23 @@ def sample_negatives(const index_t[::1] seen_indptr, const index_t[::1] seen_ind
         for t in range(n):
             u = users[t]
             o[t] = draw_negative(&state, Si + seen_indptr[u],
-                                 seen_indptr[u + 1] - seen_indptr[u], n_items, cdfp, max_draws)
+                                 seen_indptr[u + 1] - seen_indptr[u], NULL, n_items, cdfp,
+                                 max_draws)
+    return out
+
+
+def seen_bitmap(const index_t[::1] seen_indptr, const index_t[::1] seen_indices,
+                int64_t n_items):
+    """The rows of ``seen`` (CSR, users × items) as bits: row u is ``ceil(n_items / 64)``
+    uint64 words from ``u * words``, item j its bit ``j % 64`` of word ``j // 64``."""
+    cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1, words = (n_items + 63) // 64
+    cdef Py_ssize_t u, p
+    cdef int64_t j
+    out = np.zeros(n_users * words, dtype=np.uint64)
+    cdef uint64_t[::1] bits = out
+    with nogil:
+        for u in range(n_users):
+            for p in range(seen_indptr[u], seen_indptr[u + 1]):
+                j = seen_indices[p]
+                bits[u * words + (j >> 6)] |= (<uint64_t> 1) << (j & 63)
     return out

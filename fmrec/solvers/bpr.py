@@ -17,6 +17,9 @@ MAX_DRAWS = 100
 # Popularity sampling draws item i with probability ∝ (n_i + 1) ** POPULARITY_POWER, n_i its
 # number of training positives (word2vec's 3/4; the +1 keeps items without positives in play).
 POPULARITY_POWER = 0.75
+# The seen items are also kept as one row of bits per user when that takes at most this many
+# bytes (MovieLens 1M: 2.8 MB): a lookup then reads one bit instead of searching the row.
+SEEN_BITMAP_MAX_BYTES = 16 << 20
 
 
 def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
@@ -74,6 +77,9 @@ class BPRSolver:
             self.cdf = popularity_cdf(items, I.shape[0])
         self.no_negatives = np.empty(0, np.int64)
         self.one_hot = is_one_hot(U, I)
+        self.seen_bits = None
+        if seen.shape[0] * ((I.shape[0] + 63) // 64) * 8 <= SEEN_BITMAP_MAX_BYTES:
+            self.seen_bits = _bpr.seen_bitmap(seen.indptr, seen.indices, I.shape[0])
 
     def epoch(self) -> BPREpoch:
         """One pass over the shuffled positives, one (hardest of ``n_candidates``) negative
@@ -93,7 +99,7 @@ class BPRSolver:
             seen.indptr, seen.indices, self.users, self.items, self.no_negatives, order,
             self.cdf, st.w, st.V, acc_w, acc_V, hp["learning_rate"], self.adagrad,
             hp["reg_linear"], hp["reg_factors"], hp["n_candidates"], MAX_DRAWS, seeds,
-            self.n_threads, self.one_hot)
+            self.n_threads, self.one_hot, self.seen_bits)
         seconds = time.perf_counter() - start
         if n_bad or not (np.isfinite(loss_sum) and st.is_finite()):
             raise Diverged(f"{n_bad} triples had a non-finite score difference")
