@@ -214,58 +214,102 @@ def test_one_hot_fast_path_with_given_negatives_and_popularity_sampling():
     assert out[True][4] == out[False][4]
 
 
+def _seen_bit_reference(j, n_items, words):
+    """Item j's bit in a row of ``words`` words: j in an exact row, else the top
+    log2(64 * words) bits of j * 0x9E3779B97F4A7C15 (mod 2**64)."""
+    if words == (n_items + 63) // 64:
+        return j
+    product = (int(j) * 0x9E3779B97F4A7C15) % 2**64
+    return product >> (64 - (64 * words).bit_length() + 1)
+
+
+@pytest.mark.parametrize("words", [None, 1, 2], ids=["exact", "1-word filter", "2-word filter"])
+def test_seen_bitmap_sets_each_seen_items_bit(words):
+    n_users, n_items = 30, 200  # 4 words make an exact row
+    seen = _seen_matrix(n_users, n_items, 0.05, seed=11)
+    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words)
+    per_user = words or 4
+    assert bits.shape == (n_users * per_user,)
+    unpacked = np.unpackbits(bits.view(np.uint8), bitorder="little").reshape(n_users, -1)
+    expected = np.zeros_like(unpacked)
+    for u in range(n_users):
+        for j in seen.indices[seen.indptr[u]:seen.indptr[u + 1]]:
+            expected[u, _seen_bit_reference(j, n_items, per_user)] = 1
+    np.testing.assert_array_equal(unpacked, expected)
+    if words is None:
+        np.testing.assert_array_equal(unpacked[:, :n_items], seen.toarray() != 0)
+
+
+@pytest.mark.parametrize("words", [0, 3, 5, -1])
+def test_seen_bitmap_rejects_rows_that_are_neither_exact_nor_a_power_of_two(words):
+    seen = _seen_matrix(4, 200, 0.05, seed=11)
+    with pytest.raises(ValueError, match="4 words or a smaller power of two"):
+        _bpr.seen_bitmap(seen.indptr, seen.indices, 200, words)
+
+
+def _bitmap_epoch(seen, U, I, users, items, w, V, n_candidates, fast, seen_bits):  # noqa: E741
+    w, V, aV = w.copy(), V.copy(), np.zeros_like(V)
+    figures = _bpr.bpr_epoch(
+        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
+        users, items, np.empty(0, np.int64), np.arange(len(users), dtype=np.int64),
+        np.empty(0), w, V, np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, n_candidates,
+        MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits)
+    return w, V, aV, figures
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["one-hot path", "general path"])
 @pytest.mark.parametrize("n_candidates", [1, 5])
-def test_seen_bitmap_gives_the_searchs_bits(fast, n_candidates):
-    # Users who have seen 0, some or all items, a catalogue that is not a multiple of 64;
-    # the bitmap must hold exactly the seen pairs, and training with it must give the bits
-    # of training with the sorted rows.
+@pytest.mark.parametrize("words", [None, 1, 2], ids=["exact", "1-word filter", "2-word filter"])
+def test_seen_bits_give_the_searchs_bits(fast, n_candidates, words):
+    # Users who have seen none, some, all but one or all of the items, a catalogue that is
+    # not a multiple of 64: training with the bits (exact or a filter) must give the bits of
+    # training with the sorted rows alone.
     rng = np.random.default_rng(9)
-    n_users, n_items, k = 30, 70, 4
+    n_users, n_items, k = 30, 140, 4
     seen = _seen_matrix(n_users, n_items, 0.3, seed=10).tolil()
     seen.rows[0], seen.data[0] = [], []
     seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
+    seen.rows[2], seen.data[2] = list(range(1, n_items)), [1.0] * (n_items - 1)
     seen = _csr(seen)
-    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items)
-    words = (n_items + 63) // 64
-    unpacked = np.unpackbits(bits.view(np.uint8), bitorder="little").reshape(n_users, -1)
-    np.testing.assert_array_equal(unpacked[:, :n_items], seen.toarray() != 0)
-    assert not unpacked[:, n_items:].any() and bits.shape == (n_users * words,)
-    users = rng.integers(0, n_users, 400)
-    items = rng.integers(0, n_items, 400)
+    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words)
+    users = rng.integers(0, n_users, 400).astype(np.int64)
+    users[:40] = 2
+    items = rng.integers(0, n_items, 400).astype(np.int64)
     U, I = _one_hot(n_users, n_items)  # noqa: E741
     U, I = _csr(U), _csr(I)  # noqa: E741
     w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
-    out = []
-    for seen_bits in (None, bits):
-        w, V, aV = w0.copy(), V0.copy(), np.zeros_like(V0)
-        figures = _bpr.bpr_epoch(
-            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
-            seen.indices, users.astype(np.int64), items.astype(np.int64),
-            np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w, V,
-            np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, n_candidates, MAX_DRAWS,
-            np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits)
-        out.append((w, V, aV, figures))
-    assert out[0][3] == out[1][3] and out[0][3][2] > 0  # user 1 was skipped
-    for a, b in zip(out[0][:3], out[1][:3], strict=True):
+    args = (seen, U, I, users, items, w0, V0, n_candidates, fast)
+    search, with_bits = _bitmap_epoch(*args, None), _bitmap_epoch(*args, bits)
+    assert search[3] == with_bits[3] and search[3][2] > 0  # user 1 was skipped
+    for a, b in zip(search[:3], with_bits[:3], strict=True):
         np.testing.assert_array_equal(a, b)
-    # The kernel reads the bits, not the rows: a bitmap that marks every item seen leaves
-    # no negative to draw, so every positive is skipped.
-    every = np.full_like(bits, np.iinfo(np.uint64).max)
-    skipped = _bpr.bpr_epoch(
-        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
-        seen.indices, users.astype(np.int64), items.astype(np.int64),
-        np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w0.copy(),
-        V0.copy(), np.zeros_like(w0), np.zeros_like(V0), 0.1, True, 0.01, 0.01,
-        n_candidates, MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=every)
-    assert skipped[1] == 0 and skipped[2] == 400
+    # The kernel reads the bits: set everywhere, an exact row leaves no negative to draw
+    # (every positive skipped) while a filter falls back to the search (the same bits).
+    every = _bitmap_epoch(*args, np.full_like(bits, np.iinfo(np.uint64).max))
+    if words is None:
+        assert every[3][1] == 0 and every[3][2] == 400
+    else:
+        np.testing.assert_array_equal(every[1], search[1])
+        # A clear bit of a filter is trusted: cleared everywhere, user 2's draws of seen
+        # items are taken as negatives, and the epoch changes.
+        cleared = _bitmap_epoch(*args, np.zeros_like(bits))
+        assert cleared[3][2] < search[3][2]
     with pytest.raises(ValueError, match="one row of words per user"):
-        _bpr.bpr_epoch(
-            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
-            seen.indices, users.astype(np.int64), items.astype(np.int64),
-            np.empty(0, np.int64), np.arange(400, dtype=np.int64), np.empty(0), w, V,
-            np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, 1, MAX_DRAWS,
-            np.array([4], np.uint64), 1, seen_bits=bits[:-1])
+        _bitmap_epoch(*args, bits[:-1])
+
+
+@pytest.mark.parametrize(("n_users", "n_items", "words"), [
+    (943, 1682, 27),            # MovieLens 100K: exact rows
+    (6040, 3706, 58),           # MovieLens 1M: exact rows, 2.8 MB
+    (200_000, 50_000, 8),       # a one-line filter per user (12.8 MB)
+    (400_000, 50_000, 4),       # 16 MB / 400k users leaves 5 words: the power of two below
+    (3_000_000, 50_000, 0),     # not even a word per user within the budget
+    (0, 10, 1),
+])
+def test_seen_bits_take_exact_rows_when_they_fit_else_a_filter(n_users, n_items, words):
+    from fmrec.solvers.bpr import SEEN_BITMAP_MAX_BYTES, seen_bits_words
+    assert seen_bits_words(n_users, n_items) == words
+    assert n_users * words * 8 <= SEEN_BITMAP_MAX_BYTES
 
 
 def test_fits_with_and_without_the_seen_bitmap_agree(synthetic, monkeypatch):

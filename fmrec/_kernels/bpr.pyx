@@ -321,17 +321,26 @@ cdef inline bint sorted_contains(const index_t* idx, Py_ssize_t n, int64_t j) no
     return base[0] == j
 
 
-cdef inline bint bit_set(const uint64_t* bits, int64_t j) noexcept nogil:
-    return (bits[j >> 6] >> (j & 63)) & 1
+cdef inline uint64_t seen_bit(int64_t j, int shift) noexcept nogil:
+    """Item j's bit in a user's row of seen bits: j itself in an exact row (shift 0), else
+    a multiplicative hash of j onto the row's 2**(64 - shift) bits (a filter)."""
+    if shift == 0:
+        return <uint64_t> j
+    return (<uint64_t> j * <uint64_t> 0x9E3779B97F4A7C15ULL) >> shift
+
+
+cdef inline bint bit_set(const uint64_t* bits, uint64_t b) noexcept nogil:
+    return (bits[b >> 6] >> (b & 63)) & 1
 
 
 cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n_seen,
-                                  const uint64_t* seen_bits, int64_t n_items,
+                                  const uint64_t* seen_bits, int shift, int64_t n_items,
                                   const double* cdf, int max_draws) noexcept nogil:
     """An item not in the sorted list ``seen``, or -1 after ``max_draws`` rejected draws.
 
-    ``seen_bits`` (NULL when absent) holds the same items as bits: one load per lookup
-    instead of a search.
+    ``seen_bits`` (NULL when absent) is the user's row of seen bits (``seen_bitmap``): with
+    ``shift`` 0 it holds the seen items exactly, one load per lookup instead of a search;
+    otherwise a clear bit proves the item unseen and only a set one is searched.
     """
     cdef int t
     cdef int64_t j
@@ -340,7 +349,9 @@ cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n
     for t in range(max_draws):
         j = draw_item(s, n_items, cdf)
         if seen_bits != NULL:
-            if not bit_set(seen_bits, j):
+            if not bit_set(seen_bits, seen_bit(j, shift)):
+                return j
+            if shift != 0 and not sorted_contains(seen, n_seen, j):
                 return j
         elif not sorted_contains(seen, n_seen, j):
             return j
@@ -592,8 +603,8 @@ cdef inline void prefetch_row(const floating* row, Py_ssize_t k) noexcept nogil:
 cdef int64_t choose_negative(
         int64_t u, const index_t* ui, const floating* ux, Py_ssize_t nu,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
-        const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, int64_t n_items,
-        const double* cdf, const floating* w, const floating* V, Py_ssize_t k,
+        const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, int shift,
+        int64_t n_items, const double* cdf, const floating* w, const floating* V, Py_ssize_t k,
         int n_candidates, int max_draws, uint64_t* rng, const floating* qu, floating* qj,
         int64_t* cands, double* scores, bint one_hot) noexcept nogil:
     """A negative for user u, outside the user's sorted row of ``seen``, or -1.
@@ -602,15 +613,15 @@ cdef int64_t choose_negative(
     ``max_draws`` draws); the negative is the highest scoring candidate (the first of equal
     scores, in draw order). All candidates are drawn before any is scored, so their rows are
     requested together. ``qu`` holds Σ_U[u] x v (general rows); ``qj`` is scratch of length
-    k; ``cands`` and ``scores`` hold ``n_candidates`` entries. ``seen_bits``: the user's
-    row of the bitmap, or NULL.
+    k; ``cands`` and ``scores`` hold ``n_candidates`` entries. ``seen_bits``, ``shift``: the
+    user's row of seen bits (or NULL), as in ``draw_negative``.
     """
     cdef const index_t* seen = Si + Sp[u]
     cdef Py_ssize_t n_seen = Sp[u + 1] - Sp[u]
     cdef int nb = 0, t, best
     cdef int64_t cand, cj, cu = 0
     for t in range(n_candidates):
-        cand = draw_negative(rng, seen, n_seen, seen_bits, n_items, cdf, max_draws)
+        cand = draw_negative(rng, seen, n_seen, seen_bits, shift, n_items, cdf, max_draws)
         if cand < 0:
             break   # the user has (nearly) seen everything: more draws will not help
         if n_candidates == 1:
@@ -644,7 +655,7 @@ cdef int train_positive(
         const index_t* Up, const index_t* Ui, const floating* Ux,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
         const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, Py_ssize_t words,
-        int64_t n_items, const double* cdf,
+        int shift, int64_t n_items, const double* cdf,
         floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
@@ -675,8 +686,8 @@ cdef int train_positive(
                 for f in range(k):
                     qu[f] += ux[p] * v[f]
         j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si,
-                            seen_bits + u * words if seen_bits != NULL else NULL, n_items,
-                            cdf, w, V, k, n_candidates, max_draws, rng, qu, scratch + k,
+                            seen_bits + u * words if seen_bits != NULL else NULL, shift,
+                            n_items, cdf, w, V, k, n_candidates, max_draws, rng, qu, scratch + k,
                             cands, scores, one_hot)
         if j < 0:
             return SKIPPED
@@ -747,7 +758,7 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
                                 const index_t* Up, const index_t* Ui,
                                 const index_t* Ip, const index_t* Ii,
                                 const index_t* Sp, const index_t* Si,
-                                const uint64_t* seen_bits, Py_ssize_t words,
+                                const uint64_t* seen_bits, Py_ssize_t words, int shift,
                                 const floating* V, const floating* aV, Py_ssize_t k
                                 ) noexcept nogil:
     """Ask for what the positives AHEAD_* places later in the order will read."""
@@ -769,10 +780,11 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
             prefetch(Ui + Up[u])
         if Ii != NULL:
             prefetch(Ii + Ip[ip[pos]])
-        # The user's row of seen items, which the sampler looks up.
+        # The user's rows of seen bits and items, which the sampler looks up (the items
+        # only when the bits are a filter).
         if seen_bits != NULL:
             prefetch_words(seen_bits + u * words, words)
-        elif Si != NULL:
+        if Si != NULL and (seen_bits == NULL or shift != 0):
             prefetch_list(Si + Sp[u], Sp[u + 1] - Sp[u])
     if t + AHEAD_PARAMS < n:
         pos = op[t + AHEAD_PARAMS]
@@ -823,7 +835,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     same, bit for bit.
 
     ``seen_bits`` (optional, from ``seen_bitmap``): the items of ``seen`` as one row of bits
-    per user; lookups then read a bit instead of searching the row. Same result, bit for bit.
+    per user, exact or a filter; a lookup then reads a bit and searches the row only when the
+    bit of a filter is set. Same result, bit for bit.
     """
     cdef Py_ssize_t n = order.shape[0], k = V.shape[1], t
     cdef int64_t n_items = I_indptr.shape[0] - 1, pos, jg
@@ -854,7 +867,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef Merged* buf
     cdef const uint64_t[::1] bits_view
     cdef const uint64_t* bitsp = NULL
-    cdef Py_ssize_t words = (n_items + 63) // 64
+    cdef Py_ssize_t words = 0, n_users = seen_indptr.shape[0] - 1
+    cdef int shift = 0
     cdef int64_t* cands
     cdef double* scores
     if n_threads < 1:
@@ -869,8 +883,11 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         raise ValueError("cdf must be empty or have one entry per item")
     if seen_bits is not None:
         bits_view = seen_bits
-        if bits_view.shape[0] != (seen_indptr.shape[0] - 1) * words:
+        if n_users > 0:
+            words = bits_view.shape[0] // n_users
+        if bits_view.shape[0] != n_users * words:
             raise ValueError("seen_bits must hold one row of words per user")
+        shift = seen_bits_shift(n_items, words)
         if bits_view.shape[0] > 0:
             bitsp = &bits_view[0]
     if n == 0:
@@ -894,12 +911,13 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             if scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL:
                 n_oom += 1
                 continue
-            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, bitsp, words, Vp, aVp, k)
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, bitsp, words, shift, Vp,
+                           aVp, k)
             pos = op[t]
             jg = negp[pos] if negp != NULL else -1
             lrow = 0
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    bitsp, words, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
+                                    bitsp, words, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
                                     adagrad, rw, rv,
                                     n_candidates, max_draws, rng, scratch, buf, cands,
                                     scores, one_hot, &lrow)
@@ -945,23 +963,46 @@ def sample_negatives(const index_t[::1] seen_indptr, const index_t[::1] seen_ind
         for t in range(n):
             u = users[t]
             o[t] = draw_negative(&state, Si + seen_indptr[u],
-                                 seen_indptr[u + 1] - seen_indptr[u], NULL, n_items, cdfp,
-                                 max_draws)
+                                 seen_indptr[u + 1] - seen_indptr[u], NULL, 0, n_items,
+                                 cdfp, max_draws)
     return out
 
 
+def seen_bits_shift(int64_t n_items, Py_ssize_t words) -> int:
+    """The shift of ``seen_bit`` for rows of ``words`` uint64 words: 0 for exact rows of
+    ``ceil(n_items / 64)`` words, else (a filter) ``words`` must be a smaller power of two."""
+    cdef Py_ssize_t exact = (n_items + 63) // 64
+    cdef int log2 = 0
+    if words == exact:
+        return 0
+    if words < 1 or words > exact or words & (words - 1):
+        raise ValueError(f"seen_bits rows must hold ceil(n_items / 64) = {exact} words or a "
+                         f"smaller power of two, got {words}")
+    while (<Py_ssize_t> 1) << log2 < words:
+        log2 += 1
+    return 58 - log2  # 64 - log2(bits per row)
+
+
 def seen_bitmap(const index_t[::1] seen_indptr, const index_t[::1] seen_indices,
-                int64_t n_items):
-    """The rows of ``seen`` (CSR, users × items) as bits: row u is ``ceil(n_items / 64)``
-    uint64 words from ``u * words``, item j its bit ``j % 64`` of word ``j // 64``."""
-    cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1, words = (n_items + 63) // 64
+                int64_t n_items, words=None):
+    """The rows of ``seen`` (CSR, users × items) as bits, ``words`` uint64 words per user
+    (row u from ``u * words``), item j setting bit ``b % 64`` of word ``b // 64`` for
+    ``b = seen_bit(j, shift)``.
+
+    By default ``words = ceil(n_items / 64)`` and the rows are exact (b = j). A smaller
+    power of two makes each row a filter of ``64 * words`` bits: a clear bit proves an item
+    unseen, a set one may be a collision.
+    """
+    cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1
+    cdef Py_ssize_t nw = (n_items + 63) // 64 if words is None else words
+    cdef int shift = seen_bits_shift(n_items, nw)
     cdef Py_ssize_t u, p
-    cdef int64_t j
-    out = np.zeros(n_users * words, dtype=np.uint64)
+    cdef uint64_t b
+    out = np.zeros(n_users * nw, dtype=np.uint64)
     cdef uint64_t[::1] bits = out
     with nogil:
         for u in range(n_users):
             for p in range(seen_indptr[u], seen_indptr[u + 1]):
-                j = seen_indices[p]
-                bits[u * words + (j >> 6)] |= (<uint64_t> 1) << (j & 63)
+                b = seen_bit(seen_indices[p], shift)
+                bits[u * nw + (b >> 6)] |= (<uint64_t> 1) << (b & 63)
     return out

@@ -17,9 +17,23 @@ MAX_DRAWS = 100
 # Popularity sampling draws item i with probability ∝ (n_i + 1) ** POPULARITY_POWER, n_i its
 # number of training positives (word2vec's 3/4; the +1 keeps items without positives in play).
 POPULARITY_POWER = 0.75
-# The seen items are also kept as one row of bits per user when that takes at most this many
-# bytes (MovieLens 1M: 2.8 MB): a lookup then reads one bit instead of searching the row.
+# The sampler also keeps each user's seen items as a row of bits, within this many bytes in
+# all: exactly (a bit per item; MovieLens 1M takes 2.8 MB) when that fits, so that a lookup
+# reads one bit instead of searching the user's row; else as a filter of up to
+# SEEN_FILTER_MAX_WORDS 64-bit words (one cache line) per user, which rules most unseen items
+# out without the search.
 SEEN_BITMAP_MAX_BYTES = 16 << 20
+SEEN_FILTER_MAX_WORDS = 8
+
+
+def seen_bits_words(n_users: int, n_items: int) -> int:
+    """64-bit words per user of the sampler's seen bits (0: none), see SEEN_BITMAP_MAX_BYTES."""
+    exact = (n_items + 63) // 64
+    fits = SEEN_BITMAP_MAX_BYTES // (8 * max(n_users, 1))
+    if exact <= fits:
+        return exact
+    words = min(fits, SEEN_FILTER_MAX_WORDS)
+    return 1 << (words.bit_length() - 1) if words > 0 else 0
 
 
 def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
@@ -77,9 +91,9 @@ class BPRSolver:
             self.cdf = popularity_cdf(items, I.shape[0])
         self.no_negatives = np.empty(0, np.int64)
         self.one_hot = is_one_hot(U, I)
-        self.seen_bits = None
-        if seen.shape[0] * ((I.shape[0] + 63) // 64) * 8 <= SEEN_BITMAP_MAX_BYTES:
-            self.seen_bits = _bpr.seen_bitmap(seen.indptr, seen.indices, I.shape[0])
+        words = seen_bits_words(seen.shape[0], I.shape[0])
+        self.seen_bits = (None if words == 0 else
+                          _bpr.seen_bitmap(seen.indptr, seen.indices, I.shape[0], words))
 
     def epoch(self) -> BPREpoch:
         """One pass over the shuffled positives, one (hardest of ``n_candidates``) negative
