@@ -247,13 +247,15 @@ def test_seen_bitmap_rejects_rows_that_are_neither_exact_nor_a_power_of_two(word
         _bpr.seen_bitmap(seen.indptr, seen.indices, 200, words)
 
 
-def _bitmap_epoch(seen, U, I, users, items, w, V, n_candidates, fast, seen_bits):  # noqa: E741
+def _bitmap_epoch(seen, U, I, users, items, w, V, n_candidates, fast, seen_bits,  # noqa: E741
+                  exact_of=None, exact_bits=None):
     w, V, aV = w.copy(), V.copy(), np.zeros_like(V)
     figures = _bpr.bpr_epoch(
         U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
         users, items, np.empty(0, np.int64), np.arange(len(users), dtype=np.int64),
         np.empty(0), w, V, np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, n_candidates,
-        MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits)
+        MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits,
+        exact_of=exact_of, exact_bits=exact_bits)
     return w, V, aV, figures
 
 
@@ -298,6 +300,67 @@ def test_seen_bits_give_the_searchs_bits(fast, n_candidates, words):
         _bitmap_epoch(*args, bits[:-1])
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["one-hot path", "general path"])
+@pytest.mark.parametrize("n_candidates", [1, 5])
+@pytest.mark.parametrize("words", [0, 1], ids=["no filter", "1-word filter"])
+def test_exact_rows_of_heavy_users_give_the_searchs_bits(fast, n_candidates, words):
+    # Users 1 (seen everything), 2 (all but one), 5 and 7 get exact rows; the others keep
+    # their filter rows (or none): the same bits as the search alone.
+    rng = np.random.default_rng(12)
+    n_users, n_items, k = 30, 140, 4
+    seen = _seen_matrix(n_users, n_items, 0.3, seed=13).tolil()
+    seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
+    seen.rows[2], seen.data[2] = list(range(1, n_items)), [1.0] * (n_items - 1)
+    seen = _csr(seen)
+    filters = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words) if words else None
+    heavy = np.array([5, 1, 7, 2], np.int64)
+    exact_bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, users=heavy)
+    exact_of = np.full(n_users, -1, np.int64)
+    exact_of[heavy] = np.arange(4)
+    users = rng.integers(0, n_users, 400).astype(np.int64)
+    users[:40], users[40:80] = 2, 5
+    items = rng.integers(0, n_items, 400).astype(np.int64)
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
+    args = (seen, U, I, users, items, w0, V0, n_candidates, fast, filters)
+    search = _bitmap_epoch(*args[:-1], None)
+    with_rows = _bitmap_epoch(*args, exact_of, exact_bits)
+    assert search[3] == with_rows[3] and search[3][2] > 0
+    for a, b in zip(search[:3], with_rows[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The kernel reads them: user 5's exact row set everywhere leaves it nothing to draw.
+    full = exact_bits.copy()
+    words_per_row = (n_items + 63) // 64
+    full[:words_per_row] = np.iinfo(np.uint64).max
+    blocked = _bitmap_epoch(*args, exact_of, full)
+    # (user 1's positives are always skipped, user 2's (at most 40) only by chance)
+    assert blocked[3][2] >= np.sum(users == 5) + np.sum(users == 1) > search[3][2]
+    for bad, match in [((exact_of, None), "go together"),
+                       ((exact_of[:-1], exact_bits), "one entry per user"),
+                       ((exact_of, exact_bits[:-1]), "whole rows"),
+                       ((np.where(exact_of == 3, 4, exact_of), exact_bits), "names no row")]:
+        with pytest.raises(ValueError, match=match):
+            _bitmap_epoch(*args, *bad)
+
+
+def test_seen_bitmap_of_some_users_is_their_rows_of_the_full_one():
+    seen = _seen_matrix(20, 150, 0.2, seed=3)
+    full = _bpr.seen_bitmap(seen.indptr, seen.indices, 150).reshape(20, -1)
+    some = _bpr.seen_bitmap(seen.indptr, seen.indices, 150, users=[7, 0, 19]).reshape(3, -1)
+    np.testing.assert_array_equal(some, full[[7, 0, 19]])
+    with pytest.raises(ValueError, match="rows of seen"):
+        _bpr.seen_bitmap(seen.indptr, seen.indices, 150, users=[20])
+
+
+def test_heavy_users_are_the_most_active_within_the_budget(monkeypatch):
+    import fmrec.solvers.bpr as solver
+    counts = np.array([500, 10, 129, 128, 900, 300])
+    np.testing.assert_array_equal(solver.heavy_users(counts, 640), [4, 0, 5, 2])
+    monkeypatch.setattr(solver, "SEEN_BITMAP_MAX_BYTES", 2 * 80)  # two rows of 10 words
+    np.testing.assert_array_equal(solver.heavy_users(counts, 640), [4, 0])
+
+
 @pytest.mark.parametrize(("n_users", "n_items", "words"), [
     (943, 1682, 27),            # MovieLens 100K: exact rows
     (6040, 3706, 58),           # MovieLens 1M: exact rows, 2.8 MB
@@ -315,14 +378,26 @@ def test_seen_bits_take_exact_rows_when_they_fit_else_a_filter(n_users, n_items,
 def test_fits_with_and_without_the_seen_bitmap_agree(synthetic, monkeypatch):
     import fmrec.solvers.bpr as solver
     made, real = [], solver._bpr.seen_bitmap
-    monkeypatch.setattr(solver._bpr, "seen_bitmap", lambda *a: made.append(1) or real(*a))
+
+    def recording(*args, **kwargs):
+        made.append("some users" if kwargs.get("users") is not None else "every user")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(solver._bpr, "seen_bitmap", recording)
     with_bits = _fit(synthetic, n_epochs=2, random_state=3)
-    assert made == [1]  # a small catalogue: the fit looked up bits
+    assert made == ["every user"]  # a small catalogue: exact rows for everyone
+    # 200 users, 120 items: a budget of one word per user makes one-word filters, and the
+    # users with more than 19 seen items get exact rows (two words) within the same budget.
+    monkeypatch.setattr(solver, "SEEN_BITMAP_MAX_BYTES", 200 * 8)
+    monkeypatch.setattr(solver, "SEEN_EXACT_MIN_ITEMS", 19)
+    mixed = _fit(synthetic, n_epochs=2, random_state=3)
+    assert made == ["every user"] * 2 + ["some users"]
     monkeypatch.setattr(solver, "SEEN_BITMAP_MAX_BYTES", 0)
     without = _fit(synthetic, n_epochs=2, random_state=3)
-    assert made == [1]  # too big a bitmap: the fit searched the sorted rows
-    np.testing.assert_array_equal(with_bits.V_, without.V_)
-    assert with_bits.history_ == without.history_ | {"seconds": with_bits.history_["seconds"]}
+    assert len(made) == 3  # no budget: the fit searched the sorted rows
+    for model in (with_bits, mixed):
+        np.testing.assert_array_equal(model.V_, without.V_)
+        assert model.history_ == without.history_ | {"seconds": model.history_["seconds"]}
 
 
 def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):

@@ -333,6 +333,27 @@ cdef inline bint bit_set(const uint64_t* bits, uint64_t b) noexcept nogil:
     return (bits[b >> 6] >> (b & 63)) & 1
 
 
+cdef struct SeenBits:
+    # The sampler's rows of seen bits (see bpr_epoch): ``rows`` holds ``words`` words per user
+    # (NULL: none), exact when ``shift`` is 0, else filters; users with ``exact_of[u] >= 0``
+    # (``exact_of`` NULL: none) have an exact row of ``exact_words`` words in ``exact``.
+    const uint64_t* rows
+    Py_ssize_t words
+    int shift
+    const int64_t* exact_of
+    const uint64_t* exact
+    Py_ssize_t exact_words
+
+
+cdef inline const uint64_t* user_bits(const SeenBits* sb, int64_t u, int* shift) noexcept nogil:
+    """User u's row of seen bits (NULL: none) and, in ``shift``, how items map to it."""
+    if sb.exact_of != NULL and sb.exact_of[u] >= 0:
+        shift[0] = 0
+        return sb.exact + sb.exact_of[u] * sb.exact_words
+    shift[0] = sb.shift
+    return sb.rows + u * sb.words if sb.rows != NULL else NULL
+
+
 cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n_seen,
                                   const uint64_t* seen_bits, int shift, int64_t n_items,
                                   const double* cdf, int max_draws) noexcept nogil:
@@ -654,13 +675,15 @@ cdef int train_positive(
         int64_t u, int64_t i, int64_t j_given,
         const index_t* Up, const index_t* Ui, const floating* Ux,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
-        const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, Py_ssize_t words,
-        int shift, int64_t n_items, const double* cdf,
-        floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
+        const index_t* Sp, const index_t* Si, const uint64_t* bits, int shift,
+        int64_t n_items, const double* cdf, floating* w, floating* V, floating* aw,
+        floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
         int64_t* cands, double* scores, bint one_hot, double* loss_out) noexcept nogil:
     """Find the negative of one positive (u, i) and take its step; returns a status.
+
+    ``bits``, ``shift``: the user's row of seen bits (``user_bits``), or NULL.
 
     ``one_hot``: every row of U and I is one column with value 1, no column in both; the
     positive then takes the fast path (``one_hot_score``, ``one_hot_step``), which gives the
@@ -685,9 +708,8 @@ cdef int train_positive(
                 v = V + ui[p] * k
                 for f in range(k):
                     qu[f] += ux[p] * v[f]
-        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si,
-                            seen_bits + u * words if seen_bits != NULL else NULL, shift,
-                            n_items, cdf, w, V, k, n_candidates, max_draws, rng, qu, scratch + k,
+        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, bits, shift, n_items, cdf, w,
+                            V, k, n_candidates, max_draws, rng, qu, scratch + k,
                             cands, scores, one_hot)
         if j < 0:
             return SKIPPED
@@ -758,11 +780,12 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
                                 const index_t* Up, const index_t* Ui,
                                 const index_t* Ip, const index_t* Ii,
                                 const index_t* Sp, const index_t* Si,
-                                const uint64_t* seen_bits, Py_ssize_t words, int shift,
-                                const floating* V, const floating* aV, Py_ssize_t k
-                                ) noexcept nogil:
+                                const SeenBits* sb, const floating* V, const floating* aV,
+                                Py_ssize_t k) noexcept nogil:
     """Ask for what the positives AHEAD_* places later in the order will read."""
     cdef int64_t pos, u, i
+    cdef int shift
+    cdef const uint64_t* bits
     if t + AHEAD_PAIR < n:
         pos = op[t + AHEAD_PAIR]
         prefetch(up + pos)
@@ -781,10 +804,11 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
         if Ii != NULL:
             prefetch(Ii + Ip[ip[pos]])
         # The user's rows of seen bits and items, which the sampler looks up (the items
-        # only when the bits are a filter).
-        if seen_bits != NULL:
-            prefetch_words(seen_bits + u * words, words)
-        if Si != NULL and (seen_bits == NULL or shift != 0):
+        # only without exact bits). A long exact row is read at random bits: not asked for.
+        bits = user_bits(sb, u, &shift)
+        if bits != NULL and (sb.exact_of == NULL or sb.exact_of[u] < 0):
+            prefetch_words(bits, sb.words)
+        if Si != NULL and (bits == NULL or shift != 0):
             prefetch_list(Si + Sp[u], Sp[u + 1] - Sp[u])
     if t + AHEAD_PARAMS < n:
         pos = op[t + AHEAD_PARAMS]
@@ -814,7 +838,7 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
               floating[::1] w, floating[:, ::1] V, floating[::1] acc_w, floating[:, ::1] acc_V,
               double learning_rate, bint adagrad, double reg_linear, double reg_factors,
               int n_candidates, int max_draws, const uint64_t[::1] seeds, int n_threads,
-              bint one_hot=False, seen_bits=None):
+              bint one_hot=False, seen_bits=None, exact_of=None, exact_bits=None):
     """One BPR pass over the positives ``(users[t], items[t])`` for t in ``order``.
 
     Each positive gets the negative ``negatives[t]`` when ``negatives`` is non-empty and that
@@ -836,7 +860,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
 
     ``seen_bits`` (optional, from ``seen_bitmap``): the items of ``seen`` as one row of bits
     per user, exact or a filter; a lookup then reads a bit and searches the row only when the
-    bit of a filter is set. Same result, bit for bit.
+    bit of a filter is set. ``exact_of`` (optional, int64, one entry per user) gives users
+    with many seen items the exact row ``exact_of[u]`` of ``exact_bits`` (``seen_bitmap`` of
+    those users) instead, -1 for the others. Same result, bit for bit.
     """
     cdef Py_ssize_t n = order.shape[0], k = V.shape[1], t
     cdef int64_t n_items = I_indptr.shape[0] - 1, pos, jg
@@ -866,9 +892,12 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef uint64_t* rng
     cdef Merged* buf
     cdef const uint64_t[::1] bits_view
-    cdef const uint64_t* bitsp = NULL
-    cdef Py_ssize_t words = 0, n_users = seen_indptr.shape[0] - 1
-    cdef int shift = 0
+    cdef const uint64_t[::1] exact_view
+    cdef const int64_t[::1] exact_of_view
+    cdef SeenBits sb
+    cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1, n_exact
+    cdef const uint64_t* bits
+    cdef int shift
     cdef int64_t* cands
     cdef double* scores
     if n_threads < 1:
@@ -881,15 +910,37 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         raise ValueError("negatives must be empty or aligned with users")
     if cdfp != NULL and cdf.shape[0] != n_items:
         raise ValueError("cdf must be empty or have one entry per item")
+    sb.rows = NULL
+    sb.words = 0
+    sb.shift = 0
+    sb.exact_of = NULL
+    sb.exact = NULL
+    sb.exact_words = (n_items + 63) // 64
     if seen_bits is not None:
         bits_view = seen_bits
         if n_users > 0:
-            words = bits_view.shape[0] // n_users
-        if bits_view.shape[0] != n_users * words:
+            sb.words = bits_view.shape[0] // n_users
+        if bits_view.shape[0] != n_users * sb.words:
             raise ValueError("seen_bits must hold one row of words per user")
-        shift = seen_bits_shift(n_items, words)
+        sb.shift = seen_bits_shift(n_items, sb.words)
         if bits_view.shape[0] > 0:
-            bitsp = &bits_view[0]
+            sb.rows = &bits_view[0]
+    if (exact_of is None) != (exact_bits is None):
+        raise ValueError("exact_of and exact_bits go together")
+    if exact_of is not None:
+        exact_of_view = exact_of
+        exact_view = exact_bits
+        n_exact = exact_view.shape[0] // sb.exact_words if sb.exact_words > 0 else 0
+        if exact_of_view.shape[0] != n_users or exact_view.shape[0] != n_exact * sb.exact_words:
+            raise ValueError("exact_of must hold one entry per user and exact_bits whole "
+                             "rows of ceil(n_items / 64) words")
+        for pos in range(n_users):
+            if exact_of_view[pos] < -1 or exact_of_view[pos] >= n_exact:
+                raise ValueError(f"exact_of[{pos}] = {exact_of_view[pos]} names no row")
+        if n_users > 0:
+            sb.exact_of = &exact_of_view[0]
+        if exact_view.shape[0] > 0:
+            sb.exact = &exact_view[0]
     if n == 0:
         return 0.0, 0, 0, 0
 
@@ -911,14 +962,13 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             if scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL:
                 n_oom += 1
                 continue
-            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, bitsp, words, shift, Vp,
-                           aVp, k)
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, &sb, Vp, aVp, k)
             pos = op[t]
             jg = negp[pos] if negp != NULL else -1
             lrow = 0
+            bits = user_bits(&sb, up[pos], &shift)
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    bitsp, words, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
-                                    adagrad, rw, rv,
+                                    bits, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr, adagrad, rw, rv,
                                     n_candidates, max_draws, rng, scratch, buf, cands,
                                     scores, one_hot, &lrow)
             if status == DONE:
@@ -984,25 +1034,32 @@ def seen_bits_shift(int64_t n_items, Py_ssize_t words) -> int:
 
 
 def seen_bitmap(const index_t[::1] seen_indptr, const index_t[::1] seen_indices,
-                int64_t n_items, words=None):
+                int64_t n_items, words=None, users=None):
     """The rows of ``seen`` (CSR, users × items) as bits, ``words`` uint64 words per user
-    (row u from ``u * words``), item j setting bit ``b % 64`` of word ``b // 64`` for
+    (row r from ``r * words``), item j setting bit ``b % 64`` of word ``b // 64`` for
     ``b = seen_bit(j, shift)``.
 
     By default ``words = ceil(n_items / 64)`` and the rows are exact (b = j). A smaller
     power of two makes each row a filter of ``64 * words`` bits: a clear bit proves an item
-    unseen, a set one may be a collision.
+    unseen, a set one may be a collision. ``users`` (int64, optional): the rows of these
+    users only, in this order (row r is user ``users[r]``'s).
     """
     cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1
     cdef Py_ssize_t nw = (n_items + 63) // 64 if words is None else words
     cdef int shift = seen_bits_shift(n_items, nw)
-    cdef Py_ssize_t u, p
+    cdef Py_ssize_t r, u, p
     cdef uint64_t b
-    out = np.zeros(n_users * nw, dtype=np.uint64)
+    chosen_arr = (np.arange(n_users, dtype=np.int64) if users is None
+                  else np.ascontiguousarray(users, dtype=np.int64))
+    if len(chosen_arr) and (chosen_arr.min() < 0 or chosen_arr.max() >= n_users):
+        raise ValueError("users must be rows of seen")
+    cdef const int64_t[::1] chosen = chosen_arr
+    out = np.zeros(chosen.shape[0] * nw, dtype=np.uint64)
     cdef uint64_t[::1] bits = out
     with nogil:
-        for u in range(n_users):
+        for r in range(chosen.shape[0]):
+            u = chosen[r]
             for p in range(seen_indptr[u], seen_indptr[u + 1]):
                 b = seen_bit(seen_indices[p], shift)
-                bits[u * nw + (b >> 6)] |= (<uint64_t> 1) << (b & 63)
+                bits[r * nw + (b >> 6)] |= (<uint64_t> 1) << (b & 63)
     return out

@@ -24,6 +24,11 @@ POPULARITY_POWER = 0.75
 # out without the search.
 SEEN_BITMAP_MAX_BYTES = 16 << 20
 SEEN_FILTER_MAX_WORDS = 8
+# Without exact rows for everyone, users who have seen more items than this (the part of a
+# row the kernel prefetches; a 512-bit filter of theirs is over a fifth set) get exact rows
+# too, the most active first, within another SEEN_BITMAP_MAX_BYTES: otherwise their lookups
+# are searches of long rows, cache misses for every step.
+SEEN_EXACT_MIN_ITEMS = 128
 
 
 def seen_bits_words(n_users: int, n_items: int) -> int:
@@ -34,6 +39,15 @@ def seen_bits_words(n_users: int, n_items: int) -> int:
         return exact
     words = min(fits, SEEN_FILTER_MAX_WORDS)
     return 1 << (words.bit_length() - 1) if words > 0 else 0
+
+
+def heavy_users(seen_counts: np.ndarray, n_items: int) -> np.ndarray:
+    """The users that get exact rows of seen bits beside the filters (int64, most active
+    first): those with more than SEEN_EXACT_MIN_ITEMS seen items, within the byte budget."""
+    row_bytes = 8 * ((n_items + 63) // 64)
+    many = np.flatnonzero(seen_counts > SEEN_EXACT_MIN_ITEMS)
+    many = many[np.argsort(-seen_counts[many], kind="stable")]
+    return many[:SEEN_BITMAP_MAX_BYTES // max(row_bytes, 1)].astype(np.int64)
 
 
 def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
@@ -91,9 +105,18 @@ class BPRSolver:
             self.cdf = popularity_cdf(items, I.shape[0])
         self.no_negatives = np.empty(0, np.int64)
         self.one_hot = is_one_hot(U, I)
-        words = seen_bits_words(seen.shape[0], I.shape[0])
+        n_users, n_items = seen.shape[0], I.shape[0]
+        words = seen_bits_words(n_users, n_items)
         self.seen_bits = (None if words == 0 else
-                          _bpr.seen_bitmap(seen.indptr, seen.indices, I.shape[0], words))
+                          _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words))
+        self.exact_of = self.exact_bits = None
+        if words < (n_items + 63) // 64:
+            heavy = heavy_users(np.diff(seen.indptr), n_items)
+            if len(heavy):
+                self.exact_of = np.full(n_users, -1, np.int64)
+                self.exact_of[heavy] = np.arange(len(heavy))
+                self.exact_bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items,
+                                                   users=heavy)
 
     def epoch(self) -> BPREpoch:
         """One pass over the shuffled positives, one (hardest of ``n_candidates``) negative
@@ -113,7 +136,7 @@ class BPRSolver:
             seen.indptr, seen.indices, self.users, self.items, self.no_negatives, order,
             self.cdf, st.w, st.V, acc_w, acc_V, hp["learning_rate"], self.adagrad,
             hp["reg_linear"], hp["reg_factors"], hp["n_candidates"], MAX_DRAWS, seeds,
-            self.n_threads, self.one_hot, self.seen_bits)
+            self.n_threads, self.one_hot, self.seen_bits, self.exact_of, self.exact_bits)
         seconds = time.perf_counter() - start
         if n_bad or not (np.isfinite(loss_sum) and st.is_finite()):
             raise Diverged(f"{n_bad} triples had a non-finite score difference")
