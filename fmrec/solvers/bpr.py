@@ -47,7 +47,7 @@ def heavy_users(seen_counts: np.ndarray, n_items: int) -> np.ndarray:
     row_bytes = 8 * ((n_items + 63) // 64)
     many = np.flatnonzero(seen_counts > SEEN_EXACT_MIN_ITEMS)
     many = many[np.argsort(-seen_counts[many], kind="stable")]
-    return many[:SEEN_BITMAP_MAX_BYTES // max(row_bytes, 1)].astype(np.int64)
+    return many[:max(SEEN_BITMAP_MAX_BYTES, 0) // max(row_bytes, 1)].astype(np.int64)
 
 
 def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
