@@ -968,9 +968,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             lrow = 0
             bits = user_bits(&sb, up[pos], &shift)
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    bits, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr, adagrad, rw, rv,
-                                    n_candidates, max_draws, rng, scratch, buf, cands,
-                                    scores, one_hot, &lrow)
+                                    bits, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
+                                    adagrad, rw, rv, n_candidates, max_draws, rng, scratch,
+                                    buf, cands, scores, one_hot, &lrow)
             if status == DONE:
                 loss_sum += lrow
                 n_done += 1
