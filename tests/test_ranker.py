@@ -259,6 +259,26 @@ def _bitmap_epoch(seen, U, I, users, items, w, V, n_candidates, fast, seen_bits,
     return w, V, aV, figures
 
 
+def _seen_case(rng_seed, seen_seed, empty_user_0):
+    """30 users and 140 items (not a multiple of 64), 30% seen; user 1 has seen every item,
+    user 2 all but one (and has the first 40 of 400 positives); one-hot rows, random w, V."""
+    rng = np.random.default_rng(rng_seed)
+    n_users, n_items, k = 30, 140, 4
+    seen = _seen_matrix(n_users, n_items, 0.3, seed=seen_seed).tolil()
+    if empty_user_0:
+        seen.rows[0], seen.data[0] = [], []
+    seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
+    seen.rows[2], seen.data[2] = list(range(1, n_items)), [1.0] * (n_items - 1)
+    seen = _csr(seen)
+    users = rng.integers(0, n_users, 400).astype(np.int64)
+    users[:40] = 2
+    items = rng.integers(0, n_items, 400).astype(np.int64)
+    U, I = _one_hot(n_users, n_items)  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
+    return seen, U, I, users, items, w0, V0
+
+
 @pytest.mark.parametrize("fast", [True, False], ids=["one-hot path", "general path"])
 @pytest.mark.parametrize("n_candidates", [1, 5])
 @pytest.mark.parametrize("words", [None, 1, 2], ids=["exact", "1-word filter", "2-word filter"])
@@ -266,20 +286,8 @@ def test_seen_bits_give_the_searchs_bits(fast, n_candidates, words):
     # Users who have seen none, some, all but one or all of the items, a catalogue that is
     # not a multiple of 64: training with the bits (exact or a filter) must give the bits of
     # training with the sorted rows alone.
-    rng = np.random.default_rng(9)
-    n_users, n_items, k = 30, 140, 4
-    seen = _seen_matrix(n_users, n_items, 0.3, seed=10).tolil()
-    seen.rows[0], seen.data[0] = [], []
-    seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
-    seen.rows[2], seen.data[2] = list(range(1, n_items)), [1.0] * (n_items - 1)
-    seen = _csr(seen)
-    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words)
-    users = rng.integers(0, n_users, 400).astype(np.int64)
-    users[:40] = 2
-    items = rng.integers(0, n_items, 400).astype(np.int64)
-    U, I = _one_hot(n_users, n_items)  # noqa: E741
-    U, I = _csr(U), _csr(I)  # noqa: E741
-    w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
+    seen, U, I, users, items, w0, V0 = _seen_case(9, 10, empty_user_0=True)  # noqa: E741
+    bits = _bpr.seen_bitmap(seen.indptr, seen.indices, 140, words)
     args = (seen, U, I, users, items, w0, V0, n_candidates, fast)
     search, with_bits = _bitmap_epoch(*args, None), _bitmap_epoch(*args, bits)
     assert search[3] == with_bits[3] and search[3][2] > 0  # user 1 was skipped
@@ -306,23 +314,14 @@ def test_seen_bits_give_the_searchs_bits(fast, n_candidates, words):
 def test_exact_rows_of_heavy_users_give_the_searchs_bits(fast, n_candidates, words):
     # Users 1 (seen everything), 2 (all but one), 5 and 7 get exact rows; the others keep
     # their filter rows (or none): the same bits as the search alone.
-    rng = np.random.default_rng(12)
-    n_users, n_items, k = 30, 140, 4
-    seen = _seen_matrix(n_users, n_items, 0.3, seed=13).tolil()
-    seen.rows[1], seen.data[1] = list(range(n_items)), [1.0] * n_items
-    seen.rows[2], seen.data[2] = list(range(1, n_items)), [1.0] * (n_items - 1)
-    seen = _csr(seen)
+    seen, U, I, users, items, w0, V0 = _seen_case(12, 13, empty_user_0=False)  # noqa: E741
+    n_items = 140
     filters = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words) if words else None
     heavy = np.array([5, 1, 7, 2], np.int64)
     exact_bits = _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, users=heavy)
-    exact_of = np.full(n_users, -1, np.int64)
+    exact_of = np.full(30, -1, np.int64)
     exact_of[heavy] = np.arange(4)
-    users = rng.integers(0, n_users, 400).astype(np.int64)
-    users[:40], users[40:80] = 2, 5
-    items = rng.integers(0, n_items, 400).astype(np.int64)
-    U, I = _one_hot(n_users, n_items)  # noqa: E741
-    U, I = _csr(U), _csr(I)  # noqa: E741
-    w0, V0 = rng.normal(size=U.shape[1]) * 0.1, rng.normal(size=(U.shape[1], k)) * 0.1
+    users[40:80] = 5
     args = (seen, U, I, users, items, w0, V0, n_candidates, fast, filters)
     search = _bitmap_epoch(*args[:-1], None)
     with_rows = _bitmap_epoch(*args, exact_of, exact_bits)

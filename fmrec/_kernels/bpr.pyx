@@ -742,28 +742,17 @@ cdef int train_positive(
     return DONE
 
 
-cdef inline void prefetch_list(const index_t* idx, Py_ssize_t n) noexcept nogil:
-    """Every cache line of idx[:n], up to SEEN_LINES of them (a lookup reads a handful)."""
-    cdef Py_ssize_t step = 64 // sizeof(index_t), off = 0
-    if n > SEEN_LINES * step:
-        n = SEEN_LINES * step
-    while off < n:
-        prefetch(idx + off)
-        off += step
-    if n > 0:  # the row need not start on a line
-        prefetch(idx + n - 1)
-
-
-cdef inline void prefetch_words(const uint64_t* bits, Py_ssize_t n) noexcept nogil:
-    """Every cache line of bits[:n], up to SEEN_LINES of them."""
+cdef inline void prefetch_span(const char* start, Py_ssize_t n_bytes) noexcept nogil:
+    """Every cache line of the n_bytes from start, up to SEEN_LINES of them (a lookup in a
+    user's seen row reads a handful)."""
     cdef Py_ssize_t off = 0
-    if n > SEEN_LINES * 8:
-        n = SEEN_LINES * 8
-    while off < n:
-        prefetch(bits + off)
-        off += 8
-    if n > 0:  # the row need not start on a line
-        prefetch(bits + n - 1)
+    if n_bytes > SEEN_LINES * 64:
+        n_bytes = SEEN_LINES * 64
+    while off < n_bytes:
+        prefetch(start + off)
+        off += 64
+    if n_bytes > 0:  # the row need not start on a line
+        prefetch(start + n_bytes - 1)
 
 
 cdef inline void prefetch_row_params(const index_t* idx, Py_ssize_t nnz, const floating* V,
@@ -807,9 +796,9 @@ cdef inline void prefetch_ahead(Py_ssize_t t, Py_ssize_t n, const int64_t* op,
         # only without exact bits). A long exact row is read at random bits: not asked for.
         bits = user_bits(sb, u, &shift)
         if bits != NULL and (sb.exact_of == NULL or sb.exact_of[u] < 0):
-            prefetch_words(bits, sb.words)
+            prefetch_span(<const char*> bits, sb.words * sizeof(uint64_t))
         if Si != NULL and (bits == NULL or shift != 0):
-            prefetch_list(Si + Sp[u], Sp[u + 1] - Sp[u])
+            prefetch_span(<const char*> (Si + Sp[u]), (Sp[u + 1] - Sp[u]) * sizeof(index_t))
     if t + AHEAD_PARAMS < n:
         pos = op[t + AHEAD_PARAMS]
         u = up[pos]

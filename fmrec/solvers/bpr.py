@@ -31,9 +31,14 @@ SEEN_FILTER_MAX_WORDS = 8
 SEEN_EXACT_MIN_ITEMS = 128
 
 
+def exact_row_words(n_items: int) -> int:
+    """64-bit words of an exact row of seen bits: one bit per item."""
+    return (n_items + 63) // 64
+
+
 def seen_bits_words(n_users: int, n_items: int) -> int:
     """64-bit words per user of the sampler's seen bits (0: none), see SEEN_BITMAP_MAX_BYTES."""
-    exact = (n_items + 63) // 64
+    exact = exact_row_words(n_items)
     fits = SEEN_BITMAP_MAX_BYTES // (8 * max(n_users, 1))
     if exact <= fits:
         return exact
@@ -44,7 +49,7 @@ def seen_bits_words(n_users: int, n_items: int) -> int:
 def heavy_users(seen_counts: np.ndarray, n_items: int) -> np.ndarray:
     """The users that get exact rows of seen bits beside the filters (int64, most active
     first): those with more than SEEN_EXACT_MIN_ITEMS seen items, within the byte budget."""
-    row_bytes = 8 * ((n_items + 63) // 64)
+    row_bytes = 8 * exact_row_words(n_items)
     many = np.flatnonzero(seen_counts > SEEN_EXACT_MIN_ITEMS)
     many = many[np.argsort(-seen_counts[many], kind="stable")]
     return many[:max(SEEN_BITMAP_MAX_BYTES, 0) // max(row_bytes, 1)].astype(np.int64)
@@ -110,7 +115,7 @@ class BPRSolver:
         self.seen_bits = (None if words == 0 else
                           _bpr.seen_bitmap(seen.indptr, seen.indices, n_items, words))
         self.exact_of = self.exact_bits = None
-        if words < (n_items + 63) // 64:
+        if words < exact_row_words(n_items):
             heavy = heavy_users(np.diff(seen.indptr), n_items)
             if len(heavy):
                 self.exact_of = np.full(n_users, -1, np.int64)
