@@ -67,7 +67,8 @@ class BuildExt(build_ext):
             opt = ["-O3", "-fno-math-errno", "-Wno-psabi"] if unix else ["/O2"]
             if unix and os.environ.get("FMREC_NATIVE", "") not in ("", "0"):
                 opt.append("-march=native")  # opt-in: the default build stays portable
-            ext.extra_compile_args = [*cflags, *opt, *os.environ.get("FMREC_EXTRA_CFLAGS", "").split()]
+            extra = os.environ.get("FMREC_EXTRA_CFLAGS", "").split()
+            ext.extra_compile_args = [*cflags, *opt, *extra]
             ext.extra_link_args = list(lflags)
         super().build_extensions()
 

@@ -7,7 +7,8 @@ its epoch is (whole run with 3 iterations - whole run with 1) / 2, which also ca
 varies between two runs outside its kernel (four runs here gave 47.5, 48.3, 48.4 and 67.2M):
 repeat it and take the low figure. FMRanker's count repeats exactly. One thread, k = 64.
 
-    python benchmarks/callgrind_bpr.py [--configs default,nc1,nc1-constant] [--general]
+    python benchmarks/callgrind_bpr.py [--configs default,nc1,nc1-constant,popularity]
+                                       [--general]
 
 About 4 minutes with the default --configs default (three callgrind runs).
 
@@ -22,7 +23,8 @@ import os
 import sys
 
 CONFIGS = {"default": {}, "nc1": {"n_candidates": 1},
-           "nc1-constant": {"n_candidates": 1, "lr_schedule": "constant"}}
+           "nc1-constant": {"n_candidates": 1, "lr_schedule": "constant"},
+           "popularity": {"negative_sampling": "popularity"}}
 
 
 def run_one(which: str, epochs: int, config: str, general: bool) -> None:
@@ -54,7 +56,8 @@ def instructions(args: list[str], toggle: str | None) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--configs", default="default",
-                    help="comma-separated, of default, nc1, nc1-constant (about 80 s each)")
+                    help="comma-separated, of default, nc1, nc1-constant, popularity (about "
+                         "80 s each)")
     ap.add_argument("--general", action="store_true")
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()

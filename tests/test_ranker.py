@@ -525,6 +525,53 @@ def test_popularity_frequencies_follow_the_stated_distribution():
         assert stats.chisquare(counts[allowed]).pvalue < 1e-10
 
 
+def _splitmix64_uniforms(seed: int, n: int) -> np.ndarray:
+    """The sampler's first n uniforms from ``seed``: splitmix64's top 53 bits over 2**53."""
+    out, state, mask = np.empty(n), seed, 2**64 - 1
+    for t in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out[t] = ((z ^ (z >> 31)) >> 11) / 2.0**53
+    return out
+
+
+@pytest.mark.parametrize("case", ["popularity", "zero-weight items", "mass short of 1",
+                                  "one item"])
+def test_popularity_draws_are_the_first_item_whose_cdf_exceeds_the_uniform(case):
+    # The kernel walks from a guide rather than halving the table: same answer, every draw.
+    rng = np.random.default_rng(8)
+    n_items = {"one item": 1}.get(case, 300)
+    weights = rng.zipf(1.3, n_items).astype(float)
+    if case == "zero-weight items":  # runs of equal cumulative values
+        weights[rng.random(n_items) < 0.5] = 0
+    cdf = np.cumsum(weights / weights.sum())
+    if case == "popularity":
+        cdf = popularity_cdf(rng.zipf(1.5, 5000) % n_items, n_items)
+    elif case == "mass short of 1":  # uniforms above cdf[-1] take the last item
+        cdf *= 0.9
+    n, seed = 20_000, 23
+    seen = _csr(sp.csr_matrix((1, n_items)))
+    out = _bpr.sample_negatives(seen.indptr, seen.indices, np.zeros(n, np.int64), n_items,
+                                cdf, seed, MAX_DRAWS)
+    r = _splitmix64_uniforms(seed, n)
+    expected = np.minimum(np.searchsorted(cdf, r, side="right"), n_items - 1)
+    np.testing.assert_array_equal(out, expected)
+    if case == "zero-weight items":
+        assert not np.isin(out, np.flatnonzero(weights == 0)).any()
+
+
+@pytest.mark.parametrize("cdf, match", [
+    (np.array([0.2, 0.1, 1.0]), "non-decreasing"),
+    (np.array([0.2, np.nan, 1.0]), "finite"),
+    (np.array([0.5, 1.0]), "one entry per item")])
+def test_a_malformed_cdf_is_refused(cdf, match):
+    seen = _csr(sp.csr_matrix((1, 3)))
+    with pytest.raises(ValueError, match=match):
+        _bpr.sample_negatives(seen.indptr, seen.indices, np.zeros(4, np.int64), 3, cdf, 1,
+                              MAX_DRAWS)
+
+
 # ------------------------------------------------------------------ 3. ranking quality
 def test_heldout_auc_on_a_known_ranking(synthetic):
     untrained = _fit(synthetic, n_epochs=1, learning_rate=1e-9)

@@ -287,21 +287,32 @@ cdef inline double rng_uniform(uint64_t* s) noexcept nogil:
     return <double> (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0)
 
 
-cdef inline int64_t draw_item(uint64_t* s, int64_t n_items, const double* cdf) noexcept nogil:
-    """An item drawn uniformly (cdf NULL) or from the cumulative distribution ``cdf``."""
+cdef struct Popularity:
+    # Items drawn from the cumulative distribution ``cdf`` (non-decreasing, one entry per
+    # item); ``guide[b]`` (``popularity_guide``) is the answer for the lowest r of bucket
+    # b = floor(r * n_items), so a draw walks a step or two from there instead of halving
+    # the whole table (whose unpredictable branches doubled the sampler's time).
+    const double* cdf
+    const int64_t* guide
+
+
+cdef inline int64_t draw_item(uint64_t* s, int64_t n_items,
+                             const Popularity* pop) noexcept nogil:
+    """An item drawn uniformly (pop NULL) or from ``pop``: then the first item whose
+    cumulative probability exceeds a uniform r (the last item if none does)."""
     cdef double r = rng_uniform(s)
-    cdef int64_t lo = 0, hi = n_items - 1, mid, j
-    if cdf == NULL:
-        j = <int64_t> (r * n_items)
-        return j if j < n_items else n_items - 1
-    # First item whose cumulative probability exceeds r.
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if cdf[mid] > r:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+    cdef int64_t j = <int64_t> (r * n_items)
+    if j >= n_items:
+        j = n_items - 1
+    if pop == NULL:
+        return j
+    # Both walks keep the answer exact whatever the guide holds; the guide keeps them short.
+    j = pop.guide[j]
+    while j > 0 and pop.cdf[j - 1] > r:
+        j -= 1
+    while j < n_items - 1 and pop.cdf[j] <= r:
+        j += 1
+    return j
 
 
 cdef inline bint sorted_contains(const index_t* idx, Py_ssize_t n, int64_t j) noexcept nogil:
@@ -356,7 +367,7 @@ cdef inline const uint64_t* user_bits(const SeenBits* sb, int64_t u, int* shift)
 
 cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n_seen,
                                   const uint64_t* seen_bits, int shift, int64_t n_items,
-                                  const double* cdf, int max_draws) noexcept nogil:
+                                  const Popularity* pop, int max_draws) noexcept nogil:
     """An item not in the sorted list ``seen``, or -1 after ``max_draws`` rejected draws.
 
     ``seen_bits`` (NULL when absent) is the user's row of seen bits (``seen_bitmap``): with
@@ -368,7 +379,7 @@ cdef inline int64_t draw_negative(uint64_t* s, const index_t* seen, Py_ssize_t n
     if n_seen >= n_items:
         return -1
     for t in range(max_draws):
-        j = draw_item(s, n_items, cdf)
+        j = draw_item(s, n_items, pop)
         if seen_bits != NULL:
             if not bit_set(seen_bits, seen_bit(j, shift)):
                 return j
@@ -625,7 +636,8 @@ cdef int64_t choose_negative(
         int64_t u, const index_t* ui, const floating* ux, Py_ssize_t nu,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
         const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, int shift,
-        int64_t n_items, const double* cdf, const floating* w, const floating* V, Py_ssize_t k,
+        int64_t n_items, const Popularity* pop, const floating* w, const floating* V,
+        Py_ssize_t k,
         int n_candidates, int max_draws, uint64_t* rng, const floating* qu, floating* qj,
         int64_t* cands, double* scores, bint one_hot) noexcept nogil:
     """A negative for user u, outside the user's sorted row of ``seen``, or -1.
@@ -642,7 +654,7 @@ cdef int64_t choose_negative(
     cdef int nb = 0, t, best
     cdef int64_t cand, cj, cu = 0
     for t in range(n_candidates):
-        cand = draw_negative(rng, seen, n_seen, seen_bits, shift, n_items, cdf, max_draws)
+        cand = draw_negative(rng, seen, n_seen, seen_bits, shift, n_items, pop, max_draws)
         if cand < 0:
             break   # the user has (nearly) seen everything: more draws will not help
         if n_candidates == 1:
@@ -676,7 +688,7 @@ cdef int train_positive(
         const index_t* Up, const index_t* Ui, const floating* Ux,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
         const index_t* Sp, const index_t* Si, const uint64_t* bits, int shift,
-        int64_t n_items, const double* cdf, floating* w, floating* V, floating* aw,
+        int64_t n_items, const Popularity* pop, floating* w, floating* V, floating* aw,
         floating* aV, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
@@ -708,7 +720,7 @@ cdef int train_positive(
                 v = V + ui[p] * k
                 for f in range(k):
                     qu[f] += ux[p] * v[f]
-        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, bits, shift, n_items, cdf, w,
+        j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, bits, shift, n_items, pop, w,
                             V, k, n_candidates, max_draws, rng, qu, scratch + k,
                             cands, scores, one_hot)
         if j < 0:
@@ -872,7 +884,9 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef const int64_t* ip = &items[0] if items.shape[0] > 0 else NULL
     cdef const int64_t* negp = &negatives[0] if negatives.shape[0] > 0 else NULL
     cdef const int64_t* op = &order[0] if n > 0 else NULL
-    cdef const double* cdfp = &cdf[0] if cdf.shape[0] > 0 else NULL
+    cdef Popularity popularity
+    cdef const Popularity* pop = NULL
+    cdef const int64_t[::1] guide
     cdef floating* wp = &w[0]
     cdef floating* Vp = &V[0, 0]
     cdef floating* awp = &acc_w[0] if adagrad else NULL
@@ -897,8 +911,11 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         raise ValueError(f"need {n_threads} seeds, got {seeds.shape[0]}")
     if negp != NULL and negatives.shape[0] != users.shape[0]:
         raise ValueError("negatives must be empty or aligned with users")
-    if cdfp != NULL and cdf.shape[0] != n_items:
-        raise ValueError("cdf must be empty or have one entry per item")
+    if cdf.shape[0] > 0:
+        guide = popularity_guide(cdf, n_items)
+        popularity.cdf = &cdf[0]
+        popularity.guide = &guide[0]
+        pop = &popularity
     sb.rows = NULL
     sb.words = 0
     sb.shift = 0
@@ -957,7 +974,7 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             lrow = 0
             bits = user_bits(&sb, up[pos], &shift)
             status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    bits, shift, n_items, cdfp, wp, Vp, awp, aVp, k, lr,
+                                    bits, shift, n_items, pop, wp, Vp, awp, aVp, k, lr,
                                     adagrad, rw, rv, n_candidates, max_draws, rng, scratch,
                                     buf, cands, scores, one_hot, &lrow)
             if status == DONE:
@@ -992,19 +1009,39 @@ def sample_negatives(const index_t[::1] seen_indptr, const index_t[::1] seen_ind
     cdef Py_ssize_t n = users.shape[0], t
     cdef int64_t u
     cdef uint64_t state = seed
-    cdef const double* cdfp = &cdf[0] if cdf.shape[0] > 0 else NULL
+    cdef Popularity popularity
+    cdef const Popularity* pop = NULL
+    cdef const int64_t[::1] guide
     cdef const index_t* Si = index_ptr(seen_indices)
     out = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] o = out
-    if cdfp != NULL and cdf.shape[0] != n_items:
-        raise ValueError("cdf must be empty or have one entry per item")
+    if cdf.shape[0] > 0:
+        guide = popularity_guide(cdf, n_items)
+        popularity.cdf = &cdf[0]
+        popularity.guide = &guide[0]
+        pop = &popularity
     with nogil:
         for t in range(n):
             u = users[t]
             o[t] = draw_negative(&state, Si + seen_indptr[u],
                                  seen_indptr[u + 1] - seen_indptr[u], NULL, 0, n_items,
-                                 cdfp, max_draws)
+                                 pop, max_draws)
     return out
+
+
+def popularity_guide(const double[::1] cdf, int64_t n_items):
+    """``draw_item``'s guide to ``cdf``: entry b is the first item whose cumulative
+    probability exceeds b / n_items (the last item if none does).
+
+    Refuses a ``cdf`` without one entry per item, or not finite and non-decreasing.
+    """
+    c = np.asarray(cdf)
+    if c.shape[0] != n_items:
+        raise ValueError("cdf must be empty or have one entry per item")
+    if not np.isfinite(c).all() or (np.diff(c) < 0).any():
+        raise ValueError("cdf must be finite and non-decreasing")
+    starts = np.arange(n_items, dtype=np.float64) / n_items
+    return np.minimum(np.searchsorted(c, starts, side="right"), n_items - 1).astype(np.int64)
 
 
 def seen_bits_shift(int64_t n_items, Py_ssize_t words) -> int:
