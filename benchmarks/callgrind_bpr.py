@@ -8,12 +8,14 @@ varies between two runs outside its kernel (four runs here gave 47.5, 48.3, 48.4
 repeat it and take the low figure. FMRanker's count repeats exactly. One thread, k = 64.
 
     python benchmarks/callgrind_bpr.py [--configs default,nc1,nc1-constant,popularity]
-                                       [--general]
+                                       [--general | --features]
 
 About 4 minutes with the default --configs default (three callgrind runs).
 
 ``--general`` makes FMRanker take its general (merged sparse rows) path on the same one-hot
-data. Each callgrind run takes about a minute (Python starts under valgrind).
+data; ``--features`` gives it the users' and items' side features beside the ids (the
+general path, as ``Recommender`` with user and item features takes it). Each callgrind run
+takes about a minute (Python starts under valgrind).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ CONFIGS = {"default": {}, "nc1": {"n_candidates": 1},
            "popularity": {"negative_sampling": "popularity"}}
 
 
-def run_one(which: str, epochs: int, config: str, general: bool) -> None:
+def run_one(which: str, epochs: int, config: str, rows: str) -> None:
     """The program run under valgrind: ``epochs`` epochs of one library."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_bpr import K, ml100k, one_hot, pattern
+    from bench_bpr import K, ml100k, ml100k_features, one_hot, pattern
     train, _, n_users, n_items = ml100k()
     if which == "fmrec":
         import fmrec.solvers.bpr as solver
         from fmrec.models.ranker import FMRanker
-        if general:
+        if rows == "general":
             solver.is_one_hot = lambda U, I: False  # noqa: E741
-        U, I = one_hot(n_users, n_items)  # noqa: E741
+        if rows == "features":
+            U, I, *train = ml100k_features()  # noqa: E741
+        else:
+            U, I = one_hot(n_users, n_items)  # noqa: E741
         FMRanker(K, n_epochs=epochs, random_state=0, n_jobs=1, **CONFIGS[config]).fit(
             U, I, train[0], train[1])
     else:
@@ -58,21 +63,25 @@ def main() -> None:
     ap.add_argument("--configs", default="default",
                     help="comma-separated, of default, nc1, nc1-constant, popularity (about "
                          "80 s each)")
-    ap.add_argument("--general", action="store_true")
+    rows = ap.add_mutually_exclusive_group()
+    rows.add_argument("--general", action="store_true")
+    rows.add_argument("--features", action="store_true",
+                      help="FMRanker on the ids plus side features (bench_bpr.ml100k_features)")
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
-        which, epochs, config, general = args.inner
-        run_one(which, int(epochs), config, general == "1")
+        which, epochs, config, rows = args.inner
+        run_one(which, int(epochs), config, rows)
         return
-    general = "1" if args.general else "0"
-    one = instructions(["implicit", "1", "default", "0"], None)
-    three = instructions(["implicit", "3", "default", "0"], None)
+    rows = "general" if args.general else "features" if args.features else "ids"
+    one = instructions(["implicit", "1", "default", "ids"], None)
+    three = instructions(["implicit", "3", "default", "ids"], None)
     implicit_epoch = (three - one) / 2
     print("implicit BPR (k=64, one thread): " f"{implicit_epoch / 1e6:.1f}M instructions/epoch")
     for config in args.configs.split(","):
-        ir = instructions(["fmrec", "1", config, general], "*bpr_epoch._omp_fn*")
-        print(f"FMRanker {config}{' (general path)' if args.general else ''}: "
+        ir = instructions(["fmrec", "1", config, rows], "*bpr_epoch._omp_fn*")
+        label = {"ids": "", "general": " (general path)", "features": " (side features)"}[rows]
+        print(f"FMRanker {config}{label}: "
               f"{ir / 1e6:.1f}M instructions/epoch, {ir / implicit_epoch:.2f}x implicit's",
               flush=True)
 

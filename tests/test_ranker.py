@@ -120,9 +120,10 @@ def _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, *, lr, adagra
 
 @pytest.mark.parametrize("adagrad", [False, True], ids=["constant", "adagrad"])
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
-def test_kernel_epoch_matches_reference(adagrad, index_dtype):
+@pytest.mark.parametrize("k", [4, 19])  # 19: whole SIMD vectors of factors, then the rest
+def test_kernel_epoch_matches_reference(adagrad, index_dtype, k):
     rng = np.random.default_rng(2)
-    n_features, k = 15, 4
+    n_features = 15
     # Random rows share columns between users and items and between items; some are empty.
     U = _random_rows(8, n_features, 0.3, seed=3, empty_rows=(1,))
     I = _random_rows(10, n_features, 0.3, seed=4, empty_rows=(2,))  # noqa: E741
@@ -399,6 +400,27 @@ def test_fits_with_and_without_the_seen_bitmap_agree(synthetic, monkeypatch):
         assert model.history_ == without.history_ | {"seconds": model.history_["seconds"]}
 
 
+def _general_epochs(dtype, k, n_epochs=2):
+    """w, V, AdaGrad sums of V and figures after ``n_epochs`` kernel epochs with 5 sampled
+    candidates on rows that share columns (user with item, item with item)."""
+    rng = np.random.default_rng(9)
+    n_users, n_items, n_features = 12, 10, 16
+    U = _csr(_random_rows(n_users, n_features, 0.3, seed=10), dtype=dtype)
+    I = _csr(_random_rows(n_items, n_features, 0.3, seed=11), dtype=dtype)  # noqa: E741
+    users, items = rng.integers(0, n_users, 80), rng.integers(0, n_items, 80)
+    seen = _csr(sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n_items)))
+    w = (rng.normal(size=n_features) * 0.1).astype(dtype)
+    V = (rng.normal(size=(n_features, k)) * 0.1).astype(dtype)
+    aw, aV = np.zeros_like(w), np.zeros_like(V)
+    figures = [_bpr.bpr_epoch(
+        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
+        users.astype(np.int64), items.astype(np.int64), np.empty(0, np.int64),
+        np.random.default_rng(epoch).permutation(len(users)).astype(np.int64), np.empty(0),
+        w, V, aw, aV, 0.1, True, 0.03, 0.02, 5, MAX_DRAWS, np.array([epoch], np.uint64), 1)
+        for epoch in range(n_epochs)]
+    return w, V, aV, figures
+
+
 def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
     # The kernel picks AVX at run time where the CPU has it; FMREC_NO_AVX=1 forces the SSE2
     # loops. Same lanes, same operations, no FMA: the parameters must agree bit for bit.
@@ -410,9 +432,13 @@ def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
         "    for fast, (w, V, aw, aV, fig) in runs.items():\n"
         "        out[f'{dt.__name__}_{fast}_w'], out[f'{dt.__name__}_{fast}_V'] = w, V\n"
         "        out[f'{dt.__name__}_{fast}_aV'] = aV\n"
+        "    for k in (5, 19):  # rows sharing columns, through the general path only\n"
+        "        w, V, aV, fig = t._general_epochs(dt, k)\n"
+        "        out[f'{dt.__name__}_general{k}_w'], out[f'{dt.__name__}_general{k}_V'] = w, V\n"
+        "        out[f'{dt.__name__}_general{k}_aV'] = aV\n"
         "np.savez(sys.argv[2], **out)\n")
     a, b = with_and_without_avx(script, tmp_path)
-    assert sorted(a.files) == sorted(b.files) and len(a.files) == 12
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 24
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
@@ -468,13 +494,14 @@ def test_sampler_gives_up_for_users_who_have_seen_everything():
 
 
 @pytest.mark.parametrize("rows", ["one-hot", "one-hot via the general path", "general"])
-def test_hard_negative_is_the_best_scoring_unseen_draw(rows):
+@pytest.mark.parametrize("k", [3, 19])
+def test_hard_negative_is_the_best_scoring_unseen_draw(rows, k):
     # Far more candidates than items: every unseen item is among them, so each positive's
     # negative must be its user's best scoring unseen item. Each user's two best items are
     # seen ones: a candidate not looked up would be caught. A zero learning rate leaves the
     # model as it is, so the loss sum tells which negatives were taken.
     rng = np.random.default_rng(12)
-    n_users, n_items, k, n_side = 6, 8, 3, 3
+    n_users, n_items, n_side = 6, 8, 3
     U, I = _one_hot(n_users, n_items)  # noqa: E741
     if rows == "general":  # side columns shared by user and item rows
         U = sp.hstack([U, _random_rows(n_users, n_side, 0.7, seed=13)]).tocsr()

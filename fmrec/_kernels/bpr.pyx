@@ -8,6 +8,7 @@
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt, isfinite, exp, fabs, log1p
 from libc.stdlib cimport malloc, free, realloc
+from libc.string cimport memset
 from libc.stdint cimport uint64_t, int64_t
 
 import numpy as np
@@ -59,9 +60,10 @@ cdef extern from *:
 # of a candidate's scoring; 8 terms to a lane keep the sum within float rounding.)
 #
 # The update of v_u, v_i, v_j (and of their AdaGrad sums; acc_u NULL for plain SGD) has six
-# row pointers, too many for the compiler's alias checks, so it is written on vectors; a
-# short last chunk runs zero-padded. Every lane does exactly the general path's operations,
-# in its order.
+# row pointers, too many for the compiler's alias checks, so it is written on vectors, as are
+# the general path's y += a x and its step of one column's factors (the compiler left those
+# on 4-lane SSE2 behind alias checks). The factors past the last whole vector run one by one.
+# Every lane does exactly the scalar operations of the general path, in its order.
 #
 # With GCC/Clang on x86-64 each helper exists twice: on 16-byte vectors (SSE2, the portable
 # baseline) and on 32-byte ones (AVX, picked at run time when the CPU has it; FMREC_NO_AVX=1
@@ -76,10 +78,12 @@ cdef extern from *:
     #define FMREC_TERM_DOT(f) (a[f] * b[f])
     #define FMREC_TERM_DOT_DIFF(f) (a[f] * (b[f] - c[f]))
     /* The factors past the last multiple of 8 into lanes t, then the fixed combination. */
+    #define FMREC_COMBINE8(t)                                                              \
+        ((((double)t[0] + (double)t[4]) + ((double)t[1] + (double)t[5]))                   \
+         + (((double)t[2] + (double)t[6]) + ((double)t[3] + (double)t[7])))
     #define FMREC_REDUCE_END(T, TERM)                                                      \
         for (l = 0; f < k; f++, l++) t[l] += TERM(f);                                      \
-        return (((double)t[0] + (double)t[4]) + ((double)t[1] + (double)t[5]))             \
-               + (((double)t[2] + (double)t[6]) + ((double)t[3] + (double)t[7]));
+        return FMREC_COMBINE8(t);
 
     /* The update's arithmetic, on scalars or vectors alike. */
     #define FMREC_OH_BODY(VT)                                                              \
@@ -87,6 +91,41 @@ cdef extern from *:
         VT gu = gf * ((qi - xu) - (qj - xu)) + rv * xu;                                    \
         VT gi = gf * (qi - xi) + rv * xi;                                                  \
         VT gj = gf * (-(qj - xj)) + rv * xj;
+
+    /* One factor f of each update on scalars: the plain path's loop bodies, and the vector
+       paths' last factors past a whole vector (the same operations as a lane). */
+    #define FMREC_OH_ELEM(T, SQRT)                                                          \
+        {                                                                                  \
+            T xu = vu[f], xi = vi[f], xj = vj[f];                                          \
+            FMREC_OH_BODY(T)                                                               \
+            if (acc_u != NULL) {                                                           \
+                acc_u[f] += gu * gu; acc_i[f] += gi * gi; acc_j[f] += gj * gj;             \
+                vu[f] = xu - lr * gu / SQRT(acc_u[f] + eps);                               \
+                vi[f] = xi - lr * gi / SQRT(acc_i[f] + eps);                               \
+                vj[f] = xj - lr * gj / SQRT(acc_j[f] + eps);                               \
+            } else {                                                                       \
+                vu[f] = xu - lr * gu; vi[f] = xi - lr * gi; vj[f] = xj - lr * gj;          \
+            }                                                                              \
+        }
+    #define FMREC_AXPY_ELEM(T) y[f] = y[f] + a * x[f];
+    /* fmrec_axpy_norm's factors past the last multiple of 8, then its sum of squares. */
+    #define FMREC_AXPY_NORM_END(T)                                                         \
+        for (l = 0; f < k; f++, l++) {                                                     \
+            t[l] += x[f] * x[f];                                                           \
+            FMREC_AXPY_ELEM(T)                                                             \
+        }                                                                                  \
+        return FMREC_COMBINE8(t);
+    #define FMREC_COL_ELEM(T, SQRT)                                                         \
+        {                                                                                  \
+            T xs = v[f];                                                                   \
+            T g = gf * (ab * (qi[f] - ab * xs) - ac * (qj[f] - ac * xs)) + rv * xs;       \
+            if (acc != NULL) {                                                             \
+                acc[f] = acc[f] + g * g;                                                   \
+                v[f] = xs - lr * g / SQRT(acc[f] + eps);                                   \
+            } else {                                                                       \
+                v[f] = xs - lr * g;                                                        \
+            }                                                                              \
+        }
 
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     #define FMREC_SIMD 1
@@ -105,7 +144,7 @@ cdef extern from *:
     #define FMREC_LANES(VT, T) ((int)(sizeof(VT) / sizeof(T)))
 
     /* --- reductions: SUF names the variant, ATTR its target, VT holds n lanes of T --- */
-    #define FMREC_REDUCE_DEFS(T, SUF, ATTR, VT)                                            \
+    #define FMREC_REDUCE_DEFS(T, SUF, ATTR, VT, SQRT)                                      \
     ATTR static double fmrec_dot_##T##SUF(const T *a, const T *b, Py_ssize_t k) {         \
         VT acc[8 / FMREC_LANES(VT, T)] = {{0}}; T t[8]; Py_ssize_t f = 0;                  \
         int l, h, n = FMREC_LANES(VT, T);                                                  \
@@ -126,17 +165,25 @@ cdef extern from *:
         memcpy(t, acc, sizeof t);                                                          \
         FMREC_REDUCE_END(T, FMREC_TERM_DOT_DIFF)                                           \
     }
-    FMREC_REDUCE_DEFS(float, _sse, , fmrec_f4)
-    FMREC_REDUCE_DEFS(double, _sse, , fmrec_d2)
-    FMREC_REDUCE_DEFS(float, _avx, FMREC_AVX, fmrec_f8)
-    FMREC_REDUCE_DEFS(double, _avx, FMREC_AVX, fmrec_d4)
+    /* Each helper on 4 floats / 2 doubles (SSE2) and on 8 floats / 4 doubles (AVX). */
+    #define FMREC_VARIANTS(DEFS)                                                           \
+        DEFS(float, _sse, , fmrec_f4, sqrtf)                                               \
+        DEFS(double, _sse, , fmrec_d2, sqrt)                                               \
+        DEFS(float, _avx, FMREC_AVX, fmrec_f8, sqrtf)                                      \
+        DEFS(double, _avx, FMREC_AVX, fmrec_d4, sqrt)
+    /* Whole vectors of factors from f on, then the rest one by one. */
+    #define FMREC_VECTORS_THEN_REST(T, VT, CHUNK, ELEM)                                    \
+        for (; f + FMREC_LANES(VT, T) <= k; f += FMREC_LANES(VT, T)) CHUNK                 \
+        for (; f < k; f++) ELEM
+    FMREC_VARIANTS(FMREC_REDUCE_DEFS)
 
     /* --- the one-hot update --- */
-    /* One chunk of factors from f on, B bytes of them real (a constant sizeof(VT) in the
-       main loop, so each memcpy is one vector load or store). */
-    #define FMREC_OH_CHUNK(T, VT, SQRT, B)                                                 \
+    /* One vector of factors from f on (each memcpy of B = sizeof(VT) bytes, a constant, is
+       one vector load or store; a variable size would call memcpy). */
+    #define FMREC_OH_CHUNK(T, VT, SQRT)                                                    \
         {                                                                                  \
-            VT xu = {0}, xi = {0}, xj = {0}, au = {0}, ai = {0}, aj = {0}, r;              \
+            const size_t B = sizeof(VT);                                                   \
+            VT xu, xi, xj, au, ai, aj, r;                                                  \
             memcpy(&xu, vu + f, B); memcpy(&xi, vi + f, B); memcpy(&xj, vj + f, B);       \
             FMREC_OH_BODY(VT)                                                              \
             if (acc_u != NULL) {                                                           \
@@ -161,15 +208,62 @@ cdef extern from *:
                                               T *acc_j, Py_ssize_t k, T gf, T rv, T lr,   \
                                               T eps) {                                     \
         Py_ssize_t f = 0; int l;                                                           \
-        for (; f + FMREC_LANES(VT, T) <= k; f += FMREC_LANES(VT, T))                       \
-            FMREC_OH_CHUNK(T, VT, SQRT, sizeof(VT))                                        \
-        if (f < k) /* the last factors, zero-padded */                                     \
-            FMREC_OH_CHUNK(T, VT, SQRT, (size_t)(k - f) * sizeof(T))                       \
+        FMREC_VECTORS_THEN_REST(T, VT, FMREC_OH_CHUNK(T, VT, SQRT), FMREC_OH_ELEM(T, SQRT)) \
     }
-    FMREC_OH_DEFS(float, _sse, , fmrec_f4, sqrtf)
-    FMREC_OH_DEFS(double, _sse, , fmrec_d2, sqrt)
-    FMREC_OH_DEFS(float, _avx, FMREC_AVX, fmrec_f8, sqrtf)
-    FMREC_OH_DEFS(double, _avx, FMREC_AVX, fmrec_d4, sqrt)
+    FMREC_VARIANTS(FMREC_OH_DEFS)
+
+    /* --- the general path: y += a x, and the step of one column's factors --- */
+    #define FMREC_AXPY_CHUNK(T, VT)                                                        \
+        {                                                                                  \
+            const size_t B = sizeof(VT);                                                   \
+            VT xv, yv;                                                                     \
+            memcpy(&xv, x + f, B); memcpy(&yv, y + f, B);                                  \
+            yv = yv + a * xv;                                                              \
+            memcpy(y + f, &yv, B);                                                         \
+        }
+    #define FMREC_COL_CHUNK(T, VT, SQRT)                                                   \
+        {                                                                                  \
+            const size_t B = sizeof(VT);                                                   \
+            VT xv, pi, pj, av, g, r;                                                       \
+            memcpy(&xv, v + f, B); memcpy(&pi, qi + f, B); memcpy(&pj, qj + f, B);        \
+            g = gf * (ab * (pi - ab * xv) - ac * (pj - ac * xv)) + rv * xv;                \
+            if (acc != NULL) {                                                             \
+                memcpy(&av, acc + f, B);                                                   \
+                av = av + g * g;                                                           \
+                memcpy(acc + f, &av, B);                                                   \
+                r = av + eps; for (l = 0; l < FMREC_LANES(VT, T); l++) r[l] = SQRT(r[l]);  \
+                xv = xv - lr * g / r;                                                      \
+            } else {                                                                       \
+                xv = xv - lr * g;                                                          \
+            }                                                                              \
+            memcpy(v + f, &xv, B);                                                         \
+        }
+    #define FMREC_GENERAL_DEFS(T, SUF, ATTR, VT, SQRT)                                     \
+    ATTR static void fmrec_axpy_##T##SUF(T *y, const T *x, Py_ssize_t k, T a) {           \
+        Py_ssize_t f = 0;                                                                  \
+        FMREC_VECTORS_THEN_REST(T, VT, FMREC_AXPY_CHUNK(T, VT), FMREC_AXPY_ELEM(T))        \
+    }                                                                                      \
+    /* y += a x, returning Σ x², summed as fmrec_dot's lanes sum it (the same bits). */     \
+    ATTR static double fmrec_axpy_norm_##T##SUF(T *y, const T *x, Py_ssize_t k, T a) {    \
+        VT acc[8 / FMREC_LANES(VT, T)] = {{0}}; T t[8]; Py_ssize_t f = 0;                  \
+        int l, h, n = FMREC_LANES(VT, T);                                                  \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                VT xv = FMREC_LD(VT, x + f + h), yv = FMREC_LD(VT, y + f + h);             \
+                acc[h / n] += xv * xv;                                                     \
+                yv = yv + a * xv;                                                          \
+                memcpy(y + f + h, &yv, sizeof(VT));                                        \
+            }                                                                              \
+        memcpy(t, acc, sizeof t);                                                          \
+        FMREC_AXPY_NORM_END(T)                                                             \
+    }                                                                                      \
+    ATTR static void fmrec_col_update_##T##SUF(T *v, T *acc, const T *qi, const T *qj,    \
+                                               Py_ssize_t k, T gf, T ab, T ac, T rv,      \
+                                               T lr, T eps) {                              \
+        Py_ssize_t f = 0; int l;                                                           \
+        FMREC_VECTORS_THEN_REST(T, VT, FMREC_COL_CHUNK(T, VT, SQRT), FMREC_COL_ELEM(T, SQRT)) \
+    }
+    FMREC_VARIANTS(FMREC_GENERAL_DEFS)
 
     /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
        on the first look all store the same value. */
@@ -213,6 +307,32 @@ cdef extern from *:
         FMREC_DISPATCH(fmrec_oh_update_double)(vu, vi, vj, acc_u, acc_i, acc_j, k, gf, rv,
                                                lr, eps);
     }
+    static inline void fmrec_axpy_float(float *y, const float *x, Py_ssize_t k, float a) {
+        FMREC_DISPATCH(fmrec_axpy_float)(y, x, k, a);
+    }
+    static inline void fmrec_axpy_double(double *y, const double *x, Py_ssize_t k, double a) {
+        FMREC_DISPATCH(fmrec_axpy_double)(y, x, k, a);
+    }
+    static inline double fmrec_axpy_norm_float(float *y, const float *x, Py_ssize_t k,
+                                               float a) {
+        return FMREC_DISPATCH(fmrec_axpy_norm_float)(y, x, k, a);
+    }
+    static inline double fmrec_axpy_norm_double(double *y, const double *x, Py_ssize_t k,
+                                                double a) {
+        return FMREC_DISPATCH(fmrec_axpy_norm_double)(y, x, k, a);
+    }
+    static inline void fmrec_col_update_float(float *v, float *acc, const float *qi,
+                                              const float *qj, Py_ssize_t k, float gf,
+                                              float ab, float ac, float rv, float lr,
+                                              float eps) {
+        FMREC_DISPATCH(fmrec_col_update_float)(v, acc, qi, qj, k, gf, ab, ac, rv, lr, eps);
+    }
+    static inline void fmrec_col_update_double(double *v, double *acc, const double *qi,
+                                               const double *qj, Py_ssize_t k, double gf,
+                                               double ab, double ac, double rv, double lr,
+                                               double eps) {
+        FMREC_DISPATCH(fmrec_col_update_double)(v, acc, qi, qj, k, gf, ab, ac, rv, lr, eps);
+    }
     static int fmrec_avx_in_use(void) { return fmrec_use_avx(); }
 
     #else  /* other compilers: plain loops, the same lanes and operations */
@@ -232,18 +352,25 @@ cdef extern from *:
     static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,    \
                                     Py_ssize_t k, T gf, T rv, T lr, T eps) {               \
         Py_ssize_t f;                                                                      \
-        for (f = 0; f < k; f++) {                                                          \
-            T xu = vu[f], xi = vi[f], xj = vj[f];                                          \
-            FMREC_OH_BODY(T)                                                               \
-            if (acc_u != NULL) {                                                           \
-                acc_u[f] += gu * gu; acc_i[f] += gi * gi; acc_j[f] += gj * gj;             \
-                vu[f] = xu - lr * gu / SQRT(acc_u[f] + eps);                               \
-                vi[f] = xi - lr * gi / SQRT(acc_i[f] + eps);                               \
-                vj[f] = xj - lr * gj / SQRT(acc_j[f] + eps);                               \
-            } else {                                                                       \
-                vu[f] = xu - lr * gu; vi[f] = xi - lr * gi; vj[f] = xj - lr * gj;          \
+        for (f = 0; f < k; f++) FMREC_OH_ELEM(T, SQRT)                                     \
+    }                                                                                      \
+    static void fmrec_axpy_##T(T *y, const T *x, Py_ssize_t k, T a) {                      \
+        Py_ssize_t f;                                                                      \
+        for (f = 0; f < k; f++) FMREC_AXPY_ELEM(T)                                         \
+    }                                                                                      \
+    static double fmrec_axpy_norm_##T(T *y, const T *x, Py_ssize_t k, T a) {               \
+        T t[8] = {0}; Py_ssize_t f = 0; int l;                                             \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (l = 0; l < 8; l++) {                                                      \
+                t[l] += x[f + l] * x[f + l];                                               \
+                y[f + l] = y[f + l] + a * x[f + l];                                        \
             }                                                                              \
-        }                                                                                  \
+        FMREC_AXPY_NORM_END(T)                                                             \
+    }                                                                                      \
+    static void fmrec_col_update_##T(T *v, T *acc, const T *qi, const T *qj, Py_ssize_t k, \
+                                     T gf, T ab, T ac, T rv, T lr, T eps) {                \
+        Py_ssize_t f;                                                                      \
+        for (f = 0; f < k; f++) FMREC_COL_ELEM(T, SQRT)                                    \
     }
     FMREC_PLAIN_DEFS(float, sqrtf)
     FMREC_PLAIN_DEFS(double, sqrt)
@@ -256,6 +383,12 @@ cdef extern from *:
     double dot_diff_d "fmrec_dot_diff_double"(const double* a, const double* b, const double* c, Py_ssize_t k) noexcept nogil
     void oh_update_f "fmrec_oh_update_float"(float* vu, float* vi, float* vj, float* acc_u, float* acc_i, float* acc_j, Py_ssize_t k, float gf, float rv, float lr, float eps) noexcept nogil
     void oh_update_d "fmrec_oh_update_double"(double* vu, double* vi, double* vj, double* acc_u, double* acc_i, double* acc_j, Py_ssize_t k, double gf, double rv, double lr, double eps) noexcept nogil
+    void axpy_f "fmrec_axpy_float"(float* y, const float* x, Py_ssize_t k, float a) noexcept nogil
+    void axpy_d "fmrec_axpy_double"(double* y, const double* x, Py_ssize_t k, double a) noexcept nogil
+    double axpy_norm_f "fmrec_axpy_norm_float"(float* y, const float* x, Py_ssize_t k, float a) noexcept nogil
+    double axpy_norm_d "fmrec_axpy_norm_double"(double* y, const double* x, Py_ssize_t k, double a) noexcept nogil
+    void col_update_f "fmrec_col_update_float"(float* v, float* acc, const float* qi, const float* qj, Py_ssize_t k, float gf, float ab, float ac, float rv, float lr, float eps) noexcept nogil
+    void col_update_d "fmrec_col_update_double"(double* v, double* acc, const double* qi, const double* qj, Py_ssize_t k, double gf, double ab, double ac, double rv, double lr, double eps) noexcept nogil
     int avx_in_use "fmrec_avx_in_use"() noexcept nogil
 
 
@@ -280,6 +413,34 @@ cdef inline double dot_diff(const floating* a, const floating* b, const floating
         return dot_diff_f(a, b, c, k)
     else:
         return dot_diff_d(a, b, c, k)
+
+
+cdef inline void axpy(floating* y, const floating* x, Py_ssize_t k, floating a) noexcept nogil:
+    """y[f] += a x[f], as the scalar loop computes it (lanes are independent)."""
+    if floating is float:
+        axpy_f(y, x, k, a)
+    else:
+        axpy_d(y, x, k, a)
+
+
+cdef inline double axpy_norm(floating* y, const floating* x, Py_ssize_t k,
+                             floating a) noexcept nogil:
+    """``axpy(y, x, k, a)``, returning ``dot(x, x, k)`` (the same bits) from the same pass."""
+    if floating is float:
+        return axpy_norm_f(y, x, k, a)
+    else:
+        return axpy_norm_d(y, x, k, a)
+
+
+cdef inline void col_update(floating* v, floating* acc, const floating* qi, const floating* qj,
+                            Py_ssize_t k, floating gf, floating ab, floating ac, floating rv,
+                            floating lr, floating eps) noexcept nogil:
+    """``triple_step``'s step of one column's factors v (and of their AdaGrad sums acc, or
+    NULL for a constant rate), for the column's coefficients ab = a + b and ac = a + c."""
+    if floating is float:
+        col_update_f(v, acc, qi, qj, k, gf, ab, ac, rv, lr, eps)
+    else:
+        col_update_d(v, acc, qi, qj, k, gf, ab, ac, rv, lr, eps)
 
 
 cdef inline double rng_uniform(uint64_t* s) noexcept nogil:
@@ -424,22 +585,19 @@ cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssi
 
     ``qu`` holds Σ_U[u] x v; ``qj`` is scratch of length k.
     """
-    cdef Py_ssize_t p, f
+    cdef Py_ssize_t p
     cdef int64_t col
     cdef floating x, a
     cdef const floating* v
     cdef double s = 0, ssq = 0, n2
-    for f in range(k):
-        qj[f] = 0
+    memset(qj, 0, k * sizeof(floating))
     for p in range(nj):
         col = ji[p]
         x = jx[p]
         a = lookup(ui, ux, nu, col)
         v = V + col * k
         s += w[col] * x
-        n2 = dot(v, v, k)
-        for f in range(k):
-            qj[f] += x * v[f]
+        n2 = axpy_norm(qj, v, k, x)
         ssq += n2 * (2 * a * x + x * x)
     # (sq - ssq) is exactly 0 for a one-hot item row outside the user's columns, so the
     # score is then exactly s + cross, as one_hot_score computes it.
@@ -497,30 +655,36 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
     gradient taken at the parameters before the step. False (and no update) if d is not
     finite.
     """
-    cdef Py_ssize_t p, f
+    cdef Py_ssize_t p
     cdef int64_t col
-    cdef floating a, b, c, ab, ac, gw, gv, vv, gf, eps = <floating> ADAGRAD_EPS
+    cdef floating a, b, c, gw, gf, eps = <floating> ADAGRAD_EPS
     cdef floating* v
-    cdef floating* av
     cdef double d, lin = 0, corr = 0, n2, g
-    for f in range(k):
-        qu[f] = 0
-        qi[f] = 0
-        qj[f] = 0
+    memset(qu, 0, k * sizeof(floating))
+    memset(qi, 0, k * sizeof(floating))
+    memset(qj, 0, k * sizeof(floating))
     for p in range(m):
         a = A[p]
         b = B[p]
         c = C[p]
         v = V + cols[p] * k
+        # A zero coefficient adds ±0, which changes no sum that starts at +0: skipped.
+        if a != 0:
+            axpy(qu, v, k, a)
         if b != c:
-            # Terms of the user's columns alone cancel in d; these are what remains.
+            # Terms of the user's columns alone cancel in d; these are what remains. |v|²
+            # comes from the pass that adds b v (else c v).
+            if b != 0:
+                n2 = axpy_norm(qi, v, k, b)
+                if c != 0:
+                    axpy(qj, v, k, c)
+            else:
+                n2 = axpy_norm(qj, v, k, c)
             lin += w[cols[p]] * (b - c)
-            n2 = dot(v, v, k)
             corr += n2 * ((a + b) * (a + b) - (a + c) * (a + c))
-        for f in range(k):
-            qu[f] += a * v[f]
-            qi[f] += b * v[f]
-            qj[f] += c * v[f]
+        elif b != 0:
+            axpy(qi, v, k, b)
+            axpy(qj, v, k, c)
     # The bracket is exactly 0 for distinct one-hot rows, so d is then exactly lin + cross,
     # as one_hot_step computes it.
     d = lin + dot_diff(qu, qi, qj, k) + 0.5 * ((dot(qi, qi, k) - dot(qj, qj, k)) - corr)
@@ -528,16 +692,13 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
         return False
     loss_out[0] = bpr_loss(d, &g)
     gf = <floating> g
-    for f in range(k):          # the factor sums of the two full rows z and z'
-        qi[f] += qu[f]
-        qj[f] += qu[f]
+    axpy(qi, qu, k, 1)          # the factor sums of the two full rows z and z'
+    axpy(qj, qu, k, 1)
     for p in range(m):
         col = cols[p]
         a = A[p]
         b = B[p]
         c = C[p]
-        ab = a + b
-        ac = a + c
         if b != 0 or c != 0:
             gw = gf * (b - c) + rw * w[col]
             if adagrad:
@@ -545,19 +706,8 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
                 w[col] -= lr * gw / <floating> sqrt(aw[col] + eps)
             else:
                 w[col] -= lr * gw
-        v = V + col * k
-        if adagrad:
-            av = aV + col * k
-            for f in range(k):
-                vv = v[f]
-                gv = gf * (ab * (qi[f] - ab * vv) - ac * (qj[f] - ac * vv)) + rv * vv
-                av[f] += gv * gv
-                v[f] = vv - lr * gv / <floating> sqrt(av[f] + eps)
-        else:
-            for f in range(k):
-                vv = v[f]
-                gv = gf * (ab * (qi[f] - ab * vv) - ac * (qj[f] - ac * vv)) + rv * vv
-                v[f] = vv - lr * gv
+        col_update(V + col * k, aV + col * k if adagrad else NULL, qi, qj, k, gf, a + b,
+                   a + c, rv, lr, eps)
     return True
 
 
@@ -703,23 +853,19 @@ cdef int train_positive(
     """
     cdef const index_t* ui = Ui + Up[u]
     cdef const floating* ux = Ux + Up[u]
-    cdef Py_ssize_t nu = Up[u + 1] - Up[u], ni, nj, m, p, f
+    cdef Py_ssize_t nu = Up[u + 1] - Up[u], ni, nj, m, p
     cdef int64_t j = j_given
     cdef floating* qu = scratch
     cdef floating* floating_coef
-    cdef const floating* v
     cdef int64_t cu = 0, ci, cj
     if one_hot:
         cu = ui[0]
     if j < 0:
         if not one_hot and n_candidates > 1:
             # Σ_U[u] x v, which every candidate's score uses.
-            for f in range(k):
-                qu[f] = 0
+            memset(qu, 0, k * sizeof(floating))
             for p in range(nu):
-                v = V + ui[p] * k
-                for f in range(k):
-                    qu[f] += ux[p] * v[f]
+                axpy(qu, V + ui[p] * k, k, ux[p])
         j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, bits, shift, n_items, pop, w,
                             V, k, n_candidates, max_draws, rng, qu, scratch + k,
                             cands, scores, one_hot)
