@@ -493,7 +493,8 @@ def test_sampler_gives_up_for_users_who_have_seen_everything():
     assert model.history_["n_skipped"] == [1]
 
 
-@pytest.mark.parametrize("rows", ["one-hot", "one-hot via the general path", "general"])
+@pytest.mark.parametrize("rows", ["one-hot", "one-hot via the general path", "general",
+                                  "general, side columns first"])
 @pytest.mark.parametrize("k", [3, 19])
 def test_hard_negative_is_the_best_scoring_unseen_draw(rows, k):
     # Far more candidates than items: every unseen item is among them, so each positive's
@@ -503,9 +504,12 @@ def test_hard_negative_is_the_best_scoring_unseen_draw(rows, k):
     rng = np.random.default_rng(12)
     n_users, n_items, n_side = 6, 8, 3
     U, I = _one_hot(n_users, n_items)  # noqa: E741
-    if rows == "general":  # side columns shared by user and item rows
-        U = sp.hstack([U, _random_rows(n_users, n_side, 0.7, seed=13)]).tocsr()
-        I = sp.hstack([I, _random_rows(n_items, n_side, 0.7, seed=14)]).tocsr()  # noqa: E741
+    if rows.startswith("general"):  # side columns shared by user and item rows
+        # Placed first, they are a user's first columns: an item's are not all past them.
+        first = rows.endswith("first")
+        U = sp.hstack([_random_rows(n_users, n_side, 0.7, seed=13), U][::1 if first else -1])
+        I = sp.hstack([_random_rows(n_items, n_side, 0.7, seed=14), I][::1 if first else -1])  # noqa: E741
+        U, I = U.tocsr(), I.tocsr()  # noqa: E741
     U, I = _csr(U), _csr(I)  # noqa: E741
     w, V = rng.normal(size=U.shape[1]), rng.normal(size=(U.shape[1], k))
     S = np.array([[ref.predict((U[u] + I[j]).toarray(), 0.0, w, V)[0] for j in range(n_items)]

@@ -555,6 +555,10 @@ cdef inline floating lookup(const index_t* idx, const floating* val, Py_ssize_t 
                             int64_t col) noexcept nogil:
     """The value of column ``col`` in a sorted sparse row (0 when absent)."""
     cdef Py_ssize_t lo = 0, hi = n, mid
+    # Item columns mostly lie past a user's last column (Recommender puts the user block
+    # first): those need no search.
+    if n == 0 or col < idx[0] or col > idx[n - 1]:
+        return 0
     while lo < hi:
         mid = (lo + hi) // 2
         if idx[mid] < col:
