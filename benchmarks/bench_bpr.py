@@ -47,16 +47,23 @@ K = 64  # FMRanker's default rank; implicit gets the same number of factors
 
 
 # ------------------------------------------------------------------ data
-def ml100k():
-    """(train pairs, test pairs, n_users, n_items) of MovieLens 100K as implicit feedback."""
+def _movielens_split():
+    """MovieLens 100K and its ratings >= 4 split per user, 20% held out (seed 0)."""
     home = os.environ.get("FMREC_DATA_HOME",
                           Path(__file__).resolve().parents[2] / "shared" / "datasets")
-    df = load_movielens("100k", home, download=False).ratings
-    df = df.assign(user=df["user_id"].astype("category").cat.codes.astype(np.int64),
-                   item=df["item_id"].astype("category").cat.codes.astype(np.int64))
-    n_users, n_items = int(df["user"].max()) + 1, int(df["item"].max()) + 1
+    ml = load_movielens("100k", home, download=False)
+    df = ml.ratings.assign(
+        user=ml.ratings["user_id"].astype("category").cat.codes.astype(np.int64),
+        item=ml.ratings["item_id"].astype("category").cat.codes.astype(np.int64))
     pos = df[df["rating"] >= 4].reset_index(drop=True)
     train, test = train_test_split(pos, method="per_user", test_size=0.2, random_state=0)
+    return ml, df, train, test
+
+
+def ml100k():
+    """(train pairs, test pairs, n_users, n_items) of MovieLens 100K as implicit feedback."""
+    _, df, train, test = _movielens_split()
+    n_users, n_items = int(df["user"].max()) + 1, int(df["item"].max()) + 1
     return ((train["user"].to_numpy(), train["item"].to_numpy()),
             (test["user"].to_numpy(), test["item"].to_numpy()), n_users, n_items)
 
@@ -66,11 +73,7 @@ def ml100k_features():
     zip code and the items' genres and dates beside the ids, as ``Recommender(target=None,
     user_features=..., item_features=...)`` encodes them: FMRanker's general path."""
     from fmrec.recommend.dataset import InteractionDataset
-    home = os.environ.get("FMREC_DATA_HOME",
-                          Path(__file__).resolve().parents[2] / "shared" / "datasets")
-    ml = load_movielens("100k", home, download=False)
-    pos = ml.ratings[ml.ratings["rating"] >= 4].reset_index(drop=True)
-    train, _ = train_test_split(pos, method="per_user", test_size=0.2, random_state=0)
+    ml, _, train, _ = _movielens_split()
     items = ml.items.drop(columns=["title"], errors="ignore")  # identifies rows: not a feature
     ds = InteractionDataset(user_features=ml.users, item_features=items).fit(train)
     return ds.ranking_data(train)[:4]
