@@ -190,7 +190,9 @@ def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("adagrad", [False, True], ids=["constant", "adagrad"])
-@pytest.mark.parametrize("n_candidates", [1, 5])
+# The fast path scores candidates four to a pass (dot4), the rest one by one: 4 and 8 are
+# whole passes, 5 and 7 leave one and three.
+@pytest.mark.parametrize("n_candidates", [1, 4, 5, 7, 8])
 @pytest.mark.parametrize("k", [3, 8, 19])
 def test_one_hot_fast_path_gives_the_general_paths_bits(dtype, adagrad, n_candidates, k):
     out = _one_hot_epochs(dtype, np.int32, adagrad, n_candidates, k)

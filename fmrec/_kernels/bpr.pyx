@@ -84,6 +84,12 @@ cdef extern from *:
     #define FMREC_REDUCE_END(T, TERM)                                                      \
         for (l = 0; f < k; f++, l++) t[l] += TERM(f);                                      \
         return FMREC_COMBINE8(t);
+    /* One of fmrec_dot4's sums: lanes S, then a's factors past f times B's, combined. */
+    #define FMREC_DOT_END(T, S, B)                                                         \
+        ({ T t_[8]; int l_; Py_ssize_t e_ = f;                                            \
+           memcpy(t_, S, sizeof t_);                                                       \
+           for (l_ = 0; e_ < k; e_++, l_++) t_[l_] += a[e_] * B[e_];                       \
+           FMREC_COMBINE8(t_); })
 
     /* The update's arithmetic, on scalars or vectors alike. */
     #define FMREC_OH_BODY(VT)                                                              \
@@ -164,6 +170,25 @@ cdef extern from *:
                               * (FMREC_LD(VT, b + f + h) - FMREC_LD(VT, c + f + h));       \
         memcpy(t, acc, sizeof t);                                                          \
         FMREC_REDUCE_END(T, FMREC_TERM_DOT_DIFF)                                           \
+    }                                                                                      \
+    /* fmrec_dot of a with each of b0..b3, in one pass over a: each sum in its own lanes,   \
+       with fmrec_dot's operations in fmrec_dot's order (the same bits). */                \
+    ATTR static void fmrec_dot4_##T##SUF(const T *a, const T *b0, const T *b1,            \
+                                         const T *b2, const T *b3, Py_ssize_t k,           \
+                                         double *out) {                                    \
+        VT s0[8 / FMREC_LANES(VT, T)] = {{0}}, s1[8 / FMREC_LANES(VT, T)] = {{0}};         \
+        VT s2[8 / FMREC_LANES(VT, T)] = {{0}}, s3[8 / FMREC_LANES(VT, T)] = {{0}};         \
+        Py_ssize_t f = 0; int h, n = FMREC_LANES(VT, T);                                   \
+        for (; f + 8 <= k; f += 8)                                                         \
+            for (h = 0; h < 8; h += n) {                                                   \
+                VT av = FMREC_LD(VT, a + f + h);                                           \
+                s0[h / n] += av * FMREC_LD(VT, b0 + f + h);                                \
+                s1[h / n] += av * FMREC_LD(VT, b1 + f + h);                                \
+                s2[h / n] += av * FMREC_LD(VT, b2 + f + h);                                \
+                s3[h / n] += av * FMREC_LD(VT, b3 + f + h);                                \
+            }                                                                              \
+        out[0] = FMREC_DOT_END(T, s0, b0); out[1] = FMREC_DOT_END(T, s1, b1);              \
+        out[2] = FMREC_DOT_END(T, s2, b2); out[3] = FMREC_DOT_END(T, s3, b3);              \
     }
     /* Each helper on 4 floats / 2 doubles (SSE2) and on 8 floats / 4 doubles (AVX). */
     #define FMREC_VARIANTS(DEFS)                                                           \
@@ -294,6 +319,16 @@ cdef extern from *:
                                                const double *c, Py_ssize_t k) {
         return FMREC_DISPATCH(fmrec_dot_diff_double)(a, b, c, k);
     }
+    static inline void fmrec_dot4_float(const float *a, const float *b0, const float *b1,
+                                        const float *b2, const float *b3, Py_ssize_t k,
+                                        double *out) {
+        FMREC_DISPATCH(fmrec_dot4_float)(a, b0, b1, b2, b3, k, out);
+    }
+    static inline void fmrec_dot4_double(const double *a, const double *b0,
+                                         const double *b1, const double *b2,
+                                         const double *b3, Py_ssize_t k, double *out) {
+        FMREC_DISPATCH(fmrec_dot4_double)(a, b0, b1, b2, b3, k, out);
+    }
     static inline void fmrec_oh_update_float(float *vu, float *vi, float *vj, float *acc_u,
                                              float *acc_i, float *acc_j, Py_ssize_t k,
                                              float gf, float rv, float lr, float eps) {
@@ -349,6 +384,11 @@ cdef extern from *:
             for (l = 0; l < 8; l++) t[l] += a[f + l] * (T)(b[f + l] - c[f + l]);           \
         FMREC_REDUCE_END(T, FMREC_TERM_DOT_DIFF)                                           \
     }                                                                                      \
+    static void fmrec_dot4_##T(const T *a, const T *b0, const T *b1, const T *b2,         \
+                               const T *b3, Py_ssize_t k, double *out) {                   \
+        out[0] = fmrec_dot_##T(a, b0, k); out[1] = fmrec_dot_##T(a, b1, k);                \
+        out[2] = fmrec_dot_##T(a, b2, k); out[3] = fmrec_dot_##T(a, b3, k);                \
+    }                                                                                      \
     static void fmrec_oh_update_##T(T *vu, T *vi, T *vj, T *acc_u, T *acc_i, T *acc_j,    \
                                     Py_ssize_t k, T gf, T rv, T lr, T eps) {               \
         Py_ssize_t f;                                                                      \
@@ -381,6 +421,8 @@ cdef extern from *:
     double dot_d "fmrec_dot_double"(const double* a, const double* b, Py_ssize_t k) noexcept nogil
     double dot_diff_f "fmrec_dot_diff_float"(const float* a, const float* b, const float* c, Py_ssize_t k) noexcept nogil
     double dot_diff_d "fmrec_dot_diff_double"(const double* a, const double* b, const double* c, Py_ssize_t k) noexcept nogil
+    void dot4_f "fmrec_dot4_float"(const float* a, const float* b0, const float* b1, const float* b2, const float* b3, Py_ssize_t k, double* out) noexcept nogil
+    void dot4_d "fmrec_dot4_double"(const double* a, const double* b0, const double* b1, const double* b2, const double* b3, Py_ssize_t k, double* out) noexcept nogil
     void oh_update_f "fmrec_oh_update_float"(float* vu, float* vi, float* vj, float* acc_u, float* acc_i, float* acc_j, Py_ssize_t k, float gf, float rv, float lr, float eps) noexcept nogil
     void oh_update_d "fmrec_oh_update_double"(double* vu, double* vi, double* vj, double* acc_u, double* acc_i, double* acc_j, Py_ssize_t k, double gf, double rv, double lr, double eps) noexcept nogil
     void axpy_f "fmrec_axpy_float"(float* y, const float* x, Py_ssize_t k, float a) noexcept nogil
@@ -404,6 +446,16 @@ cdef inline double dot(const floating* a, const floating* b, Py_ssize_t k) noexc
         return dot_f(a, b, k)
     else:
         return dot_d(a, b, k)
+
+
+cdef inline void dot4(const floating* a, const floating* b0, const floating* b1,
+                      const floating* b2, const floating* b3, Py_ssize_t k,
+                      double* out) noexcept nogil:
+    """``dot`` of a with each of b0..b3 into out[0..3], the same bits, reading a once."""
+    if floating is float:
+        dot4_f(a, b0, b1, b2, b3, k, out)
+    else:
+        dot4_d(a, b0, b1, b2, b3, k, out)
 
 
 cdef inline double dot_diff(const floating* a, const floating* b, const floating* c,
@@ -806,7 +858,8 @@ cdef int64_t choose_negative(
     cdef const index_t* seen = Si + Sp[u]
     cdef Py_ssize_t n_seen = Sp[u + 1] - Sp[u]
     cdef int nb = 0, t, best
-    cdef int64_t cand, cj, cu = 0
+    cdef int64_t cand, cj, c0, c1, c2, c3
+    cdef const floating* vu = NULL
     for t in range(n_candidates):
         cand = draw_negative(rng, seen, n_seen, seen_bits, shift, n_items, pop, max_draws)
         if cand < 0:
@@ -821,17 +874,31 @@ cdef int64_t choose_negative(
             prefetch_row(V + cj * k, k)
     if nb == 0:
         return -1
+    t = 0
     if one_hot:
-        cu = ui[0]
-    best = 0
-    for t in range(nb):
+        # one_hot_score, four candidates to a pass over v_u: w_j + v_u·v_j, the same bits.
+        vu = V + ui[0] * k
+        while t + 4 <= nb:
+            c0 = Ii[Ip[cands[t]]]
+            c1 = Ii[Ip[cands[t + 1]]]
+            c2 = Ii[Ip[cands[t + 2]]]
+            c3 = Ii[Ip[cands[t + 3]]]
+            dot4(vu, V + c0 * k, V + c1 * k, V + c2 * k, V + c3 * k, k, scores + t)
+            scores[t] = <double> w[c0] + scores[t]
+            scores[t + 1] = <double> w[c1] + scores[t + 1]
+            scores[t + 2] = <double> w[c2] + scores[t + 2]
+            scores[t + 3] = <double> w[c3] + scores[t + 3]
+            t += 4
+    for t in range(t, nb):
         cand = cands[t]
         if one_hot:
             cj = Ii[Ip[cand]]
-            scores[t] = one_hot_score(w[cj], V + cu * k, V + cj * k, k)
+            scores[t] = one_hot_score(w[cj], vu, V + cj * k, k)
         else:
             scores[t] = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
                                         Ip[cand + 1] - Ip[cand], w, V, k, qu, qj)
+    best = 0
+    for t in range(1, nb):
         if scores[t] > scores[best]:
             best = t
     return cands[best]
