@@ -103,6 +103,23 @@ def test_reference_gradient_matches_finite_differences():
     assert gw[1] == 0 and not gV[1].any() and gw[0] == 0
 
 
+def _epoch(U, I, seen, users, items, w, V, aw, aV, *, lr, adagrad, rw, rv,  # noqa: E741
+           n_candidates, seed, order=None, negatives=None, cdf=None, max_draws=MAX_DRAWS,
+           **options):
+    """One ``_bpr.bpr_epoch`` on one thread over the positives (users[t], items[t]) in
+    ``order`` (default: as given), updating w, V, aw, aV in place; returns its figures.
+    ``negatives``: given negatives (default none); ``cdf``: popularity sampling (default
+    uniform); ``options``: the kernel's keywords (one_hot, seen_bits, ...)."""
+    def int64(a):
+        return np.ascontiguousarray(a, dtype=np.int64)
+    return _bpr.bpr_epoch(
+        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
+        int64(users), int64(items), int64([] if negatives is None else negatives),
+        int64(np.arange(len(users)) if order is None else order),
+        np.empty(0) if cdf is None else cdf, w, V, aw, aV, lr, adagrad, rw, rv, n_candidates,
+        max_draws, np.array([seed], np.uint64), 1, **options)
+
+
 def _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, *, lr, adagrad, rw, rv,  # noqa: E741
                   dtype=np.float64, index_dtype=np.int32):
     U, I = _csr(U, index_dtype, dtype), _csr(I, index_dtype, dtype)  # noqa: E741
@@ -110,11 +127,8 @@ def _kernel_epoch(U, I, users, items, negatives, order, w, V, acc, *, lr, adagra
                               shape=(U.shape[0], I.shape[0])), index_dtype)
     w, V = w.astype(dtype), V.astype(dtype)
     aw, aV = acc[0].astype(dtype), acc[1].astype(dtype)
-    out = _bpr.bpr_epoch(U.indptr, U.indices, U.data, I.indptr, I.indices, I.data,
-                         seen.indptr, seen.indices, users.astype(np.int64),
-                         items.astype(np.int64), negatives.astype(np.int64),
-                         order.astype(np.int64), np.empty(0), w, V, aw, aV, lr, adagrad, rw, rv,
-                         1, MAX_DRAWS, np.array([7], np.uint64), 1)
+    out = _epoch(U, I, seen, users, items, w, V, aw, aV, lr=lr, adagrad=adagrad, rw=rw, rv=rv,
+                 n_candidates=1, seed=7, order=order, negatives=negatives)
     return w, V, (aw, aV), out
 
 
@@ -178,12 +192,10 @@ def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None
         figures = []
         for epoch in range(n_epochs):
             order = np.random.default_rng(epoch).permutation(len(users)).astype(np.int64)
-            figures.append(_bpr.bpr_epoch(
-                U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
-                seen.indices, users.astype(np.int64), items.astype(np.int64),
-                negatives.astype(np.int64), order, cdf, w, V, aw, aV, 0.1, adagrad, 0.03,
-                0.02, n_candidates, MAX_DRAWS, np.array([5 + epoch], np.uint64), 1,
-                one_hot=fast))
+            figures.append(_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1,
+                                  adagrad=adagrad, rw=0.03, rv=0.02,
+                                  n_candidates=n_candidates, seed=5 + epoch, order=order,
+                                  negatives=negatives, cdf=cdf, one_hot=fast))
         out[fast] = (w, V, aw, aV, figures)
     return out
 
@@ -253,12 +265,10 @@ def test_seen_bitmap_rejects_rows_that_are_neither_exact_nor_a_power_of_two(word
 def _bitmap_epoch(seen, U, I, users, items, w, V, n_candidates, fast, seen_bits,  # noqa: E741
                   exact_of=None, exact_bits=None):
     w, V, aV = w.copy(), V.copy(), np.zeros_like(V)
-    figures = _bpr.bpr_epoch(
-        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
-        users, items, np.empty(0, np.int64), np.arange(len(users), dtype=np.int64),
-        np.empty(0), w, V, np.zeros_like(w), aV, 0.1, True, 0.01, 0.01, n_candidates,
-        MAX_DRAWS, np.array([4], np.uint64), 1, one_hot=fast, seen_bits=seen_bits,
-        exact_of=exact_of, exact_bits=exact_bits)
+    figures = _epoch(U, I, seen, users, items, w, V, np.zeros_like(w), aV, lr=0.1,
+                     adagrad=True, rw=0.01, rv=0.01, n_candidates=n_candidates, seed=4,
+                     one_hot=fast, seen_bits=seen_bits, exact_of=exact_of,
+                     exact_bits=exact_bits)
     return w, V, aV, figures
 
 
@@ -414,12 +424,10 @@ def _general_epochs(dtype, k, n_epochs=2):
     w = (rng.normal(size=n_features) * 0.1).astype(dtype)
     V = (rng.normal(size=(n_features, k)) * 0.1).astype(dtype)
     aw, aV = np.zeros_like(w), np.zeros_like(V)
-    figures = [_bpr.bpr_epoch(
-        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
-        users.astype(np.int64), items.astype(np.int64), np.empty(0, np.int64),
-        np.random.default_rng(epoch).permutation(len(users)).astype(np.int64), np.empty(0),
-        w, V, aw, aV, 0.1, True, 0.03, 0.02, 5, MAX_DRAWS, np.array([epoch], np.uint64), 1)
-        for epoch in range(n_epochs)]
+    figures = [_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1, adagrad=True, rw=0.03,
+                      rv=0.02, n_candidates=5, seed=epoch,
+                      order=np.random.default_rng(epoch).permutation(len(users)))
+               for epoch in range(n_epochs)]
     return w, V, aV, figures
 
 
@@ -525,11 +533,9 @@ def test_hard_negative_is_the_best_scoring_unseen_draw(rows, k):
     S_seen = np.where(seen, -np.inf, S)
     expected = sum(np.logaddexp(0.0, -(S[u, items[u]] - S_seen[u].max())) for u in users)
     seen = _csr(seen.astype(float))
-    loss, n_done, n_skipped, n_bad = _bpr.bpr_epoch(
-        U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr, seen.indices,
-        users.astype(np.int64), items.astype(np.int64), np.empty(0, np.int64),
-        np.arange(n_users, dtype=np.int64), np.empty(0), w, V.copy(), np.zeros(1),
-        np.zeros((1, 1)), 0.0, False, 0.0, 0.0, 500, 1000, np.array([3], np.uint64), 1,
+    loss, n_done, n_skipped, n_bad = _epoch(
+        U, I, seen, users, items, w, V.copy(), np.zeros(1), np.zeros((1, 1)), lr=0.0,
+        adagrad=False, rw=0.0, rv=0.0, n_candidates=500, seed=3, max_draws=1000,
         one_hot=rows == "one-hot")
     assert (n_done, n_skipped, n_bad) == (n_users, 0, 0)
     assert loss == pytest.approx(expected, rel=1e-12)

@@ -509,6 +509,17 @@ cdef struct Popularity:
     const int64_t* guide
 
 
+cdef const Popularity* popularity_of(const double[::1] cdf, const int64_t[::1] guide,
+                                     Popularity* out) noexcept nogil:
+    """``out`` set to draw from ``cdf`` with its ``guide``; NULL (uniform draws) when
+    ``cdf`` is empty."""
+    if cdf.shape[0] == 0:
+        return NULL
+    out.cdf = &cdf[0]
+    out.guide = &guide[0]
+    return out
+
+
 cdef inline int64_t draw_item(uint64_t* s, int64_t n_items,
                              const Popularity* pop) noexcept nogil:
     """An item drawn uniformly (pop NULL) or from ``pop``: then the first item whose
@@ -1102,7 +1113,7 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef const int64_t* negp = &negatives[0] if negatives.shape[0] > 0 else NULL
     cdef const int64_t* op = &order[0] if n > 0 else NULL
     cdef Popularity popularity
-    cdef const Popularity* pop = NULL
+    cdef const Popularity* pop
     cdef const int64_t[::1] guide
     cdef floating* wp = &w[0]
     cdef floating* Vp = &V[0, 0]
@@ -1128,11 +1139,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
         raise ValueError(f"need {n_threads} seeds, got {seeds.shape[0]}")
     if negp != NULL and negatives.shape[0] != users.shape[0]:
         raise ValueError("negatives must be empty or aligned with users")
-    if cdf.shape[0] > 0:
-        guide = popularity_guide(cdf, n_items)
-        popularity.cdf = &cdf[0]
-        popularity.guide = &guide[0]
-        pop = &popularity
+    guide = popularity_guide(cdf, n_items) if cdf.shape[0] > 0 else None
+    pop = popularity_of(cdf, guide, &popularity)
     sb.rows = NULL
     sb.words = 0
     sb.shift = 0
@@ -1227,16 +1235,13 @@ def sample_negatives(const index_t[::1] seen_indptr, const index_t[::1] seen_ind
     cdef int64_t u
     cdef uint64_t state = seed
     cdef Popularity popularity
-    cdef const Popularity* pop = NULL
+    cdef const Popularity* pop
     cdef const int64_t[::1] guide
     cdef const index_t* Si = index_ptr(seen_indices)
     out = np.empty(n, dtype=np.int64)
     cdef int64_t[::1] o = out
-    if cdf.shape[0] > 0:
-        guide = popularity_guide(cdf, n_items)
-        popularity.cdf = &cdf[0]
-        popularity.guide = &guide[0]
-        pop = &popularity
+    guide = popularity_guide(cdf, n_items) if cdf.shape[0] > 0 else None
+    pop = popularity_of(cdf, guide, &popularity)
     with nogil:
         for t in range(n):
             u = users[t]
