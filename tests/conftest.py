@@ -92,7 +92,7 @@ def dask_client():
     """A LocalCluster of 2 worker processes (1 thread each) shared by the Dask tests."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
 

@@ -240,7 +240,7 @@ def test_a_worker_killed_mid_fit_is_survived_with_the_same_result(tmp_path):
     X, y = synthetic(n=60_000, d=300, seed=1)
     settings = {"n_factors": 8, "n_epochs": 6, "random_state": 0, "learning_rate": 0.02}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as c:
         dX, dy = dask_rows(X, y, chunk=5000)
         reference = DaskFMRegressor(client=c, **settings).fit(dX, dy)
