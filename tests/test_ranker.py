@@ -191,7 +191,7 @@ def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None
         aV = np.zeros_like(V) if adagrad else np.zeros((1, 1), dtype)
         figures = []
         for epoch in range(n_epochs):
-            order = np.random.default_rng(epoch).permutation(len(users)).astype(np.int64)
+            order = np.random.default_rng(epoch).permutation(len(users))
             figures.append(_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1,
                                   adagrad=adagrad, rw=0.03, rv=0.02,
                                   n_candidates=n_candidates, seed=5 + epoch, order=order,
