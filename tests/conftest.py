@@ -97,13 +97,22 @@ def dask_client():
         yield client
 
 
-def with_and_without_avx(script: str, tmp_path: Path):
-    """The .npz files written by ``script`` (run by ``python -c`` with the tests' folder and
-    the file to write as arguments) with FMREC_NO_AVX=0 and with FMREC_NO_AVX=1 (SSE2)."""
+def assert_same_bits_with_and_without_avx(script: str, tmp_path: Path, n_arrays: int):
+    """Run ``script`` (by ``python -c``, with the tests' folder and the .npz file to write as
+    arguments) with FMREC_NO_AVX=0 and with FMREC_NO_AVX=1 (SSE2), and check that both wrote
+    the same ``n_arrays`` arrays bit for bit. An array named ``simd`` is the variant the
+    kernels report instead: "sse2/plain" with AVX turned off."""
     files = {}
     for flag in ("0", "1"):
         files[flag] = tmp_path / f"avx_off_{flag}.npz"
         subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent),
                         str(files[flag])], check=True, env={**os.environ, "FMREC_NO_AVX": flag},
                        cwd=tmp_path)  # not the repository: python -c imports from its folder
-    return np.load(files["0"]), np.load(files["1"])
+    a, b = np.load(files["0"]), np.load(files["1"])
+    assert sorted(a.files) == sorted(b.files)
+    assert len([name for name in a.files if name != "simd"]) == n_arrays
+    if "simd" in b.files:
+        assert str(b["simd"]) == "sse2/plain"
+    for name in a.files:
+        if name != "simd":
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)

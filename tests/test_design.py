@@ -96,7 +96,19 @@ def block_layout(request, monkeypatch):
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
 @pytest.mark.parametrize("flat_cols,fit_linear", [(4, True), (0, True), (3, False)])
 def test_block_sweep_matches_reference(dtype, loss, flat_cols, fit_linear, block_layout):
-    X = relational(flat_cols=flat_cols, dtype=dtype)
+    check_block_sweep(dtype, loss, flat_cols, fit_linear, block_layout)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logistic_block_sweep_over_several_sigmoid_chunks(dtype, block_layout):
+    """600 rows: the per-entity sums take the rows' sigmoids 256 at a time (two whole
+    chunks and a short one)."""
+    check_block_sweep(dtype, R.LOGISTIC, 4, True, block_layout, n=600)
+
+
+def check_block_sweep(dtype, loss, flat_cols, fit_linear, block_layout, n=120):
+    """One ALS epoch over ``relational(n)`` against the NumPy reference sweep."""
+    X = relational(n=n, flat_cols=flat_cols, dtype=dtype)
     Xm = X.to_csr()
     rng = np.random.default_rng(7)
     y = R.predict(Xm, 0.1, rng.normal(size=X.shape[1]), rng.normal(0, 0.4, (X.shape[1], 2)))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import reference as R
 import scipy.sparse as sp
-from conftest import random_csr, with_and_without_avx
+from conftest import assert_same_bits_with_and_without_avx, random_csr
 
 from fmrec._kernels import als, predict, sgd
 
@@ -144,12 +144,7 @@ def test_sgd_avx_and_sse2_adagrad_rows_give_the_same_bits(tmp_path):
         "            for i, a in enumerate(t._k8_adagrad_epoch(dt, it, packed)):\n"
         "                out[f'{dt.__name__}_{it.__name__}_{packed}_{i}'] = a\n"
         "np.savez(sys.argv[2], **out)\n")
-    a, b = with_and_without_avx(script, tmp_path)
-    assert str(b["simd"]) == "sse2/plain"
-    assert sorted(a.files) == sorted(b.files) and len(a.files) == 49
-    for name in a.files:
-        if name != "simd":
-            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=48)
 
 
 def test_sgd_workspace_too_small_is_refused():
@@ -296,13 +291,14 @@ def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fi
 @pytest.mark.parametrize("dtype,index_dtype", CASES)
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
 @pytest.mark.parametrize("flags", [(True, True), (False, False)])
-def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags):
+@pytest.mark.parametrize("weights", ["random", "ones"])  # ones: the sweep skips reading them
+def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags, weights):
     X = random_csr(40, 10, 0.3, dtype, index_dtype, seed=13)
     X = sp.hstack([X, sp.csr_matrix((40, 1), dtype=dtype)], format="csr")  # an empty column
     X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
     y = targets(X, loss)
     rng = np.random.default_rng(3)
-    s = rng.uniform(0.5, 2.0, 40)
+    s = rng.uniform(0.5, 2.0, 40) if weights == "random" else np.ones(40)
     rl, rf = rng.uniform(0.1, 1.0, 11), rng.uniform(0.1, 1.0, 11)
     w0, w, V = params(11, 3, dtype)
     ref = R.als_sweep(X, y, s, w0, w, V, loss=loss, reg_bias=0.4, reg_linear=rl,
@@ -319,6 +315,67 @@ def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags):
     loss_sum, weight_sum, bad = got[5]
     assert loss_sum == pytest.approx(np.sum(s * R.loss_value(loss, yhat, y)), rel=tol["rtol"])
     assert bad == 0
+
+
+def _sigmoid(z):
+    """sigmoid in float64 from NumPy's exp, in the kernels' overflow-free form."""
+    e = np.exp(-np.abs(np.asarray(z, np.float64)))
+    return np.where(z >= 0, 1.0, e) / (1.0 + e)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_array_matches_numpy(dtype):
+    """The logistic sweeps' vector sigmoid: within 1e-15 of NumPy's everywhere exp(-|z|) is
+    a normal number, whole vectors and the lanes' leftovers alike (lengths 0 to 9)."""
+    rng = np.random.default_rng(0)
+    z = np.concatenate([np.linspace(-700, 700, 20001), rng.normal(0, 5, 20000),
+                        rng.normal(0, 1e-3, 1000), [0.0, -0.0, 1e-300, -1e-300, 36.7, -36.7]])
+    z = z.astype(dtype)
+    got = als.sigmoid_array(z)
+    assert got.dtype == np.float64 and got.shape == z.shape
+    np.testing.assert_allclose(got, _sigmoid(z), rtol=1e-15, atol=0)
+    for n in range(10):
+        np.testing.assert_allclose(als.sigmoid_array(z[7:7 + n]), _sigmoid(z[7:7 + n]),
+                                   rtol=1e-15, atol=0)
+    assert als.sigmoid_array(np.array([0.0], dtype))[0] == 0.5
+
+
+def test_sigmoid_array_far_tails():
+    """Past exp(-708) the sigmoid is 1 or, below zero, 0 (not NumPy's subnormals: both are
+    0 up to 1e-308); infinities saturate, NaN stays NaN."""
+    z = np.array([708.0, 709.0, 745.0, 800.0, 1e300, np.inf, -709.0, -745.0, -800.0, -np.inf,
+                  np.nan])
+    got = als.sigmoid_array(z)
+    np.testing.assert_array_equal(got[:6], 1.0)
+    assert np.all((got[6:10] >= 0) & (got[6:10] < 1e-307))
+    assert np.isnan(got[10])
+    np.testing.assert_array_equal(als.sigmoid_array(-z[1:6]), 0.0)
+
+
+def test_sigmoid_avx_and_sse2_give_the_same_bits(tmp_path):
+    """The vector sigmoid on 4 lanes (AVX) and on 2 (SSE2, FMREC_NO_AVX=1): the same
+    operations per lane, no FMA, so the same bits; a logistic sweep's likewise."""
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_kernels as t\n"
+        "from fmrec._kernels import als, bpr\n"
+        "z = np.random.default_rng(1).normal(0, 8, 1003)\n"
+        "out = {'simd': np.array(bpr.simd_in_use())}\n"
+        "for dt in (np.float32, np.float64):\n"
+        "    out[f'sigmoid_{dt.__name__}'] = als.sigmoid_array(z.astype(dt))\n"
+        "    for i, a in enumerate(t._logistic_sweep(dt)):\n"
+        "        out[f'sweep_{dt.__name__}_{i}'] = np.asarray(a)\n"
+        "np.savez(sys.argv[2], **out)\n")
+    assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=12)
+
+
+def _logistic_sweep(dtype):
+    """One logistic ALS sweep on columns of 90 rows (whole vectors and leftovers)."""
+    X = random_csr(300, 12, 0.3, dtype, np.int32, seed=23)
+    y = targets(X, R.LOGISTIC)
+    rl, rf = np.full(12, 0.3), np.full(12, 0.5)
+    w0, w, V = params(12, 4, dtype)
+    return run_als(X, y, np.ones(300), w0, w, V, loss=R.LOGISTIC, reg_bias=0.2, rl=rl,
+                   rf=rf)[:5]
 
 
 def test_als_objective_never_increases_on_square_loss():

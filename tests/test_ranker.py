@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import reference as ref
 import scipy.sparse as sp
-from conftest import with_and_without_avx
+from conftest import assert_same_bits_with_and_without_avx
 from scipy import stats
 
 from fmrec._kernels import bpr as _bpr
@@ -447,10 +447,7 @@ def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
         "        out[f'{dt.__name__}_general{k}_w'], out[f'{dt.__name__}_general{k}_V'] = w, V\n"
         "        out[f'{dt.__name__}_general{k}_aV'] = aV\n"
         "np.savez(sys.argv[2], **out)\n")
-    a, b = with_and_without_avx(script, tmp_path)
-    assert sorted(a.files) == sorted(b.files) and len(a.files) == 24
-    for name in a.files:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=24)
 
 
 def test_one_hot_detection():

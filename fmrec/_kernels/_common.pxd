@@ -24,6 +24,37 @@ cdef extern from *:
     void prefetch "FMREC_PREFETCH"(const void *p) noexcept nogil
 
 
+# Kernels written on GCC/Clang vector extensions exist twice on x86-64: on 16-byte vectors
+# (SSE2, the portable baseline) and on 32-byte ones (FMREC_AVX: AVX, no FMA, so both give the
+# same bits), the latter picked at run time by fmrec_use_avx(). FMREC_NO_AVX=1 in the
+# environment keeps every kernel on SSE2. Other compilers get plain C.
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    #define FMREC_SIMD 1
+    #define FMREC_AVX __attribute__((target("avx")))
+    #elif defined(__GNUC__) || defined(__clang__)
+    #define FMREC_SIMD 1
+    #define FMREC_AVX
+    #endif
+    /* 1 when the CPU (and OS) run AVX and FMREC_NO_AVX is unset, empty or 0. -1 until the
+       first call looks; threads racing on that look all store the same value. */
+    static inline int fmrec_use_avx(void) {
+        static int state = -1;
+        if (state < 0) {
+            const char *off = getenv("FMREC_NO_AVX");
+            int on = 0;
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+            on = __builtin_cpu_supports("avx");
+    #endif
+            state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
+        }
+        return state;
+    }
+    """
+
+
 # k = 8 (the common default) fast paths. With k a compile-time 8 GCC unrolls the f-loops
 # completely *before* vectorising, and its SLP pass cannot pack the resulting 8 scalar
 # accumulators carried around the loop over non-zeros, so the loops end up scalar. Writing
@@ -94,14 +125,18 @@ cdef inline double loss_gradient(int loss, double yhat, double y) noexcept nogil
     return sigmoid(yhat) - y
 
 
-cdef inline double loss_curvature(int loss, double yhat) noexcept nogil:
-    """d^2 loss / d yhat^2 (floored for the logistic loss so Newton steps stay bounded)."""
-    cdef double p
-    if loss == SQUARE:
-        return 1.0
-    p = sigmoid(yhat)
+cdef inline double logistic_curvature(double p) noexcept nogil:
+    """The log loss's d^2 / d yhat^2, p (1 - p) with p = sigmoid(yhat), floored so Newton
+    steps stay bounded."""
     p = p * (1.0 - p)
     return p if p > 1e-6 else 1e-6
+
+
+cdef inline double loss_curvature(int loss, double yhat) noexcept nogil:
+    """d^2 loss / d yhat^2 (floored for the logistic loss, see logistic_curvature)."""
+    if loss == SQUARE:
+        return 1.0
+    return logistic_curvature(sigmoid(yhat))
 
 
 cdef inline floating row_predict(const index_t* idx, const floating* val, Py_ssize_t nnz,

@@ -66,8 +66,8 @@ cdef extern from *:
 # Every lane does exactly the scalar operations of the general path, in its order.
 #
 # With GCC/Clang on x86-64 each helper exists twice: on 16-byte vectors (SSE2, the portable
-# baseline) and on 32-byte ones (AVX, picked at run time when the CPU has it; FMREC_NO_AVX=1
-# in the environment turns it off). AVX halves the vector instructions; the two give the same
+# baseline) and on 32-byte ones (AVX, picked at run time by _common.pxd's fmrec_use_avx when
+# the CPU has it; FMREC_NO_AVX=1 in the environment turns it off). AVX halves the vector instructions; the two give the same
 # bits, since neither contracts to FMA and the lanes are the same.
 cdef extern from *:
     """
@@ -132,14 +132,6 @@ cdef extern from *:
                 v[f] = xs - lr * g;                                                        \
             }                                                                              \
         }
-
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    #define FMREC_SIMD 1
-    #define FMREC_AVX __attribute__((target("avx")))
-    #elif defined(__GNUC__) || defined(__clang__)
-    #define FMREC_SIMD 1
-    #define FMREC_AVX
-    #endif
 
     #ifdef FMREC_SIMD
     typedef float fmrec_f4 __attribute__((vector_size(16)));
@@ -290,20 +282,6 @@ cdef extern from *:
     }
     FMREC_VARIANTS(FMREC_GENERAL_DEFS)
 
-    /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
-       on the first look all store the same value. */
-    static int fmrec_avx_state = -1;
-    static inline int fmrec_use_avx(void) {
-        if (fmrec_avx_state < 0) {
-            const char *off = getenv("FMREC_NO_AVX");
-            int on = 0;
-    #if defined(__x86_64__) || defined(__i386__)
-            on = __builtin_cpu_supports("avx");
-    #endif
-            fmrec_avx_state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
-        }
-        return fmrec_avx_state;
-    }
     #define FMREC_DISPATCH(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
     static inline double fmrec_dot_float(const float *a, const float *b, Py_ssize_t k) {
         return FMREC_DISPATCH(fmrec_dot_float)(a, b, k);

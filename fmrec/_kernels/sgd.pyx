@@ -54,8 +54,8 @@ cdef double ADAGRAD_EPS = 1e-8
 #
 # With GCC/Clang on x86-64 each exists twice: on the SSE2 baseline (a row of 8 float32 is two
 # registers, so every operation, sqrt and divide included, is issued twice) and for AVX (one
-# register), picked at run time when the CPU has it; FMREC_NO_AVX=1 in the environment turns
-# it off, as for the BPR kernel. Neither contracts to FMA, so both give the same bits.
+# register), picked at run time when the CPU has it (_common.pxd's fmrec_use_avx;
+# FMREC_NO_AVX=1 in the environment turns it off). Neither contracts to FMA, so both give the same bits.
 cdef extern from *:
     """
     #include <string.h>
@@ -63,15 +63,7 @@ cdef extern from *:
     #include <stdint.h>
     #include <math.h>
 
-    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    #define FMREC_K8_SIMD 1
-    #define FMREC_K8_AVX __attribute__((target("avx")))
-    #elif defined(__GNUC__) || defined(__clang__)
-    #define FMREC_K8_SIMD 1
-    #define FMREC_K8_AVX
-    #endif
-
-    #ifdef FMREC_K8_SIMD
+    #ifdef FMREC_SIMD
     typedef float fmrec_k8_float __attribute__((vector_size(32)));
     typedef double fmrec_k8_double __attribute__((vector_size(64)));
     #define FMREC_K8_LD(VT, v, p) memcpy(&(v), (p), sizeof(VT))
@@ -120,7 +112,7 @@ cdef extern from *:
         }                                                                                  \
     }
 
-    #ifdef FMREC_K8_SIMD
+    #ifdef FMREC_SIMD
     #define FMREC_K8_ACCUM(v, x, qv, sqv) v = v * x; qv = qv + v; sqv = sqv + v * v;
     #define FMREC_K8_STEP(v, a, gr, r, qv, gx, x, rv, lr, eps, SQRT)                       \
         gr = gx * (qv - v * x) + rv * v;                                                   \
@@ -176,26 +168,14 @@ cdef extern from *:
         FMREC_K8_SGD_DEFS(double, int32_t, SUF, ATTR)                                      \
         FMREC_K8_SGD_DEFS(double, int64_t, SUF, ATTR)
     FMREC_K8_ALL(_base, )
-    #if defined(FMREC_K8_SIMD) && (defined(__x86_64__) || defined(__i386__))
-    FMREC_K8_ALL(_avx, FMREC_K8_AVX)
-    /* -1 until the first call looks: then 1 when the CPU (and OS) run AVX. Threads racing
-       on the first look all store the same value. */
-    static int fmrec_k8_avx_state = -1;
-    static int fmrec_k8_use_avx(void) {
-        if (fmrec_k8_avx_state < 0) {
-            const char *off = getenv("FMREC_NO_AVX");
-            int on = __builtin_cpu_supports("avx");
-            fmrec_k8_avx_state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');
-        }
-        return fmrec_k8_avx_state;
-    }
+    #if defined(FMREC_SIMD) && (defined(__x86_64__) || defined(__i386__))
+    FMREC_K8_ALL(_avx, FMREC_AVX)
     #define FMREC_K8_PICK(NAME, avx) ((avx) ? NAME##_avx : NAME##_base)
     #else
-    static int fmrec_k8_use_avx(void) { return 0; }
     #define FMREC_K8_PICK(NAME, avx) NAME##_base
     #endif
 
-    /* The entry points: the variant by layout, and by ``avx`` (fmrec_k8_use_avx()). */
+    /* The entry points: the variant by layout, and by ``avx`` (fmrec_use_avx()). */
     #define FMREC_K8_ENTRY(T, I)                                                           \
     static inline T fmrec_k8_predict_##T##_##I(                                           \
             const I *idx, const T *val, Py_ssize_t nnz, const T *w, const T *V, T lin,     \
@@ -223,7 +203,7 @@ cdef extern from *:
     FMREC_K8_ENTRY(double, int32_t)
     FMREC_K8_ENTRY(double, int64_t)
     """
-    int k8_use_avx "fmrec_k8_use_avx"() noexcept nogil
+    int k8_use_avx "fmrec_use_avx"() noexcept nogil
     float k8_predict_f32 "fmrec_k8_predict_float_int32_t"(const int32_t* idx, const float* val, Py_ssize_t nnz, const float* w, const float* V, float lin, float* q, int packed, int avx) noexcept nogil
     float k8_predict_f64 "fmrec_k8_predict_float_int64_t"(const int64_t* idx, const float* val, Py_ssize_t nnz, const float* w, const float* V, float lin, float* q, int packed, int avx) noexcept nogil
     double k8_predict_d32 "fmrec_k8_predict_double_int32_t"(const int32_t* idx, const double* val, Py_ssize_t nnz, const double* w, const double* V, double lin, double* q, int packed, int avx) noexcept nogil
