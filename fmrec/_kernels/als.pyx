@@ -305,8 +305,9 @@ cdef inline void sums_logistic(const floating* bx, const floating* bs, const flo
                                Py_ssize_t m, bint unit, double* bp, double* num,
                                double* den) noexcept nogil:
     """num += sum_t s_t g_t h_t and den += sum_t s_t c_t h_t^2 under the logistic loss, with
-    g_t = sigmoid(r_t) - y_t, c_t = logistic_curvature(sigmoid(r_t)) and h_t = x_t (q_tf - v_jf x_t), or x_t when ``bqf`` is NULL (the
-    linear weight). ``bp``: scratch for m doubles."""
+    g_t = sigmoid(r_t) - y_t, c_t = logistic_curvature(sigmoid(r_t)) and
+    h_t = x_t (q_tf - v_jf x_t), or x_t when ``bqf`` is NULL (the linear weight).
+    ``bp``: scratch for m doubles."""
     cdef double nl[LANES]
     cdef double dl[LANES]
     cdef double h, pt, c, st

@@ -67,8 +67,9 @@ cdef extern from *:
 #
 # With GCC/Clang on x86-64 each helper exists twice: on 16-byte vectors (SSE2, the portable
 # baseline) and on 32-byte ones (AVX, picked at run time by _common.pxd's fmrec_use_avx when
-# the CPU has it; FMREC_NO_AVX=1 in the environment turns it off). AVX halves the vector instructions; the two give the same
-# bits, since neither contracts to FMA and the lanes are the same.
+# the CPU has it; FMREC_NO_AVX=1 in the environment turns it off). AVX halves the vector
+# instructions; the two give the same bits, since neither contracts to FMA and the lanes are
+# the same.
 cdef extern from *:
     """
     #include <string.h>
