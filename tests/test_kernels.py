@@ -352,9 +352,10 @@ def test_sigmoid_array_far_tails():
     np.testing.assert_array_equal(als.sigmoid_array(-z[1:6]), 0.0)
 
 
-def test_sigmoid_avx_and_sse2_give_the_same_bits(tmp_path):
-    """The vector sigmoid on 4 lanes (AVX) and on 2 (SSE2, FMREC_NO_AVX=1): the same
-    operations per lane, no FMA, so the same bits; a logistic sweep's likewise."""
+def test_als_avx_and_sse2_give_the_same_bits(tmp_path):
+    """The vector sigmoid and the column sums on 4 lanes of doubles: one AVX register, or
+    two SSE2 ones (FMREC_NO_AVX=1). The same operations per lane, no FMA: the same bits,
+    and so the same sweeps under both losses, with and without weights."""
     script = (
         "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import test_kernels as t\n"
         "from fmrec._kernels import als, bpr\n"
@@ -362,20 +363,22 @@ def test_sigmoid_avx_and_sse2_give_the_same_bits(tmp_path):
         "out = {'simd': np.array(bpr.simd_in_use())}\n"
         "for dt in (np.float32, np.float64):\n"
         "    out[f'sigmoid_{dt.__name__}'] = als.sigmoid_array(z.astype(dt))\n"
-        "    for i, a in enumerate(t._logistic_sweep(dt)):\n"
-        "        out[f'sweep_{dt.__name__}_{i}'] = np.asarray(a)\n"
+        "    for loss in (0, 1):\n"
+        "        for unit in (True, False):\n"
+        "            for i, a in enumerate(t._als_sweep_on_long_columns(dt, loss, unit)):\n"
+        "                out[f'sweep_{dt.__name__}_{loss}_{unit}_{i}'] = np.asarray(a)\n"
         "np.savez(sys.argv[2], **out)\n")
-    assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=12)
+    assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=42)
 
 
-def _logistic_sweep(dtype):
-    """One logistic ALS sweep on columns of 90 rows (whole vectors and leftovers)."""
+def _als_sweep_on_long_columns(dtype, loss, unit_weights):
+    """One ALS sweep on columns of about 90 rows (whole vectors and leftovers)."""
     X = random_csr(300, 12, 0.3, dtype, np.int32, seed=23)
-    y = targets(X, R.LOGISTIC)
+    y = targets(X, loss)
+    s = np.ones(300) if unit_weights else np.random.default_rng(2).uniform(0.5, 2.0, 300)
     rl, rf = np.full(12, 0.3), np.full(12, 0.5)
     w0, w, V = params(12, 4, dtype)
-    return run_als(X, y, np.ones(300), w0, w, V, loss=R.LOGISTIC, reg_bias=0.2, rl=rl,
-                   rf=rf)[:5]
+    return run_als(X, y, s, w0, w, V, loss=loss, reg_bias=0.2, rl=rl, rf=rf)[:5]
 
 
 def test_als_objective_never_increases_on_square_loss():

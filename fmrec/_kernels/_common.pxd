@@ -45,7 +45,7 @@ cdef extern from *:
         if (state < 0) {
             const char *off = getenv("FMREC_NO_AVX");
             int on = 0;
-    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #if defined(FMREC_SIMD) && (defined(__x86_64__) || defined(__i386__))
             on = __builtin_cpu_supports("avx");
     #endif
             state = on && !(off != NULL && off[0] != '\\0' && off[0] != '0');

@@ -236,68 +236,223 @@ def compute_caches(const index_t[::1] indptr, const index_t[::1] indices,
         free(sq)
 
 
+# The sums over a column's rows behind every coordinate step, in C: each of 4 lanes sums the
+# rows t with t % 4 == l, and the lanes are added as (0 + 1) + (2 + 3). One row's terms are
+# written once (FMREC_*_TERMS) and used on vectors of the 4 lanes (GCC/Clang: one AVX
+# register of doubles, or two SSE2 ones, picked at run time as for the sigmoids), on the
+# rows past the last multiple of 4 (into lane 0) and, with other compilers, lane by lane.
+# Every lane does the same operations in the same types in either form (float products
+# where two float values meet, as the loops did when they were Cython), so the bits do not
+# depend on the form.
+cdef extern from *:
+    """
+    #define FMREC_FLOOR_SCALAR(c) ((c) > 1e-6 ? (c) : 1e-6)
+    /* s_t r_t x_t and s_t x_t^2 (unit: s_t = 1, not read) */
+    #define FMREC_LINEAR_TERMS(VD, CVT, FLOOR, x, r, s, unit, NL, DL)                      \\
+        if (unit) { NL += CVT(r * x); DL += CVT(x * x); }                                  \\
+        else { NL += CVT(s * r * x); DL += CVT(s * x * x); }
+    /* s_t r_t h_t and s_t h_t^2, h_t = x_t (q_tf - v_jf x_t) */
+    #define FMREC_FACTOR_TERMS(VD, CVT, FLOOR, x, q, vj, r, s, unit, NL, DL)               \\
+        {                                                                                  \\
+            VD h_ = CVT(x * (q - vj * x));                                                 \\
+            if (unit) { NL += CVT(r) * h_; DL += h_ * h_; }                                \\
+            else { NL += CVT(s * r) * h_; DL += CVT(s) * h_ * h_; }                        \\
+        }
+    /* s_t (p_t - y_t) h_t and s_t c_t h_t^2, c_t = p_t (1 - p_t) floored at 1e-6, h_t as
+       above or x_t (linear: lin) */
+    #define FMREC_LOGISTIC_TERMS(VD, CVT, FLOOR, x, q, vj, lin, p, yv, s, unit, NL, DL)    \\
+        {                                                                                  \\
+            VD h_ = lin ? CVT(x) : CVT(x * (q - vj * x));                                  \\
+            VD c_ = p * (1.0 - p);                                                         \\
+            c_ = FLOOR(c_);                                                                \\
+            if (unit) { NL += (p - CVT(yv)) * h_; DL += c_ * h_ * h_; }                    \\
+            else { VD s_ = CVT(s); NL += s_ * (p - CVT(yv)) * h_; DL += s_ * c_ * h_ * h_; } \\
+        }
+    #define FMREC_SUMS_END                                                                 \\
+        num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3]);                                       \\
+        den[0] += (dl[0] + dl[1]) + (dl[2] + dl[3]);
+    #define FMREC_TO_DOUBLE(v) ((double)(v))
+
+    #ifdef FMREC_SIMD
+    typedef float fmrec_l4f __attribute__((vector_size(16)));
+    typedef double fmrec_l4d __attribute__((vector_size(32)));
+    typedef int64_t fmrec_l4i __attribute__((vector_size(32)));
+    #define FMREC_L4(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
+    #define FMREC_L4D(v) __builtin_convertvector((v), fmrec_l4d)
+    #define FMREC_FLOOR_L4(c)                                                              \\
+        ({ fmrec_l4d f_ = (fmrec_l4d){0} + 1e-6; fmrec_l4i m_ = (c) > f_;                 \\
+           fmrec_l4i r_ = (FMREC_AS(fmrec_l4i, c) & m_) | (FMREC_AS(fmrec_l4i, f_) & ~m_); \\
+           FMREC_AS(fmrec_l4d, r_); })
+    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\
+    ATTR static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,    \\
+                                                Py_ssize_t m, int unit, double *num,       \\
+                                                double *den) {                             \\
+        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        for (; t + 4 <= m; t += 4) {                                                       \\
+            VT x = FMREC_L4(VT, bx + t), r = FMREC_L4(VT, br + t);                         \\
+            VT s = unit ? x : FMREC_L4(VT, bs + t);                                        \\
+            FMREC_LINEAR_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, r, s, unit, nl, dl) \\
+        }                                                                                  \\
+        for (; t < m; t++) {                                                               \\
+            T s = unit ? 1 : bs[t];                                                        \\
+            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \\
+                               unit, nl[0], dl[0])                                         \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }                                                                                      \\
+    ATTR static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,    \\
+                                                const T *bqf, T vjf, Py_ssize_t m,         \\
+                                                int unit, double *num, double *den) {      \\
+        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        VT vj = (VT){0} + vjf;                                                             \\
+        for (; t + 4 <= m; t += 4) {                                                       \\
+            VT x = FMREC_L4(VT, bx + t), q = FMREC_L4(VT, bqf + t), r = FMREC_L4(VT, br + t); \\
+            VT s = unit ? x : FMREC_L4(VT, bs + t);                                        \\
+            FMREC_FACTOR_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, r, s, unit, \\
+                               nl, dl)                                                     \\
+        }                                                                                  \\
+        for (; t < m; t++) {                                                               \\
+            T s = unit ? 1 : bs[t];                                                        \\
+            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \\
+                               vjf, br[t], s, unit, nl[0], dl[0])                          \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }                                                                                      \\
+    ATTR static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,  \\
+                                                  const T *by, const T *bqf, T vjf,        \\
+                                                  Py_ssize_t m, int unit, double *bp,      \\
+                                                  double *num, double *den) {              \\
+        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        VT vj = (VT){0} + vjf;                                                             \\
+        int lin = bqf == NULL;                                                             \\
+        fmrec_sigmoid_many_##T##SUF(br, bp, m);                                            \\
+        for (; t + 4 <= m; t += 4) {                                                       \\
+            VT x = FMREC_L4(VT, bx + t), yv = FMREC_L4(VT, by + t);                        \\
+            VT q = lin ? x : FMREC_L4(VT, bqf + t), s = unit ? x : FMREC_L4(VT, bs + t);   \\
+            fmrec_l4d p = FMREC_L4(fmrec_l4d, bp + t);                                     \\
+            FMREC_LOGISTIC_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, lin, p, yv, \\
+                                 s, unit, nl, dl)                                          \\
+        }                                                                                  \\
+        for (; t < m; t++) {                                                               \\
+            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \\
+            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \\
+                                 lin, bp[t], by[t], s, unit, nl[0], dl[0])                 \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }
+    FMREC_SUMS_DEFS(float, fmrec_l4f, _sse, )
+    FMREC_SUMS_DEFS(double, fmrec_l4d, _sse, )
+    FMREC_SUMS_DEFS(float, fmrec_l4f, _avx, FMREC_AVX)
+    FMREC_SUMS_DEFS(double, fmrec_l4d, _avx, FMREC_AVX)
+    #define FMREC_SUMS_PICK(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
+    #else  /* other compilers: the lanes one by one */
+    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\
+    static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,         \\
+                                           Py_ssize_t m, int unit, double *num,            \\
+                                           double *den) {                                  \\
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \\
+        for (t = 0; t < m; t++) {                                                          \\
+            T s = unit ? 1 : bs[t];                                                        \\
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
+            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \\
+                               unit, nl[l], dl[l])                                         \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }                                                                                      \\
+    static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,         \\
+                                           const T *bqf, T vjf, Py_ssize_t m, int unit,    \\
+                                           double *num, double *den) {                     \\
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \\
+        for (t = 0; t < m; t++) {                                                          \\
+            T s = unit ? 1 : bs[t];                                                        \\
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
+            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \\
+                               vjf, br[t], s, unit, nl[l], dl[l])                          \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }                                                                                      \\
+    static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,       \\
+                                             const T *by, const T *bqf, T vjf,             \\
+                                             Py_ssize_t m, int unit, double *bp,           \\
+                                             double *num, double *den) {                   \\
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l, lin = bqf == NULL;           \\
+        fmrec_sigmoid_many_##T(br, bp, m);                                                 \\
+        for (t = 0; t < m; t++) {                                                          \\
+            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \\
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
+            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \\
+                                 lin, bp[t], by[t], s, unit, nl[l], dl[l])                 \\
+        }                                                                                  \\
+        FMREC_SUMS_END                                                                     \\
+    }
+    FMREC_SUMS_DEFS(float, float, _sse, )
+    FMREC_SUMS_DEFS(double, double, _sse, )
+    #define FMREC_SUMS_PICK(NAME) NAME##_sse
+    #endif
+    static inline void fmrec_sums_linear_float(const float *bx, const float *bs,
+                                               const float *br, Py_ssize_t m, int unit,
+                                               double *num, double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_linear_float)(bx, bs, br, m, unit, num, den);
+    }
+    static inline void fmrec_sums_linear_double(const double *bx, const double *bs,
+                                                const double *br, Py_ssize_t m, int unit,
+                                                double *num, double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_linear_double)(bx, bs, br, m, unit, num, den);
+    }
+    static inline void fmrec_sums_factor_float(const float *bx, const float *bs,
+                                               const float *br, const float *bqf, float vjf,
+                                               Py_ssize_t m, int unit, double *num,
+                                               double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_factor_float)(bx, bs, br, bqf, vjf, m, unit, num, den);
+    }
+    static inline void fmrec_sums_factor_double(const double *bx, const double *bs,
+                                                const double *br, const double *bqf,
+                                                double vjf, Py_ssize_t m, int unit,
+                                                double *num, double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_factor_double)(bx, bs, br, bqf, vjf, m, unit, num, den);
+    }
+    static inline void fmrec_sums_logistic_float(const float *bx, const float *bs,
+                                                 const float *br, const float *by,
+                                                 const float *bqf, float vjf, Py_ssize_t m,
+                                                 int unit, double *bp, double *num,
+                                                 double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_logistic_float)(bx, bs, br, by, bqf, vjf, m, unit, bp,
+                                                   num, den);
+    }
+    static inline void fmrec_sums_logistic_double(const double *bx, const double *bs,
+                                                  const double *br, const double *by,
+                                                  const double *bqf, double vjf,
+                                                  Py_ssize_t m, int unit, double *bp,
+                                                  double *num, double *den) {
+        FMREC_SUMS_PICK(fmrec_sums_logistic_double)(bx, bs, br, by, bqf, vjf, m, unit, bp,
+                                                    num, den);
+    }
+    """
+    void sums_linear_f "fmrec_sums_linear_float"(const float* bx, const float* bs, const float* br, Py_ssize_t m, int unit, double* num, double* den) noexcept nogil
+    void sums_linear_d "fmrec_sums_linear_double"(const double* bx, const double* bs, const double* br, Py_ssize_t m, int unit, double* num, double* den) noexcept nogil
+    void sums_factor_f "fmrec_sums_factor_float"(const float* bx, const float* bs, const float* br, const float* bqf, float vjf, Py_ssize_t m, int unit, double* num, double* den) noexcept nogil
+    void sums_factor_d "fmrec_sums_factor_double"(const double* bx, const double* bs, const double* br, const double* bqf, double vjf, Py_ssize_t m, int unit, double* num, double* den) noexcept nogil
+    void sums_logistic_f "fmrec_sums_logistic_float"(const float* bx, const float* bs, const float* br, const float* by, const float* bqf, float vjf, Py_ssize_t m, int unit, double* bp, double* num, double* den) noexcept nogil
+    void sums_logistic_d "fmrec_sums_logistic_double"(const double* bx, const double* bs, const double* br, const double* by, const double* bqf, double vjf, Py_ssize_t m, int unit, double* bp, double* num, double* den) noexcept nogil
+
+
 cdef inline void sums_linear(const floating* bx, const floating* bs, const floating* br,
                              Py_ssize_t m, bint unit, double* num, double* den) noexcept nogil:
     """num += sum_t s_t r_t x_t and den += sum_t s_t x_t^2 (square loss; s_t = 1 if ``unit``)."""
-    cdef double nl[LANES]
-    cdef double dl[LANES]
-    cdef Py_ssize_t t, l, m4 = m - m % LANES
-    for l in range(LANES):
-        nl[l] = 0
-        dl[l] = 0
-    if unit:
-        for t in range(0, m4, 4):
-            for l in range(LANES):
-                nl[l] += br[t + l] * bx[t + l]
-                dl[l] += bx[t + l] * bx[t + l]
-        for t in range(m4, m):
-            nl[0] += br[t] * bx[t]
-            dl[0] += bx[t] * bx[t]
+    if floating is float:
+        sums_linear_f(bx, bs, br, m, unit, num, den)
     else:
-        for t in range(0, m4, 4):
-            for l in range(LANES):
-                nl[l] += bs[t + l] * br[t + l] * bx[t + l]
-                dl[l] += bs[t + l] * bx[t + l] * bx[t + l]
-        for t in range(m4, m):
-            nl[0] += bs[t] * br[t] * bx[t]
-            dl[0] += bs[t] * bx[t] * bx[t]
-    num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3])
-    den[0] += (dl[0] + dl[1]) + (dl[2] + dl[3])
+        sums_linear_d(bx, bs, br, m, unit, num, den)
 
 
 cdef inline void sums_factor(const floating* bx, const floating* bs, const floating* br,
                              const floating* bqf, floating vjf, Py_ssize_t m, bint unit,
                              double* num, double* den) noexcept nogil:
     """num += sum_t s_t r_t h_t and den += sum_t s_t h_t^2 with h_t = x_t (q_tf - v_jf x_t)."""
-    cdef double nl[LANES]
-    cdef double dl[LANES]
-    cdef double h
-    cdef Py_ssize_t t, l, m4 = m - m % LANES
-    for l in range(LANES):
-        nl[l] = 0
-        dl[l] = 0
-    if unit:
-        for t in range(0, m4, 4):
-            for l in range(LANES):
-                h = bx[t + l] * (bqf[t + l] - vjf * bx[t + l])
-                nl[l] += br[t + l] * h
-                dl[l] += h * h
-        for t in range(m4, m):
-            h = bx[t] * (bqf[t] - vjf * bx[t])
-            nl[0] += br[t] * h
-            dl[0] += h * h
+    if floating is float:
+        sums_factor_f(bx, bs, br, bqf, vjf, m, unit, num, den)
     else:
-        for t in range(0, m4, 4):
-            for l in range(LANES):
-                h = bx[t + l] * (bqf[t + l] - vjf * bx[t + l])
-                nl[l] += bs[t + l] * br[t + l] * h
-                dl[l] += bs[t + l] * h * h
-        for t in range(m4, m):
-            h = bx[t] * (bqf[t] - vjf * bx[t])
-            nl[0] += bs[t] * br[t] * h
-            dl[0] += bs[t] * h * h
-    num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3])
-    den[0] += (dl[0] + dl[1]) + (dl[2] + dl[3])
+        sums_factor_d(bx, bs, br, bqf, vjf, m, unit, num, den)
 
 
 cdef inline void sums_logistic(const floating* bx, const floating* bs, const floating* br,
@@ -307,32 +462,11 @@ cdef inline void sums_logistic(const floating* bx, const floating* bs, const flo
     """num += sum_t s_t g_t h_t and den += sum_t s_t c_t h_t^2 under the logistic loss, with
     g_t = sigmoid(r_t) - y_t, c_t = logistic_curvature(sigmoid(r_t)) and
     h_t = x_t (q_tf - v_jf x_t), or x_t when ``bqf`` is NULL (the linear weight).
-    ``bp``: scratch for m doubles."""
-    cdef double nl[LANES]
-    cdef double dl[LANES]
-    cdef double h, pt, c, st
-    cdef Py_ssize_t t, l, m4 = m - m % LANES
-    sigmoid_many(br, bp, m)
-    for l in range(LANES):
-        nl[l] = 0
-        dl[l] = 0
-    for t in range(0, m4, 4):
-        for l in range(LANES):
-            h = bx[t + l] if bqf == NULL else bx[t + l] * (bqf[t + l] - vjf * bx[t + l])
-            pt = bp[t + l]
-            c = logistic_curvature(pt)
-            st = 1 if unit else bs[t + l]
-            nl[l] += st * (pt - by[t + l]) * h
-            dl[l] += st * c * h * h
-    for t in range(m4, m):
-        h = bx[t] if bqf == NULL else bx[t] * (bqf[t] - vjf * bx[t])
-        pt = bp[t]
-        c = logistic_curvature(pt)
-        st = 1 if unit else bs[t]
-        nl[0] += st * (pt - by[t]) * h
-        dl[0] += st * c * h * h
-    num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3])
-    den[0] += (dl[0] + dl[1]) + (dl[2] + dl[3])
+    ``bp``: scratch for m doubles (the sigmoids)."""
+    if floating is float:
+        sums_logistic_f(bx, bs, br, by, bqf, vjf, m, unit, bp, num, den)
+    else:
+        sums_logistic_d(bx, bs, br, by, bqf, vjf, m, unit, bp, num, den)
 
 
 cdef inline Py_ssize_t scratch_head(Py_ssize_t k, Py_ssize_t stride,

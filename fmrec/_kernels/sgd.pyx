@@ -66,12 +66,12 @@ cdef extern from *:
     #ifdef FMREC_SIMD
     typedef float fmrec_k8_float __attribute__((vector_size(32)));
     typedef double fmrec_k8_double __attribute__((vector_size(64)));
-    #define FMREC_K8_LD(VT, v, p) memcpy(&(v), (p), sizeof(VT))
-    #define FMREC_K8_ST(VT, p, v) memcpy((p), &(v), sizeof(VT))
     #else  /* other compilers: the same operations lane by lane */
     typedef struct { float e[8]; } fmrec_k8_float;
     typedef struct { double e[8]; } fmrec_k8_double;
     #endif
+    #define FMREC_K8_LD(VT, v, p) memcpy(&(v), (p), sizeof(VT))
+    #define FMREC_K8_ST(VT, p, v) memcpy((p), &(v), sizeof(VT))
 
     /* T: float or double; I: the index type; L: flat or packed, WS and VS its strides. */
     #define FMREC_K8_ROW_DEFS(T, I, L, WS, VS, SUF, ATTR, SQRT)                           \
