@@ -38,6 +38,21 @@ cdef extern from *:
     #define FMREC_SIMD 1
     #define FMREC_AVX
     #endif
+    #ifdef FMREC_SIMD
+    #include <stdint.h>
+    #include <string.h>
+    typedef float fmrec_f2 __attribute__((vector_size(8)));
+    typedef float fmrec_f4 __attribute__((vector_size(16)));
+    typedef float fmrec_f8 __attribute__((vector_size(32)));
+    typedef double fmrec_d2 __attribute__((vector_size(16)));
+    typedef double fmrec_d4 __attribute__((vector_size(32)));
+    typedef int64_t fmrec_i2 __attribute__((vector_size(16)));
+    typedef int64_t fmrec_i4 __attribute__((vector_size(32)));
+    /* A vector from memory, and a vector's bits as another type (memcpy: no alignment or
+       aliasing assumed; one load or register move). */
+    #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
+    #define FMREC_AS(VT, v) ({ VT o_; memcpy(&o_, &(v), sizeof o_); o_; })
+    #endif
     /* 1 when the CPU (and OS) run AVX and FMREC_NO_AVX is unset, empty or 0. -1 until the
        first call looks; threads racing on that look all store the same value. */
     static inline int fmrec_use_avx(void) {

@@ -60,13 +60,6 @@ cdef extern from *:
     }
 
     #ifdef FMREC_SIMD
-    typedef double fmrec_sd2 __attribute__((vector_size(16)));
-    typedef int64_t fmrec_si2 __attribute__((vector_size(16)));
-    typedef float fmrec_sf2 __attribute__((vector_size(8)));
-    typedef double fmrec_sd4 __attribute__((vector_size(32)));
-    typedef int64_t fmrec_si4 __attribute__((vector_size(32)));
-    typedef float fmrec_sf4 __attribute__((vector_size(16)));
-    #define FMREC_AS(VT, v) ({ VT o_; memcpy(&o_, &(v), sizeof o_); o_; })
     /* out = sigmoid(z), lane by lane (z: VD, out: VD). */
     #define FMREC_SIGMOID_VEC(VD, VI, z, out)                                              \
         {                                                                                  \
@@ -111,10 +104,10 @@ cdef extern from *:
             p[t] = pv[0];                                                                  \
         }                                                                                  \
     }
-    FMREC_SIGMOID_DEFS(float, _sse, , fmrec_sd2, fmrec_si2, fmrec_sf2)
-    FMREC_SIGMOID_DEFS(double, _sse, , fmrec_sd2, fmrec_si2, fmrec_sd2)
-    FMREC_SIGMOID_DEFS(float, _avx, FMREC_AVX, fmrec_sd4, fmrec_si4, fmrec_sf4)
-    FMREC_SIGMOID_DEFS(double, _avx, FMREC_AVX, fmrec_sd4, fmrec_si4, fmrec_sd4)
+    FMREC_SIGMOID_DEFS(float, _sse, , fmrec_d2, fmrec_i2, fmrec_f2)
+    FMREC_SIGMOID_DEFS(double, _sse, , fmrec_d2, fmrec_i2, fmrec_d2)
+    FMREC_SIGMOID_DEFS(float, _avx, FMREC_AVX, fmrec_d4, fmrec_i4, fmrec_f4)
+    FMREC_SIGMOID_DEFS(double, _avx, FMREC_AVX, fmrec_d4, fmrec_i4, fmrec_d4)
 
     static inline void fmrec_sigmoid_many_float(const float *z, double *p, Py_ssize_t n) {
         if (fmrec_use_avx()) fmrec_sigmoid_many_float_avx(z, p, n);
@@ -274,24 +267,20 @@ cdef extern from *:
     #define FMREC_TO_DOUBLE(v) ((double)(v))
 
     #ifdef FMREC_SIMD
-    typedef float fmrec_l4f __attribute__((vector_size(16)));
-    typedef double fmrec_l4d __attribute__((vector_size(32)));
-    typedef int64_t fmrec_l4i __attribute__((vector_size(32)));
-    #define FMREC_L4(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
-    #define FMREC_L4D(v) __builtin_convertvector((v), fmrec_l4d)
+    #define FMREC_L4D(v) __builtin_convertvector((v), fmrec_d4)
     #define FMREC_FLOOR_L4(c)                                                              \\
-        ({ fmrec_l4d f_ = (fmrec_l4d){0} + 1e-6; fmrec_l4i m_ = (c) > f_;                 \\
-           fmrec_l4i r_ = (FMREC_AS(fmrec_l4i, c) & m_) | (FMREC_AS(fmrec_l4i, f_) & ~m_); \\
-           FMREC_AS(fmrec_l4d, r_); })
+        ({ fmrec_d4 f_ = (fmrec_d4){0} + 1e-6; fmrec_i4 m_ = (c) > f_;                 \\
+           fmrec_i4 r_ = (FMREC_AS(fmrec_i4, c) & m_) | (FMREC_AS(fmrec_i4, f_) & ~m_); \\
+           FMREC_AS(fmrec_d4, r_); })
     #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\
     ATTR static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,    \\
                                                 Py_ssize_t m, int unit, double *num,       \\
                                                 double *den) {                             \\
-        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
         for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_L4(VT, bx + t), r = FMREC_L4(VT, br + t);                         \\
-            VT s = unit ? x : FMREC_L4(VT, bs + t);                                        \\
-            FMREC_LINEAR_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, r, s, unit, nl, dl) \\
+            VT x = FMREC_LD(VT, bx + t), r = FMREC_LD(VT, br + t);                         \\
+            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \\
+            FMREC_LINEAR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, r, s, unit, nl, dl) \\
         }                                                                                  \\
         for (; t < m; t++) {                                                               \\
             T s = unit ? 1 : bs[t];                                                        \\
@@ -303,12 +292,12 @@ cdef extern from *:
     ATTR static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,    \\
                                                 const T *bqf, T vjf, Py_ssize_t m,         \\
                                                 int unit, double *num, double *den) {      \\
-        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
         VT vj = (VT){0} + vjf;                                                             \\
         for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_L4(VT, bx + t), q = FMREC_L4(VT, bqf + t), r = FMREC_L4(VT, br + t); \\
-            VT s = unit ? x : FMREC_L4(VT, bs + t);                                        \\
-            FMREC_FACTOR_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, r, s, unit, \\
+            VT x = FMREC_LD(VT, bx + t), q = FMREC_LD(VT, bqf + t), r = FMREC_LD(VT, br + t); \\
+            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \\
+            FMREC_FACTOR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, r, s, unit, \\
                                nl, dl)                                                     \\
         }                                                                                  \\
         for (; t < m; t++) {                                                               \\
@@ -322,15 +311,15 @@ cdef extern from *:
                                                   const T *by, const T *bqf, T vjf,        \\
                                                   Py_ssize_t m, int unit, double *bp,      \\
                                                   double *num, double *den) {              \\
-        fmrec_l4d nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
         VT vj = (VT){0} + vjf;                                                             \\
         int lin = bqf == NULL;                                                             \\
         fmrec_sigmoid_many_##T##SUF(br, bp, m);                                            \\
         for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_L4(VT, bx + t), yv = FMREC_L4(VT, by + t);                        \\
-            VT q = lin ? x : FMREC_L4(VT, bqf + t), s = unit ? x : FMREC_L4(VT, bs + t);   \\
-            fmrec_l4d p = FMREC_L4(fmrec_l4d, bp + t);                                     \\
-            FMREC_LOGISTIC_TERMS(fmrec_l4d, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, lin, p, yv, \\
+            VT x = FMREC_LD(VT, bx + t), yv = FMREC_LD(VT, by + t);                        \\
+            VT q = lin ? x : FMREC_LD(VT, bqf + t), s = unit ? x : FMREC_LD(VT, bs + t);   \\
+            fmrec_d4 p = FMREC_LD(fmrec_d4, bp + t);                                     \\
+            FMREC_LOGISTIC_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, lin, p, yv, \\
                                  s, unit, nl, dl)                                          \\
         }                                                                                  \\
         for (; t < m; t++) {                                                               \\
@@ -340,10 +329,10 @@ cdef extern from *:
         }                                                                                  \\
         FMREC_SUMS_END                                                                     \\
     }
-    FMREC_SUMS_DEFS(float, fmrec_l4f, _sse, )
-    FMREC_SUMS_DEFS(double, fmrec_l4d, _sse, )
-    FMREC_SUMS_DEFS(float, fmrec_l4f, _avx, FMREC_AVX)
-    FMREC_SUMS_DEFS(double, fmrec_l4d, _avx, FMREC_AVX)
+    FMREC_SUMS_DEFS(float, fmrec_f4, _sse, )
+    FMREC_SUMS_DEFS(double, fmrec_d4, _sse, )
+    FMREC_SUMS_DEFS(float, fmrec_f4, _avx, FMREC_AVX)
+    FMREC_SUMS_DEFS(double, fmrec_d4, _avx, FMREC_AVX)
     #define FMREC_SUMS_PICK(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
     #else  /* other compilers: the lanes one by one */
     #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\

@@ -135,11 +135,6 @@ cdef extern from *:
         }
 
     #ifdef FMREC_SIMD
-    typedef float fmrec_f4 __attribute__((vector_size(16)));
-    typedef double fmrec_d2 __attribute__((vector_size(16)));
-    typedef float fmrec_f8 __attribute__((vector_size(32)));
-    typedef double fmrec_d4 __attribute__((vector_size(32)));
-    #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
     #define FMREC_LANES(VT, T) ((int)(sizeof(VT) / sizeof(T)))
 
     /* --- reductions: SUF names the variant, ATTR its target, VT holds n lanes of T --- */
