@@ -23,6 +23,7 @@ About a minute without callgrind, three more with it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -44,14 +45,17 @@ TOGGLES = ("*als_sweep*", "*compute_caches*", "*block_*")
 SIGMOID_LINES = re.compile(r"sigmoid_many|__ieee754_exp|exp@")
 
 
-def data_home() -> Path:
-    return Path(os.environ.get("FMREC_DATA_HOME",
+@functools.cache
+def movielens():
+    """MovieLens 100K from ``FMREC_DATA_HOME`` (else ../shared/datasets), read once."""
+    home = Path(os.environ.get("FMREC_DATA_HOME",
                                Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    return load_movielens("100k", home, download=False)
 
 
 def fit(name: str, n_jobs: int, sweeps: int = SWEEPS) -> float:
     """Seconds of one fit of ``sweeps`` sweeps on the set ``name``."""
-    ml = load_movielens("100k", data_home(), download=False)
+    ml = movielens()
     model = FMClassifier(n_factors=16, n_epochs=sweeps, random_state=0, n_jobs=n_jobs)
     if name == "demo":
         train = ml.splits["u1"][0]

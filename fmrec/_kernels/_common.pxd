@@ -52,6 +52,11 @@ cdef extern from *:
        aliasing assumed; one load or register move). */
     #define FMREC_LD(VT, p) ({ VT v_; memcpy(&v_, (p), sizeof v_); v_; })
     #define FMREC_AS(VT, v) ({ VT o_; memcpy(&o_, &(v), sizeof o_); o_; })
+    /* Lane by lane a where the mask m (a comparison of VD vectors, VI lanes) is set, else b:
+       the bits of one or the other, unchanged. */
+    #define FMREC_SELECT(VD, VI, m, a, b)                                                  \
+        ({ VD a_ = (a), b_ = (b); VI m_ = (m);                                             \
+           VI s_ = (FMREC_AS(VI, a_) & m_) | (FMREC_AS(VI, b_) & ~m_); FMREC_AS(VD, s_); })
     #endif
     /* 1 when the CPU (and OS) run AVX and FMREC_NO_AVX is unset, empty or 0. -1 until the
        first call looks; threads racing on that look all store the same value. */

@@ -37,7 +37,7 @@ cdef enum:
 
 
 # The logistic loss's Newton steps need sigmoid(r) of every row of a column for each of its
-# k + 1 coordinates: glibc's exp() one call at a time was 38% of a sweep's instructions. The
+# k + 1 coordinates: glibc's exp() one call at a time was 39% of a sweep's instructions. The
 # rows' sigmoids are taken a vector at a time instead, with exp(-|z|) in C from
 # exp(x) = 2^n exp(r): n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so n ln2_hi is
 # exact), exp(r) by its Taylor polynomial to degree 13 (|r| <= ln2 / 2: truncation below
@@ -68,8 +68,7 @@ cdef extern from *:
             VI xb = FMREC_AS(VI, z) | ((VI){0} + INT64_MIN);   /* x = -|z| */              \
             VD x = FMREC_AS(VD, xb);                                                       \
             VI under = x < floor_;                                                         \
-            xb = (FMREC_AS(VI, floor_) & under) | (xb & ~under);                           \
-            x = FMREC_AS(VD, xb);                                                          \
+            x = FMREC_SELECT(VD, VI, under, floor_, x);                                    \
             VD t = x * 1.4426950408889634 + magic;   /* low bits: n + 1023 */             \
             VD n = t - magic;                                                              \
             VD r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;  \
@@ -81,11 +80,8 @@ cdef extern from *:
             e = e * r + (1.0 / 6.0); e = e * r + 0.5; e = e * r + 1.0; e = e * r + 1.0;    \
             VI scale = FMREC_AS(VI, t) << 52;                                              \
             e = e * FMREC_AS(VD, scale);                                                   \
-            VI eb = FMREC_AS(VI, e) & ~under;                                              \
-            VI pos = z >= (VD){0};                                                         \
-            VI top = (FMREC_AS(VI, one) & pos) | (eb & ~pos);                              \
-            e = FMREC_AS(VD, eb);                                                          \
-            out = FMREC_AS(VD, top) / (one + e);                                           \
+            e = FMREC_SELECT(VD, VI, under, (VD){0}, e);                                   \
+            out = FMREC_SELECT(VD, VI, z >= (VD){0}, one, e) / (one + e);                  \
         }
     #define FMREC_SIGMOID_DEFS(T, SUF, ATTR, VD, VI, VT)                                   \
     ATTR static void fmrec_sigmoid_many_##T##SUF(const T *z, double *p, Py_ssize_t n) {   \
@@ -241,93 +237,92 @@ cdef extern from *:
     """
     #define FMREC_FLOOR_SCALAR(c) ((c) > 1e-6 ? (c) : 1e-6)
     /* s_t r_t x_t and s_t x_t^2 (unit: s_t = 1, not read) */
-    #define FMREC_LINEAR_TERMS(VD, CVT, FLOOR, x, r, s, unit, NL, DL)                      \\
-        if (unit) { NL += CVT(r * x); DL += CVT(x * x); }                                  \\
+    #define FMREC_LINEAR_TERMS(VD, CVT, FLOOR, x, r, s, unit, NL, DL)                      \
+        if (unit) { NL += CVT(r * x); DL += CVT(x * x); }                                  \
         else { NL += CVT(s * r * x); DL += CVT(s * x * x); }
     /* s_t r_t h_t and s_t h_t^2, h_t = x_t (q_tf - v_jf x_t) */
-    #define FMREC_FACTOR_TERMS(VD, CVT, FLOOR, x, q, vj, r, s, unit, NL, DL)               \\
-        {                                                                                  \\
-            VD h_ = CVT(x * (q - vj * x));                                                 \\
-            if (unit) { NL += CVT(r) * h_; DL += h_ * h_; }                                \\
-            else { NL += CVT(s * r) * h_; DL += CVT(s) * h_ * h_; }                        \\
+    #define FMREC_FACTOR_TERMS(VD, CVT, FLOOR, x, q, vj, r, s, unit, NL, DL)               \
+        {                                                                                  \
+            VD h_ = CVT(x * (q - vj * x));                                                 \
+            if (unit) { NL += CVT(r) * h_; DL += h_ * h_; }                                \
+            else { NL += CVT(s * r) * h_; DL += CVT(s) * h_ * h_; }                        \
         }
     /* s_t (p_t - y_t) h_t and s_t c_t h_t^2, c_t = p_t (1 - p_t) floored at 1e-6, h_t as
        above or x_t (linear: lin) */
-    #define FMREC_LOGISTIC_TERMS(VD, CVT, FLOOR, x, q, vj, lin, p, yv, s, unit, NL, DL)    \\
-        {                                                                                  \\
-            VD h_ = lin ? CVT(x) : CVT(x * (q - vj * x));                                  \\
-            VD c_ = p * (1.0 - p);                                                         \\
-            c_ = FLOOR(c_);                                                                \\
-            if (unit) { NL += (p - CVT(yv)) * h_; DL += c_ * h_ * h_; }                    \\
-            else { VD s_ = CVT(s); NL += s_ * (p - CVT(yv)) * h_; DL += s_ * c_ * h_ * h_; } \\
+    #define FMREC_LOGISTIC_TERMS(VD, CVT, FLOOR, x, q, vj, lin, p, yv, s, unit, NL, DL)    \
+        {                                                                                  \
+            VD h_ = lin ? CVT(x) : CVT(x * (q - vj * x));                                  \
+            VD c_ = p * (1.0 - p);                                                         \
+            c_ = FLOOR(c_);                                                                \
+            if (unit) { NL += (p - CVT(yv)) * h_; DL += c_ * h_ * h_; }                    \
+            else { VD s_ = CVT(s); NL += s_ * (p - CVT(yv)) * h_; DL += s_ * c_ * h_ * h_; } \
         }
-    #define FMREC_SUMS_END                                                                 \\
-        num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3]);                                       \\
+    #define FMREC_SUMS_END                                                                 \
+        num[0] += (nl[0] + nl[1]) + (nl[2] + nl[3]);                                       \
         den[0] += (dl[0] + dl[1]) + (dl[2] + dl[3]);
     #define FMREC_TO_DOUBLE(v) ((double)(v))
 
     #ifdef FMREC_SIMD
     #define FMREC_L4D(v) __builtin_convertvector((v), fmrec_d4)
-    #define FMREC_FLOOR_L4(c)                                                              \\
-        ({ fmrec_d4 f_ = (fmrec_d4){0} + 1e-6; fmrec_i4 m_ = (c) > f_;                 \\
-           fmrec_i4 r_ = (FMREC_AS(fmrec_i4, c) & m_) | (FMREC_AS(fmrec_i4, f_) & ~m_); \\
-           FMREC_AS(fmrec_d4, r_); })
-    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\
-    ATTR static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,    \\
-                                                Py_ssize_t m, int unit, double *num,       \\
-                                                double *den) {                             \\
-        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
-        for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_LD(VT, bx + t), r = FMREC_LD(VT, br + t);                         \\
-            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \\
-            FMREC_LINEAR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, r, s, unit, nl, dl) \\
-        }                                                                                  \\
-        for (; t < m; t++) {                                                               \\
-            T s = unit ? 1 : bs[t];                                                        \\
-            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \\
-                               unit, nl[0], dl[0])                                         \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
-    }                                                                                      \\
-    ATTR static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,    \\
-                                                const T *bqf, T vjf, Py_ssize_t m,         \\
-                                                int unit, double *num, double *den) {      \\
-        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
-        VT vj = (VT){0} + vjf;                                                             \\
-        for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_LD(VT, bx + t), q = FMREC_LD(VT, bqf + t), r = FMREC_LD(VT, br + t); \\
-            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \\
-            FMREC_FACTOR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, r, s, unit, \\
-                               nl, dl)                                                     \\
-        }                                                                                  \\
-        for (; t < m; t++) {                                                               \\
-            T s = unit ? 1 : bs[t];                                                        \\
-            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \\
-                               vjf, br[t], s, unit, nl[0], dl[0])                          \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
-    }                                                                                      \\
-    ATTR static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,  \\
-                                                  const T *by, const T *bqf, T vjf,        \\
-                                                  Py_ssize_t m, int unit, double *bp,      \\
-                                                  double *num, double *den) {              \\
-        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \\
-        VT vj = (VT){0} + vjf;                                                             \\
-        int lin = bqf == NULL;                                                             \\
-        fmrec_sigmoid_many_##T##SUF(br, bp, m);                                            \\
-        for (; t + 4 <= m; t += 4) {                                                       \\
-            VT x = FMREC_LD(VT, bx + t), yv = FMREC_LD(VT, by + t);                        \\
-            VT q = lin ? x : FMREC_LD(VT, bqf + t), s = unit ? x : FMREC_LD(VT, bs + t);   \\
-            fmrec_d4 p = FMREC_LD(fmrec_d4, bp + t);                                     \\
-            FMREC_LOGISTIC_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, lin, p, yv, \\
-                                 s, unit, nl, dl)                                          \\
-        }                                                                                  \\
-        for (; t < m; t++) {                                                               \\
-            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \\
-            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \\
-                                 lin, bp[t], by[t], s, unit, nl[0], dl[0])                 \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
+    #define FMREC_FLOOR_L4(c)                                                              \
+        ({ fmrec_d4 f_ = (fmrec_d4){0} + 1e-6;                                            \
+           FMREC_SELECT(fmrec_d4, fmrec_i4, (c) > f_, c, f_); })
+    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \
+    ATTR static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,    \
+                                                Py_ssize_t m, int unit, double *num,       \
+                                                double *den) {                             \
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \
+        for (; t + 4 <= m; t += 4) {                                                       \
+            VT x = FMREC_LD(VT, bx + t), r = FMREC_LD(VT, br + t);                         \
+            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \
+            FMREC_LINEAR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, r, s, unit, nl, dl) \
+        }                                                                                  \
+        for (; t < m; t++) {                                                               \
+            T s = unit ? 1 : bs[t];                                                        \
+            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \
+                               unit, nl[0], dl[0])                                         \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
+    }                                                                                      \
+    ATTR static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,    \
+                                                const T *bqf, T vjf, Py_ssize_t m,         \
+                                                int unit, double *num, double *den) {      \
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \
+        VT vj = (VT){0} + vjf;                                                             \
+        for (; t + 4 <= m; t += 4) {                                                       \
+            VT x = FMREC_LD(VT, bx + t), q = FMREC_LD(VT, bqf + t), r = FMREC_LD(VT, br + t); \
+            VT s = unit ? x : FMREC_LD(VT, bs + t);                                        \
+            FMREC_FACTOR_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, r, s, unit, \
+                               nl, dl)                                                     \
+        }                                                                                  \
+        for (; t < m; t++) {                                                               \
+            T s = unit ? 1 : bs[t];                                                        \
+            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \
+                               vjf, br[t], s, unit, nl[0], dl[0])                          \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
+    }                                                                                      \
+    ATTR static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,  \
+                                                  const T *by, const T *bqf, T vjf,        \
+                                                  Py_ssize_t m, int unit, double *bp,      \
+                                                  double *num, double *den) {              \
+        fmrec_d4 nl = {0}, dl = {0}; Py_ssize_t t = 0;                                    \
+        VT vj = (VT){0} + vjf;                                                             \
+        int lin = bqf == NULL;                                                             \
+        fmrec_sigmoid_many_##T##SUF(br, bp, m);                                            \
+        for (; t + 4 <= m; t += 4) {                                                       \
+            VT x = FMREC_LD(VT, bx + t), yv = FMREC_LD(VT, by + t);                        \
+            VT q = lin ? x : FMREC_LD(VT, bqf + t), s = unit ? x : FMREC_LD(VT, bs + t);   \
+            fmrec_d4 p = FMREC_LD(fmrec_d4, bp + t);                                     \
+            FMREC_LOGISTIC_TERMS(fmrec_d4, FMREC_L4D, FMREC_FLOOR_L4, x, q, vj, lin, p, yv, \
+                                 s, unit, nl, dl)                                          \
+        }                                                                                  \
+        for (; t < m; t++) {                                                               \
+            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \
+            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \
+                                 lin, bp[t], by[t], s, unit, nl[0], dl[0])                 \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
     }
     FMREC_SUMS_DEFS(float, fmrec_f4, _sse, )
     FMREC_SUMS_DEFS(double, fmrec_d4, _sse, )
@@ -335,44 +330,44 @@ cdef extern from *:
     FMREC_SUMS_DEFS(double, fmrec_d4, _avx, FMREC_AVX)
     #define FMREC_SUMS_PICK(NAME) (fmrec_use_avx() ? NAME##_avx : NAME##_sse)
     #else  /* other compilers: the lanes one by one */
-    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \\
-    static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,         \\
-                                           Py_ssize_t m, int unit, double *num,            \\
-                                           double *den) {                                  \\
-        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \\
-        for (t = 0; t < m; t++) {                                                          \\
-            T s = unit ? 1 : bs[t];                                                        \\
-            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
-            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \\
-                               unit, nl[l], dl[l])                                         \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
-    }                                                                                      \\
-    static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,         \\
-                                           const T *bqf, T vjf, Py_ssize_t m, int unit,    \\
-                                           double *num, double *den) {                     \\
-        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \\
-        for (t = 0; t < m; t++) {                                                          \\
-            T s = unit ? 1 : bs[t];                                                        \\
-            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
-            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \\
-                               vjf, br[t], s, unit, nl[l], dl[l])                          \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
-    }                                                                                      \\
-    static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,       \\
-                                             const T *by, const T *bqf, T vjf,             \\
-                                             Py_ssize_t m, int unit, double *bp,           \\
-                                             double *num, double *den) {                   \\
-        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l, lin = bqf == NULL;           \\
-        fmrec_sigmoid_many_##T(br, bp, m);                                                 \\
-        for (t = 0; t < m; t++) {                                                          \\
-            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \\
-            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \\
-            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \\
-                                 lin, bp[t], by[t], s, unit, nl[l], dl[l])                 \\
-        }                                                                                  \\
-        FMREC_SUMS_END                                                                     \\
+    #define FMREC_SUMS_DEFS(T, VT, SUF, ATTR)                                              \
+    static void fmrec_sums_linear_##T##SUF(const T *bx, const T *bs, const T *br,         \
+                                           Py_ssize_t m, int unit, double *num,            \
+                                           double *den) {                                  \
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \
+        for (t = 0; t < m; t++) {                                                          \
+            T s = unit ? 1 : bs[t];                                                        \
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \
+            FMREC_LINEAR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], br[t], s, \
+                               unit, nl[l], dl[l])                                         \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
+    }                                                                                      \
+    static void fmrec_sums_factor_##T##SUF(const T *bx, const T *bs, const T *br,         \
+                                           const T *bqf, T vjf, Py_ssize_t m, int unit,    \
+                                           double *num, double *den) {                     \
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l;                              \
+        for (t = 0; t < m; t++) {                                                          \
+            T s = unit ? 1 : bs[t];                                                        \
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \
+            FMREC_FACTOR_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], bqf[t], \
+                               vjf, br[t], s, unit, nl[l], dl[l])                          \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
+    }                                                                                      \
+    static void fmrec_sums_logistic_##T##SUF(const T *bx, const T *bs, const T *br,       \
+                                             const T *by, const T *bqf, T vjf,             \
+                                             Py_ssize_t m, int unit, double *bp,           \
+                                             double *num, double *den) {                   \
+        double nl[4] = {0}, dl[4] = {0}; Py_ssize_t t; int l, lin = bqf == NULL;           \
+        fmrec_sigmoid_many_##T(br, bp, m);                                                 \
+        for (t = 0; t < m; t++) {                                                          \
+            T s = unit ? 1 : bs[t], q = lin ? 0 : bqf[t];                                  \
+            l = t < m - m % 4 ? (int)(t % 4) : 0;                                          \
+            FMREC_LOGISTIC_TERMS(double, FMREC_TO_DOUBLE, FMREC_FLOOR_SCALAR, bx[t], q, vjf, \
+                                 lin, bp[t], by[t], s, unit, nl[l], dl[l])                 \
+        }                                                                                  \
+        FMREC_SUMS_END                                                                     \
     }
     FMREC_SUMS_DEFS(float, float, _sse, )
     FMREC_SUMS_DEFS(double, double, _sse, )
