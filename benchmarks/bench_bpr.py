@@ -11,6 +11,10 @@ Two data sets, both one-hot user and item ids (FMRanker's fast path):
   the global one; user activity ∝ rank^-0.5. One positive of each of ``--eval-users`` users
   is held out.
 
+Side features: FMRanker alone (implicit takes ids only), its epoch on one thread, then on
+two threads with and without per-thread copies of the columns most triples step (the
+kernel's hot columns), taking turns.
+
 Timing: one thread each (``n_jobs=1``, ``num_threads=1``). Each repeat fits a fresh model of
 each library back to back (the order alternating), and an epoch is the fit's wall time over
 its epochs: what a user waits for, setup included. The ratio fmrec / implicit is taken within
@@ -211,6 +215,32 @@ def features_epoch(repeats, epochs=5):
           f"of {repeats}", flush=True)
 
 
+def features_threads(repeats, epochs=5):
+    """The side-features epoch on one and two threads, the two-thread one also without the
+    per-thread copies of the hot columns (``HOT_MAX_COLUMNS = 0``), taking turns."""
+    import fmrec.solvers.bpr as solver
+    U, I, users, items = ml100k_features()  # noqa: E741
+    cap = solver.HOT_MAX_COLUMNS
+    times = {"1 thread": [], "2 threads, shared": [], "2 threads, hot copies": []}
+    for _ in range(repeats):
+        for label, n_jobs, hot_cap in [("1 thread", 1, cap), ("2 threads, shared", 2, 0),
+                                       ("2 threads, hot copies", 2, cap)]:
+            solver.HOT_MAX_COLUMNS = hot_cap
+            try:
+                model = FMRanker(K, n_epochs=epochs, random_state=0, n_jobs=n_jobs)
+                model.fit(U, I, users, items)
+            finally:
+                solver.HOT_MAX_COLUMNS = cap
+            times[label].append(float(np.median(model.history_["seconds"])))
+    one = np.array(times["1 thread"])
+    print(f"  ml-100k + side features, kernel epoch on two threads ({repeats} rounds taking "
+          "turns; speed-up over one thread: median [min, max]):", flush=True)
+    for label, t in times.items():
+        gain = one / np.array(t)
+        print(f"    {label:22s} {np.median(t) * 1e3:7.1f} ms  {np.median(gain):.2f}x "
+              f"[{gain.min():.2f}, {gain.max():.2f}]", flush=True)
+
+
 def fm_point(model, seconds, epochs, data, eval_users):
     train, test, n_users, n_items = data
     V, w = model.V_.astype(np.float64), model.w_.astype(np.float64)
@@ -306,6 +336,7 @@ def main():
                          {"n_candidates": 1, "lr_schedule": "constant",
                           "negative_sampling": "popularity"})
             features_epoch(args.repeats)
+            features_threads(args.repeats)
             print("  NDCG@10 against training seconds:")
             users = np.unique(data[1][0])
             all_curves["MovieLens 100K"] = curves(

@@ -2,7 +2,7 @@
 implicit's BPR, the repeatable figure behind bench_bpr.py's noisy timings (issue 16).
 
 FMRanker: collection is switched on only inside the kernel's parallel body
-(``--toggle-collect='*bpr_epoch._omp_fn*'``), one epoch. implicit's library is stripped, so
+(``--toggle-collect='*run_epoch*_omp_fn*'``), one epoch. implicit's library is stripped, so
 its epoch is (whole run with 3 iterations - whole run with 1) / 2, which also catches whatever
 varies between two runs outside its kernel (four runs here gave 47.5, 48.3, 48.4 and 67.2M):
 repeat it and take the low figure. FMRanker's count repeats exactly. One thread, k = 64.
@@ -79,7 +79,7 @@ def main() -> None:
     implicit_epoch = (three - one) / 2
     print("implicit BPR (k=64, one thread): " f"{implicit_epoch / 1e6:.1f}M instructions/epoch")
     for config in args.configs.split(","):
-        ir = instructions(["fmrec", "1", config, rows], "*bpr_epoch._omp_fn*")
+        ir = instructions(["fmrec", "1", config, rows], "*run_epoch*_omp_fn*")
         label = {"ids": "", "general": " (general path)", "features": " (side features)"}[rows]
         print(f"FMRanker {config}{label}: "
               f"{ir / 1e6:.1f}M instructions/epoch, {ir / implicit_epoch:.2f}x implicit's",

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from conftest import assert_same_bits_with_and_without_avx
 from scipy import stats
 
+from fmrec import openmp_enabled
 from fmrec._kernels import bpr as _bpr
 from fmrec.models.ranker import FMRanker
 from fmrec.solvers.bpr import MAX_DRAWS, popularity_cdf
@@ -169,9 +170,10 @@ def test_kernel_epoch_matches_reference(adagrad, index_dtype, k):
 
 
 def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None,
-                    sampling="uniform", n_epochs=3):
+                    sampling="uniform", n_epochs=3, **options):
     """w, V, accumulators and figures after ``n_epochs`` kernel epochs on one-hot ids, once
-    through the one-hot fast path and once through the general path (same seeds)."""
+    through the one-hot fast path and once through the general path (same seeds).
+    ``options``: more of the kernel's keywords."""
     rng = np.random.default_rng(8)
     n_users, n_items = 40, 30
     U, I = _one_hot(n_users, n_items)  # noqa: E741
@@ -195,7 +197,7 @@ def _one_hot_epochs(dtype, index_dtype, adagrad, n_candidates, k, negatives=None
             figures.append(_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1,
                                   adagrad=adagrad, rw=0.03, rv=0.02,
                                   n_candidates=n_candidates, seed=5 + epoch, order=order,
-                                  negatives=negatives, cdf=cdf, one_hot=fast))
+                                  negatives=negatives, cdf=cdf, one_hot=fast, **options))
         out[fast] = (w, V, aw, aV, figures)
     return out
 
@@ -412,9 +414,10 @@ def test_fits_with_and_without_the_seen_bitmap_agree(synthetic, monkeypatch):
         assert model.history_ == without.history_ | {"seconds": model.history_["seconds"]}
 
 
-def _general_epochs(dtype, k, n_epochs=2):
+def _general_epochs(dtype, k, n_epochs=2, adagrad=True, **options):
     """w, V, AdaGrad sums of V and figures after ``n_epochs`` kernel epochs with 5 sampled
-    candidates on rows that share columns (user with item, item with item)."""
+    candidates on rows that share columns (user with item, item with item). ``options``:
+    more of the kernel's keywords."""
     rng = np.random.default_rng(9)
     n_users, n_items, n_features = 12, 10, 16
     U = _csr(_random_rows(n_users, n_features, 0.3, seed=10), dtype=dtype)
@@ -424,9 +427,9 @@ def _general_epochs(dtype, k, n_epochs=2):
     w = (rng.normal(size=n_features) * 0.1).astype(dtype)
     V = (rng.normal(size=(n_features, k)) * 0.1).astype(dtype)
     aw, aV = np.zeros_like(w), np.zeros_like(V)
-    figures = [_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1, adagrad=True, rw=0.03,
-                      rv=0.02, n_candidates=5, seed=epoch,
-                      order=np.random.default_rng(epoch).permutation(len(users)))
+    figures = [_epoch(U, I, seen, users, items, w, V, aw, aV, lr=0.1, adagrad=adagrad,
+                      rw=0.03, rv=0.02, n_candidates=5, seed=epoch,
+                      order=np.random.default_rng(epoch).permutation(len(users)), **options)
                for epoch in range(n_epochs)]
     return w, V, aV, figures
 
@@ -448,6 +451,94 @@ def test_avx_and_sse2_factor_loops_give_the_same_bits(tmp_path):
         "        out[f'{dt.__name__}_general{k}_aV'] = aV\n"
         "np.savez(sys.argv[2], **out)\n")
     assert_same_bits_with_and_without_avx(script, tmp_path, n_arrays=24)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("adagrad", [False, True], ids=["constant", "adagrad"])
+@pytest.mark.parametrize("merge_every", [1, 7, 10**6])
+def test_hot_column_copies_give_the_same_bits_on_one_thread(dtype, adagrad, merge_every):
+    # One thread stepping its copies of the hot columns and merging them now and then must
+    # end exactly where it ends in place: every read and write of a hot column (the user's
+    # sum, candidate scores, steps, AdaGrad sums) has to go to the copy, and a merge with no
+    # other thread's changes sets the shared values to the copy's.
+    hot = {"hot_columns": np.array([0, 3, 4, 9, 15, 7]), "merge_every": merge_every}
+    for a, b in zip(_general_epochs(dtype, 11, adagrad=adagrad),
+                    _general_epochs(dtype, 11, adagrad=adagrad, **hot), strict=True):
+        if isinstance(a, list):
+            assert a == b
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not openmp_enabled(), reason="kernels built without OpenMP: one thread")
+def test_two_threads_merge_every_step_of_their_hot_copies():
+    # A zero learning rate leaves w and V where they are, so each triple's AdaGrad
+    # increments depend on that triple alone (its negative given): however two threads
+    # share the positives, the sums must come out as one thread's, to rounding. A merge
+    # that lost one thread's changes would leave about half of them.
+    rng = np.random.default_rng(3)
+    n_users, n_items, n_features, k = 30, 25, 40, 6
+    U = _csr(_random_rows(n_users, n_features, 0.2, seed=4))
+    I = _csr(_random_rows(n_items, n_features, 0.2, seed=5))  # noqa: E741
+    users, items = rng.integers(0, n_users, 4000), rng.integers(0, n_items, 4000)
+    negatives = rng.integers(0, n_items, 4000)
+    seen = _csr(sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n_items)))
+    w0, V0 = rng.normal(size=n_features) * 0.1, rng.normal(size=(n_features, k)) * 0.1
+    sums = {}
+    for n_threads in (1, 2):
+        w, V = w0.copy(), V0.copy()
+        aw, aV = np.zeros_like(w), np.zeros_like(V)
+        out = _bpr.bpr_epoch(
+            U.indptr, U.indices, U.data, I.indptr, I.indices, I.data, seen.indptr,
+            seen.indices, users, items, negatives, np.arange(len(users)), np.empty(0), w, V,
+            aw, aV, 0.0, True, 0.03, 0.02, 1, MAX_DRAWS, np.array([1, 2], np.uint64),
+            n_threads, hot_columns=np.arange(n_features), merge_every=16)
+        assert out[1] == len(users)
+        np.testing.assert_array_equal(w, w0)
+        np.testing.assert_array_equal(V, V0)
+        sums[n_threads] = aw, aV
+    assert sums[1][1].min() > 0  # every column was stepped
+    for one, two in zip(sums[1], sums[2], strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-9)
+
+
+def test_hot_column_copies_are_checked():
+    U, I = _one_hot(4, 3)  # noqa: E741
+    U, I = _csr(U), _csr(I)  # noqa: E741
+    seen = _csr(sp.csr_matrix(([1.0], ([0], [0])), shape=(4, 3)))
+    w, V = np.zeros(7), np.zeros((7, 2))
+    for options, match in [({"hot_columns": [1, 7]}, "columns of V"),
+                           ({"hot_columns": [-1]}, "columns of V"),
+                           ({"hot_columns": [2, 2]}, "distinct"),
+                           ({"merge_every": 0}, "merge_every"),
+                           ({"hot_columns": [1], "one_hot": True}, "general path")]:
+        with pytest.raises(ValueError, match=match):
+            _epoch(U, I, seen, [0], [0], w, V, np.zeros(7), np.zeros((7, 2)), lr=0.1,
+                   adagrad=True, rw=0, rv=0, n_candidates=1, seed=0, **options)
+
+
+def test_hot_columns_are_the_often_stepped_ones(monkeypatch):
+    import fmrec.solvers.bpr as solver
+    # 200 users (ids 0-199, then a column of half of them each: 200, 201) and 300 items
+    # (ids 202-501; 502 in items 0-9 only; 503 in every item). A triple steps its user's
+    # columns, its positive's and its negative's: 503 twice, 200 or 201, 502 with a chance
+    # of 2 * 10/300, any one id 2/300, below HOT_MIN_SHARE = 1/128.
+    n_users, n_items = 200, 300
+    users = np.repeat(np.arange(n_users), 15)
+    items = np.arange(len(users)) % n_items  # 10 positives each: 2/300 a triple, with negatives
+    U = sp.hstack([sp.eye(n_users), sp.csr_matrix(np.c_[np.arange(n_users) % 2 == 0,
+                                                        np.arange(n_users) % 2 == 1]),
+                   sp.csr_matrix((n_users, 302))]).tocsr()
+    I = sp.hstack([sp.csr_matrix((n_items, 202)), sp.eye(n_items),  # noqa: E741
+                   sp.csr_matrix(np.c_[np.arange(n_items) < 10, np.ones(n_items)])]).tocsr()
+    hot = solver.hot_columns(U, I, users, items, np.empty(0))
+    assert hot[0] == 503 and set(hot[1:3]) == {200, 201} and hot[3] == 502 and len(hot) == 4
+    monkeypatch.setattr(solver, "HOT_MAX_COLUMNS", 2)
+    assert list(solver.hot_columns(U, I, users, items, np.empty(0))) == list(hot[:2])
+    # Negatives drawn by popularity: items 0-9 taking nearly all draws makes their ids hot.
+    cdf = np.r_[np.linspace(0.099, 0.99, 10), np.linspace(0.990033, 1, n_items - 10)]
+    monkeypatch.setattr(solver, "HOT_MAX_COLUMNS", 256)
+    assert set(range(202, 212)) <= set(solver.hot_columns(U, I, users, items, cdf))
 
 
 def test_one_hot_detection():
@@ -635,8 +726,12 @@ def test_user_and_item_features_beyond_ids(synthetic):
     genres = sp.csr_matrix((rng.random((I.shape[0], 5)) < 0.3).astype(float))
     I2 = sp.hstack([I, genres]).tocsr()
     U2 = sp.hstack([U, sp.csr_matrix((U.shape[0], 5))]).tocsr()
-    model = _fit((U2, I2, users, items, test))
-    assert _heldout_auc(model, (U2, I2, users, items, test)) > 0.85
+    one = _heldout_auc(_fit((U2, I2, users, items, test)), (U2, I2, users, items, test))
+    assert one > 0.85
+    # Two threads step the genres in their own copies (the hot columns), merged now and then.
+    two = _heldout_auc(_fit((U2, I2, users, items, test), n_jobs=2),
+                       (U2, I2, users, items, test))
+    assert two > 0.85 and abs(one - two) < 0.03
 
 
 # ------------------------------------------------------------------ 4. reproducibility

@@ -8,8 +8,8 @@
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt, isfinite, exp, fabs, log1p
 from libc.stdlib cimport malloc, free, realloc
-from libc.string cimport memset
-from libc.stdint cimport uint64_t, int64_t
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint64_t, int64_t, int32_t
 
 import numpy as np
 
@@ -24,6 +24,12 @@ cdef enum:
     AHEAD_IDX = 8
     AHEAD_PARAMS = 4
     SEEN_LINES = 8
+
+# A thread adds what it changed in its copies of the hot columns to the shared parameters
+# after this many of its positives (see Replica): a merge of 40 columns at k = 64 costs about
+# as much as a few positives, and the other threads see the steps that much later.
+cdef enum:
+    HOT_MERGE_EVERY = 512
 
 # Keeps the first AdaGrad step finite when a gradient is exactly zero (as sgd.pyx).
 cdef double ADAGRAD_EPS = 1e-8
@@ -469,6 +475,186 @@ cdef inline void col_update(floating* v, floating* acc, const floating* qi, cons
         col_update_d(v, acc, qi, qj, k, gf, ab, ac, rv, lr, eps)
 
 
+# Hot columns: a column that a large share of the triples step (a user's gender, an item's
+# year, a popular genre) is written by every thread over and over. Each write takes the
+# cache line from the other core, and on these VMs that costs 60 to 500 ns depending on
+# where the host put the two vCPUs: two Hogwild threads then ran the demo's feature ranker
+# 1.1-1.4x faster than one, against 1.4-2.1x with no parameter shared. With several threads,
+# each keeps its own copy of the hot columns' parameters (w, V and their AdaGrad sums),
+# steps it, and every ``merge_every`` positives adds what it changed since its last merge
+# to the shared values and copies them back: the sum of the threads' steps, as Hogwild
+# gives, seen by the others a little later. A lock keeps two merges from interleaving.
+# Only the general path has them: a one-hot triple steps three rows, rarely the same ones
+# in two threads, and the one-hot path keeps its instructions to itself.
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    typedef omp_lock_t fmrec_lock;
+    static void fmrec_lock_init(fmrec_lock *l) { omp_init_lock(l); }
+    static void fmrec_lock_destroy(fmrec_lock *l) { omp_destroy_lock(l); }
+    static void fmrec_lock_set(fmrec_lock *l) { omp_set_lock(l); }
+    static void fmrec_lock_unset(fmrec_lock *l) { omp_unset_lock(l); }
+    #else
+    typedef int fmrec_lock;  /* one thread: nothing to exclude */
+    static void fmrec_lock_init(fmrec_lock *l) { *l = 0; }
+    static void fmrec_lock_destroy(fmrec_lock *l) { (void)l; }
+    static void fmrec_lock_set(fmrec_lock *l) { (void)l; }
+    static void fmrec_lock_unset(fmrec_lock *l) { (void)l; }
+    #endif
+    """
+    ctypedef struct fmrec_lock:
+        pass
+    void lock_init "fmrec_lock_init"(fmrec_lock* l) noexcept nogil
+    void lock_destroy "fmrec_lock_destroy"(fmrec_lock* l) noexcept nogil
+    void lock_set "fmrec_lock_set"(fmrec_lock* l) noexcept nogil
+    void lock_unset "fmrec_lock_unset"(fmrec_lock* l) noexcept nogil
+
+
+cdef struct Replica:
+    # One thread's copies of the hot columns. slot[col] is col's slot (-1: not hot).
+    const int32_t* slot
+    const int64_t* cols     # the column of each slot
+    Py_ssize_t n_slots
+    Py_ssize_t since_merge  # positives since the last merge
+    # floating[n_slots * (2k + 2)] each: V's rows, aV's rows, then w's and aw's entries of
+    # the slots; the thread's values, and the shared ones as of its last merge.
+    void* own
+    void* base
+
+
+# Without hot columns (one thread) the kernel takes ``NoCopies`` in place of a Replica: its
+# own compiled variant, in which every column is read and written in place with no lookup
+# (looking up the slots of a positive's columns cost one thread 6-12% more instructions).
+cdef struct NoCopies:
+    char unused
+
+ctypedef fused copies_t:
+    NoCopies
+    Replica
+
+
+# The parts of a Replica's arrays.
+cdef enum:
+    PART_V = 0
+    PART_ACC_V = 1
+    PART_W = 2
+    PART_ACC_W = 3
+
+
+cdef inline Py_ssize_t part_start(Py_ssize_t n_slots, Py_ssize_t k, int part) noexcept nogil:
+    """Where ``part`` starts in a Replica's arrays."""
+    return n_slots * (part * k if part < PART_W else 2 * k + (part - PART_W))
+
+
+cdef inline Py_ssize_t part_width(Py_ssize_t k, int part) noexcept nogil:
+    """Entries of a column in ``part``: k in V and aV, one in w and aw."""
+    return k if part < PART_W else 1
+
+
+cdef inline floating* shared_part(int part, floating* w, floating* V, floating* aw,
+                                  floating* aV) noexcept nogil:
+    if part == PART_V:
+        return V
+    if part == PART_ACC_V:
+        return aV
+    return w if part == PART_W else aw
+
+
+cdef inline floating* param_at(floating* shared, const copies_t* r, int64_t col, Py_ssize_t k,
+                               int part) noexcept nogil:
+    """Where this thread reads and writes column col's entries of ``shared``, the array of
+    ``part`` (k of them for V and aV, one for w and aw)."""
+    cdef Py_ssize_t width = part_width(k, part)
+    cdef int32_t s
+    if copies_t is Replica:
+        s = r.slot[col]
+        if s >= 0:
+            return <floating*> r.own + part_start(r.n_slots, k, part) + s * width
+    return shared + col * width
+
+
+cdef inline floating* v_row(floating* V, const copies_t* r, int64_t col,
+                            Py_ssize_t k) noexcept nogil:
+    if copies_t is Replica:
+        return param_at(V, r, col, k, PART_V)
+    return V + col * k
+
+
+cdef inline floating* w_at(floating* w, const copies_t* r, int64_t col,
+                           Py_ssize_t k) noexcept nogil:
+    if copies_t is Replica:
+        return param_at(w, r, col, k, PART_W)
+    return w + col
+
+
+cdef inline void merge_values(floating* shared, floating* own, floating* base,
+                              Py_ssize_t n) noexcept nogil:
+    """shared += own - base (what this thread changed since its last merge), then own and
+    base take the result. A value no other thread changed since is set to own exactly, so a
+    single thread gets the same bits as without copies."""
+    cdef Py_ssize_t f
+    for f in range(n):
+        if shared[f] == base[f]:
+            shared[f] = own[f]
+        else:
+            shared[f] = shared[f] + (own[f] - base[f])
+        own[f] = shared[f]
+        base[f] = shared[f]
+
+
+cdef void merge_replica(Replica* r, floating* w, floating* V, floating* aw, floating* aV,
+                        Py_ssize_t k, fmrec_lock* lock) noexcept nogil:
+    """Add this thread's changes to its hot columns to the shared parameters and take the
+    others' (``merge_values``); aw and aV are NULL without AdaGrad."""
+    cdef Py_ssize_t s, width, start, n = r.n_slots
+    cdef floating* shared
+    cdef int part
+    r.since_merge = 0
+    if n == 0:
+        return
+    lock_set(lock)
+    for part in range(4):
+        shared = shared_part(part, w, V, aw, aV)
+        width, start = part_width(k, part), part_start(n, k, part)
+        for s in range(n if shared != NULL else 0):
+            merge_values(shared + r.cols[s] * width, <floating*> r.own + start + s * width,
+                         <floating*> r.base + start + s * width, width)
+    lock_unset(lock)
+
+
+cdef bint start_replica(Replica* r, const int32_t* slot, const int64_t* cols, Py_ssize_t n,
+                        floating* w, floating* V, floating* aw, floating* aV,
+                        Py_ssize_t k) noexcept nogil:
+    """Set up a thread's copies of the n hot columns ``cols`` (``slot`` maps a column to
+    its slot); False if out of memory. No copies (every column in place) when n is 0."""
+    cdef Py_ssize_t s, width, start, size = n * (2 * k + 2)
+    cdef floating* shared
+    cdef int part
+    r.slot = NULL
+    r.cols = cols
+    r.n_slots = n
+    r.since_merge = 0
+    r.own = NULL
+    r.base = NULL
+    if n == 0:
+        return True
+    r.own = malloc(size * sizeof(floating))
+    r.base = malloc(size * sizeof(floating))
+    if r.own == NULL or r.base == NULL:
+        return False
+    memset(r.own, 0, size * sizeof(floating))  # the unused parts without AdaGrad
+    for part in range(4):
+        shared = shared_part(part, w, V, aw, aV)
+        width, start = part_width(k, part), part_start(n, k, part)
+        for s in range(n if shared != NULL else 0):
+            memcpy(<floating*> r.own + start + s * width, shared + cols[s] * width,
+                   width * sizeof(floating))
+    memcpy(r.base, r.own, size * sizeof(floating))
+    r.slot = slot
+    return True
+
+
 cdef inline double rng_uniform(uint64_t* s) noexcept nogil:
     """Uniform in [0, 1) with 53 random bits."""
     return <double> (splitmix64(s) >> 11) * (1.0 / 9007199254740992.0)
@@ -620,11 +806,13 @@ cdef inline double bpr_loss(double d, double* slope) noexcept nogil:
 
 cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssize_t nu,
                                    const index_t* ji, const floating* jx, Py_ssize_t nj,
-                                   const floating* w, const floating* V, Py_ssize_t k,
-                                   const floating* qu, floating* qj) noexcept nogil:
+                                   floating* w, floating* V, const copies_t* rep,
+                                   Py_ssize_t k, const floating* qu, floating* qj
+                                   ) noexcept nogil:
     """ŷ(U[u] + I[j]) minus the terms of U[u] alone: all a sampled item's rank depends on.
 
-    ``qu`` holds Σ_U[u] x v; ``qj`` is scratch of length k.
+    ``qu`` holds Σ_U[u] x v; ``qj`` is scratch of length k. ``rep``: the thread's copies of
+    the hot columns, read instead of w and V.
     """
     cdef Py_ssize_t p
     cdef int64_t col
@@ -636,8 +824,8 @@ cdef inline double candidate_score(const index_t* ui, const floating* ux, Py_ssi
         col = ji[p]
         x = jx[p]
         a = lookup(ui, ux, nu, col)
-        v = V + col * k
-        s += w[col] * x
+        v = v_row(V, rep, col, k)
+        s += w_at(w, rep, col, k)[0] * x
         n2 = axpy_norm(qj, v, k, x)
         ssq += n2 * (2 * a * x + x * x)
     # (sq - ssq) is exactly 0 for a one-hot item row outside the user's columns, so the
@@ -686,7 +874,8 @@ cdef inline Py_ssize_t merge3(const index_t* ui, const floating* ux, Py_ssize_t 
 
 cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* A,
                              const floating* B, const floating* C,
-                             floating* w, floating* V, floating* aw, floating* aV, Py_ssize_t k,
+                             floating* w, floating* V, floating* aw, floating* aV,
+                             const copies_t* rep, Py_ssize_t k,
                              floating lr, bint adagrad, floating rw, floating rv,
                              floating* qu, floating* qi, floating* qj,
                              double* loss_out) noexcept nogil:
@@ -694,12 +883,14 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
 
     Steps w_c for the columns of I[i] ∪ I[j] and v_c for those of U[u] ∪ I[i] ∪ I[j], every
     gradient taken at the parameters before the step. False (and no update) if d is not
-    finite.
+    finite. The hot columns are read and stepped in the thread's copies ``rep``.
     """
     cdef Py_ssize_t p
     cdef int64_t col
     cdef floating a, b, c, gw, gf, eps = <floating> ADAGRAD_EPS
     cdef floating* v
+    cdef floating* wc
+    cdef floating* awc
     cdef double d, lin = 0, corr = 0, n2, g
     memset(qu, 0, k * sizeof(floating))
     memset(qi, 0, k * sizeof(floating))
@@ -708,7 +899,7 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
         a = A[p]
         b = B[p]
         c = C[p]
-        v = V + cols[p] * k
+        v = v_row(V, rep, cols[p], k)
         # A zero coefficient adds ±0, which changes no sum that starts at +0: skipped.
         if a != 0:
             axpy(qu, v, k, a)
@@ -721,7 +912,7 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
                     axpy(qj, v, k, c)
             else:
                 n2 = axpy_norm(qj, v, k, c)
-            lin += w[cols[p]] * (b - c)
+            lin += w_at(w, rep, cols[p], k)[0] * (b - c)
             corr += n2 * ((a + b) * (a + b) - (a + c) * (a + c))
         elif b != 0:
             axpy(qi, v, k, b)
@@ -741,14 +932,17 @@ cdef inline bint triple_step(Py_ssize_t m, const int64_t* cols, const floating* 
         b = B[p]
         c = C[p]
         if b != 0 or c != 0:
-            gw = gf * (b - c) + rw * w[col]
+            wc = w_at(w, rep, col, k)
+            gw = gf * (b - c) + rw * wc[0]
             if adagrad:
-                aw[col] += gw * gw
-                w[col] -= lr * gw / <floating> sqrt(aw[col] + eps)
+                awc = param_at(aw, rep, col, k, PART_ACC_W)
+                awc[0] += gw * gw
+                wc[0] -= lr * gw / <floating> sqrt(awc[0] + eps)
             else:
-                w[col] -= lr * gw
-        col_update(V + col * k, aV + col * k if adagrad else NULL, qi, qj, k, gf, a + b,
-                   a + c, rv, lr, eps)
+                wc[0] -= lr * gw
+        col_update(v_row(V, rep, col, k),
+                   param_at(aV, rep, col, k, PART_ACC_V) if adagrad else NULL, qi, qj, k, gf,
+                   a + b, a + c, rv, lr, eps)
     return True
 
 
@@ -827,7 +1021,7 @@ cdef int64_t choose_negative(
         int64_t u, const index_t* ui, const floating* ux, Py_ssize_t nu,
         const index_t* Ip, const index_t* Ii, const floating* Ix,
         const index_t* Sp, const index_t* Si, const uint64_t* seen_bits, int shift,
-        int64_t n_items, const Popularity* pop, const floating* w, const floating* V,
+        int64_t n_items, const Popularity* pop, floating* w, floating* V, const copies_t* rep,
         Py_ssize_t k,
         int n_candidates, int max_draws, uint64_t* rng, const floating* qu, floating* qj,
         int64_t* cands, double* scores, bint one_hot) noexcept nogil:
@@ -838,7 +1032,8 @@ cdef int64_t choose_negative(
     scores, in draw order). All candidates are drawn before any is scored, so their rows are
     requested together. ``qu`` holds Σ_U[u] x v (general rows); ``qj`` is scratch of length
     k; ``cands`` and ``scores`` hold ``n_candidates`` entries. ``seen_bits``, ``shift``: the
-    user's row of seen bits (or NULL), as in ``draw_negative``.
+    user's row of seen bits (or NULL), as in ``draw_negative``. ``rep``: the thread's copies
+    of the hot columns.
     """
     cdef const index_t* seen = Si + Sp[u]
     cdef Py_ssize_t n_seen = Sp[u + 1] - Sp[u]
@@ -881,7 +1076,7 @@ cdef int64_t choose_negative(
             scores[t] = one_hot_score(w[cj], vu, V + cj * k, k)
         else:
             scores[t] = candidate_score(ui, ux, nu, Ii + Ip[cand], Ix + Ip[cand],
-                                        Ip[cand + 1] - Ip[cand], w, V, k, qu, qj)
+                                        Ip[cand + 1] - Ip[cand], w, V, rep, k, qu, qj)
     best = 0
     for t in range(1, nb):
         if scores[t] > scores[best]:
@@ -895,13 +1090,14 @@ cdef int train_positive(
         const index_t* Ip, const index_t* Ii, const floating* Ix,
         const index_t* Sp, const index_t* Si, const uint64_t* bits, int shift,
         int64_t n_items, const Popularity* pop, floating* w, floating* V, floating* aw,
-        floating* aV, Py_ssize_t k,
+        floating* aV, const copies_t* rep, Py_ssize_t k,
         floating lr, bint adagrad, floating rw, floating rv,
         int n_candidates, int max_draws, uint64_t* rng, floating* scratch, Merged* buf,
         int64_t* cands, double* scores, bint one_hot, double* loss_out) noexcept nogil:
     """Find the negative of one positive (u, i) and take its step; returns a status.
 
-    ``bits``, ``shift``: the user's row of seen bits (``user_bits``), or NULL.
+    ``bits``, ``shift``: the user's row of seen bits (``user_bits``), or NULL. ``rep``: the
+    thread's copies of the hot columns, read and stepped instead of theirs in w, V, aw, aV.
 
     ``one_hot``: every row of U and I is one column with value 1, no column in both; the
     positive then takes the fast path (``one_hot_score``, ``one_hot_step``), which gives the
@@ -921,9 +1117,9 @@ cdef int train_positive(
             # Σ_U[u] x v, which every candidate's score uses.
             memset(qu, 0, k * sizeof(floating))
             for p in range(nu):
-                axpy(qu, V + ui[p] * k, k, ux[p])
+                axpy(qu, v_row(V, rep, ui[p], k), k, ux[p])
         j = choose_negative(u, ui, ux, nu, Ip, Ii, Ix, Sp, Si, bits, shift, n_items, pop, w,
-                            V, k, n_candidates, max_draws, rng, qu, scratch + k,
+                            V, rep, k, n_candidates, max_draws, rng, qu, scratch + k,
                             cands, scores, one_hot)
         if j < 0:
             return SKIPPED
@@ -950,7 +1146,8 @@ cdef int train_positive(
                buf.cols, floating_coef, floating_coef + buf.capacity,
                floating_coef + 2 * buf.capacity)
     if not triple_step(m, buf.cols, floating_coef, floating_coef + buf.capacity,
-                       floating_coef + 2 * buf.capacity, w, V, aw, aV, k, lr, adagrad, rw, rv,
+                       floating_coef + 2 * buf.capacity, w, V, aw, aV, rep, k, lr, adagrad, rw,
+                       rv,
                        scratch, scratch + k, scratch + 2 * k, loss_out):
         return NOT_FINITE
     return DONE
@@ -1031,6 +1228,129 @@ cdef inline const floating* value_ptr(const floating[::1] a) noexcept nogil:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef struct EpochPlan:
+    # What an epoch's loop takes besides the rows and parameters (see bpr_epoch).
+    Py_ssize_t n, k
+    int64_t n_items
+    const int64_t* order
+    const int64_t* users
+    const int64_t* items
+    const int64_t* negatives   # NULL: none given
+    const SeenBits* seen
+    const Popularity* pop
+    double learning_rate, reg_linear, reg_factors
+    bint adagrad, one_hot
+    int n_candidates, max_draws, n_threads
+    const uint64_t* seeds
+    const int32_t* slot         # the hot columns' slots, their columns and number
+    const int64_t* hot
+    Py_ssize_t n_hot, merge_every
+
+
+cdef struct EpochCounts:
+    double loss_sum
+    Py_ssize_t n_done, n_skipped, n_bad, n_oom
+
+
+cdef EpochCounts run_epoch(const copies_t* kind, const EpochPlan* plan,
+                           const index_t* Up, const index_t* Ui, const floating* Ux,
+                           const index_t* Ip, const index_t* Ii, const floating* Ix,
+                           const index_t* Sp, const index_t* Si, floating* w, floating* V,
+                           floating* aw, floating* aV) noexcept nogil:
+    """``bpr_epoch``'s loop over the positives, on ``plan.n_threads`` threads, stepping the
+    hot columns in per-thread copies when ``copies_t`` is Replica (``kind`` only picks the
+    compiled variant)."""
+    cdef Py_ssize_t n = plan.n, k = plan.k, t
+    cdef Py_ssize_t n_done = 0, n_skipped = 0, n_bad = 0, n_oom = 0
+    cdef double loss_sum = 0, lrow
+    cdef int64_t pos, jg
+    cdef int status, shift
+    cdef floating lr = <floating> plan.learning_rate
+    cdef floating rw = <floating> plan.reg_linear, rv = <floating> plan.reg_factors
+    cdef const int64_t* op = plan.order
+    cdef const int64_t* up = plan.users
+    cdef const int64_t* ip = plan.items
+    cdef const int64_t* negp = plan.negatives
+    cdef floating* scratch
+    cdef uint64_t* rng
+    cdef Merged* buf
+    cdef const uint64_t* bits
+    cdef int64_t* cands
+    cdef double* scores
+    cdef Replica* rep
+    cdef fmrec_lock merge_lock
+    cdef EpochCounts counts
+    lock_init(&merge_lock)
+    with parallel(num_threads=plan.n_threads):
+        # Per thread: q_u, q_i, q_j, spare (4k values); the RNG state on its own cache line.
+        scratch = <floating*> malloc(4 * k * sizeof(floating))
+        rng = <uint64_t*> malloc(8 * sizeof(uint64_t))
+        buf = <Merged*> malloc(sizeof(Merged))
+        # The negative sampler's batch: n_candidates draws and their scores.
+        cands = <int64_t*> malloc(plan.n_candidates * sizeof(int64_t))
+        scores = <double*> malloc(plan.n_candidates * sizeof(double))
+        rep = NULL
+        if copies_t is Replica:
+            rep = <Replica*> malloc(sizeof(Replica))
+            if rep != NULL and not start_replica(rep, plan.slot, plan.hot, plan.n_hot, w, V,
+                                                 aw, aV, k):
+                free(rep.own)
+                free(rep.base)
+                free(rep)
+                rep = NULL
+        if buf != NULL:
+            buf.capacity = 0
+            buf.cols = NULL
+            buf.coef = NULL
+        if rng != NULL:
+            rng[0] = plan.seeds[threadid()]
+        for t in prange(n, schedule="static"):
+            if (scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL
+                    or (copies_t is Replica and rep == NULL)):
+                n_oom += 1
+                continue
+            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, plan.seen, V, aV, k)
+            pos = op[t]
+            jg = negp[pos] if negp != NULL else -1
+            lrow = 0
+            bits = user_bits(plan.seen, up[pos], &shift)
+            status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
+                                    bits, shift, plan.n_items, plan.pop, w, V, aw, aV,
+                                    <const copies_t*> rep, k, lr, plan.adagrad, rw, rv,
+                                    plan.n_candidates, plan.max_draws, rng, scratch, buf,
+                                    cands, scores, plan.one_hot, &lrow)
+            if copies_t is Replica:
+                rep.since_merge += 1
+                if rep.since_merge >= plan.merge_every:
+                    merge_replica(rep, w, V, aw, aV, k, &merge_lock)
+            if status == DONE:
+                loss_sum += lrow
+                n_done += 1
+            elif status == SKIPPED:
+                n_skipped += 1
+            elif status == NOT_FINITE:
+                n_bad += 1
+            else:
+                n_oom += 1
+        if rep != NULL:
+            merge_replica(rep, w, V, aw, aV, k, &merge_lock)
+            free(rep.own)
+            free(rep.base)
+            free(rep)
+        free(scratch)
+        free(rng)
+        free(cands)
+        free(scores)
+        if buf != NULL:
+            free(buf.cols)
+            free(buf.coef)
+            free(buf)
+    lock_destroy(&merge_lock)
+    counts.loss_sum = loss_sum
+    counts.n_done, counts.n_skipped, counts.n_bad, counts.n_oom = n_done, n_skipped, n_bad, n_oom
+    return counts
+
+
 def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
               const floating[::1] U_data,
               const index_t[::1] I_indptr, const index_t[::1] I_indices,
@@ -1041,7 +1361,8 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
               floating[::1] w, floating[:, ::1] V, floating[::1] acc_w, floating[:, ::1] acc_V,
               double learning_rate, bint adagrad, double reg_linear, double reg_factors,
               int n_candidates, int max_draws, const uint64_t[::1] seeds, int n_threads,
-              bint one_hot=False, seen_bits=None, exact_of=None, exact_bits=None):
+              bint one_hot=False, seen_bits=None, exact_of=None, exact_bits=None,
+              hot_columns=None, Py_ssize_t merge_every=HOT_MERGE_EVERY):
     """One BPR pass over the positives ``(users[t], items[t])`` for t in ``order``.
 
     Each positive gets the negative ``negatives[t]`` when ``negatives`` is non-empty and that
@@ -1066,14 +1387,14 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     bit of a filter is set. ``exact_of`` (optional, int64, one entry per user) gives users
     with many seen items the exact row ``exact_of[u]`` of ``exact_bits`` (``seen_bitmap`` of
     those users) instead, -1 for the others. Same result, bit for bit.
+
+    ``hot_columns`` (optional, int64, distinct columns of w and V; general path only):
+    columns each thread steps in its own copy, adding its changes to the shared parameters
+    (and taking the other threads') every ``merge_every`` of its positives and at the end;
+    see ``Replica``. One thread gets the same bits with or without them.
     """
-    cdef Py_ssize_t n = order.shape[0], k = V.shape[1], t
-    cdef int64_t n_items = I_indptr.shape[0] - 1, pos, jg
-    cdef Py_ssize_t n_done = 0, n_skipped = 0, n_bad = 0, n_oom = 0
-    cdef double loss_sum = 0, lrow
-    cdef int status
-    cdef floating lr = <floating> learning_rate
-    cdef floating rw = <floating> reg_linear, rv = <floating> reg_factors
+    cdef Py_ssize_t n = order.shape[0], k = V.shape[1]
+    cdef int64_t n_items = I_indptr.shape[0] - 1, pos
     cdef const index_t* Up = &U_indptr[0]
     cdef const index_t* Ui = index_ptr(U_indices)
     cdef const floating* Ux = value_ptr(U_data)
@@ -1089,22 +1410,20 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
     cdef Popularity popularity
     cdef const Popularity* pop
     cdef const int64_t[::1] guide
-    cdef floating* wp = &w[0]
-    cdef floating* Vp = &V[0, 0]
     cdef floating* awp = &acc_w[0] if adagrad else NULL
     cdef floating* aVp = &acc_V[0, 0] if adagrad else NULL
-    cdef floating* scratch
-    cdef uint64_t* rng
-    cdef Merged* buf
     cdef const uint64_t[::1] bits_view
     cdef const uint64_t[::1] exact_view
     cdef const int64_t[::1] exact_of_view
     cdef SeenBits sb
     cdef Py_ssize_t n_users = seen_indptr.shape[0] - 1, n_exact
-    cdef const uint64_t* bits
-    cdef int shift
-    cdef int64_t* cands
-    cdef double* scores
+    cdef EpochPlan plan
+    cdef EpochCounts counts
+    cdef const int32_t[::1] slot_view
+    cdef const int64_t[::1] hot_view
+    cdef const int32_t* slot_of = NULL
+    cdef const int64_t* hot = NULL
+    cdef Py_ssize_t n_hot = 0
     if n_threads < 1:
         n_threads = 1
     if n_candidates < 1:
@@ -1146,56 +1465,45 @@ def bpr_epoch(const index_t[::1] U_indptr, const index_t[::1] U_indices,
             sb.exact_of = &exact_of_view[0]
         if exact_view.shape[0] > 0:
             sb.exact = &exact_view[0]
+    if merge_every < 1:
+        raise ValueError(f"merge_every must be >= 1, got {merge_every}")
+    if hot_columns is not None and len(hot_columns) > 0:
+        if one_hot:
+            raise ValueError("hot_columns are for the general path (one_hot=False)")
+        hot_arr = np.ascontiguousarray(hot_columns, dtype=np.int64)
+        if hot_arr.min() < 0 or hot_arr.max() >= V.shape[0]:
+            raise ValueError("hot_columns must be columns of V")
+        slot_arr = np.full(V.shape[0], -1, dtype=np.int32)
+        slot_arr[hot_arr] = np.arange(len(hot_arr), dtype=np.int32)
+        if (slot_arr >= 0).sum() != len(hot_arr):
+            raise ValueError("hot_columns must be distinct")
+        hot_view = hot_arr
+        slot_view = slot_arr
+        hot = &hot_view[0]
+        slot_of = &slot_view[0]
+        n_hot = hot_view.shape[0]
     if n == 0:
         return 0.0, 0, 0, 0
 
-    with nogil, parallel(num_threads=n_threads):
-        # Per thread: q_u, q_i, q_j, spare (4k values); the RNG state on its own cache line.
-        scratch = <floating*> malloc(4 * k * sizeof(floating))
-        rng = <uint64_t*> malloc(8 * sizeof(uint64_t))
-        buf = <Merged*> malloc(sizeof(Merged))
-        # The negative sampler's batch: n_candidates draws and their scores.
-        cands = <int64_t*> malloc(n_candidates * sizeof(int64_t))
-        scores = <double*> malloc(n_candidates * sizeof(double))
-        if buf != NULL:
-            buf.capacity = 0
-            buf.cols = NULL
-            buf.coef = NULL
-        if rng != NULL:
-            rng[0] = seeds[threadid()]
-        for t in prange(n, schedule="static"):
-            if scratch == NULL or rng == NULL or buf == NULL or cands == NULL or scores == NULL:
-                n_oom += 1
-                continue
-            prefetch_ahead(t, n, op, up, ip, Up, Ui, Ip, Ii, Sp, Si, &sb, Vp, aVp, k)
-            pos = op[t]
-            jg = negp[pos] if negp != NULL else -1
-            lrow = 0
-            bits = user_bits(&sb, up[pos], &shift)
-            status = train_positive(up[pos], ip[pos], jg, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
-                                    bits, shift, n_items, pop, wp, Vp, awp, aVp, k, lr,
-                                    adagrad, rw, rv, n_candidates, max_draws, rng, scratch,
-                                    buf, cands, scores, one_hot, &lrow)
-            if status == DONE:
-                loss_sum += lrow
-                n_done += 1
-            elif status == SKIPPED:
-                n_skipped += 1
-            elif status == NOT_FINITE:
-                n_bad += 1
-            else:
-                n_oom += 1
-        free(scratch)
-        free(rng)
-        free(cands)
-        free(scores)
-        if buf != NULL:
-            free(buf.cols)
-            free(buf.coef)
-            free(buf)
-    if n_oom:
+    plan.n, plan.k, plan.n_items = n, k, n_items
+    plan.order, plan.users, plan.items, plan.negatives = op, up, ip, negp
+    plan.seen, plan.pop = &sb, pop
+    plan.learning_rate, plan.reg_linear, plan.reg_factors = learning_rate, reg_linear, reg_factors
+    plan.adagrad, plan.one_hot = adagrad, one_hot
+    plan.n_candidates, plan.max_draws, plan.n_threads = n_candidates, max_draws, n_threads
+    plan.seeds = &seeds[0]
+    plan.slot, plan.hot, plan.n_hot, plan.merge_every = slot_of, hot, n_hot, merge_every
+    # Two compiled loops: with the copies' lookups and merges in the same loop, one thread's
+    # one-hot epoch took 1.5% more instructions (86.4M against 85.1M on MovieLens 100K).
+    if n_hot == 0:
+        counts = run_epoch(<const NoCopies*> NULL, &plan, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
+                           &w[0], &V[0, 0], awp, aVp)
+    else:
+        counts = run_epoch(<const Replica*> NULL, &plan, Up, Ui, Ux, Ip, Ii, Ix, Sp, Si,
+                           &w[0], &V[0, 0], awp, aVp)
+    if counts.n_oom:
         raise MemoryError("BPR thread scratch")
-    return loss_sum, n_done, n_skipped, n_bad
+    return counts.loss_sum, counts.n_done, counts.n_skipped, counts.n_bad
 
 
 def sample_negatives(const index_t[::1] seen_indptr, const index_t[::1] seen_indices,

@@ -78,7 +78,10 @@ class FMRanker(BaseEstimator):
         With ``n_jobs=1`` training is bit-for-bit reproducible; Hogwild on several threads
         is not.
     n_jobs : int or None, default=1
-        Threads (-1: every core). Several threads update the shared parameters without locks.
+        Threads (-1: every core). Several threads update the shared parameters without locks
+        (Hogwild), except the columns that a large share of the triples step (side features
+        such as gender, year or a common genre): each thread steps its own copy of those and
+        adds its changes to the shared ones every 512 of its positives.
     warm_start : bool, default=False
         Continue from the fitted ``w_``, ``V_`` and AdaGrad sums on the next ``fit`` (which
         must use the same columns, ``dtype`` and ``n_factors``), extending ``history_``.

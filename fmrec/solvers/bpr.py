@@ -29,6 +29,12 @@ SEEN_FILTER_MAX_WORDS = 8
 # too, the most active first, within another SEEN_BITMAP_MAX_BYTES: otherwise their lookups
 # are searches of long rows, cache misses for every step.
 SEEN_EXACT_MIN_ITEMS = 128
+# With several threads, columns stepped by at least this share of the triples (a user's
+# gender, an item's year, a common genre) are stepped in per-thread copies merged now and
+# then (the kernel's Replica), at most HOT_MAX_COLUMNS of them, the most stepped first:
+# threads that all write the same rows spend their time passing cache lines between cores.
+HOT_MIN_SHARE = 1 / 128
+HOT_MAX_COLUMNS = 256
 
 
 def exact_row_words(n_items: int) -> int:
@@ -61,6 +67,33 @@ def popularity_cdf(items: np.ndarray, n_items: int) -> np.ndarray:
     cdf = np.cumsum(p / p.sum())
     cdf[-1] = 1.0
     return cdf
+
+
+def hot_columns(U: sp.csr_matrix, I: sp.csr_matrix, users: np.ndarray,  # noqa: E741
+                items: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """The columns (int64, most stepped first) that a triple steps with a probability of at
+    least HOT_MIN_SHARE, at most HOT_MAX_COLUMNS of them.
+
+    A triple steps the columns of its user's row, its positive's and its negative's; the
+    negative is taken as drawn from ``cdf`` (uniformly when empty), as a sample would be
+    before the hardest of several is kept.
+    """
+    n = len(users)
+    if n == 0:
+        return np.empty(0, np.int64)
+    n_items = I.shape[0]
+    negative = np.diff(cdf, prepend=0.0) if len(cdf) else np.full(n_items, 1.0 / n_items)
+    stepped = (pattern_counts(U, np.bincount(users, minlength=U.shape[0]) / n)
+               + pattern_counts(I, np.bincount(items, minlength=n_items) / n + negative))
+    hot = np.flatnonzero(stepped >= HOT_MIN_SHARE)
+    hot = hot[np.argsort(-stepped[hot], kind="stable")][:HOT_MAX_COLUMNS]
+    return hot.astype(np.int64)
+
+
+def pattern_counts(M: sp.csr_matrix, row_weights: np.ndarray) -> np.ndarray:
+    """Σ over the rows of M holding each column of their weights (float64, one per column)."""
+    rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
+    return np.bincount(M.indices, weights=row_weights[rows], minlength=M.shape[1])
 
 
 def is_one_hot(U: sp.csr_matrix, I: sp.csr_matrix) -> bool:  # noqa: E741
@@ -110,6 +143,8 @@ class BPRSolver:
             self.cdf = popularity_cdf(items, I.shape[0])
         self.no_negatives = np.empty(0, np.int64)
         self.one_hot = is_one_hot(U, I)
+        self.hot = (hot_columns(U, I, users, items, self.cdf)
+                    if n_threads > 1 and not self.one_hot else np.empty(0, np.int64))
         n_users, n_items = seen.shape[0], I.shape[0]
         words = seen_bits_words(n_users, n_items)
         self.seen_bits = (None if words == 0 else
@@ -141,7 +176,8 @@ class BPRSolver:
             seen.indptr, seen.indices, self.users, self.items, self.no_negatives, order,
             self.cdf, st.w, st.V, acc_w, acc_V, hp["learning_rate"], self.adagrad,
             hp["reg_linear"], hp["reg_factors"], hp["n_candidates"], MAX_DRAWS, seeds,
-            self.n_threads, self.one_hot, self.seen_bits, self.exact_of, self.exact_bits)
+            self.n_threads, self.one_hot, self.seen_bits, self.exact_of, self.exact_bits,
+            self.hot)
         seconds = time.perf_counter() - start
         if n_bad or not (np.isfinite(loss_sum) and st.is_finite()):
             raise Diverged(f"{n_bad} triples had a non-finite score difference")
