@@ -26,8 +26,9 @@ cdef enum:
     SEEN_LINES = 8
 
 # A thread adds what it changed in its copies of the hot columns to the shared parameters
-# after this many of its positives (see Replica): a merge of 40 columns at k = 64 costs about
-# as much as a few positives, and the other threads see the steps that much later.
+# after this many of its positives (see Replica). Merging every 128, 512 or 2048 positives
+# ran two threads equally fast on the demo's feature ranker; the fewer, the sooner the other
+# threads see the steps.
 cdef enum:
     HOT_MERGE_EVERY = 512
 
@@ -525,7 +526,7 @@ cdef struct Replica:
 
 # Without hot columns (one thread) the kernel takes ``NoCopies`` in place of a Replica: its
 # own compiled variant, in which every column is read and written in place with no lookup
-# (looking up the slots of a positive's columns cost one thread 6-12% more instructions).
+# (looking the columns up cost one thread 5.6% more instructions on the side features).
 cdef struct NoCopies:
     char unused
 
@@ -576,16 +577,12 @@ cdef inline floating* param_at(floating* shared, const copies_t* r, int64_t col,
 
 cdef inline floating* v_row(floating* V, const copies_t* r, int64_t col,
                             Py_ssize_t k) noexcept nogil:
-    if copies_t is Replica:
-        return param_at(V, r, col, k, PART_V)
-    return V + col * k
+    return param_at(V, r, col, k, PART_V)
 
 
 cdef inline floating* w_at(floating* w, const copies_t* r, int64_t col,
                            Py_ssize_t k) noexcept nogil:
-    if copies_t is Replica:
-        return param_at(w, r, col, k, PART_W)
-    return w + col
+    return param_at(w, r, col, k, PART_W)
 
 
 cdef inline void merge_values(floating* shared, floating* own, floating* base,
@@ -611,8 +608,6 @@ cdef void merge_replica(Replica* r, floating* w, floating* V, floating* aw, floa
     cdef floating* shared
     cdef int part
     r.since_merge = 0
-    if n == 0:
-        return
     lock_set(lock)
     for part in range(4):
         shared = shared_part(part, w, V, aw, aV)
@@ -626,19 +621,15 @@ cdef void merge_replica(Replica* r, floating* w, floating* V, floating* aw, floa
 cdef bint start_replica(Replica* r, const int32_t* slot, const int64_t* cols, Py_ssize_t n,
                         floating* w, floating* V, floating* aw, floating* aV,
                         Py_ssize_t k) noexcept nogil:
-    """Set up a thread's copies of the n hot columns ``cols`` (``slot`` maps a column to
-    its slot); False if out of memory. No copies (every column in place) when n is 0."""
+    """Set up a thread's copies of the n > 0 hot columns ``cols`` (``slot`` maps a column to
+    its slot); False if out of memory."""
     cdef Py_ssize_t s, width, start, size = n * (2 * k + 2)
     cdef floating* shared
     cdef int part
-    r.slot = NULL
+    r.slot = slot
     r.cols = cols
     r.n_slots = n
     r.since_merge = 0
-    r.own = NULL
-    r.base = NULL
-    if n == 0:
-        return True
     r.own = malloc(size * sizeof(floating))
     r.base = malloc(size * sizeof(floating))
     if r.own == NULL or r.base == NULL:
@@ -651,7 +642,6 @@ cdef bint start_replica(Replica* r, const int32_t* slot, const int64_t* cols, Py
             memcpy(<floating*> r.own + start + s * width, shared + cols[s] * width,
                    width * sizeof(floating))
     memcpy(r.base, r.own, size * sizeof(floating))
-    r.slot = slot
     return True
 
 
@@ -1146,9 +1136,8 @@ cdef int train_positive(
                buf.cols, floating_coef, floating_coef + buf.capacity,
                floating_coef + 2 * buf.capacity)
     if not triple_step(m, buf.cols, floating_coef, floating_coef + buf.capacity,
-                       floating_coef + 2 * buf.capacity, w, V, aw, aV, rep, k, lr, adagrad, rw,
-                       rv,
-                       scratch, scratch + k, scratch + 2 * k, loss_out):
+                       floating_coef + 2 * buf.capacity, w, V, aw, aV, rep, k, lr, adagrad,
+                       rw, rv, scratch, scratch + k, scratch + 2 * k, loss_out):
         return NOT_FINITE
     return DONE
 

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmrec._kernels import bpr as _bpr
-from fmrec.solvers._state import Diverged, FMState
+from fmrec.solvers._state import Diverged, FMState, weighted_column_counts
 
 # A positive whose user rejects this many sampled items in a row is skipped for the epoch
 # (users who have seen nearly every item).
@@ -83,17 +83,11 @@ def hot_columns(U: sp.csr_matrix, I: sp.csr_matrix, users: np.ndarray,  # noqa: 
         return np.empty(0, np.int64)
     n_items = I.shape[0]
     negative = np.diff(cdf, prepend=0.0) if len(cdf) else np.full(n_items, 1.0 / n_items)
-    stepped = (pattern_counts(U, np.bincount(users, minlength=U.shape[0]) / n)
-               + pattern_counts(I, np.bincount(items, minlength=n_items) / n + negative))
+    stepped = (weighted_column_counts(U, np.bincount(users, minlength=U.shape[0]) / n)
+               + weighted_column_counts(I, np.bincount(items, minlength=n_items) / n + negative))
     hot = np.flatnonzero(stepped >= HOT_MIN_SHARE)
     hot = hot[np.argsort(-stepped[hot], kind="stable")][:HOT_MAX_COLUMNS]
     return hot.astype(np.int64)
-
-
-def pattern_counts(M: sp.csr_matrix, row_weights: np.ndarray) -> np.ndarray:
-    """Σ over the rows of M holding each column of their weights (float64, one per column)."""
-    rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
-    return np.bincount(M.indices, weights=row_weights[rows], minlength=M.shape[1])
 
 
 def is_one_hot(U: sp.csr_matrix, I: sp.csr_matrix) -> bool:  # noqa: E741
