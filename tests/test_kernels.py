@@ -292,7 +292,9 @@ def run_als(X, y, s, w0, w, V, *, loss, reg_bias, rl, rf, fit_intercept=True, fi
 @pytest.mark.parametrize("loss", [R.SQUARE, R.LOGISTIC])
 @pytest.mark.parametrize("flags", [(True, True), (False, False)])
 @pytest.mark.parametrize("weights", ["random", "ones"])  # ones: the sweep skips reading them
-def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags, weights):
+# The caches go to and from factor-major scratch eight factors at a time, then one by one.
+@pytest.mark.parametrize("k", [3, 8, 11])
+def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags, weights, k):
     X = random_csr(40, 10, 0.3, dtype, index_dtype, seed=13)
     X = sp.hstack([X, sp.csr_matrix((40, 1), dtype=dtype)], format="csr")  # an empty column
     X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
@@ -300,7 +302,7 @@ def test_als_sweep_matches_reference(dtype, index_dtype, loss, flags, weights):
     rng = np.random.default_rng(3)
     s = rng.uniform(0.5, 2.0, 40) if weights == "random" else np.ones(40)
     rl, rf = rng.uniform(0.1, 1.0, 11), rng.uniform(0.1, 1.0, 11)
-    w0, w, V = params(11, 3, dtype)
+    w0, w, V = params(11, k, dtype)
     ref = R.als_sweep(X, y, s, w0, w, V, loss=loss, reg_bias=0.4, reg_linear=rl,
                       reg_factors=rf, fit_intercept=flags[0], fit_linear=flags[1])
     got = run_als(X, y, s, w0, w, V, loss=loss, reg_bias=0.4, rl=rl, rf=rf,
