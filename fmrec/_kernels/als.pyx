@@ -25,12 +25,6 @@ from fmrec._kernels._common cimport (
 cdef enum:
     AHEAD = 24
 
-# Independent partial sums in the coordinate loops (the code below spells out 4): without
-# -ffast-math the compiler keeps a
-# single sum in order, i.e. one add latency (~4 cycles) per element.
-cdef enum:
-    LANES = 4
-
 # block_entity_sums takes the logistic loss's sigmoids this many rows at a time.
 cdef enum:
     SIGMOID_CHUNK = 256
@@ -226,7 +220,8 @@ def compute_caches(const index_t[::1] indptr, const index_t[::1] indices,
 
 
 # The sums over a column's rows behind every coordinate step, in C: each of 4 lanes sums the
-# rows t with t % 4 == l, and the lanes are added as (0 + 1) + (2 + 3). One row's terms are
+# rows t with t % 4 == l, and the lanes are added as (0 + 1) + (2 + 3) (without -ffast-math
+# a single sum stays in order: one add latency, ~4 cycles, per row). One row's terms are
 # written once (FMREC_*_TERMS) and used on vectors of the 4 lanes (GCC/Clang: one AVX
 # register of doubles, or two SSE2 ones, picked at run time as for the sigmoids), on the
 # rows past the last multiple of 4 (into lane 0) and, with other compilers, lane by lane.
@@ -524,7 +519,7 @@ cdef inline void update_column(
     cdef Py_ssize_t start = indptr[j], m = indptr[j + 1] - start
     cdef Py_ssize_t i, p, t, f
     cdef bint square = loss == SQUARE
-    cdef double num, den, st, delta
+    cdef double num, den, delta
     cdef floating* bx = scratch
     cdef floating* bs = bx + stride
     cdef floating* by = bs + stride

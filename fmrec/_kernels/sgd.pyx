@@ -55,7 +55,8 @@ cdef double ADAGRAD_EPS = 1e-8
 # With GCC/Clang on x86-64 each exists twice: on the SSE2 baseline (a row of 8 float32 is two
 # registers, so every operation, sqrt and divide included, is issued twice) and for AVX (one
 # register), picked at run time when the CPU has it (_common.pxd's fmrec_use_avx;
-# FMREC_NO_AVX=1 in the environment turns it off). Neither contracts to FMA, so both give the same bits.
+# FMREC_NO_AVX=1 in the environment turns it off). Neither contracts to FMA, so both give the
+# same bits.
 cdef extern from *:
     """
     #include <string.h>
